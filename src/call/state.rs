@@ -1,0 +1,536 @@
+//! The call state machine: what to do next, given what Twilio and the model just said.
+//!
+//! No I/O and no JSON: the session task feeds events in, with the time they arrived, and carries
+//! out the [`Command`]s that come back. That keeps the rules testable with plain event sequences:
+//! - the greeting is a `response.create` at stream start;
+//! - `response.create` is queued while a response is active and sent after its `response.done`;
+//! - the first `response.done` upgrades the session to the FULL instructions, exactly once;
+//! - on `speech_started` while model audio is queued or playing (barge-in): Twilio `clear`, a
+//!   `conversation.item.truncate` at the milliseconds the caller heard (only when above 0 and
+//!   within the audio received), `response.cancel` only when a response is active and the server
+//!   will not cancel it itself, and the rest of the interrupted response's audio is discarded;
+//! - `response_cancel_not_active`, `conversation_already_has_active_response` and
+//!   `input_audio_buffer_commit_empty` are benign: logged, counted, and the call goes on.
+//!
+//! Sources: `shared/protocol/openai-realtime.md` §4.2–4.4, `shared/protocol/twilio.md` §4.3.
+
+use std::time::Instant;
+
+use crate::call::playback::Playback;
+use crate::realtime::events::{BENIGN_ERROR_CODES, Usage};
+use crate::telemetry::timeline::{CallCounters, Timeline, TimelineEvent};
+
+/// Something the session must send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Twilio `clear`.
+    TwilioClear,
+    /// Twilio `mark` with this name.
+    TwilioMark(String),
+    /// Upstream `response.create`.
+    ResponseCreate,
+    /// Upstream `response.cancel`.
+    ResponseCancel,
+    /// Upstream `conversation.item.truncate`.
+    Truncate {
+        /// The assistant item.
+        item_id: String,
+        /// Ms of it the caller heard.
+        audio_end_ms: u64,
+    },
+    /// Upstream `session.update` with the FULL instructions.
+    UpgradeInstructions,
+}
+
+/// What to do with one model audio delta.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaDecision {
+    /// Send it to Twilio; false for audio of a response the caller interrupted.
+    pub forward: bool,
+    /// A mark to send right after it.
+    pub mark: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ResponseState {
+    /// No response in progress.
+    Idle,
+    /// We sent `response.create`; `response.created` has not arrived.
+    Requested,
+    /// A response is in progress (ours or one the server VAD started).
+    Active(String),
+}
+
+/// Fixed settings of one call's state machine.
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    /// Audio between marks, ms.
+    pub mark_interval_ms: u64,
+    /// The session's VAD has `interrupt_response: true`: the server cancels the response itself
+    /// on speech, so the proxy does not send `response.cancel` too.
+    pub server_cancels_on_speech: bool,
+    /// FULL instructions size, tokens (for the timeline).
+    pub full_tokens: usize,
+}
+
+/// One call's state.
+#[derive(Debug)]
+pub struct CallState {
+    settings: CallSettings,
+    playback: Playback,
+    response: ResponseState,
+    /// A `response.create` waits for the active response to finish.
+    create_queued: bool,
+    /// The FULL instructions were sent.
+    upgraded: bool,
+    /// Audio of this response is discarded: the caller interrupted it.
+    muted_response: Option<String>,
+    /// When the caller's last turn ended, until its answer's first audio goes out.
+    turn_ended_at: Option<Instant>,
+    greeting_latency_ms: Option<f64>,
+    turn_latencies_ms: Vec<f64>,
+    counters: CallCounters,
+    timeline: Timeline,
+}
+
+impl CallState {
+    /// A call whose stream started at `started`.
+    pub fn new(settings: CallSettings, started: Instant) -> CallState {
+        CallState {
+            playback: Playback::new(settings.mark_interval_ms),
+            settings,
+            response: ResponseState::Idle,
+            create_queued: false,
+            upgraded: false,
+            muted_response: None,
+            turn_ended_at: None,
+            greeting_latency_ms: None,
+            turn_latencies_ms: Vec::new(),
+            counters: CallCounters::default(),
+            timeline: Timeline::new(started),
+        }
+    }
+
+    /// Asks for a response now, or after the active one.
+    fn request_response(&mut self, out: &mut Vec<Command>) {
+        if self.response == ResponseState::Idle {
+            self.response = ResponseState::Requested;
+            out.push(Command::ResponseCreate);
+        } else {
+            self.create_queued = true;
+        }
+    }
+
+    /// The stream started: greet.
+    pub fn greet(&mut self, now: Instant, out: &mut Vec<Command>) {
+        self.timeline.push(now, TimelineEvent::GreetingRequested);
+        self.request_response(out);
+    }
+
+    /// A model audio delta of `bytes` arrived for `item_id`.
+    pub fn on_audio_delta(
+        &mut self,
+        response_id: Option<&str>,
+        item_id: &str,
+        bytes: u64,
+        now: Instant,
+    ) -> DeltaDecision {
+        if response_id.is_some() && self.muted_response.as_deref() == response_id {
+            self.counters.discarded_after_barge_in += 1;
+            return DeltaDecision {
+                forward: false,
+                mark: None,
+            };
+        }
+        let start = self.timeline.start();
+        if self.greeting_latency_ms.is_none() {
+            let ms = now.saturating_duration_since(start).as_secs_f64() * 1000.0;
+            self.greeting_latency_ms = Some(ms);
+            self.timeline
+                .push(now, TimelineEvent::GreetingAudio { latency_ms: ms });
+        }
+        if let Some(ended) = self.turn_ended_at.take() {
+            let ms = now.saturating_duration_since(ended).as_secs_f64() * 1000.0;
+            self.turn_latencies_ms.push(ms);
+            self.timeline
+                .push(now, TimelineEvent::TurnAudio { latency_ms: ms });
+        }
+        self.counters.frames_out += 1;
+        let mark = self.playback.on_audio_sent(item_id, bytes, now);
+        if mark.is_some() {
+            self.counters.marks_sent += 1;
+        }
+        DeltaDecision {
+            forward: true,
+            mark,
+        }
+    }
+
+    /// A delta that was to be forwarded could not be queued (Twilio writer full).
+    pub fn on_audio_delta_dropped(&mut self, item_id: &str, bytes: u64) {
+        self.counters.frames_out = self.counters.frames_out.saturating_sub(1);
+        self.counters.dropped_out += 1;
+        self.playback.on_audio_dropped(item_id, bytes);
+    }
+
+    /// A caller frame could not be queued upstream (upstream writer full).
+    pub fn on_caller_frame(&mut self, queued: bool) {
+        if queued {
+            self.counters.frames_in += 1;
+        } else {
+            self.counters.dropped_in += 1;
+        }
+    }
+
+    /// The response's audio is complete: mark its tail so playback tracking covers it.
+    pub fn on_audio_done(&mut self, out: &mut Vec<Command>) {
+        if let Some(name) = self.playback.flush_mark() {
+            self.counters.marks_sent += 1;
+            out.push(Command::TwilioMark(name));
+        }
+    }
+
+    /// Twilio echoed a mark.
+    pub fn on_mark(&mut self, name: &str, now: Instant) {
+        if self.playback.on_mark(name, now) {
+            self.counters.marks_acked += 1;
+        }
+    }
+
+    /// Server VAD heard the caller start speaking. Returns true when this was a barge-in.
+    pub fn on_speech_started(&mut self, now: Instant, out: &mut Vec<Command>) -> bool {
+        self.timeline.push(now, TimelineEvent::CallerSpeechStarted);
+        if !self.playback.is_playing(now) {
+            return false;
+        }
+        out.push(Command::TwilioClear);
+        let cut = self.playback.on_clear(now);
+        let truncate_ms = cut.truncate.as_ref().map(|(_, ms)| *ms);
+        if let Some((item_id, audio_end_ms)) = cut.truncate {
+            out.push(Command::Truncate {
+                item_id,
+                audio_end_ms,
+            });
+        }
+        let mut cancel_sent = false;
+        if let ResponseState::Active(id) = &self.response {
+            // Whatever the server still sends of this response must not reach the caller.
+            self.muted_response = Some(id.clone());
+            if !self.settings.server_cancels_on_speech {
+                out.push(Command::ResponseCancel);
+                cancel_sent = true;
+            }
+        }
+        self.counters.barge_ins += 1;
+        self.timeline.push(
+            now,
+            TimelineEvent::BargeIn {
+                reaction_us: 0,
+                truncate_ms,
+                dropped_ms: cut.dropped_ms,
+                cancel_sent,
+            },
+        );
+        true
+    }
+
+    /// Sets the measured reaction time of the barge-in just recorded (the session measures it
+    /// around sending the commands).
+    pub fn set_last_barge_in_reaction(&mut self, reaction_us: u64) {
+        if let Some((_, TimelineEvent::BargeIn { reaction_us: r, .. })) =
+            self.timeline.entries_mut().last_mut()
+        {
+            *r = reaction_us;
+        }
+    }
+
+    /// Server VAD heard the caller stop: the turn is over, the answer's latency starts now.
+    pub fn on_speech_stopped(&mut self, now: Instant) {
+        self.counters.turns += 1;
+        self.turn_ended_at = Some(now);
+        self.timeline.push(now, TimelineEvent::CallerSpeechStopped);
+    }
+
+    /// `response.created`.
+    pub fn on_response_created(&mut self, response_id: &str, now: Instant) {
+        self.response = ResponseState::Active(response_id.to_string());
+        self.timeline.push(
+            now,
+            TimelineEvent::ResponseStarted {
+                response_id: response_id.to_string(),
+            },
+        );
+    }
+
+    /// `response.done`: the upgrade on the first one, then any queued `response.create`.
+    pub fn on_response_done(
+        &mut self,
+        response_id: Option<&str>,
+        status: Option<&str>,
+        usage: Option<Usage>,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) {
+        self.response = ResponseState::Idle;
+        if self.muted_response.as_deref() == response_id {
+            self.muted_response = None;
+        }
+        if let Some(usage) = usage {
+            self.counters.total_tokens += usage.total_tokens;
+        }
+        self.timeline.push(
+            now,
+            TimelineEvent::ResponseDone {
+                response_id: response_id.unwrap_or_default().to_string(),
+                status: status.unwrap_or("unknown").to_string(),
+            },
+        );
+        if !self.upgraded {
+            self.upgraded = true;
+            out.push(Command::UpgradeInstructions);
+            self.timeline.push(
+                now,
+                TimelineEvent::Upgraded {
+                    full_tokens: self.settings.full_tokens,
+                },
+            );
+        }
+        if self.create_queued {
+            self.create_queued = false;
+            self.request_response(out);
+        }
+    }
+
+    /// An upstream `error`. Returns true when it is benign.
+    pub fn on_error(&mut self, code: Option<&str>, now: Instant) -> bool {
+        let code = code.unwrap_or("unknown");
+        let benign = BENIGN_ERROR_CODES.contains(&code);
+        if code == "conversation_already_has_active_response" {
+            // Our response.create lost a race with one the server started: retry after it.
+            self.create_queued = true;
+            if self.response == ResponseState::Requested {
+                self.response = ResponseState::Active(String::new());
+            }
+        }
+        if benign {
+            self.counters.benign_errors += 1;
+        } else {
+            self.counters.upstream_errors += 1;
+        }
+        self.timeline.push(
+            now,
+            TimelineEvent::UpstreamError {
+                code: code.to_string(),
+                benign,
+            },
+        );
+        benign
+    }
+
+    /// Records a caller or model transcript on the timeline.
+    pub fn on_transcript(&mut self, caller: bool, text: String, now: Instant) {
+        let event = if caller {
+            TimelineEvent::CallerTranscript { text }
+        } else {
+            TimelineEvent::ModelTranscript { text }
+        };
+        self.timeline.push(now, event);
+    }
+
+    /// Records any other timeline event.
+    pub fn record(&mut self, event: TimelineEvent, now: Instant) {
+        self.timeline.push(now, event);
+    }
+
+    /// Counts a frame that could not be parsed.
+    pub fn on_malformed(&mut self, from_twilio: bool) {
+        if from_twilio {
+            self.counters.malformed_twilio += 1;
+        } else {
+            self.counters.malformed_upstream += 1;
+        }
+    }
+
+    /// Whether the FULL instructions were sent.
+    pub fn upgraded(&self) -> bool {
+        self.upgraded
+    }
+
+    /// Stream start to first audio out, ms.
+    pub fn greeting_latency_ms(&self) -> Option<f64> {
+        self.greeting_latency_ms
+    }
+
+    /// Consumes the state: latencies, counters and the timeline.
+    pub fn into_parts(self) -> (Option<f64>, Vec<f64>, CallCounters, Timeline) {
+        (
+            self.greeting_latency_ms,
+            self.turn_latencies_ms,
+            self.counters,
+            self.timeline,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings(server_cancels: bool) -> CallSettings {
+        CallSettings {
+            mark_interval_ms: 500,
+            server_cancels_on_speech: server_cancels,
+            full_tokens: 1000,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Greeting requested, created, and `audio_ms` of it sent at `t0`.
+    fn greeting_playing(server_cancels: bool, audio_ms: u64) -> (CallState, Instant) {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(server_cancels), t0);
+        let mut out = Vec::new();
+        s.greet(t0, &mut out);
+        assert_eq!(out, vec![Command::ResponseCreate]);
+        s.on_response_created("resp_1", t0 + ms(5));
+        for _ in 0..audio_ms / 100 {
+            s.on_audio_delta(Some("resp_1"), "item_1", 800, t0 + ms(10));
+        }
+        (s, t0)
+    }
+
+    #[test]
+    fn greeting_latency_is_measured_to_the_first_audio_out() {
+        let (s, _) = greeting_playing(true, 1000);
+        let latency = s.greeting_latency_ms().unwrap_or(f64::NAN);
+        assert!((9.0..=11.0).contains(&latency), "{latency}");
+    }
+
+    #[test]
+    fn caller_interrupting_clears_twilio_and_truncates_to_heard_audio() {
+        let (mut s, t0) = greeting_playing(true, 3000);
+        let mut out = Vec::new();
+        assert!(s.on_speech_started(t0 + ms(1010), &mut out));
+        assert_eq!(
+            out,
+            vec![
+                Command::TwilioClear,
+                Command::Truncate {
+                    item_id: "item_1".into(),
+                    audio_end_ms: 1000
+                }
+            ],
+            "the server cancels by itself: no response.cancel"
+        );
+        // Deltas of the interrupted response still in flight are discarded.
+        let d = s.on_audio_delta(Some("resp_1"), "item_1", 800, t0 + ms(1020));
+        assert!(!d.forward);
+    }
+
+    #[test]
+    fn cancel_is_sent_only_when_a_response_is_active_and_the_server_will_not_cancel() {
+        let (mut s, t0) = greeting_playing(false, 3000);
+        let mut out = Vec::new();
+        s.on_speech_started(t0 + ms(500), &mut out);
+        assert!(out.contains(&Command::ResponseCancel));
+
+        // Response finished generating, but Twilio is still playing it.
+        let (mut s, t0) = greeting_playing(false, 3000);
+        let mut out = Vec::new();
+        s.on_response_done(
+            Some("resp_1"),
+            Some("completed"),
+            None,
+            t0 + ms(100),
+            &mut out,
+        );
+        out.clear();
+        assert!(s.on_speech_started(t0 + ms(500), &mut out));
+        assert!(out.contains(&Command::TwilioClear));
+        assert!(!out.contains(&Command::ResponseCancel), "{out:?}");
+    }
+
+    #[test]
+    fn speech_with_nothing_playing_is_not_a_barge_in() {
+        let (mut s, t0) = greeting_playing(true, 1000);
+        let mut out = Vec::new();
+        assert!(!s.on_speech_started(t0 + ms(5000), &mut out));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_first_response_done_upgrades_once() {
+        let (mut s, t0) = greeting_playing(true, 1000);
+        let mut out = Vec::new();
+        s.on_response_done(Some("resp_1"), Some("completed"), None, t0, &mut out);
+        assert_eq!(out, vec![Command::UpgradeInstructions]);
+        out.clear();
+        s.on_response_created("resp_2", t0);
+        s.on_response_done(Some("resp_2"), Some("completed"), None, t0, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(s.upgraded());
+    }
+
+    #[test]
+    fn response_create_waits_for_the_active_response() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        // The server VAD started a response before the greeting was asked for.
+        s.on_response_created("resp_vad", t0);
+        s.greet(t0, &mut out);
+        assert!(out.is_empty(), "queued, not sent: {out:?}");
+        s.on_response_done(Some("resp_vad"), Some("completed"), None, t0, &mut out);
+        assert_eq!(
+            out,
+            vec![Command::UpgradeInstructions, Command::ResponseCreate]
+        );
+    }
+
+    #[test]
+    fn a_create_rejected_as_concurrent_is_retried_after_response_done() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        s.greet(t0, &mut out);
+        out.clear();
+        assert!(s.on_error(Some("conversation_already_has_active_response"), t0));
+        s.on_response_done(Some("resp_x"), Some("completed"), None, t0, &mut out);
+        assert!(out.contains(&Command::ResponseCreate), "{out:?}");
+    }
+
+    #[test]
+    fn benign_errors_are_told_apart() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        assert!(s.on_error(Some("response_cancel_not_active"), t0));
+        assert!(s.on_error(Some("input_audio_buffer_commit_empty"), t0));
+        assert!(!s.on_error(Some("invalid_value"), t0));
+        assert!(!s.on_error(None, t0));
+        let (_, _, counters, _) = s.into_parts();
+        assert_eq!((counters.benign_errors, counters.upstream_errors), (2, 2));
+    }
+
+    #[test]
+    fn turn_latency_runs_from_speech_stopped_to_the_answers_first_audio() {
+        let (mut s, t0) = greeting_playing(true, 100);
+        let mut out = Vec::new();
+        s.on_response_done(
+            Some("resp_1"),
+            Some("completed"),
+            None,
+            t0 + ms(50),
+            &mut out,
+        );
+        s.on_speech_stopped(t0 + ms(2000));
+        s.on_response_created("resp_2", t0 + ms(2100));
+        s.on_audio_delta(Some("resp_2"), "item_2", 800, t0 + ms(2250));
+        let (_, turns, _, _) = s.into_parts();
+        assert_eq!(turns.len(), 1);
+        assert!((249.0..=251.0).contains(&turns[0]), "{turns:?}");
+    }
+}

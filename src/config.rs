@@ -1,0 +1,588 @@
+//! Configuration: `config/voxrelay.toml` plus environment overrides; secrets only from the
+//! environment.
+//!
+//! Every key `section.key` of the file can be overridden by `VOXRELAY_SECTION_KEY` (upper case),
+//! for example `VOXRELAY_DATABASE_URL` or `VOXRELAY_UPSTREAM_MODEL`. The value is read as the
+//! type the file gives the key (integer, float, boolean or string). Every key must be present in
+//! the file: a missing, unknown or ill-typed key fails at start with the key and the file named.
+//!
+//! Secrets are never read from the file: `OPENAI_API_KEY`, `TWILIO_AUTH_TOKEN` and
+//! `VOXRELAY_SIGNING_KEY` come from the environment only.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::realtime::{Provider, TurnDetection, UpstreamSettings};
+
+/// The defaults file shipped in the repository, built into the binary for `demo` and tests.
+pub const DEFAULT_TOML: &str = include_str!("../config/voxrelay.toml");
+
+/// Where the defaults file lives in the repository.
+pub const DEFAULT_PATH: &str = "config/voxrelay.toml";
+
+/// A configuration problem, always naming the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{file}: not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A key is missing, unknown, ill-typed or out of range.
+    #[error("{file}: key `{key}`: {message}")]
+    Key {
+        /// The file (or the environment variable that set the key).
+        file: String,
+        /// `section.key`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A required secret is missing from the environment.
+    #[error("environment variable {name} is not set: {why}")]
+    MissingSecret {
+        /// The variable.
+        name: &'static str,
+        /// What it is for.
+        why: &'static str,
+    },
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Host (and optional port) Twilio reaches.
+    pub public_host: String,
+    /// `https` or `http`: the scheme of the webhook URL Twilio signs.
+    pub public_scheme: String,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `openai` or `azure`.
+    pub provider: Provider,
+    /// WebSocket URL without `?model=`.
+    pub url: String,
+    /// Model or deployment.
+    pub model: String,
+    /// Handshake limit, ms.
+    pub connect_timeout_ms: u64,
+    /// Input transcription model; empty turns it off.
+    pub transcription_model: String,
+}
+
+/// `[audio]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioConfig {
+    /// Only `audio/pcmu` (G.711 mu-law passthrough) is supported.
+    pub format: String,
+    /// Voice when the business has none.
+    pub default_voice: String,
+    /// Model audio between marks, ms.
+    pub mark_interval_ms: u64,
+    /// Audio messages allowed to wait per writer queue.
+    pub queue_frames: usize,
+}
+
+/// `[vad]`: server VAD settings for `session.update`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VadConfig {
+    /// 0.0–1.0.
+    pub threshold: f32,
+    /// ms.
+    pub prefix_padding_ms: u32,
+    /// ms.
+    pub silence_duration_ms: u32,
+    /// The server answers each turn by itself.
+    pub create_response: bool,
+    /// The server cancels its response when the caller speaks.
+    pub interrupt_response: bool,
+}
+
+/// `[prompt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    /// Directory of the universal and direction layers; empty: built-in copies.
+    pub dir: String,
+    /// Business characters kept in COMPACT.
+    pub compact_business_chars: usize,
+}
+
+/// `[timeouts]`, all in ms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Unclaimed pending call lifetime.
+    pub pending_call_ms: u64,
+    /// Stream token lifetime.
+    pub stream_token_ms: u64,
+    /// Limit for the `start` message after the WebSocket opens.
+    pub stream_start_ms: u64,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[database]`.
+    pub database: DatabaseConfig,
+    /// `[upstream]`.
+    pub upstream: UpstreamConfig,
+    /// `[audio]`.
+    pub audio: AudioConfig,
+    /// `[vad]`.
+    pub vad: VadConfig,
+    /// `[prompt]`.
+    pub prompt: PromptConfig,
+    /// `[timeouts]`.
+    pub timeouts: TimeoutsConfig,
+}
+
+/// Secrets, from the environment only.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// `OPENAI_API_KEY` (or the Azure key).
+    pub openai_api_key: Option<String>,
+    /// `TWILIO_AUTH_TOKEN`: the key of X-Twilio-Signature.
+    pub twilio_auth_token: String,
+    /// `VOXRELAY_SIGNING_KEY`: signs stream tokens and outbound webhook parameters.
+    pub signing_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field(
+                "openai_api_key",
+                &self.openai_api_key.as_ref().map(|_| "***"),
+            )
+            .field("twilio_auth_token", &"***")
+            .field("signing_key", &"***")
+            .finish()
+    }
+}
+
+/// Environment variables that are secrets, never config keys.
+const SECRET_VARS: [&str; 3] = [
+    "OPENAI_API_KEY",
+    "TWILIO_AUTH_TOKEN",
+    "VOXRELAY_SIGNING_KEY",
+];
+
+impl Secrets {
+    /// Reads the secrets. `TWILIO_AUTH_TOKEN` and `VOXRELAY_SIGNING_KEY` (at least 16 bytes) are
+    /// required; `OPENAI_API_KEY` is required unless `api_key_optional` (a local upstream).
+    pub fn from_env(api_key_optional: bool) -> Result<Secrets, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok(), api_key_optional)
+    }
+
+    /// As [`Secrets::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        api_key_optional: bool,
+    ) -> Result<Secrets, ConfigError> {
+        let nonempty = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let openai_api_key = nonempty("OPENAI_API_KEY");
+        if openai_api_key.is_none() && !api_key_optional {
+            return Err(ConfigError::MissingSecret {
+                name: "OPENAI_API_KEY",
+                why: "the upstream Realtime API needs an API key",
+            });
+        }
+        let twilio_auth_token =
+            nonempty("TWILIO_AUTH_TOKEN").ok_or(ConfigError::MissingSecret {
+                name: "TWILIO_AUTH_TOKEN",
+                why: "webhooks are verified with X-Twilio-Signature, keyed by the auth token",
+            })?;
+        let signing_key = nonempty("VOXRELAY_SIGNING_KEY").ok_or(ConfigError::MissingSecret {
+            name: "VOXRELAY_SIGNING_KEY",
+            why: "media stream tokens are signed with it (use at least 16 random bytes)",
+        })?;
+        if signing_key.len() < 16 {
+            return Err(ConfigError::MissingSecret {
+                name: "VOXRELAY_SIGNING_KEY",
+                why: "it is shorter than 16 bytes; use at least 16 random bytes",
+            });
+        }
+        Ok(Secrets {
+            openai_api_key,
+            twilio_auth_token,
+            signing_key: signing_key.into_bytes(),
+        })
+    }
+}
+
+impl Config {
+    /// Loads `path` and applies `VOXRELAY_*` environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::from_toml(&text, &file, |name| std::env::var(name).ok())
+    }
+
+    /// The repository defaults (built in) with environment overrides.
+    pub fn defaults_with_env() -> Result<Config, ConfigError> {
+        Self::from_toml(DEFAULT_TOML, DEFAULT_PATH, |name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (named `file` in errors) and applies overrides found through `env`.
+    pub fn from_toml(
+        text: &str,
+        file: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    file: file.to_string(),
+                    message: e.to_string(),
+                })?;
+        for (section_name, section) in table.iter_mut() {
+            let Some(section) = section.as_table_mut() else {
+                continue;
+            };
+            for (key, value) in section.iter_mut() {
+                let var = format!("VOXRELAY_{}_{}", section_name, key).to_uppercase();
+                if SECRET_VARS.contains(&var.as_str()) {
+                    continue;
+                }
+                if let Some(raw) = env(&var) {
+                    *value = override_value(value, &raw).map_err(|message| ConfigError::Key {
+                        file: format!("environment variable {var}"),
+                        key: format!("{section_name}.{key}"),
+                        message,
+                    })?;
+                }
+            }
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.inner().to_string();
+                let key = match missing_field(&message) {
+                    Some(field) if path == "." => field.to_string(),
+                    Some(field) => format!("{path}.{field}"),
+                    None => path,
+                };
+                ConfigError::Key {
+                    file: file.to_string(),
+                    key,
+                    message,
+                }
+            })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Key {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        if !matches!(self.server.public_scheme.as_str(), "http" | "https") {
+            return Err(bad(
+                "server.public_scheme",
+                format!(
+                    "{:?} is not \"http\" or \"https\"",
+                    self.server.public_scheme
+                ),
+            ));
+        }
+        let host = &self.server.public_host;
+        if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+            return Err(bad(
+                "server.public_host",
+                format!("{host:?} is not a host[:port] (no scheme, no path)"),
+            ));
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(bad(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+        if !(self.upstream.url.starts_with("wss://") || self.upstream.url.starts_with("ws://")) {
+            return Err(bad(
+                "upstream.url",
+                format!("{:?} is not a ws:// or wss:// URL", self.upstream.url),
+            ));
+        }
+        if self.upstream.model.trim().is_empty() {
+            return Err(bad("upstream.model", "must not be empty".into()));
+        }
+        if self.audio.format != "audio/pcmu" {
+            return Err(bad(
+                "audio.format",
+                format!(
+                    "{:?} is not supported; only \"audio/pcmu\" (G.711 mu-law passthrough)",
+                    self.audio.format
+                ),
+            ));
+        }
+        if !(20..=5000).contains(&self.audio.mark_interval_ms) {
+            return Err(bad(
+                "audio.mark_interval_ms",
+                "must be between 20 and 5000 ms".into(),
+            ));
+        }
+        if self.audio.queue_frames == 0 {
+            return Err(bad("audio.queue_frames", "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.vad.threshold) {
+            return Err(bad("vad.threshold", "must be between 0.0 and 1.0".into()));
+        }
+        for (key, value) in [
+            ("timeouts.pending_call_ms", self.timeouts.pending_call_ms),
+            ("timeouts.stream_token_ms", self.timeouts.stream_token_ms),
+            ("timeouts.stream_start_ms", self.timeouts.stream_start_ms),
+            (
+                "upstream.connect_timeout_ms",
+                self.upstream.connect_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be greater than 0".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prompt directory, if one is configured.
+    pub fn prompt_dir(&self) -> Option<PathBuf> {
+        (!self.prompt.dir.trim().is_empty()).then(|| PathBuf::from(&self.prompt.dir))
+    }
+
+    /// Upstream dialling settings with the given key.
+    pub fn upstream_settings(&self, api_key: Option<String>) -> UpstreamSettings {
+        UpstreamSettings {
+            url: self.upstream.url.clone(),
+            model: self.upstream.model.clone(),
+            provider: self.upstream.provider,
+            api_key,
+            connect_timeout_ms: self.upstream.connect_timeout_ms,
+        }
+    }
+
+    /// Server VAD settings for `session.update`.
+    pub fn turn_detection(&self) -> TurnDetection {
+        TurnDetection {
+            threshold: self.vad.threshold,
+            prefix_padding_ms: self.vad.prefix_padding_ms,
+            silence_duration_ms: self.vad.silence_duration_ms,
+            create_response: self.vad.create_response,
+            interrupt_response: self.vad.interrupt_response,
+        }
+    }
+
+    /// True when the upstream is on this machine (the simulator): no API key is needed.
+    pub fn upstream_is_local(&self) -> bool {
+        let rest = self
+            .upstream
+            .url
+            .trim_start_matches("wss://")
+            .trim_start_matches("ws://");
+        rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next()
+}
+
+fn override_value(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match current {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not an integer"))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not a number"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(format!("{raw:?} is not true or false")),
+        }),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_shipped_defaults_load() {
+        let c = Config::from_toml(DEFAULT_TOML, DEFAULT_PATH, env(&[])).expect("defaults load");
+        assert_eq!(c.audio.format, "audio/pcmu");
+        assert_eq!(c.audio.mark_interval_ms, 500);
+        assert!(c.vad.interrupt_response);
+    }
+
+    #[test]
+    fn environment_overrides_every_kind_of_key() {
+        let c = Config::from_toml(
+            DEFAULT_TOML,
+            DEFAULT_PATH,
+            env(&[
+                ("VOXRELAY_UPSTREAM_MODEL", "gpt-realtime-2"),
+                ("VOXRELAY_AUDIO_MARK_INTERVAL_MS", "250"),
+                ("VOXRELAY_VAD_THRESHOLD", "0.7"),
+                ("VOXRELAY_VAD_CREATE_RESPONSE", "false"),
+                ("VOXRELAY_SERVER_LISTEN", "127.0.0.1:9999"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.upstream.model, "gpt-realtime-2");
+        assert_eq!(c.audio.mark_interval_ms, 250);
+        assert!((c.vad.threshold - 0.7).abs() < 1e-6);
+        assert!(!c.vad.create_response);
+        assert_eq!(c.server.listen.port(), 9999);
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable_and_key() {
+        let err = Config::from_toml(
+            DEFAULT_TOML,
+            DEFAULT_PATH,
+            env(&[("VOXRELAY_AUDIO_MARK_INTERVAL_MS", "soon")]),
+        )
+        .expect_err("rejected")
+        .to_string();
+        assert!(err.contains("VOXRELAY_AUDIO_MARK_INTERVAL_MS"), "{err}");
+        assert!(err.contains("audio.mark_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_key_names_the_key_and_the_file() {
+        let text = DEFAULT_TOML.replace("model = \"gpt-realtime-1.5\"", "");
+        let err = Config::from_toml(&text, "my.toml", env(&[]))
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("my.toml"), "{err}");
+        assert!(err.contains("upstream.model"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_file() {
+        for (from, to, key) in [
+            (
+                "listen = \"0.0.0.0:8080\"",
+                "listen = \"nowhere\"",
+                "server.listen",
+            ),
+            (
+                "format = \"audio/pcmu\"",
+                "format = \"audio/pcm\"",
+                "audio.format",
+            ),
+            (
+                "url = \"wss://api.openai.com/v1/realtime\"",
+                "url = \"https://x\"",
+                "upstream.url",
+            ),
+            (
+                "provider = \"openai\"",
+                "provider = \"acme\"",
+                "upstream.provider",
+            ),
+            ("threshold = 0.5", "threshold = 3.0", "vad.threshold"),
+            ("[vad]", "[vad]\nspeed = 2", "vad"),
+        ] {
+            let text = DEFAULT_TOML.replace(from, to);
+            assert_ne!(text, DEFAULT_TOML, "{from} not found");
+            let err = Config::from_toml(&text, "conf.toml", env(&[]))
+                .expect_err(key)
+                .to_string();
+            assert!(
+                err.contains("conf.toml") && err.contains(key),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_are_required() {
+        let ok = Secrets::from_lookup(
+            env(&[
+                ("TWILIO_AUTH_TOKEN", "s3cr3t-twilio"),
+                ("VOXRELAY_SIGNING_KEY", "0123456789abcdef"),
+            ]),
+            true,
+        )
+        .expect("ok without an API key for a local upstream");
+        assert!(ok.openai_api_key.is_none());
+        let printed = format!("{ok:?}");
+        assert!(
+            !printed.contains("s3cr3t") && !printed.contains("0123456789"),
+            "secrets are not printed: {printed}"
+        );
+        let err = Secrets::from_lookup(env(&[("TWILIO_AUTH_TOKEN", "tok")]), false)
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("OPENAI_API_KEY"), "{err}");
+        let err = Secrets::from_lookup(
+            env(&[
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("VOXRELAY_SIGNING_KEY", "short"),
+            ]),
+            true,
+        )
+        .expect_err("short key")
+        .to_string();
+        assert!(err.contains("VOXRELAY_SIGNING_KEY"), "{err}");
+    }
+}

@@ -1,0 +1,203 @@
+//! `GET /twilio/media`: the Media Streams WebSocket.
+//!
+//! Waits for `start`, verifies the signed token from `start.customParameters.token` before any
+//! upstream cost is spent (a bad or missing token closes the socket, and no upstream connection is
+//! made), claims the pending call by CallSid — or, when another instance took the webhook, rebuilds
+//! it from the database — and hands both sockets to the call's session task.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+
+use crate::call::Direction;
+use crate::call::session::{self, SessionStart};
+use crate::call::setup::{CallSetup, open_upstream};
+use crate::http::AppState;
+use crate::realtime::upstream::UpstreamSocket;
+use crate::store::{self, CallEnd, NewCall};
+use crate::twilio::media::{self as tw, Inbound, Start};
+use crate::twilio::token;
+
+/// The WebSocket upgrade handler.
+pub async fn stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| handle(state, socket))
+}
+
+async fn close_with(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// Reads until `start`. Frames before it other than `connected` are skipped.
+async fn wait_for_start(socket: &mut WebSocket, limit: Duration) -> Option<Start> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(_) => return None,
+            Err(_) => {
+                tracing::warn!("media stream sent no start in time; closing");
+                return None;
+            }
+        };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        match tw::parse(text.as_str()) {
+            Ok(Inbound::Start(start)) => return Some(start),
+            Ok(Inbound::Stop) => return None,
+            Ok(_) => continue,
+            Err(e) => tracing::warn!(error = %e, "malformed frame before start skipped"),
+        }
+    }
+}
+
+async fn handle(state: AppState, mut socket: WebSocket) {
+    let Some(start) = wait_for_start(
+        &mut socket,
+        Duration::from_millis(state.config.timeouts.stream_start_ms),
+    )
+    .await
+    else {
+        close_with(socket, close_code::POLICY, "no start").await;
+        return;
+    };
+    let started_at = Instant::now();
+
+    let presented = start
+        .custom_parameters
+        .get("token")
+        .map(String::as_str)
+        .unwrap_or("");
+    let claims = match token::verify(&state.secrets.signing_key, presented, store::now_ms()) {
+        Ok(claims) if claims.call_sid == start.call_sid => claims,
+        Ok(_) => {
+            tracing::warn!(call_sid = %start.call_sid, "stream token belongs to another call; closing");
+            close_with(socket, close_code::POLICY, "token mismatch").await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(call_sid = %start.call_sid, error = %e, "media stream without a valid token; closing");
+            close_with(socket, close_code::POLICY, "invalid token").await;
+            return;
+        }
+    };
+
+    let prepared = match state.registry.claim(&start.call_sid) {
+        Some(pending) => {
+            let upstream = match pending.prewarm.await {
+                Ok(Ok(socket)) => Ok(socket),
+                Ok(Err(e)) => {
+                    tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm failed; dialling again");
+                    open_upstream(&state.upstream, &pending.setup.session).await
+                }
+                Err(e) => {
+                    tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm task ended; dialling again");
+                    open_upstream(&state.upstream, &pending.setup.session).await
+                }
+            };
+            Some((pending.setup, upstream, true, pending.from, pending.to))
+        }
+        None => rebuild(
+            &state,
+            &claims.business_id,
+            claims.direction,
+            &start.call_sid,
+        )
+        .await
+        .map(|(setup, upstream)| (setup, upstream, false, String::new(), String::new())),
+    };
+    let Some((setup, upstream, prewarmed, from, to)) = prepared else {
+        close_with(socket, close_code::ERROR, "unknown business").await;
+        return;
+    };
+    let upstream: UpstreamSocket = match upstream {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(call_sid = %start.call_sid, error = %e, "upstream unavailable; ending the call");
+            close_with(socket, close_code::AGAIN, "upstream unavailable").await;
+            return;
+        }
+    };
+    let record = NewCall {
+        call_sid: start.call_sid.clone(),
+        stream_sid: Some(start.stream_sid.clone()),
+        business_id: setup.business_id.clone(),
+        direction: setup.direction,
+        from_number: from,
+        to_number: to,
+        started_at_ms: store::now_ms(),
+    };
+    if let Err(e) = state.store.insert_call(&record).await {
+        tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call start");
+    }
+
+    let report = session::run(
+        socket,
+        upstream,
+        SessionStart {
+            start,
+            started_at,
+            prewarmed,
+            setup,
+        },
+        &state.session,
+    )
+    .await;
+
+    let end = CallEnd {
+        ended_at_ms: store::now_ms(),
+        greeting_latency_ms: report.greeting_latency_ms.map(|ms| ms.round() as i64),
+        end_reason: Some(report.end_reason.clone()),
+    };
+    if let Err(e) = state.store.finish_call(&report.call_sid, &end).await {
+        tracing::error!(call_sid = %report.call_sid, error = %e, "cannot record the call end");
+    }
+    if let Some(reports) = &state.reports {
+        let _ = reports.send(report);
+    }
+}
+
+/// Another instance took the webhook (or this one restarted): build the call again from the
+/// database, with the business and direction the signed token vouches for.
+async fn rebuild(
+    state: &AppState,
+    business_id: &str,
+    direction: Direction,
+    call_sid: &str,
+) -> Option<(
+    CallSetup,
+    Result<UpstreamSocket, crate::realtime::UpstreamError>,
+)> {
+    let business = match state.store.business(business_id).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            tracing::error!(
+                call_sid,
+                business_id,
+                "token names a business that does not exist"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(call_sid, business_id, error = %e, "cannot load the business");
+            return None;
+        }
+    };
+    let setup = match CallSetup::build(&state.prompts, &state.config, &business, direction) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(call_sid, business_id, error = %e, "cannot build the call's prompts");
+            return None;
+        }
+    };
+    tracing::info!(call_sid, business_id, %direction, "call not pending here; rebuilt from the database");
+    let upstream = open_upstream(&state.upstream, &setup.session).await;
+    Some((setup, upstream))
+}

@@ -1,0 +1,165 @@
+//! HTTP and WebSocket routes (axum): the Twilio voice webhook, the media stream WebSocket, and a
+//! health check.
+//!
+//! Handlers are thin: they extract, call into the domain modules, and map the result. Shared
+//! state goes through [`AppState`]; there are no globals.
+
+pub mod media;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::call::registry::Registry;
+use crate::call::session::SessionOptions;
+use crate::config::{Config, Secrets};
+use crate::prompt::PromptLibrary;
+use crate::realtime::UpstreamSettings;
+use crate::store::Store;
+use crate::telemetry::CallReport;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+/// The shared parts behind [`AppState`].
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Secrets from the environment.
+    pub secrets: Secrets,
+    /// The database.
+    pub store: Store,
+    /// Universal and direction layers.
+    pub prompts: PromptLibrary,
+    /// Calls between webhook and media stream.
+    pub registry: Registry,
+    /// How to dial the upstream.
+    pub upstream: UpstreamSettings,
+    /// Per-call tuning.
+    pub session: SessionOptions,
+    /// Where finished calls' reports go (the demo and tests read them); `None` in production.
+    pub reports: Option<mpsc::UnboundedSender<CallReport>>,
+}
+
+impl AppState {
+    /// Assembles the state from its parts.
+    pub fn new(
+        config: Config,
+        secrets: Secrets,
+        store: Store,
+        prompts: PromptLibrary,
+        reports: Option<mpsc::UnboundedSender<CallReport>>,
+    ) -> AppState {
+        let upstream = config.upstream_settings(secrets.openai_api_key.clone());
+        let session = SessionOptions {
+            mark_interval_ms: config.audio.mark_interval_ms,
+            queue_frames: config.audio.queue_frames,
+            server_cancels_on_speech: config.vad.interrupt_response,
+        };
+        let registry = Registry::new(Duration::from_millis(config.timeouts.pending_call_ms));
+        AppState {
+            inner: Arc::new(Shared {
+                config,
+                secrets,
+                store,
+                prompts,
+                registry,
+                upstream,
+                session,
+                reports,
+            }),
+        }
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.inner
+    }
+}
+
+/// An error a handler returns; the status code is decided here.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// X-Twilio-Signature missing or wrong.
+    #[error("invalid or missing X-Twilio-Signature")]
+    BadSignature,
+    /// The request lacks something it must have.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The database failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AppError::BadSignature => StatusCode::FORBIDDEN,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Store(e) => {
+                tracing::error!(error = %e, "database error in a request");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let body = match &self {
+            AppError::Store(_) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        (status, body).into_response()
+    }
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/twilio/voice", post(webhook::voice))
+        .route("/twilio/media", get(media::stream))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves. Sets TCP_NODELAY on every accepted
+/// socket (Nagle would hold small frames about 40 ms) and sweeps expired pending calls.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let sweep_state = state.clone();
+    let sweep_every = Duration::from_millis((state.config.timeouts.pending_call_ms / 4).max(100));
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep_every);
+        loop {
+            tick.tick().await;
+            sweep_state.registry.sweep(std::time::Instant::now());
+        }
+    });
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sweeper.abort();
+    result
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,614 @@
+//! Realtime API events (GA shapes).
+//!
+//! Client events are written with serde from borrowed structs, so a media payload is moved from
+//! Twilio's JSON envelope into ours without being decoded. Server events are parsed leniently
+//! into a flat [`ServerEvent`]: only the fields the proxy acts on are read, the rest is ignored,
+//! and an audio delta borrows its base64 text from the frame.
+//!
+//! Shapes: `shared/protocol/openai-realtime.md` §2 (client) and §3 (server), from the official
+//! SDK's `openai/types/realtime/*_event.py`. The GA server rejects unknown fields
+//! (`unknown_parameter`), so every field written here exists in the GA schema; CI checks the
+//! events of a full call against the SDK types.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+/// Server VAD settings sent in `session.audio.input.turn_detection` (type `server_vad`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnDetection {
+    /// Activation threshold, 0.0–1.0 (server default 0.5).
+    pub threshold: f32,
+    /// Audio kept before detected speech, ms (server default 300).
+    pub prefix_padding_ms: u32,
+    /// Silence that ends a turn, ms (docstring default 500).
+    pub silence_duration_ms: u32,
+    /// The server starts a response when a turn ends.
+    pub create_response: bool,
+    /// The server cancels the active response when the caller starts speaking.
+    pub interrupt_response: bool,
+}
+
+/// What a full `session.update` configures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// The system prompt (the COMPACT or FULL instructions).
+    pub instructions: String,
+    /// Output voice (`marin`, `cedar`, `alloy`, …). Cannot change after the first audio.
+    pub voice: String,
+    /// Server VAD settings; `None` means manual turns.
+    pub turn_detection: Option<TurnDetection>,
+    /// Input transcription model (`gpt-4o-mini-transcribe`, …); `None` turns transcription off.
+    pub transcription_model: Option<String>,
+    /// ISO-639-1 language hint for transcription (`en`), if known.
+    pub language: Option<String>,
+}
+
+/// An event the proxy sends upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent<'a> {
+    /// Full session setup: `audio/pcmu` in and out (G.711 mu-law, so Twilio payloads pass
+    /// through), voice, VAD, transcription and instructions.
+    SessionUpdate(&'a SessionConfig),
+    /// Instructions only: the compact→full upgrade. Leaves every other setting as it is.
+    SessionInstructions(&'a str),
+    /// `input_audio_buffer.append` with base64 mu-law, unchanged from Twilio.
+    Append(&'a str),
+    /// `response.create` with no overrides.
+    ResponseCreate,
+    /// `response.cancel` of the active response.
+    ResponseCancel,
+    /// `conversation.item.truncate`: cut an assistant audio item at `audio_end_ms` (what the
+    /// caller heard), which also drops the unheard transcript from the model's context.
+    Truncate {
+        /// The assistant item.
+        item_id: &'a str,
+        /// Milliseconds of the item's audio to keep.
+        audio_end_ms: u64,
+    },
+}
+
+#[derive(Serialize)]
+struct Typed<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: T,
+    #[serde(skip)]
+    _p: std::marker::PhantomData<&'a ()>,
+}
+
+#[derive(Serialize)]
+struct AppendBody<'a> {
+    audio: &'a str,
+}
+
+#[derive(Serialize)]
+struct TruncateBody<'a> {
+    item_id: &'a str,
+    content_index: u32,
+    audio_end_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Serialize)]
+struct SessionBody<'a> {
+    session: SessionObj<'a>,
+}
+
+#[derive(Serialize)]
+struct SessionObj<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    instructions: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_modalities: Option<[&'static str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audio: Option<AudioObj<'a>>,
+}
+
+#[derive(Serialize)]
+struct AudioObj<'a> {
+    input: AudioInput<'a>,
+    output: AudioOutput<'a>,
+}
+
+#[derive(Serialize)]
+struct Format {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+const PCMU: Format = Format { kind: "audio/pcmu" };
+
+#[derive(Serialize)]
+struct AudioInput<'a> {
+    format: Format,
+    transcription: Option<Transcription<'a>>,
+    turn_detection: Option<VadObj<'a>>,
+}
+
+#[derive(Serialize)]
+struct Transcription<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct VadObj<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    settings: &'a TurnDetection,
+}
+
+#[derive(Serialize)]
+struct AudioOutput<'a> {
+    format: Format,
+    voice: &'a str,
+}
+
+fn typed<T: Serialize>(kind: &'static str, body: T) -> String {
+    // Plain structs of strings and numbers: serialisation cannot fail.
+    serde_json::to_string(&Typed {
+        kind,
+        body,
+        _p: std::marker::PhantomData,
+    })
+    .unwrap_or_default()
+}
+
+impl ClientEvent<'_> {
+    /// The event's JSON text frame.
+    pub fn to_json(&self) -> String {
+        match self {
+            ClientEvent::SessionUpdate(cfg) => typed(
+                "session.update",
+                SessionBody {
+                    session: SessionObj {
+                        kind: "realtime",
+                        instructions: &cfg.instructions,
+                        output_modalities: Some(["audio"]),
+                        audio: Some(AudioObj {
+                            input: AudioInput {
+                                format: PCMU,
+                                transcription: cfg.transcription_model.as_deref().map(|model| {
+                                    Transcription {
+                                        model,
+                                        language: cfg.language.as_deref(),
+                                    }
+                                }),
+                                turn_detection: cfg.turn_detection.as_ref().map(|settings| {
+                                    VadObj {
+                                        kind: "server_vad",
+                                        settings,
+                                    }
+                                }),
+                            },
+                            output: AudioOutput {
+                                format: PCMU,
+                                voice: &cfg.voice,
+                            },
+                        }),
+                    },
+                },
+            ),
+            ClientEvent::SessionInstructions(instructions) => typed(
+                "session.update",
+                SessionBody {
+                    session: SessionObj {
+                        kind: "realtime",
+                        instructions,
+                        output_modalities: None,
+                        audio: None,
+                    },
+                },
+            ),
+            ClientEvent::Append(audio) => typed("input_audio_buffer.append", AppendBody { audio }),
+            ClientEvent::ResponseCreate => typed("response.create", Empty {}),
+            ClientEvent::ResponseCancel => typed("response.cancel", Empty {}),
+            ClientEvent::Truncate {
+                item_id,
+                audio_end_ms,
+            } => typed(
+                "conversation.item.truncate",
+                TruncateBody {
+                    item_id,
+                    content_index: 0,
+                    audio_end_ms: *audio_end_ms,
+                },
+            ),
+        }
+    }
+}
+
+/// A server event, reduced to what the proxy acts on.
+#[derive(Debug, PartialEq)]
+pub enum ServerEvent<'a> {
+    /// `session.created`.
+    SessionCreated,
+    /// `session.updated` (the server's full effective configuration, not read further).
+    SessionUpdated,
+    /// `input_audio_buffer.speech_started`: server VAD heard the caller start.
+    SpeechStarted {
+        /// Ms since the session's first audio, including prefix padding.
+        audio_start_ms: Option<u64>,
+        /// The user item it will become.
+        item_id: Option<String>,
+    },
+    /// `input_audio_buffer.speech_stopped`.
+    SpeechStopped {
+        /// Ms since the session's first audio.
+        audio_end_ms: Option<u64>,
+    },
+    /// `input_audio_buffer.committed`: the caller's turn became a user item.
+    Committed,
+    /// `response.created`.
+    ResponseCreated {
+        /// `resp_…`.
+        response_id: String,
+    },
+    /// `response.output_audio.delta`: model audio in the session's output format.
+    AudioDelta {
+        /// `resp_…`, when present.
+        response_id: Option<String>,
+        /// The assistant item the audio belongs to.
+        item_id: String,
+        /// Base64 audio, borrowed from the frame when it had no escapes.
+        delta: Cow<'a, str>,
+    },
+    /// `response.output_audio.done`.
+    AudioDone {
+        /// The assistant item.
+        item_id: Option<String>,
+    },
+    /// `response.output_audio_transcript.done`: what the model said, as text.
+    OutputTranscriptDone {
+        /// The transcript.
+        transcript: String,
+    },
+    /// `conversation.item.input_audio_transcription.completed`: what the caller said, as text.
+    InputTranscriptCompleted {
+        /// The user item.
+        item_id: Option<String>,
+        /// The transcript.
+        transcript: String,
+    },
+    /// `response.done`.
+    ResponseDone {
+        /// `resp_…`.
+        response_id: Option<String>,
+        /// `completed`, `cancelled`, `failed` or `incomplete`.
+        status: Option<String>,
+        /// Token usage, if reported.
+        usage: Option<Usage>,
+    },
+    /// `conversation.item.truncated`.
+    Truncated {
+        /// The truncated item.
+        item_id: Option<String>,
+        /// Where it was cut, ms.
+        audio_end_ms: Option<u64>,
+    },
+    /// `error`: most are recoverable and the socket stays open.
+    Error {
+        /// `error.code`, e.g. `response_cancel_not_active` (nullable on the wire).
+        code: Option<String>,
+        /// `error.message`.
+        message: String,
+    },
+    /// Any other event (deltas of transcripts, item bookkeeping, rate limits, …).
+    Other {
+        /// The `type` field.
+        kind: Cow<'a, str>,
+    },
+}
+
+/// Token usage from `response.done.response.usage` (tokens).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    /// All tokens of the response, in and out.
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// Input tokens (instructions + conversation), cached ones included.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub output_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "borrowed")]
+    delta: Option<Cow<'a, str>>,
+    #[serde(default)]
+    item_id: Option<String>,
+    #[serde(default)]
+    response_id: Option<String>,
+    #[serde(default)]
+    audio_start_ms: Option<u64>,
+    #[serde(default)]
+    audio_end_ms: Option<u64>,
+    #[serde(default)]
+    transcript: Option<String>,
+    #[serde(default)]
+    response: Option<RawResponse>,
+    #[serde(default)]
+    error: Option<RawError>,
+}
+
+/// Reads an optional string, borrowing it from the frame when it has no escapes (serde does not
+/// borrow through `Option<Cow>` by itself).
+fn borrowed<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'a>>::deserialize(deserializer)?.map(|t| t.0))
+}
+
+#[derive(Deserialize)]
+struct RawResponse {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct RawError {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A server frame that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON with a string `type`, or a known field had the wrong type.
+    #[error("malformed Realtime event: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A known event without a field it exists for.
+    #[error("Realtime `{kind}` event without `{field}`")]
+    Missing {
+        /// The event type.
+        kind: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+}
+
+/// Parses one server text frame.
+///
+/// Errors: [`ParseError`] when the frame is not a JSON object with a `type`, or when an audio
+/// delta lacks its `delta` or `item_id`. The caller logs and skips such frames.
+pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
+    let raw: Raw<'_> = serde_json::from_str(text)?;
+    Ok(match raw.kind.as_ref() {
+        "response.output_audio.delta" => ServerEvent::AudioDelta {
+            delta: raw.delta.ok_or(ParseError::Missing {
+                kind: "response.output_audio.delta",
+                field: "delta",
+            })?,
+            item_id: raw.item_id.ok_or(ParseError::Missing {
+                kind: "response.output_audio.delta",
+                field: "item_id",
+            })?,
+            response_id: raw.response_id,
+        },
+        "input_audio_buffer.speech_started" => ServerEvent::SpeechStarted {
+            audio_start_ms: raw.audio_start_ms,
+            item_id: raw.item_id,
+        },
+        "input_audio_buffer.speech_stopped" => ServerEvent::SpeechStopped {
+            audio_end_ms: raw.audio_end_ms,
+        },
+        "input_audio_buffer.committed" => ServerEvent::Committed,
+        "response.created" => ServerEvent::ResponseCreated {
+            response_id: raw.response.and_then(|r| r.id).unwrap_or_default(),
+        },
+        "response.done" => {
+            let (response_id, status, usage) = match raw.response {
+                Some(r) => (r.id, r.status, r.usage),
+                None => (None, None, None),
+            };
+            ServerEvent::ResponseDone {
+                response_id,
+                status,
+                usage,
+            }
+        }
+        "response.output_audio.done" => ServerEvent::AudioDone {
+            item_id: raw.item_id,
+        },
+        "response.output_audio_transcript.done" => ServerEvent::OutputTranscriptDone {
+            transcript: raw.transcript.unwrap_or_default(),
+        },
+        "conversation.item.input_audio_transcription.completed" => {
+            ServerEvent::InputTranscriptCompleted {
+                item_id: raw.item_id,
+                transcript: raw.transcript.unwrap_or_default(),
+            }
+        }
+        "conversation.item.truncated" => ServerEvent::Truncated {
+            item_id: raw.item_id,
+            audio_end_ms: raw.audio_end_ms,
+        },
+        "session.created" => ServerEvent::SessionCreated,
+        "session.updated" => ServerEvent::SessionUpdated,
+        "error" => {
+            let (code, message) = match raw.error {
+                Some(e) => (e.code, e.message.unwrap_or_default()),
+                None => (None, String::new()),
+            };
+            ServerEvent::Error { code, message }
+        }
+        _ => ServerEvent::Other { kind: raw.kind },
+    })
+}
+
+/// Error codes that are normal races in a live call and must never end it
+/// (`shared/protocol/openai-realtime.md` §0 facts 7–8).
+pub const BENIGN_ERROR_CODES: [&str; 3] = [
+    "response_cancel_not_active",
+    "conversation_already_has_active_response",
+    "input_audio_buffer_commit_empty",
+];
+
+/// Bytes of audio in a base64 string, without decoding it (3 bytes per 4 characters, less
+/// padding).
+pub fn base64_decoded_len(b64: &str) -> usize {
+    let len = b64.len();
+    let padding = b64.bytes().rev().take(2).filter(|&b| b == b'=').count();
+    (len / 4) * 3 - padding.min((len / 4) * 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            instructions: "Be brief.".into(),
+            voice: "marin".into(),
+            turn_detection: Some(TurnDetection {
+                threshold: 0.5,
+                prefix_padding_ms: 300,
+                silence_duration_ms: 500,
+                create_response: true,
+                interrupt_response: true,
+            }),
+            transcription_model: Some("gpt-4o-mini-transcribe".into()),
+            language: Some("en".into()),
+        }
+    }
+
+    #[test]
+    fn session_update_uses_the_ga_shape_with_pcmu_both_ways() {
+        let cfg = config();
+        let v: serde_json::Value =
+            serde_json::from_str(&ClientEvent::SessionUpdate(&cfg).to_json()).expect("json");
+        assert_eq!(v["type"], "session.update");
+        assert_eq!(v["session"]["type"], "realtime");
+        assert_eq!(v["session"]["instructions"], "Be brief.");
+        assert_eq!(
+            v["session"]["audio"]["input"]["format"]["type"],
+            "audio/pcmu"
+        );
+        assert_eq!(
+            v["session"]["audio"]["output"]["format"]["type"],
+            "audio/pcmu"
+        );
+        assert_eq!(v["session"]["audio"]["output"]["voice"], "marin");
+        let vad = &v["session"]["audio"]["input"]["turn_detection"];
+        assert_eq!(vad["type"], "server_vad");
+        assert_eq!(vad["silence_duration_ms"], 500);
+        assert_eq!(vad["interrupt_response"], true);
+        assert!(v["session"].get("temperature").is_none());
+        assert!(
+            v["session"].get("voice").is_none(),
+            "voice lives under audio.output in GA"
+        );
+    }
+
+    #[test]
+    fn the_upgrade_changes_only_the_instructions() {
+        let json = ClientEvent::SessionInstructions("FULL").to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"session.update","session":{"type":"realtime","instructions":"FULL"}}"#
+        );
+    }
+
+    #[test]
+    fn append_and_truncate_have_their_required_fields() {
+        assert_eq!(
+            ClientEvent::Append("f39/").to_json(),
+            r#"{"type":"input_audio_buffer.append","audio":"f39/"}"#
+        );
+        assert_eq!(
+            ClientEvent::Truncate {
+                item_id: "item_1",
+                audio_end_ms: 1234
+            }
+            .to_json(),
+            r#"{"type":"conversation.item.truncate","item_id":"item_1","content_index":0,"audio_end_ms":1234}"#
+        );
+        assert_eq!(
+            ClientEvent::ResponseCreate.to_json(),
+            r#"{"type":"response.create"}"#
+        );
+        assert_eq!(
+            ClientEvent::ResponseCancel.to_json(),
+            r#"{"type":"response.cancel"}"#
+        );
+    }
+
+    #[test]
+    fn an_audio_delta_borrows_its_payload() {
+        let text = r#"{"type":"response.output_audio.delta","event_id":"e1","response_id":"resp_1","item_id":"item_1","output_index":0,"content_index":0,"delta":"AAAA"}"#;
+        match parse(text) {
+            Ok(ServerEvent::AudioDelta {
+                delta,
+                item_id,
+                response_id,
+            }) => {
+                assert!(matches!(delta, Cow::Borrowed("AAAA")));
+                assert_eq!(item_id, "item_1");
+                assert_eq!(response_id.as_deref(), Some("resp_1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_and_response_done_are_read() {
+        let err = r#"{"type":"error","event_id":"e","error":{"type":"invalid_request_error","code":"response_cancel_not_active","message":"Cancellation failed: no active response found","param":null,"event_id":null}}"#;
+        assert_eq!(
+            parse(err).ok(),
+            Some(ServerEvent::Error {
+                code: Some("response_cancel_not_active".into()),
+                message: "Cancellation failed: no active response found".into()
+            })
+        );
+        let done = r#"{"type":"response.done","response":{"id":"resp_2","status":"cancelled","usage":{"total_tokens":253,"input_tokens":132,"output_tokens":121}}}"#;
+        match parse(done) {
+            Ok(ServerEvent::ResponseDone {
+                response_id,
+                status,
+                usage,
+            }) => {
+                assert_eq!(response_id.as_deref(), Some("resp_2"));
+                assert_eq!(status.as_deref(), Some("cancelled"));
+                assert_eq!(usage.map(|u| u.total_tokens), Some(253));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_server_frames_are_errors() {
+        for text in ["", "{}", r#"{"type":"response.output_audio.delta"}"#, "[1]"] {
+            assert!(parse(text).is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn decoded_length_is_computed_from_base64_text() {
+        assert_eq!(base64_decoded_len(""), 0);
+        assert_eq!(base64_decoded_len("AAAA"), 3);
+        assert_eq!(base64_decoded_len("AAA="), 2);
+        assert_eq!(base64_decoded_len("AA=="), 1);
+        let frame = "f".repeat(216 - 1) + "=";
+        assert_eq!(base64_decoded_len(&frame), 161);
+    }
+}

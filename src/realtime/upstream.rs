@@ -1,0 +1,124 @@
+//! The upstream WebSocket: dialling the Realtime API (or Azure OpenAI, or the simulator).
+//!
+//! OpenAI GA: `wss://api.openai.com/v1/realtime?model=<model>` with
+//! `Authorization: Bearer <key>` and no `OpenAI-Beta` header (sending it selects the retired beta
+//! shape and the server closes with 4000). Azure OpenAI GA:
+//! `wss://<resource>.openai.azure.com/openai/v1/realtime?model=<deployment>` with an `api-key`
+//! header. Source: `shared/protocol/openai-realtime.md` §1 (the SDK's `_connect_ws` and
+//! `lib/azure.py`).
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The upstream socket type.
+pub type UpstreamSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Which service the upstream is, which decides the auth header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// OpenAI: `Authorization: Bearer <key>`.
+    Openai,
+    /// Azure OpenAI: `api-key: <key>`.
+    Azure,
+}
+
+/// Where and how to dial.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Base WebSocket URL, without the `model` query (`wss://api.openai.com/v1/realtime`).
+    pub url: String,
+    /// Model (OpenAI) or deployment name (Azure), sent as `?model=`.
+    pub model: String,
+    /// Decides the auth header.
+    pub provider: Provider,
+    /// The API key; `None` sends no auth header (the local simulator needs none).
+    pub api_key: Option<String>,
+    /// Limit on TCP + TLS + WebSocket handshake, ms.
+    pub connect_timeout_ms: u64,
+}
+
+/// Dialling the upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The URL or a header value is not valid.
+    #[error("invalid upstream request for {url}: {reason}")]
+    Request {
+        /// The URL (no secrets in it).
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The handshake failed (refused, TLS, HTTP status other than 101, …).
+    #[error("upstream connect to {url} failed: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The WebSocket error.
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
+    /// No answer within the connect timeout.
+    #[error("upstream connect to {url} timed out after {timeout_ms} ms")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The limit, ms.
+        timeout_ms: u64,
+    },
+}
+
+impl UpstreamSettings {
+    /// The full URL with the `model` query parameter.
+    pub fn url_with_model(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        let model: String = form_urlencoded::byte_serialize(self.model.as_bytes()).collect();
+        format!("{}{}model={}", self.url, sep, model)
+    }
+}
+
+/// Opens the upstream WebSocket with TCP_NODELAY set (Nagle would hold small frames ~40 ms).
+///
+/// Errors: [`UpstreamError`]; the caller decides whether the call can go on without it.
+pub async fn connect(settings: &UpstreamSettings) -> Result<UpstreamSocket, UpstreamError> {
+    let url = settings.url_with_model();
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| UpstreamError::Request {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+    if let Some(key) = &settings.api_key {
+        let (name, value) = match settings.provider {
+            Provider::Openai => ("authorization", format!("Bearer {key}")),
+            Provider::Azure => ("api-key", key.clone()),
+        };
+        let value = HeaderValue::from_str(&value).map_err(|_| UpstreamError::Request {
+            url: url.clone(),
+            reason: "the API key has characters not allowed in an HTTP header".into(),
+        })?;
+        request.headers_mut().insert(name, value);
+    }
+    let timeout = Duration::from_millis(settings.connect_timeout_ms);
+    match tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::connect_async_with_config(request, None, true),
+    )
+    .await
+    {
+        Ok(Ok((socket, _response))) => Ok(socket),
+        Ok(Err(e)) => Err(UpstreamError::Connect {
+            url,
+            source: Box::new(e),
+        }),
+        Err(_) => Err(UpstreamError::Timeout {
+            url,
+            timeout_ms: settings.connect_timeout_ms,
+        }),
+    }
+}

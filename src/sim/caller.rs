@@ -1,0 +1,526 @@
+//! A simulated Twilio: places a call through the proxy the way Twilio does.
+//!
+//! It signs and POSTs the voice webhook, reads the TwiML, opens the media WebSocket with the
+//! token from `<Parameter name="token">`, sends `connected`, `start`, then 20 ms mu-law media
+//! frames at real-time pace (silence, the caller's speech, silence), and `stop`.
+//!
+//! For the proxy's audio it behaves like Twilio's buffer: audio plays in order in real time;
+//! a `mark` is echoed when the audio sent before it has played (at once if nothing is buffered);
+//! `clear` drops the unplayed audio and echoes every pending mark at once
+//! (<https://www.twilio.com/docs/voice/media-streams/websocket-messages>). What was actually
+//! played is kept, so tests can compare the proxy's truncation with what "the caller" heard.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES, SILENCE};
+use crate::twilio::signature;
+
+/// How the simulated call is placed.
+#[derive(Debug, Clone)]
+pub struct CallerConfig {
+    /// Where to POST the webhook (`http://127.0.0.1:PORT/twilio/voice`).
+    pub webhook_url: String,
+    /// The URL Twilio signs: the public URL the proxy is configured with
+    /// (`{public_scheme}://{public_host}/twilio/voice`, plus any query).
+    pub signed_url: String,
+    /// Twilio auth token (the X-Twilio-Signature key).
+    pub auth_token: String,
+    /// `CA…`.
+    pub call_sid: String,
+    /// `E.164` caller.
+    pub from: String,
+    /// `E.164` called number.
+    pub to: String,
+    /// Twilio's `Direction` field: `inbound`, `outbound-api`, `outbound-dial`.
+    pub direction: String,
+    /// The caller's speech, 8 kHz mu-law.
+    pub speech: Vec<u8>,
+    /// Silence before the speech, ms.
+    pub lead_silence_ms: u64,
+    /// Silence after the speech, before `stop`, ms.
+    pub tail_silence_ms: u64,
+    /// Wait between the webhook's answer and opening the media WebSocket, ms (Twilio takes a
+    /// moment; the pre-warmed upstream uses it).
+    pub stream_connect_delay_ms: u64,
+    /// Connect the media WebSocket here instead of the TwiML's URL (same path).
+    pub stream_url_override: Option<String>,
+    /// Send this instead of the TwiML's token (`Some("")` sends no token at all).
+    pub token_override: Option<String>,
+    /// Raw text frames to send right before the media frame with this index (for tests of
+    /// malformed input).
+    pub inject: Vec<(usize, String)>,
+}
+
+/// Something the simulated Twilio saw, timed from the `start` it sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallerEvent {
+    /// The first proxy audio arrived.
+    FirstAudio,
+    /// The caller's speech begins (after the lead silence).
+    SpeechBegins,
+    /// The caller's speech ends.
+    SpeechEnds,
+    /// The proxy sent `clear`.
+    Clear {
+        /// Ms of the current stretch of proxy audio that had played.
+        heard_ms: u64,
+        /// Ms of buffered audio dropped.
+        dropped_ms: u64,
+        /// Marks echoed at once because of it.
+        marks_returned: usize,
+    },
+    /// `stop` sent.
+    Stop,
+    /// The proxy closed the WebSocket.
+    Closed {
+        /// Close code, if any.
+        code: Option<u16>,
+        /// Close reason.
+        reason: String,
+    },
+}
+
+/// What happened on the simulated call.
+#[derive(Debug, Clone, Default)]
+pub struct CallerReport {
+    /// HTTP status of the webhook.
+    pub webhook_status: u16,
+    /// The webhook's body.
+    pub twiml: String,
+    /// Whether the TwiML connected a stream (and the stream opened).
+    pub streamed: bool,
+    /// Events with their time since `start`.
+    pub events: Vec<(Duration, CallerEvent)>,
+    /// The proxy audio that actually played, mu-law.
+    pub heard: Vec<u8>,
+    /// Media messages received.
+    pub media_received: usize,
+    /// Marks echoed back.
+    pub marks_echoed: usize,
+    /// Media frames sent.
+    pub frames_sent: usize,
+    /// Every message the proxy sent, as text, with its time (for tests).
+    pub received: Vec<(Duration, String)>,
+}
+
+impl CallerReport {
+    /// `start` to the first proxy audio, ms.
+    pub fn first_audio_ms(&self) -> Option<f64> {
+        self.events.iter().find_map(|(at, e)| {
+            (*e == CallerEvent::FirstAudio).then_some(at.as_secs_f64() * 1000.0)
+        })
+    }
+
+    /// The `clear` events.
+    pub fn clears(&self) -> Vec<(Duration, u64)> {
+        self.events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                CallerEvent::Clear { heard_ms, .. } => Some((*at, *heard_ms)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The simulated call failed before or while streaming.
+#[derive(Debug, thiserror::Error)]
+pub enum CallerError {
+    /// The webhook request failed.
+    #[error("webhook request to {url} failed: {source}")]
+    Webhook {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The media WebSocket failed to open.
+    #[error("media stream connect to {url} failed: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<tokio_tungstenite::tungstenite::Error>,
+    },
+}
+
+/// A pause in the proxy's audio longer than this starts a new stretch (a new answer).
+const STRETCH_GAP: Duration = Duration::from_millis(300);
+
+/// Twilio's playback buffer, as far as the proxy can observe it.
+struct Speaker {
+    /// All audio received, by position; cut back by `clear`.
+    audio: Vec<u8>,
+    anchor: Option<(Instant, u64)>,
+    /// Where the current stretch of playback began.
+    segment_start: u64,
+    pending_marks: VecDeque<(u64, String)>,
+}
+
+impl Speaker {
+    fn played(&self, now: Instant) -> u64 {
+        let end = self.audio.len() as u64;
+        match self.anchor {
+            Some((at, pos)) => {
+                let ms = now.saturating_duration_since(at).as_micros() as u64 / 1000;
+                (pos + ms * BYTES_PER_MS as u64).min(end)
+            }
+            None => end,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8], now: Instant) {
+        let end = self.audio.len() as u64;
+        if self.played(now) >= end {
+            // The buffer ran dry. A new stretch of audio begins unless it only ran dry for a
+            // moment (paced chunks arrive just as the previous one finishes).
+            let ran_dry_at = self.anchor.map(|(at, pos)| {
+                at + Duration::from_millis(end.saturating_sub(pos) / BYTES_PER_MS as u64)
+            });
+            let new_stretch = match ran_dry_at {
+                Some(at) => now.saturating_duration_since(at) > STRETCH_GAP,
+                None => true,
+            };
+            if new_stretch {
+                self.segment_start = end;
+            }
+            self.anchor = Some((now, end));
+        }
+        self.audio.extend_from_slice(bytes);
+    }
+
+    /// When the first pending mark is due.
+    fn next_mark_due(&self) -> Option<Instant> {
+        let (pos, _) = self.pending_marks.front()?;
+        match self.anchor {
+            Some((at, anchor_pos)) => {
+                let ms = pos.saturating_sub(anchor_pos) / BYTES_PER_MS as u64;
+                Some(at + Duration::from_millis(ms))
+            }
+            None => Some(Instant::now()),
+        }
+    }
+
+    fn due_marks(&mut self, now: Instant) -> Vec<String> {
+        let played = self.played(now);
+        let mut due = Vec::new();
+        while let Some((pos, _)) = self.pending_marks.front() {
+            if *pos > played {
+                break;
+            }
+            if let Some((_, name)) = self.pending_marks.pop_front() {
+                due.push(name);
+            }
+        }
+        due
+    }
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Reads the stream URL and the `token` parameter from `<Connect><Stream>` TwiML.
+pub fn parse_stream_twiml(twiml: &str) -> Option<(String, Option<String>)> {
+    let url = regex::Regex::new(r#"<Stream[^>]*\surl="([^"]*)""#)
+        .ok()?
+        .captures(twiml)?
+        .get(1)?
+        .as_str()
+        .to_string();
+    let token = regex::Regex::new(r#"<Parameter\s+name="token"\s+value="([^"]*)""#)
+        .ok()?
+        .captures(twiml)
+        .and_then(|c| c.get(1))
+        .map(|m| xml_unescape(m.as_str()));
+    Some((xml_unescape(&url), token))
+}
+
+/// Places the call and runs it to the end. Errors only when the webhook or the WebSocket
+/// cannot be reached; everything else (a sorry TwiML, a closed stream) is in the report.
+pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
+    crate::install_crypto_provider();
+    let mut report = CallerReport::default();
+    let account_sid = format!("AC{}", "0".repeat(32));
+    let params: Vec<(String, String)> = [
+        ("AccountSid", account_sid.as_str()),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", config.call_sid.as_str()),
+        ("CallStatus", "ringing"),
+        ("Direction", config.direction.as_str()),
+        ("From", config.from.as_str()),
+        ("To", config.to.as_str()),
+        ("Caller", config.from.as_str()),
+        ("Called", config.to.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let sig = signature::compute(&config.auth_token, &config.signed_url, &params);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(&config.webhook_url)
+        .header("X-Twilio-Signature", sig)
+        .form(&params)
+        .send()
+        .await
+        .map_err(|source| CallerError::Webhook {
+            url: config.webhook_url.clone(),
+            source,
+        })?;
+    report.webhook_status = response.status().as_u16();
+    report.twiml = response
+        .text()
+        .await
+        .map_err(|source| CallerError::Webhook {
+            url: config.webhook_url.clone(),
+            source,
+        })?;
+    let Some((twiml_url, twiml_token)) = parse_stream_twiml(&report.twiml) else {
+        return Ok(report);
+    };
+    let url = match &config.stream_url_override {
+        Some(u) => u.clone(),
+        None => twiml_url,
+    };
+    let token = match &config.token_override {
+        Some(t) => Some(t.clone()).filter(|t| !t.is_empty()),
+        None => twiml_token,
+    };
+    tokio::time::sleep(Duration::from_millis(config.stream_connect_delay_ms)).await;
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+        .await
+        .map_err(|source| CallerError::Connect {
+            url: url.clone(),
+            source: Box::new(source),
+        })?;
+    report.streamed = true;
+    stream(socket, &config, token, &account_sid, &mut report).await;
+    Ok(report)
+}
+
+async fn stream(
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    config: &CallerConfig,
+    token: Option<String>,
+    account_sid: &str,
+    report: &mut CallerReport,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let stream_sid = format!("MZ{}", &config.call_sid.trim_start_matches("CA"));
+    let mut custom = serde_json::Map::new();
+    if let Some(token) = token {
+        custom.insert("token".into(), json!(token));
+    }
+    let mut seq: u64 = 1;
+    let connected = json!({"event":"connected","protocol":"Call","version":"1.0.0"});
+    let start = json!({
+        "event": "start", "sequenceNumber": seq.to_string(),
+        "start": {
+            "accountSid": account_sid, "streamSid": stream_sid, "callSid": config.call_sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": custom,
+        },
+        "streamSid": stream_sid,
+    });
+    if sink
+        .send(Message::Text(connected.to_string().into()))
+        .await
+        .is_err()
+        || sink
+            .send(Message::Text(start.to_string().into()))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let t0 = Instant::now();
+    let since = |at: Instant| at.saturating_duration_since(t0);
+
+    // The caller's side: lead silence, speech, tail silence, in 20 ms frames.
+    let frame_ms = 20u64;
+    let lead_frames = (config.lead_silence_ms / frame_ms) as usize;
+    let speech_frames = config.speech.len().div_ceil(FRAME_BYTES);
+    let tail_frames = (config.tail_silence_ms / frame_ms) as usize;
+    let total_frames = lead_frames + speech_frames + tail_frames;
+    let frame = |i: usize| -> Vec<u8> {
+        if i < lead_frames || i >= lead_frames + speech_frames {
+            return vec![SILENCE; FRAME_BYTES];
+        }
+        let offset = (i - lead_frames) * FRAME_BYTES;
+        let mut f = config.speech[offset..(offset + FRAME_BYTES).min(config.speech.len())].to_vec();
+        f.resize(FRAME_BYTES, SILENCE);
+        f
+    };
+
+    let mut speaker = Speaker {
+        audio: Vec::new(),
+        anchor: None,
+        segment_start: 0,
+        pending_marks: VecDeque::new(),
+    };
+    let mut ticker = tokio::time::interval(Duration::from_millis(frame_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut next_frame = 0usize;
+    let mut stopped = false;
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+
+    loop {
+        let mark_due = speaker
+            .next_mark_due()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or(far);
+        tokio::select! {
+            _ = ticker.tick(), if !stopped => {
+                let now = Instant::now();
+                for (at, text) in &config.inject {
+                    if *at == next_frame && sink.send(Message::Text(text.clone().into())).await.is_err() {
+                        return;
+                    }
+                }
+                if next_frame == lead_frames && speech_frames > 0 {
+                    report.events.push((since(now), CallerEvent::SpeechBegins));
+                }
+                if next_frame == lead_frames + speech_frames && speech_frames > 0 {
+                    report.events.push((since(now), CallerEvent::SpeechEnds));
+                }
+                if next_frame >= total_frames {
+                    seq += 1;
+                    let stop = json!({"event":"stop","sequenceNumber":seq.to_string(),"streamSid":stream_sid,
+                        "stop":{"accountSid":account_sid,"callSid":config.call_sid}});
+                    let _ = sink.send(Message::Text(stop.to_string().into())).await;
+                    report.events.push((since(now), CallerEvent::Stop));
+                    stopped = true;
+                    stop_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+                    continue;
+                }
+                seq += 1;
+                let payload = B64.encode(frame(next_frame));
+                let media = json!({"event":"media","sequenceNumber":seq.to_string(),
+                    "media":{"track":"inbound","chunk":(next_frame + 1).to_string(),
+                             "timestamp":(next_frame as u64 * frame_ms).to_string(),"payload":payload},
+                    "streamSid":stream_sid});
+                if sink.send(Message::Text(media.to_string().into())).await.is_err() {
+                    return;
+                }
+                report.frames_sent += 1;
+                next_frame += 1;
+            }
+            _ = tokio::time::sleep_until(mark_due) => {
+                for name in speaker.due_marks(Instant::now()) {
+                    seq += 1;
+                    let mark = json!({"event":"mark","sequenceNumber":seq.to_string(),"streamSid":stream_sid,"mark":{"name":name}});
+                    if sink.send(Message::Text(mark.to_string().into())).await.is_err() {
+                        return;
+                    }
+                    report.marks_echoed += 1;
+                }
+            }
+            _ = tokio::time::sleep_until(stop_deadline.unwrap_or(far)), if stop_deadline.is_some() => {
+                let _ = sink.close().await;
+                break;
+            }
+            message = incoming.next() => {
+                let now = Instant::now();
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        report.received.push((since(now), text.to_string()));
+                        let value: serde_json::Value = match serde_json::from_str(text.as_str()) {
+                            Ok(v) => v,
+                            Err(_) => continue,
+                        };
+                        match value["event"].as_str() {
+                            Some("media") => {
+                                let Some(payload) = value["media"]["payload"].as_str() else { continue };
+                                let Ok(bytes) = B64.decode(payload) else { continue };
+                                if report.media_received == 0 {
+                                    report.events.push((since(now), CallerEvent::FirstAudio));
+                                }
+                                report.media_received += 1;
+                                speaker.push(&bytes, now);
+                            }
+                            Some("mark") => {
+                                let name = value["mark"]["name"].as_str().unwrap_or("").to_string();
+                                let end = speaker.audio.len() as u64;
+                                speaker.pending_marks.push_back((end, name));
+                            }
+                            Some("clear") => {
+                                let played = speaker.played(now);
+                                let heard_ms = played.saturating_sub(speaker.segment_start) / BYTES_PER_MS as u64;
+                                let dropped_ms = (speaker.audio.len() as u64 - played) / BYTES_PER_MS as u64;
+                                speaker.audio.truncate(played as usize);
+                                speaker.anchor = None;
+                                let returned: Vec<String> = speaker.pending_marks.drain(..).map(|(_, n)| n).collect();
+                                let marks_returned = returned.len();
+                                for name in returned {
+                                    seq += 1;
+                                    let mark = json!({"event":"mark","sequenceNumber":seq.to_string(),"streamSid":stream_sid,"mark":{"name":name}});
+                                    let _ = sink.send(Message::Text(mark.to_string().into())).await;
+                                    report.marks_echoed += 1;
+                                }
+                                report.events.push((since(now), CallerEvent::Clear { heard_ms, dropped_ms, marks_returned }));
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = match frame {
+                            Some(f) => (Some(u16::from(f.code)), f.reason.to_string()),
+                            None => (None, String::new()),
+                        };
+                        report.events.push((since(now), CallerEvent::Closed { code, reason }));
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => {
+                        report.events.push((since(now), CallerEvent::Closed { code: None, reason: "connection lost".into() }));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let end = Instant::now();
+    let played = speaker.played(end) as usize;
+    speaker.audio.truncate(played);
+    report.heard = speaker.audio;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_url_and_token_are_read_from_twiml() {
+        let twiml = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="wss://example.com/twilio/media"><Parameter name="token" value="a.b&amp;c" /></Stream></Connect></Response>"#;
+        assert_eq!(
+            parse_stream_twiml(twiml),
+            Some((
+                "wss://example.com/twilio/media".to_string(),
+                Some("a.b&c".to_string())
+            ))
+        );
+        assert_eq!(
+            parse_stream_twiml("<Response><Say>Sorry</Say><Hangup/></Response>"),
+            None
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! `voxrelay demo`: one real call through the proxy, on real speech, with the simulated upstream.
+//!
+//! Starts the proxy on a temporary SQLite database seeded with a demo business and number, the
+//! simulated upstream, and the simulated Twilio caller speaking the repository's copy of
+//! `jfk.wav` (public domain; see `tests/fixtures/audio/SOURCE.md`). The caller starts speaking
+//! while the greeting plays, so the timeline shows a barge-in; then it prints the timeline.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::audio::wav;
+use crate::sim::caller::{CallerEvent, CallerReport};
+use crate::sim::upstream::SimUpstreamConfig;
+use crate::sim::world::{World, WorldOptions};
+use crate::telemetry::{CallReport, TimelineEvent};
+
+/// The caller's speech built into the binary: 11 s of JFK's inaugural address, 16 kHz WAV.
+pub const JFK_WAV: &[u8] = include_bytes!("../../tests/fixtures/audio/jfk.wav");
+
+/// The demo business's prompt (inbound).
+pub const DEMO_PROMPT: &str = include_str!("../../prompts/examples/bright_smile_dental.md");
+
+/// The demo business's id.
+pub const DEMO_BUSINESS_ID: &str = "bright-smile";
+
+/// The demo business's number.
+pub const DEMO_NUMBER: &str = "+15005550006";
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Write every client event the simulated upstream receives to this JSONL file.
+    pub event_log: Option<PathBuf>,
+    /// Write what the caller heard to this WAV (8 kHz, 16-bit).
+    pub heard_wav: Option<PathBuf>,
+    /// Silence before the caller speaks, ms (the greeting plays meanwhile).
+    pub lead_silence_ms: u64,
+    /// Silence after the caller's speech, ms (the last answer plays meanwhile).
+    pub tail_silence_ms: u64,
+    /// Simulated upstream time to first audio, ms.
+    pub first_audio_ms: u64,
+    /// Simulated upstream connect latency, ms (the pre-warm hides it from the greeting).
+    pub connect_delay_ms: u64,
+    /// Time Twilio takes from the webhook's answer to opening the media stream, ms.
+    pub stream_connect_delay_ms: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            event_log: None,
+            heard_wav: None,
+            lead_silence_ms: 1200,
+            tail_silence_ms: 7000,
+            first_audio_ms: 300,
+            connect_delay_ms: 120,
+            stream_connect_delay_ms: 250,
+        }
+    }
+}
+
+/// What the demo observed.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    /// The simulated Twilio's view.
+    pub caller: CallerReport,
+    /// The proxy's view.
+    pub proxy: CallReport,
+    /// `session.update` events carrying the FULL instructions that reached the upstream.
+    pub full_updates: usize,
+}
+
+/// Runs the demo call. Errors when any part fails to start or the call does not stream.
+pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
+    let (samples, rate) = wav::read_mono_from_bytes(JFK_WAV)?;
+    let speech = wav::to_mulaw_8k(&samples, rate)?;
+    let upstream = SimUpstreamConfig {
+        first_audio_delay_ms: options.first_audio_ms,
+        connect_delay_ms: options.connect_delay_ms,
+        event_log: options.event_log.clone(),
+        ..SimUpstreamConfig::default()
+    };
+    let mut world = World::start(WorldOptions {
+        upstream,
+        ..WorldOptions::default()
+    })
+    .await?;
+    world
+        .add_business(
+            DEMO_BUSINESS_ID,
+            "Bright Smile Dental",
+            DEMO_PROMPT,
+            "Greet the caller warmly, say the practice's name, and ask how you can help.",
+            DEMO_NUMBER,
+        )
+        .await?;
+    let mut caller = world.caller("CA0123456789abcdef0123456789abcdef", DEMO_NUMBER, speech);
+    caller.lead_silence_ms = options.lead_silence_ms;
+    caller.tail_silence_ms = options.tail_silence_ms;
+    caller.stream_connect_delay_ms = options.stream_connect_delay_ms;
+    let (caller, proxy) = world.call(caller).await?;
+    let full_updates = world
+        .upstream
+        .sessions()
+        .iter()
+        .flat_map(|s| s.events_of_type("session.update"))
+        .filter(|e| {
+            e["session"]["instructions"]
+                .as_str()
+                .is_some_and(|i| i.contains("## Interruptions"))
+        })
+        .count();
+    world.stop().await;
+    let proxy = proxy.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the call did not stream (webhook answered {}: {})",
+            caller.webhook_status,
+            caller.twiml
+        )
+    })?;
+    if let Some(path) = &options.heard_wav {
+        wav::write_mulaw_as_wav(path, &caller.heard)?;
+    }
+    Ok(DemoOutcome {
+        caller,
+        proxy,
+        full_updates,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The timeline as text: proxy and caller events merged by time, then a summary.
+pub fn render(outcome: &DemoOutcome) -> String {
+    let mut lines: Vec<(Duration, String)> = Vec::new();
+    for (at, event) in outcome.proxy.timeline.entries() {
+        let show = !matches!(
+            event,
+            TimelineEvent::ResponseStarted { .. } | TimelineEvent::CallerTranscript { .. }
+        );
+        if show {
+            lines.push((*at, format!("proxy   {event}")));
+        }
+    }
+    for (at, event) in &outcome.caller.events {
+        let text = match event {
+            CallerEvent::FirstAudio => "first model audio reaches the caller".to_string(),
+            CallerEvent::SpeechBegins => "jfk.wav starts (the caller speaks)".to_string(),
+            CallerEvent::SpeechEnds => "jfk.wav ends".to_string(),
+            CallerEvent::Clear {
+                heard_ms,
+                dropped_ms,
+                marks_returned,
+            } => format!(
+                "clear received: had played {heard_ms} ms of that answer, dropped {dropped_ms} ms, returned {marks_returned} marks"
+            ),
+            CallerEvent::Stop => "stop sent (hang-up)".to_string(),
+            CallerEvent::Closed { code, reason } => {
+                format!("proxy closed the stream ({code:?} {reason})")
+            }
+        };
+        lines.push((*at, format!("twilio  {text}")));
+    }
+    lines.sort_by_key(|(at, _)| *at);
+
+    let mut out = String::new();
+    let p = &outcome.proxy;
+    let _ = writeln!(
+        out,
+        "voxrelay demo: call {} to business {} ({})",
+        p.call_sid, p.business_id, p.direction
+    );
+    let _ = writeln!(out, "{:>9}  {:<7} event", "t (ms)", "who");
+    for (at, line) in &lines {
+        let _ = writeln!(out, "{:>9.1}  {line}", ms(*at));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "summary");
+    let prompts = p.timeline.entries().iter().find_map(|(_, e)| match e {
+        TimelineEvent::Prompts {
+            compact_tokens,
+            full_tokens,
+        } => Some((*compact_tokens, *full_tokens)),
+        _ => None,
+    });
+    if let Some((compact, full)) = prompts {
+        let _ = writeln!(
+            out,
+            "  prompts            COMPACT {compact} tokens, FULL {full} tokens (o200k_base)"
+        );
+    }
+    match p.greeting_latency_ms {
+        Some(g) => {
+            let _ = writeln!(
+                out,
+                "  greeting latency   {g:.1} ms (stream start -> first audio frame out)"
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  greeting latency   none: the model never spoke");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  upgrade            session.update with FULL sent {} time(s)",
+        outcome.full_updates
+    );
+    let barge_ins: Vec<String> = p
+        .timeline
+        .entries()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            TimelineEvent::BargeIn {
+                reaction_us,
+                truncate_ms,
+                ..
+            } => Some(format!(
+                "reaction {:.3} ms, truncate {}",
+                *reaction_us as f64 / 1000.0,
+                truncate_ms.map_or("none".to_string(), |t| format!("{t} ms"))
+            )),
+            _ => None,
+        })
+        .collect();
+    let clears = outcome.caller.clears();
+    let _ = writeln!(out, "  barge-ins          {}", barge_ins.len());
+    for (i, b) in barge_ins.iter().enumerate() {
+        let heard = clears
+            .get(i)
+            .map(|(_, h)| format!(" (caller had heard {h} ms)"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "    #{}  {b}{heard}", i + 1);
+    }
+    let turns: Vec<String> = p
+        .turn_latencies_ms
+        .iter()
+        .map(|t| format!("{t:.0}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  caller turns       {} (turn latency ms: {})",
+        p.counters.turns,
+        if turns.is_empty() {
+            "-".to_string()
+        } else {
+            turns.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  frames             {} in, {} out, {} + {} dropped, {} marks sent, {} acknowledged",
+        p.counters.frames_in,
+        p.counters.frames_out,
+        p.counters.dropped_in,
+        p.counters.dropped_out,
+        p.counters.marks_sent,
+        p.counters.marks_acked
+    );
+    let _ = writeln!(
+        out,
+        "  caller heard       {:.1} s of model audio",
+        outcome.caller.heard.len() as f64 / 8000.0
+    );
+    let _ = writeln!(out, "  end                {}", p.end_reason);
+    out
+}
+
+/// Checks that the demo showed what it exists to show; returns what is missing.
+pub fn check(outcome: &DemoOutcome) -> Result<(), String> {
+    let p = &outcome.proxy;
+    let mut missing = Vec::new();
+    if p.greeting_latency_ms.is_none() {
+        missing.push("no greeting audio");
+    }
+    if outcome.full_updates != 1 {
+        missing.push("the FULL upgrade was not sent exactly once");
+    }
+    if p.counters.barge_ins == 0 {
+        missing.push("no barge-in");
+    }
+    if p.end_reason != "stop" {
+        missing.push("the call did not end with Twilio's stop");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
+}

@@ -1,0 +1,266 @@
+//! A call's timeline and its summary report.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::call::Direction;
+
+/// Something that happened in a call, as the proxy saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimelineEvent {
+    /// Twilio's `start` arrived; the clock starts here.
+    StreamStarted {
+        /// Whether a pre-warmed upstream session was waiting.
+        prewarmed: bool,
+    },
+    /// Prompt sizes (o200k_base tokens).
+    Prompts {
+        /// COMPACT instructions, tokens.
+        compact_tokens: usize,
+        /// FULL instructions, tokens.
+        full_tokens: usize,
+    },
+    /// `response.create` for the greeting.
+    GreetingRequested,
+    /// The first model audio frame went to Twilio.
+    GreetingAudio {
+        /// Stream start to first audio frame out, ms.
+        latency_ms: f64,
+    },
+    /// `session.update` with the FULL instructions went upstream.
+    Upgraded {
+        /// FULL instructions, tokens.
+        full_tokens: usize,
+    },
+    /// Server VAD: the caller started speaking.
+    CallerSpeechStarted,
+    /// Server VAD: the caller stopped speaking (end of the turn).
+    CallerSpeechStopped,
+    /// The first audio of the answer to a caller turn went to Twilio.
+    TurnAudio {
+        /// `speech_stopped` to first audio frame out, ms.
+        latency_ms: f64,
+    },
+    /// The caller interrupted model audio.
+    BargeIn {
+        /// `speech_started` received to Twilio `clear` queued, µs.
+        reaction_us: u64,
+        /// `conversation.item.truncate` position, ms of the item heard; `None` when not sent.
+        truncate_ms: Option<u64>,
+        /// Audio dropped from Twilio's buffer, ms.
+        dropped_ms: u64,
+        /// Whether `response.cancel` was sent.
+        cancel_sent: bool,
+    },
+    /// `response.created`.
+    ResponseStarted {
+        /// `resp_…`.
+        response_id: String,
+    },
+    /// `response.done`.
+    ResponseDone {
+        /// `resp_…`.
+        response_id: String,
+        /// `completed`, `cancelled`, …
+        status: String,
+    },
+    /// What the caller said (input transcription).
+    CallerTranscript {
+        /// The text.
+        text: String,
+    },
+    /// What the model said (output transcript).
+    ModelTranscript {
+        /// The text.
+        text: String,
+    },
+    /// An `error` event from upstream.
+    UpstreamError {
+        /// `error.code`.
+        code: String,
+        /// Whether it is one of the benign races that never end a call.
+        benign: bool,
+    },
+    /// The call ended.
+    Ended {
+        /// `stop`, `twilio_closed`, `upstream_closed`, `shutdown`, …
+        reason: String,
+    },
+}
+
+impl fmt::Display for TimelineEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimelineEvent::StreamStarted { prewarmed } => write!(
+                f,
+                "stream start ({})",
+                if *prewarmed {
+                    "pre-warmed upstream ready"
+                } else {
+                    "upstream dialled now"
+                }
+            ),
+            TimelineEvent::Prompts {
+                compact_tokens,
+                full_tokens,
+            } => write!(
+                f,
+                "prompts: COMPACT {compact_tokens} tokens, FULL {full_tokens} tokens"
+            ),
+            TimelineEvent::GreetingRequested => write!(f, "greeting requested (response.create)"),
+            TimelineEvent::GreetingAudio { latency_ms } => {
+                write!(f, "greeting audio out: greeting latency {latency_ms:.1} ms")
+            }
+            TimelineEvent::Upgraded { full_tokens } => write!(
+                f,
+                "upgrade: session.update with FULL instructions ({full_tokens} tokens)"
+            ),
+            TimelineEvent::CallerSpeechStarted => write!(f, "caller starts speaking"),
+            TimelineEvent::CallerSpeechStopped => write!(f, "caller stops speaking"),
+            TimelineEvent::TurnAudio { latency_ms } => {
+                write!(f, "answer audio out: turn latency {latency_ms:.1} ms")
+            }
+            TimelineEvent::BargeIn {
+                reaction_us,
+                truncate_ms,
+                dropped_ms,
+                cancel_sent,
+            } => {
+                write!(
+                    f,
+                    "BARGE-IN: clear sent in {:.3} ms, ",
+                    *reaction_us as f64 / 1000.0
+                )?;
+                match truncate_ms {
+                    Some(ms) => write!(f, "truncate at {ms} ms heard")?,
+                    None => write!(f, "no truncate (nothing heard)")?,
+                }
+                write!(
+                    f,
+                    ", {dropped_ms} ms unplayed dropped{}",
+                    if *cancel_sent {
+                        ", response.cancel sent"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            TimelineEvent::ResponseStarted { response_id } => {
+                write!(f, "response {response_id} started")
+            }
+            TimelineEvent::ResponseDone {
+                response_id,
+                status,
+            } => write!(f, "response {response_id} done ({status})"),
+            TimelineEvent::CallerTranscript { text } => write!(f, "caller said: {text:?}"),
+            TimelineEvent::ModelTranscript { text } => write!(f, "model said: {text:?}"),
+            TimelineEvent::UpstreamError { code, benign } => write!(
+                f,
+                "upstream error {code}{}",
+                if *benign {
+                    " (benign, call goes on)"
+                } else {
+                    ""
+                }
+            ),
+            TimelineEvent::Ended { reason } => write!(f, "call ended ({reason})"),
+        }
+    }
+}
+
+/// A call's events with their time since the stream started.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    start: Instant,
+    entries: Vec<(Duration, TimelineEvent)>,
+}
+
+impl Timeline {
+    /// A timeline whose clock starts at `start` (the Twilio `start` message).
+    pub fn new(start: Instant) -> Timeline {
+        Timeline {
+            start,
+            entries: Vec::with_capacity(64),
+        }
+    }
+
+    /// Records `event` at `at`.
+    pub fn push(&mut self, at: Instant, event: TimelineEvent) {
+        self.entries
+            .push((at.saturating_duration_since(self.start), event));
+    }
+
+    /// The clock's zero.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The entries, for amending the last one.
+    pub(crate) fn entries_mut(&mut self) -> &mut Vec<(Duration, TimelineEvent)> {
+        &mut self.entries
+    }
+
+    /// The entries in the order they were recorded.
+    pub fn entries(&self) -> &[(Duration, TimelineEvent)] {
+        &self.entries
+    }
+}
+
+/// Counters of one call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CallCounters {
+    /// Twilio media frames relayed upstream.
+    pub frames_in: u64,
+    /// Model audio deltas relayed to Twilio.
+    pub frames_out: u64,
+    /// Caller audio frames dropped because the upstream writer queue was full.
+    pub dropped_in: u64,
+    /// Model audio deltas dropped because the Twilio writer queue was full.
+    pub dropped_out: u64,
+    /// Model audio deltas of an interrupted response discarded after a barge-in.
+    pub discarded_after_barge_in: u64,
+    /// Twilio frames that could not be parsed (logged and skipped).
+    pub malformed_twilio: u64,
+    /// Upstream frames that could not be parsed (logged and skipped).
+    pub malformed_upstream: u64,
+    /// Marks sent to Twilio.
+    pub marks_sent: u64,
+    /// Marks echoed that counted (current generation).
+    pub marks_acked: u64,
+    /// Caller turns (speech_stopped).
+    pub turns: u64,
+    /// Barge-ins (clear sent).
+    pub barge_ins: u64,
+    /// Benign upstream errors.
+    pub benign_errors: u64,
+    /// Other upstream errors.
+    pub upstream_errors: u64,
+    /// Tokens reported in `response.done` usage.
+    pub total_tokens: u64,
+}
+
+/// Everything known about a call when it ends.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    /// `CA…`.
+    pub call_sid: String,
+    /// `MZ…`.
+    pub stream_sid: String,
+    /// The business served.
+    pub business_id: String,
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Stream start to first model audio out, ms.
+    pub greeting_latency_ms: Option<f64>,
+    /// Turn latencies, ms.
+    pub turn_latencies_ms: Vec<f64>,
+    /// Why it ended.
+    pub end_reason: String,
+    /// Counters.
+    pub counters: CallCounters,
+    /// The timeline.
+    pub timeline: Timeline,
+}

@@ -1,0 +1,446 @@
+//! voxrelay's own signed values: the call token and the signed outbound-webhook parameters.
+//!
+//! Both are HMAC-SHA256 with the `VOXRELAY_SIGNING_KEY` secret, encoded as base64url without
+//! padding (RFC 4648 §5), and compared in constant time.
+//!
+//! - **Call token**: the voice webhook puts it in the TwiML as a `<Stream>` `<Parameter>`; Twilio
+//!   hands it back in the Media Streams `start.customParameters`, so the WebSocket can trust the
+//!   call it belongs to. Format: `PAYLOAD.SIG`, where `PAYLOAD` is base64url of a compact JSON
+//!   object (so no field can smuggle a separator) and `SIG` is base64url of the HMAC over a
+//!   domain label and the exact `PAYLOAD` text. A `<Parameter>` name plus value must stay under
+//!   500 characters (<https://www.twilio.com/docs/voice/twiml/stream>); a token
+//!   for a 34-character CallSid and a 36-character business id is about 200 characters.
+//! - **Outbound parameters**: the webhook URL of a call we place carries
+//!   `business=ID&exp=MS&sig=SIG`, so the webhook can trust which business placed the call. The
+//!   HMAC input is length-prefixed, under its own domain label, so a call token signature can
+//!   never verify as an outbound signature or the reverse.
+//!
+//! Times are Unix epoch milliseconds (`i64`); a value is valid while `now_ms < expires_at_ms`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::call::Direction;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Domain label mixed into call token signatures.
+const CALL_TOKEN_DOMAIN: &[u8] = b"voxrelay.call-token.v1\0";
+/// Domain label mixed into outbound-parameter signatures.
+const OUTBOUND_DOMAIN: &[u8] = b"voxrelay.outbound.v1\0";
+/// Tokens longer than this are rejected before any decoding (they cannot come from [`sign`]
+/// with realistic ids, and Twilio caps a `<Parameter>` at 500 characters anyway).
+const MAX_TOKEN_LEN: usize = 4096;
+
+/// Length in bytes of an HMAC-SHA256 tag.
+const SIGNATURE_LEN: usize = 32;
+
+const PARAM_BUSINESS: &str = "business";
+const PARAM_EXPIRES: &str = "exp";
+const PARAM_SIGNATURE: &str = "sig";
+
+/// What a call token vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallToken {
+    /// Twilio's `CallSid` (`CA` + 32 hex characters).
+    pub call_sid: String,
+    /// The business the call belongs to (voxrelay's own id; any text).
+    pub business_id: String,
+    /// Whether the customer called in or the business called out.
+    pub direction: Direction,
+    /// Expiry, Unix epoch milliseconds; the token is rejected once `now_ms >= expires_at_ms`.
+    pub expires_at_ms: i64,
+}
+
+/// Why a token or a set of outbound parameters was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not in the expected shape: wrong separators, bad base64url, bad JSON, missing, repeated
+    /// or non-numeric fields, or too long.
+    #[error("malformed token: not a well-formed voxrelay signed value")]
+    Malformed,
+    /// Well-formed, but the HMAC does not match (tampered, or signed with another key).
+    #[error("token signature does not match: tampered or signed with a different key")]
+    BadSignature,
+    /// Authentic, but its expiry time has passed.
+    #[error("token has expired")]
+    Expired,
+}
+
+/// The JSON payload of a call token (short keys keep the token small).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload<'a> {
+    #[serde(rename = "c", borrow)]
+    call_sid: std::borrow::Cow<'a, str>,
+    #[serde(rename = "b", borrow)]
+    business_id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "d")]
+    direction: Direction,
+    #[serde(rename = "e")]
+    expires_at_ms: i64,
+}
+
+fn mac(key: &[u8], domain: &[u8]) -> HmacSha256 {
+    // HMAC accepts keys of any length: `new_from_slice` cannot fail for it.
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(domain);
+    mac
+}
+
+/// Signs a call token.
+///
+/// - `key`: the `VOXRELAY_SIGNING_KEY` secret bytes.
+/// - `token`: the claims to vouch for.
+///
+/// Returns `PAYLOAD.SIG` (base64url without padding, so it is safe in URLs, XML attributes and
+/// JSON); about `1.35 × (60 + call_sid.len() + business_id.len())` characters. Check it with
+/// [`verify`].
+pub fn sign(key: &[u8], token: &CallToken) -> String {
+    let payload = Payload {
+        call_sid: token.call_sid.as_str().into(),
+        business_id: token.business_id.as_str().into(),
+        direction: token.direction,
+        expires_at_ms: token.expires_at_ms,
+    };
+    // Serialising a struct of strings, an enum and an integer to a Vec cannot fail.
+    let json = serde_json::to_vec(&payload).unwrap_or_default();
+    let encoded = URL_SAFE_NO_PAD.encode(json);
+    let mut mac = mac(key, CALL_TOKEN_DOMAIN);
+    mac.update(encoded.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{encoded}.{signature}")
+}
+
+/// Verifies a call token made by [`sign`] and returns its claims.
+///
+/// - `key`: the `VOXRELAY_SIGNING_KEY` secret bytes.
+/// - `token`: the text received (for example `start.customParameters.token`).
+/// - `now_ms`: the current time, Unix epoch milliseconds.
+///
+/// The signature is checked (in constant time) before the payload is parsed, and the expiry
+/// after it.
+///
+/// # Errors
+/// - [`TokenError::Malformed`] if the text is not `PAYLOAD.SIG` in base64url with a 32-byte
+///   `SIG`, is longer than 4096 characters, or the payload is not the expected JSON;
+/// - [`TokenError::BadSignature`] if the HMAC does not match;
+/// - [`TokenError::Expired`] if `now_ms >= expires_at_ms`.
+pub fn verify(key: &[u8], token: &str, now_ms: i64) -> Result<CallToken, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let (encoded, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let signature = decode_signature(signature)?;
+    if encoded.is_empty() {
+        return Err(TokenError::Malformed);
+    }
+    let mut mac = mac(key, CALL_TOKEN_DOMAIN);
+    mac.update(encoded.as_bytes());
+    mac.verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
+
+    let json = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| TokenError::Malformed)?;
+    let payload: Payload<'_> = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    if now_ms >= payload.expires_at_ms {
+        return Err(TokenError::Expired);
+    }
+    Ok(CallToken {
+        call_sid: payload.call_sid.into_owned(),
+        business_id: payload.business_id.into_owned(),
+        direction: payload.direction,
+        expires_at_ms: payload.expires_at_ms,
+    })
+}
+
+/// HMAC over the outbound parameters: domain label, then each field length-prefixed (u64 big
+/// endian) so no value can shift bytes into another.
+fn outbound_mac(key: &[u8], business_id: &str, expires_at_ms: i64) -> HmacSha256 {
+    let mut mac = mac(key, OUTBOUND_DOMAIN);
+    let len = u64::try_from(business_id.len()).unwrap_or(u64::MAX);
+    mac.update(&len.to_be_bytes());
+    mac.update(business_id.as_bytes());
+    mac.update(&expires_at_ms.to_be_bytes());
+    mac
+}
+
+/// Signs the business id carried in an outbound call's webhook URL.
+///
+/// - `key`: the `VOXRELAY_SIGNING_KEY` secret bytes.
+/// - `business_id`: any text; it is percent-encoded in the result.
+/// - `expires_at_ms`: expiry, Unix epoch milliseconds (leave room for ringing: Twilio's dial
+///   `Timeout` is up to 600 s, <https://www.twilio.com/docs/voice/api/call-resource>).
+///
+/// Returns an `application/x-www-form-urlencoded` query fragment
+/// `business=ID&exp=MS&sig=SIG` (no leading `?` or `&`) to append to the webhook URL. Check the
+/// parsed query with [`verify_outbound`].
+pub fn sign_outbound(key: &[u8], business_id: &str, expires_at_ms: i64) -> String {
+    let signature = URL_SAFE_NO_PAD.encode(
+        outbound_mac(key, business_id, expires_at_ms)
+            .finalize()
+            .into_bytes(),
+    );
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair(PARAM_BUSINESS, business_id)
+        .append_pair(PARAM_EXPIRES, &expires_at_ms.to_string())
+        .append_pair(PARAM_SIGNATURE, &signature)
+        .finish()
+}
+
+/// Verifies the parameters made by [`sign_outbound`] and returns the business id.
+///
+/// - `query_pairs`: the decoded query string pairs of the webhook request (other parameters
+///   are ignored).
+/// - `now_ms`: the current time, Unix epoch milliseconds.
+///
+/// # Errors
+/// - [`TokenError::Malformed`] if `business`, `exp` or `sig` is missing or appears more than
+///   once, `exp` is not an integer, or `sig` is not 32 bytes of base64url;
+/// - [`TokenError::BadSignature`] if the HMAC does not match (checked in constant time);
+/// - [`TokenError::Expired`] if `now_ms >= exp`.
+pub fn verify_outbound(
+    key: &[u8],
+    query_pairs: &[(String, String)],
+    now_ms: i64,
+) -> Result<String, TokenError> {
+    let business_id = single(query_pairs, PARAM_BUSINESS)?;
+    let expires_at_ms: i64 = single(query_pairs, PARAM_EXPIRES)?
+        .parse()
+        .map_err(|_| TokenError::Malformed)?;
+    let signature = decode_signature(single(query_pairs, PARAM_SIGNATURE)?)?;
+    outbound_mac(key, business_id, expires_at_ms)
+        .verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    if now_ms >= expires_at_ms {
+        return Err(TokenError::Expired);
+    }
+    Ok(business_id.to_string())
+}
+
+/// Decodes a base64url HMAC-SHA256 signature; anything but 32 bytes is malformed.
+fn decode_signature(text: &str) -> Result<Vec<u8>, TokenError> {
+    match URL_SAFE_NO_PAD.decode(text) {
+        Ok(bytes) if bytes.len() == SIGNATURE_LEN => Ok(bytes),
+        _ => Err(TokenError::Malformed),
+    }
+}
+
+/// The value of a parameter that must appear exactly once.
+fn single<'a>(pairs: &'a [(String, String)], name: &str) -> Result<&'a str, TokenError> {
+    let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (Some(value), None) => Ok(value.as_str()),
+        _ => Err(TokenError::Malformed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"test signing key, 32 bytes long!";
+    const NOW: i64 = 1_767_225_600_000;
+
+    fn sample() -> CallToken {
+        CallToken {
+            call_sid: "CA0123456789abcdef0123456789abcdef".to_string(),
+            business_id: "9b2f7c1e-4d3a-4c8b-9e6f-0a1b2c3d4e5f".to_string(),
+            direction: Direction::Inbound,
+            expires_at_ms: NOW + 60_000,
+        }
+    }
+
+    fn parse_query(query: &str) -> Vec<(String, String)> {
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    #[test]
+    fn round_trip() {
+        let token = sample();
+        let signed = sign(KEY, &token);
+        assert!(signed.len() < 300, "token is {} chars", signed.len());
+        assert!(
+            signed
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        );
+        assert_eq!(verify(KEY, &signed, NOW), Ok(token));
+
+        let outbound = CallToken {
+            direction: Direction::Outbound,
+            ..sample()
+        };
+        assert_eq!(verify(KEY, &sign(KEY, &outbound), NOW), Ok(outbound));
+    }
+
+    #[test]
+    fn tampered_payload_is_rejected() {
+        let signed = sign(KEY, &sample());
+        let (payload, signature) = signed.split_once('.').unwrap();
+        let forged = CallToken {
+            business_id: "another-business".to_string(),
+            ..sample()
+        };
+        let forged_payload = sign(KEY, &forged);
+        let forged_payload = forged_payload.split_once('.').unwrap().0;
+        assert_eq!(
+            verify(KEY, &format!("{forged_payload}.{signature}"), NOW),
+            Err(TokenError::BadSignature)
+        );
+
+        // Flip one character of the payload.
+        let mut bytes = payload.as_bytes().to_vec();
+        bytes[5] = if bytes[5] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(bytes).unwrap();
+        assert_eq!(
+            verify(KEY, &format!("{flipped}.{signature}"), NOW),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn wrong_key_is_rejected() {
+        let signed = sign(b"another key", &sample());
+        assert_eq!(verify(KEY, &signed, NOW), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn expired_is_rejected() {
+        let token = sample();
+        let signed = sign(KEY, &token);
+        assert_eq!(
+            verify(KEY, &signed, token.expires_at_ms),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify(KEY, &signed, token.expires_at_ms - 1),
+            Ok(token.clone())
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for garbage in [
+            "",
+            ".",
+            "no-dot-at-all",
+            "a.b.c",
+            "!!!.???",
+            "eyJ9.@@@",
+            "eyJ9.AAAA",
+            &"A".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert_eq!(
+                verify(KEY, garbage, NOW),
+                Err(TokenError::Malformed),
+                "{garbage:?}"
+            );
+        }
+        // A correctly signed payload that is not the expected JSON is still malformed.
+        let encoded = URL_SAFE_NO_PAD.encode(b"[1,2,3]");
+        let mut mac = mac(KEY, CALL_TOKEN_DOMAIN);
+        mac.update(encoded.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(
+            verify(KEY, &format!("{encoded}.{signature}"), NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn separators_in_fields_round_trip() {
+        let token = CallToken {
+            call_sid: "CA.|&=\"'".to_string(),
+            business_id: "a.b|c&d=e?f#g\"h'i%j k+l/m\u{e9}".to_string(),
+            direction: Direction::Outbound,
+            expires_at_ms: NOW + 1,
+        };
+        assert_eq!(verify(KEY, &sign(KEY, &token), NOW), Ok(token.clone()));
+
+        let query = sign_outbound(KEY, &token.business_id, NOW + 1);
+        assert_eq!(
+            verify_outbound(KEY, &parse_query(&query), NOW),
+            Ok(token.business_id)
+        );
+    }
+
+    #[test]
+    fn outbound_round_trip_and_rejections() {
+        let query = sign_outbound(KEY, "biz-42", NOW + 60_000);
+        assert!(query.starts_with("business=biz-42&exp="));
+        let mut pairs = parse_query(&format!("CallSid=CA1&{query}&From=%2B1555"));
+        assert_eq!(verify_outbound(KEY, &pairs, NOW), Ok("biz-42".to_string()));
+
+        assert_eq!(
+            verify_outbound(KEY, &pairs, NOW + 60_000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            verify_outbound(b"wrong key", &pairs, NOW),
+            Err(TokenError::BadSignature)
+        );
+
+        // Changing the business or the expiry breaks the signature.
+        let mut other_business = pairs.clone();
+        for (k, v) in &mut other_business {
+            if k == "business" {
+                *v = "biz-43".to_string();
+            }
+        }
+        assert_eq!(
+            verify_outbound(KEY, &other_business, NOW),
+            Err(TokenError::BadSignature)
+        );
+        let mut later = pairs.clone();
+        for (k, v) in &mut later {
+            if k == "exp" {
+                *v = (NOW + 3_600_000).to_string();
+            }
+        }
+        assert_eq!(
+            verify_outbound(KEY, &later, NOW),
+            Err(TokenError::BadSignature)
+        );
+
+        // A repeated parameter is ambiguous, so it is rejected.
+        pairs.push(("business".to_string(), "biz-43".to_string()));
+        assert_eq!(
+            verify_outbound(KEY, &pairs, NOW),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(verify_outbound(KEY, &[], NOW), Err(TokenError::Malformed));
+        assert_eq!(
+            verify_outbound(KEY, &parse_query("business=b&exp=soon&sig=AAAA"), NOW),
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn call_token_signature_is_not_an_outbound_signature() {
+        // The same key signs both; the domain labels keep the two apart.
+        let query = sign_outbound(KEY, "biz", NOW + 1);
+        let pairs = parse_query(&query);
+        let sig = single(&pairs, "sig").unwrap();
+        let token = sign(
+            KEY,
+            &CallToken {
+                call_sid: "x".into(),
+                business_id: "biz".into(),
+                direction: Direction::Inbound,
+                expires_at_ms: NOW + 1,
+            },
+        );
+        let payload = token.split_once('.').unwrap().0;
+        assert_eq!(
+            verify(KEY, &format!("{payload}.{sig}"), NOW),
+            Err(TokenError::BadSignature)
+        );
+    }
+}

@@ -1,0 +1,545 @@
+//! The store's public API, scenario by scenario, on SQLite and on PostgreSQL.
+//!
+//! Each scenario is written once, as an async fn taking a freshly migrated [`Store`], and runs
+//! from one `#[tokio::test]` per backend (modules `sqlite` and `postgres`). SQLite uses a private
+//! in-memory database. PostgreSQL runs only when `VOXRELAY_TEST_POSTGRES_URL` is set
+//! (e.g. `postgres://postgres@127.0.0.1:5432/test`); each test then gets its own schema, created
+//! before and dropped after, so tests can run concurrently and again against the same database.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use voxrelay::call::Direction;
+use voxrelay::store::{
+    Backend, Business, CallEnd, CallRecord, NewBusiness, NewCall, Store, StoreError, now_ms,
+};
+
+/// Environment variable with the URL of a PostgreSQL database the tests may create schemas in.
+const POSTGRES_URL_VAR: &str = "VOXRELAY_TEST_POSTGRES_URL";
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `scenario` on a migrated in-memory SQLite store.
+async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let store = Store::connect("sqlite::memory:")
+        .await
+        .expect("open in-memory SQLite");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.migrate().await.expect("migrate SQLite");
+    scenario(store.clone()).await;
+    store.close().await;
+}
+
+/// Runs `scenario` on a migrated PostgreSQL store in a schema of its own, then drops the schema
+/// (also when the scenario panics). Skips, saying so, when `VOXRELAY_TEST_POSTGRES_URL` is unset.
+async fn on_postgres<F, Fut>(test: &str, scenario: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(base_url) = std::env::var(POSTGRES_URL_VAR) else {
+        eprintln!("skipped postgres::{test}: {POSTGRES_URL_VAR} is not set");
+        return;
+    };
+    let schema = format!("vr_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&base_url)
+        .await
+        .expect("connect to VOXRELAY_TEST_POSTGRES_URL");
+    admin
+        .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .expect("create test schema");
+
+    let outcome = AssertUnwindSafe(async {
+        let store = Store::connect(&with_search_path(&base_url, &schema))
+            .await
+            .expect("open PostgreSQL store");
+        assert_eq!(store.backend(), Backend::Postgres);
+        store.migrate().await.expect("migrate PostgreSQL");
+        scenario(store.clone()).await;
+        store.close().await;
+    })
+    .catch_unwind()
+    .await;
+
+    let dropped = admin
+        .execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .await;
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    dropped.expect("drop test schema");
+}
+
+/// `base_url` with every connection's `search_path` set to `schema` (libpq `options` parameter).
+fn with_search_path(base_url: &str, schema: &str) -> String {
+    let separator = if base_url.contains('?') { '&' } else { '?' };
+    format!("{base_url}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// One `#[tokio::test]` per backend for each scenario, named after it.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::on_sqlite(super::$scenario).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::on_postgres(stringify!($scenario), super::$scenario).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    migrations_are_idempotent,
+    a_business_round_trips_all_its_fields,
+    a_business_without_an_id_gets_a_generated_one,
+    a_business_needs_a_name,
+    a_duplicate_business_id_is_a_conflict,
+    businesses_are_listed_oldest_first,
+    a_number_resolves_to_its_business,
+    an_unknown_number_resolves_to_nothing,
+    a_number_for_an_unknown_business_is_not_found,
+    a_duplicate_number_is_a_conflict,
+    a_malformed_number_is_rejected_with_a_message_naming_it,
+    a_call_is_inserted_finished_and_read_back,
+    a_call_that_never_greeted_keeps_no_latency,
+    a_duplicate_call_sid_is_a_conflict,
+    finishing_an_unknown_call_is_not_found,
+    an_unknown_call_reads_as_none,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn full_business(id: &str) -> NewBusiness {
+    NewBusiness {
+        id: Some(id.to_string()),
+        name: "Acme Dental".to_string(),
+        language: "es".to_string(),
+        voice: "cedar".to_string(),
+        ai_prompt: "You answer the phone for Acme Dental.\nOpen 9–5, «closed» Sundays.".to_string(),
+        outbound_ai_prompt: "You call patients to confirm appointments.".to_string(),
+        greeting_instructions: "Say: \"Acme Dental, how can I help?\"".to_string(),
+    }
+}
+
+async fn add(store: &Store, id: &str) -> Business {
+    store
+        .add_business(&full_business(id))
+        .await
+        .expect("add business")
+}
+
+fn new_call(call_sid: &str, business_id: &str) -> NewCall {
+    NewCall {
+        call_sid: call_sid.to_string(),
+        stream_sid: Some("MZ18ad3ab5a668481ce02b83e7395059f0".to_string()),
+        business_id: business_id.to_string(),
+        direction: Direction::Outbound,
+        from_number: "+14155550100".to_string(),
+        to_number: "+442079460958".to_string(),
+        started_at_ms: 1_767_225_600_000,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(store: Store) {
+    let before = add(&store, "biz_kept").await;
+    store.migrate().await.expect("second migrate");
+    store.migrate().await.expect("third migrate");
+    assert_eq!(store.business("biz_kept").await.unwrap(), Some(before));
+    assert_eq!(store.list_businesses().await.unwrap().len(), 1);
+}
+
+async fn a_business_round_trips_all_its_fields(store: Store) {
+    let start = now_ms();
+    let added = add(&store, "acme-dental").await;
+    let end = now_ms();
+
+    let expected = full_business("acme-dental");
+    assert_eq!(added.id, "acme-dental");
+    assert_eq!(added.name, expected.name);
+    assert_eq!(added.language, "es");
+    assert_eq!(added.voice, "cedar");
+    assert_eq!(added.ai_prompt, expected.ai_prompt);
+    assert_eq!(added.outbound_ai_prompt, expected.outbound_ai_prompt);
+    assert_eq!(added.greeting_instructions, expected.greeting_instructions);
+    assert!(
+        (start..=end).contains(&added.created_at_ms),
+        "created_at_ms {} not within {start}..={end}",
+        added.created_at_ms
+    );
+    assert_eq!(added.updated_at_ms, added.created_at_ms);
+
+    let read = store.business("acme-dental").await.unwrap();
+    assert_eq!(read, Some(added));
+    assert_eq!(store.business("acme-dental-2").await.unwrap(), None);
+}
+
+async fn a_business_without_an_id_gets_a_generated_one(store: Store) {
+    let added = store
+        .add_business(&NewBusiness::named("Bob's Plumbing"))
+        .await
+        .unwrap();
+    assert!(added.id.starts_with("biz_"), "{}", added.id);
+    assert_eq!(added.id.len(), "biz_".len() + 12, "{}", added.id);
+    assert!(added.id[4..].bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(added.language, "en");
+    assert_eq!(added.voice, "marin");
+    assert_eq!(added.ai_prompt, "");
+
+    let read = store.business(&added.id).await.unwrap();
+    assert_eq!(read.map(|b| b.name), Some("Bob's Plumbing".to_string()));
+}
+
+async fn a_business_needs_a_name(store: Store) {
+    for name in ["", "   "] {
+        match store.add_business(&NewBusiness::named(name)).await {
+            Err(StoreError::Invalid(message)) => assert!(message.contains("name"), "{message}"),
+            other => panic!("name {name:?}: expected Invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(store.list_businesses().await.unwrap(), Vec::new());
+}
+
+async fn a_duplicate_business_id_is_a_conflict(store: Store) {
+    let first = add(&store, "acme").await;
+    let mut second = NewBusiness::named("Another Acme");
+    second.id = Some("acme".to_string());
+    match store.add_business(&second).await {
+        Err(StoreError::Conflict(message)) => assert!(message.contains("acme"), "{message}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(store.business("acme").await.unwrap(), Some(first));
+}
+
+async fn businesses_are_listed_oldest_first(store: Store) {
+    assert_eq!(store.list_businesses().await.unwrap(), Vec::new());
+    // Ids sort the opposite way to creation, so the order can only come from created_at_ms.
+    let mut added = Vec::new();
+    for id in ["biz_c", "biz_b", "biz_a"] {
+        added.push(add(&store, id).await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let listed = store.list_businesses().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["biz_c", "biz_b", "biz_a"]);
+    assert_eq!(listed, added);
+}
+
+async fn a_number_resolves_to_its_business(store: Store) {
+    let acme = add(&store, "acme").await;
+    let other = add(&store, "other").await;
+    store.add_number("+1 (415) 555-0100", "acme").await.unwrap();
+    store.add_number("+14155550199", "acme").await.unwrap();
+    store.add_number("+442079460958", "other").await.unwrap();
+
+    assert_eq!(
+        store.business_for_number("+14155550100").await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(
+        store.business_for_number("+1 415-555-0100").await.unwrap(),
+        Some(acme)
+    );
+    assert_eq!(
+        store.business_for_number("+442079460958").await.unwrap(),
+        Some(other)
+    );
+    assert_eq!(
+        store.numbers_for_business("acme").await.unwrap(),
+        ["+14155550100", "+14155550199"]
+    );
+    assert_eq!(
+        store.numbers_for_business("nobody").await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+async fn an_unknown_number_resolves_to_nothing(store: Store) {
+    add(&store, "acme").await;
+    store.add_number("+14155550100", "acme").await.unwrap();
+    assert_eq!(
+        store.business_for_number("+14155550101").await.unwrap(),
+        None
+    );
+}
+
+async fn a_number_for_an_unknown_business_is_not_found(store: Store) {
+    match store.add_number("+14155550100", "biz_missing").await {
+        Err(StoreError::NotFound(message)) => {
+            assert!(message.contains("biz_missing"), "{message}")
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert_eq!(
+        store.business_for_number("+14155550100").await.unwrap(),
+        None
+    );
+}
+
+async fn a_duplicate_number_is_a_conflict(store: Store) {
+    let acme = add(&store, "acme").await;
+    add(&store, "other").await;
+    store.add_number("+14155550100", "acme").await.unwrap();
+    for (number, business) in [("+14155550100", "acme"), ("+1 415 555 0100", "other")] {
+        match store.add_number(number, business).await {
+            Err(StoreError::Conflict(message)) => {
+                assert!(message.contains("+14155550100"), "{message}")
+            }
+            other => panic!("{number} for {business}: expected Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.business_for_number("+14155550100").await.unwrap(),
+        Some(acme)
+    );
+    assert_eq!(
+        store.numbers_for_business("other").await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+async fn a_malformed_number_is_rejected_with_a_message_naming_it(store: Store) {
+    add(&store, "acme").await;
+    for number in ["415-555-0100", "+0 415 555 0100", "+1415555O100", "+1234"] {
+        match store.add_number(number, "acme").await {
+            Err(StoreError::Invalid(message)) => {
+                assert!(
+                    message.contains(number),
+                    "{message:?} does not name {number:?}"
+                );
+            }
+            other => panic!("{number}: expected Invalid, got {other:?}"),
+        }
+        match store.business_for_number(number).await {
+            Err(StoreError::Invalid(message)) => assert!(message.contains(number), "{message}"),
+            other => panic!("lookup {number}: expected Invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.numbers_for_business("acme").await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+async fn a_call_is_inserted_finished_and_read_back(store: Store) {
+    add(&store, "acme").await;
+    let call = new_call("CA5f1b2c3d4e5f60718293a4b5c6d7e8f9", "acme");
+    store.insert_call(&call).await.unwrap();
+
+    let live = store.call(&call.call_sid).await.unwrap();
+    assert_eq!(
+        live,
+        Some(CallRecord {
+            call_sid: call.call_sid.clone(),
+            stream_sid: call.stream_sid.clone(),
+            business_id: "acme".to_string(),
+            direction: Direction::Outbound,
+            from_number: "+14155550100".to_string(),
+            to_number: "+442079460958".to_string(),
+            started_at_ms: 1_767_225_600_000,
+            ended_at_ms: None,
+            greeting_latency_ms: None,
+            end_reason: None,
+        })
+    );
+
+    let end = CallEnd {
+        ended_at_ms: 1_767_225_754_321,
+        greeting_latency_ms: Some(412),
+        end_reason: Some("twilio_stop".to_string()),
+    };
+    store.finish_call(&call.call_sid, &end).await.unwrap();
+
+    let finished = store.call(&call.call_sid).await.unwrap().expect("call row");
+    assert_eq!(finished.ended_at_ms, Some(1_767_225_754_321));
+    assert_eq!(finished.greeting_latency_ms, Some(412));
+    assert_eq!(finished.end_reason.as_deref(), Some("twilio_stop"));
+    assert_eq!(finished.started_at_ms, 1_767_225_600_000);
+    assert_eq!(finished.direction, Direction::Outbound);
+    assert_eq!(finished.stream_sid, call.stream_sid);
+}
+
+async fn a_call_that_never_greeted_keeps_no_latency(store: Store) {
+    add(&store, "acme").await;
+    let mut call = new_call("CA00000000000000000000000000000001", "acme");
+    call.stream_sid = None;
+    call.direction = Direction::Inbound;
+    store.insert_call(&call).await.unwrap();
+    let end = CallEnd {
+        ended_at_ms: call.started_at_ms + 900,
+        greeting_latency_ms: None,
+        end_reason: Some("upstream_error".to_string()),
+    };
+    store.finish_call(&call.call_sid, &end).await.unwrap();
+
+    let read = store.call(&call.call_sid).await.unwrap().expect("call row");
+    assert_eq!(read.direction, Direction::Inbound);
+    assert_eq!(read.stream_sid, None);
+    assert_eq!(read.ended_at_ms, Some(call.started_at_ms + 900));
+    assert_eq!(read.greeting_latency_ms, None);
+    assert_eq!(read.end_reason.as_deref(), Some("upstream_error"));
+
+    let negative = CallEnd {
+        greeting_latency_ms: Some(-5),
+        ..end
+    };
+    match store.finish_call(&call.call_sid, &negative).await {
+        Err(StoreError::Invalid(message)) => {
+            assert!(message.contains("greeting_latency_ms"), "{message}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+async fn a_duplicate_call_sid_is_a_conflict(store: Store) {
+    add(&store, "acme").await;
+    let call = new_call("CA00000000000000000000000000000002", "acme");
+    store.insert_call(&call).await.unwrap();
+    let mut again = call.clone();
+    again.from_number = "+15005550006".to_string();
+    match store.insert_call(&again).await {
+        Err(StoreError::Conflict(message)) => {
+            assert!(message.contains(&call.call_sid), "{message}")
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    let read = store.call(&call.call_sid).await.unwrap().expect("call row");
+    assert_eq!(read.from_number, "+14155550100");
+}
+
+async fn finishing_an_unknown_call_is_not_found(store: Store) {
+    let end = CallEnd {
+        ended_at_ms: now_ms(),
+        greeting_latency_ms: Some(300),
+        end_reason: Some("twilio_stop".to_string()),
+    };
+    match store
+        .finish_call("CA0000000000000000000000000000dead", &end)
+        .await
+    {
+        Err(StoreError::NotFound(message)) => {
+            assert!(
+                message.contains("CA0000000000000000000000000000dead"),
+                "{message}"
+            )
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+async fn an_unknown_call_reads_as_none(store: Store) {
+    add(&store, "acme").await;
+    store
+        .insert_call(&new_call("CA00000000000000000000000000000003", "acme"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .call("CA00000000000000000000000000000004")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connecting (backend-specific)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unsupported_database_url_is_rejected_by_scheme() {
+    match Store::connect("mysql://root:hunter2@localhost/voxrelay").await {
+        Err(StoreError::Invalid(message)) => {
+            assert!(message.contains("unsupported scheme"), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_connection_reports_the_url_without_its_password() {
+    // A Unix socket directory that does not exist fails at once (a refused TCP connection would
+    // be retried until the pool's acquire timeout).
+    let url = "postgres://voxrelay:hunter2@localhost/voxrelay?host=/nonexistent-voxrelay-dir";
+    match Store::connect(url).await {
+        Err(error @ StoreError::Connect { .. }) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("postgres://voxrelay:***@localhost/voxrelay?host="),
+                "{text}"
+            );
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        other => panic!("expected Connect, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_file_database_uses_wal_and_keeps_its_data_across_reconnects() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("voxrelay.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+
+    let store = Store::connect(&url).await.expect("create file database");
+    store.migrate().await.unwrap();
+    let added = add(&store, "acme").await;
+    store.add_number("+14155550100", "acme").await.unwrap();
+    store.close().await;
+
+    let store = Store::connect(&url).await.expect("reopen file database");
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.business_for_number("+14155550100").await.unwrap(),
+        Some(added)
+    );
+    store.close().await;
+
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode.to_ascii_lowercase(), "wal");
+    let _ = conn.close().await;
+}
+
+#[tokio::test]
+async fn an_in_memory_sqlite_store_keeps_its_data_between_operations() {
+    // Each new connection to `sqlite::memory:` would be an empty database: the store must keep
+    // using one, even across idle gaps.
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    store.migrate().await.unwrap();
+    add(&store, "acme").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (a, b) = tokio::join!(store.business("acme"), store.list_businesses());
+    assert_eq!(a.unwrap().map(|b| b.id), Some("acme".to_string()));
+    assert_eq!(b.unwrap().len(), 1);
+    store.close().await;
+}
