@@ -1081,8 +1081,13 @@ impl Connection {
         let turn = self.committed_turns;
         self.committed_turns += 1;
         if let Some(transcript) = self.config().transcripts.get(turn).cloned() {
-            if let Some(record) = self.items.get_mut(&item_id) {
-                record.item["content"][0]["transcript"] = Value::String(transcript.clone());
+            if let Some(part) = self
+                .items
+                .get_mut(&item_id)
+                .and_then(|record| record.item.pointer_mut("/content/0"))
+                .and_then(Value::as_object_mut)
+            {
+                part.insert("transcript".into(), Value::String(transcript.clone()));
             }
             self.out
                 .send(json!({
@@ -1302,9 +1307,16 @@ impl Connection {
                 )
                 .await;
         }
-        if let Some(record) = self.items.get_mut(item_id) {
-            // The live server drops the transcript of a truncated item.
-            record.item["content"][0]["transcript"] = Value::Null;
+        // The live server drops the transcript of a truncated item (the content part may not
+        // exist yet while the item is still being generated).
+        if let Some(part) = self
+            .items
+            .get_mut(item_id)
+            .and_then(|record| record.item.get_mut("content"))
+            .and_then(|content| content.get_mut(0))
+            .and_then(Value::as_object_mut)
+        {
+            part.insert("transcript".into(), Value::Null);
         }
         self.log()[self.index].truncations.push(Truncation {
             item_id: item_id.to_owned(),
@@ -1721,8 +1733,7 @@ fn default_turn_detection(vad: &VadConfig) -> Value {
 /// Fills the defaults of a turn detection switched on (or switched type) by an update, so the
 /// effective session shows every setting.
 fn normalise_turn_detection(session: &mut Value, vad: &VadConfig) {
-    let td = &mut session["audio"]["input"]["turn_detection"];
-    let Value::Object(fields) = td else {
+    let Some(Value::Object(fields)) = session.pointer_mut("/audio/input/turn_detection") else {
         return;
     };
     let defaults = match fields.get("type").and_then(Value::as_str) {
