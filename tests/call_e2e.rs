@@ -28,12 +28,20 @@ async fn world_with(upstream: SimUpstreamConfig, interrupt_response: bool) -> Wo
     let world = World::start(WorldOptions {
         upstream,
         database_url: None,
-        configure: Some(Box::new(move |c| c.vad.interrupt_response = interrupt_response)),
+        configure: Some(Box::new(move |c| {
+            c.vad.interrupt_response = interrupt_response
+        })),
     })
     .await
     .expect("world starts");
     world
-        .add_business("dental", "Bright Smile Dental", DENTAL, "Say hello.", "+15005550006")
+        .add_business(
+            "dental",
+            "Bright Smile Dental",
+            DENTAL,
+            "Say hello.",
+            "+15005550006",
+        )
         .await
         .expect("dental");
     world
@@ -62,7 +70,10 @@ async fn a_full_call_greets_and_upgrades_to_the_full_prompt_once() {
     let (heard, proxy) = world.call(caller).await.expect("call runs");
     let proxy = proxy.expect("proxy reported the call");
 
-    assert!(heard.first_audio_ms().is_some(), "the caller heard the greeting");
+    assert!(
+        heard.first_audio_ms().is_some(),
+        "the caller heard the greeting"
+    );
     assert!(proxy.greeting_latency_ms.is_some());
     assert_eq!(proxy.end_reason, "stop");
 
@@ -73,7 +84,11 @@ async fn a_full_call_greets_and_upgrades_to_the_full_prompt_once() {
         .iter()
         .filter_map(|u| u["session"]["instructions"].as_str())
         .collect();
-    assert_eq!(instructions.len(), 2, "COMPACT at pre-warm, then FULL: {updates:?}");
+    assert_eq!(
+        instructions.len(),
+        2,
+        "COMPACT at pre-warm, then FULL: {updates:?}"
+    );
     let (compact, full) = (instructions[0], instructions[1]);
     assert!(compact.contains("⟦BUSINESS:dental⟧"));
     assert!(full.contains("⟦BUSINESS:dental⟧") && full.contains("⟦/BUSINESS:dental⟧"));
@@ -114,14 +129,20 @@ async fn caller_interrupting_clears_twilio_and_truncates_to_what_was_heard() {
     let clears = heard.clears();
     assert!(!clears.is_empty(), "Twilio got a clear");
     let session = &world.upstream.sessions()[0];
-    let truncation = session.truncations.first().expect("a truncate reached upstream");
+    let truncation = session
+        .truncations
+        .first()
+        .expect("a truncate reached upstream");
     let heard_ms = clears[0].1 as i64;
     let truncated_ms = truncation.audio_end_ms as i64;
     assert!(
         (truncated_ms - heard_ms).abs() <= 40,
         "truncate at {truncated_ms} ms, caller heard {heard_ms} ms"
     );
-    assert!(heard_ms > 300, "the greeting played a while first: {heard_ms}");
+    assert!(
+        heard_ms > 300,
+        "the greeting played a while first: {heard_ms}"
+    );
     assert!(
         session.events_of_type("response.cancel").is_empty(),
         "no response was active: no cancel"
@@ -185,7 +206,11 @@ async fn a_bad_or_missing_signature_gets_403_and_nothing_else() {
         .expect("request");
     assert_eq!(response.status().as_u16(), 403);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(world.upstream.connections(), 0, "no upstream cost was spent");
+    assert_eq!(
+        world.upstream.connections(),
+        0,
+        "no upstream cost was spent"
+    );
     world.stop().await;
 }
 
@@ -275,7 +300,11 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
         let code = stream_with(&world, &call, custom.clone()).await;
         assert_eq!(code, Some(1008), "policy close for {custom}");
     }
-    assert_eq!(world.upstream.connections(), 0, "the upstream saw no connection");
+    assert_eq!(
+        world.upstream.connections(),
+        0,
+        "the upstream saw no connection"
+    );
     world.stop().await;
 }
 
@@ -343,7 +372,10 @@ async fn an_outbound_call_resolves_its_business_from_signed_parameters() {
     assert_eq!(proxy.expect("report").business_id, "bakery");
     let full = world.upstream.sessions()[0].events_of_type("session.update");
     let instructions = full[0]["session"]["instructions"].as_str().unwrap_or("");
-    assert!(instructions.contains("You are calling"), "outbound direction layer");
+    assert!(
+        instructions.contains("You are calling"),
+        "outbound direction layer"
+    );
 
     // The same parameters signed with another key are not trusted.
     let forged = token::sign_outbound(b"another-key-0123456789abcdef", "bakery", i64::MAX);
@@ -367,7 +399,10 @@ async fn a_stream_reaching_an_instance_without_the_pending_call_is_rebuilt_from_
     let mut caller = short_call(&first, &sid(14), "+15005550006");
     caller.stream_url_override = Some(format!("ws://{}/twilio/media", second.proxy_addr));
     let (heard, _) = first.call(caller).await.expect("call runs");
-    assert!(heard.first_audio_ms().is_some(), "the second instance served the call");
+    assert!(
+        heard.first_audio_ms().is_some(),
+        "the second instance served the call"
+    );
     let sessions = second.upstream.sessions();
     assert_eq!(sessions.len(), 1);
     let update = &sessions[0].events_of_type("session.update")[0];
