@@ -293,7 +293,9 @@ impl Config {
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
+                // toml appends "in `key`" on later lines; the key is named separately.
                 let message = e.inner().to_string();
+                let message = message.lines().next().unwrap_or_default().to_string();
                 let key = match missing_field(&message) {
                     Some(field) if path == "." => field.to_string(),
                     Some(field) => format!("{path}.{field}"),
