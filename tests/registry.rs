@@ -102,6 +102,9 @@ async fn a_pending_call_is_claimed_once_with_its_open_upstream() {
     assert_eq!(call.setup.business_id, "dental");
     let upstream = call.prewarm.await.expect("task").expect("connected");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(!closed.load(Ordering::SeqCst), "a claimed upstream stays open");
+    assert!(
+        !closed.load(Ordering::SeqCst),
+        "a claimed upstream stays open"
+    );
     drop(upstream);
 }

@@ -825,16 +825,7 @@ impl Connection {
                     .error(id, "invalid_json", "An event must be a JSON object.", None)
                     .await
             }
-            "" => {
-                self.out
-                    .error(
-                        id,
-                        "missing_required_parameter",
-                        "Missing required parameter: 'type'.",
-                        Some("type"),
-                    )
-                    .await
-            }
+            "" => self.missing(id, "type").await,
             other => {
                 let supported = CLIENT_EVENT_TYPES
                     .iter()
@@ -857,15 +848,7 @@ impl Connection {
 
     async fn on_session_update(&mut self, event: &Value, id: Option<&str>) -> Result<(), WsError> {
         let Some(patch) = event.get("session").filter(|s| s.is_object()) else {
-            return self
-                .out
-                .error(
-                    id,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'session'.",
-                    Some("session"),
-                )
-                .await;
+            return self.missing(id, "session").await;
         };
         if let Err(problem) = check_session_patch(patch, &self.session) {
             return self
@@ -935,15 +918,7 @@ impl Connection {
                     .await;
             }
             None => {
-                return self
-                    .out
-                    .error(
-                        id,
-                        "missing_required_parameter",
-                        "Missing required parameter: 'audio'.",
-                        Some("audio"),
-                    )
-                    .await;
+                return self.missing(id, "audio").await;
             }
         };
         self.buffer_bytes += audio.len() as u64;
@@ -1123,15 +1098,7 @@ impl Connection {
 
     async fn on_item_create(&mut self, event: &Value, id: Option<&str>) -> Result<(), WsError> {
         let Some(Value::Object(fields)) = event.get("item") else {
-            return self
-                .out
-                .error(
-                    id,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'item'.",
-                    Some("item"),
-                )
-                .await;
+            return self.missing(id, "item").await;
         };
         let previous = match event.get("previous_item_id").and_then(Value::as_str) {
             Some("root") => None,
@@ -1187,15 +1154,7 @@ impl Connection {
 
     async fn on_item_delete(&mut self, event: &Value, id: Option<&str>) -> Result<(), WsError> {
         let Some(item_id) = event.get("item_id").and_then(Value::as_str) else {
-            return self
-                .out
-                .error(
-                    id,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'item_id'.",
-                    Some("item_id"),
-                )
-                .await;
+            return self.missing(id, "item_id").await;
         };
         if self.items.remove(item_id).is_none() {
             return self.item_not_found(id, item_id).await;
@@ -1208,15 +1167,7 @@ impl Connection {
 
     async fn on_item_retrieve(&mut self, event: &Value, id: Option<&str>) -> Result<(), WsError> {
         let Some(item_id) = event.get("item_id").and_then(Value::as_str) else {
-            return self
-                .out
-                .error(
-                    id,
-                    "missing_required_parameter",
-                    "Missing required parameter: 'item_id'.",
-                    Some("item_id"),
-                )
-                .await;
+            return self.missing(id, "item_id").await;
         };
         match self.items.get(item_id).map(|r| r.item.clone()) {
             Some(item) => {
@@ -1226,6 +1177,17 @@ impl Connection {
             }
             None => self.item_not_found(id, item_id).await,
         }
+    }
+
+    async fn missing(&mut self, id: Option<&str>, param: &str) -> Result<(), WsError> {
+        self.out
+            .error(
+                id,
+                "missing_required_parameter",
+                format!("Missing required parameter: '{param}'."),
+                Some(param),
+            )
+            .await
     }
 
     async fn item_not_found(&mut self, id: Option<&str>, item_id: &str) -> Result<(), WsError> {
