@@ -134,9 +134,13 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         to_number: to,
         started_at_ms: store::now_ms(),
     };
-    if let Err(e) = state.store.insert_call(&record).await {
-        tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call start");
-    }
+    // Record the start beside the call, not before it: the greeting must not wait for the disk.
+    let store = state.store.clone();
+    let recorded = tokio::spawn(async move {
+        if let Err(e) = store.insert_call(&record).await {
+            tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call start");
+        }
+    });
 
     let report = session::run(
         socket,
@@ -151,6 +155,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     )
     .await;
 
+    let _ = recorded.await;
     let end = CallEnd {
         ended_at_ms: store::now_ms(),
         greeting_latency_ms: report.greeting_latency_ms.map(|ms| ms.round() as i64),
