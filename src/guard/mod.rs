@@ -1,0 +1,14 @@
+//! Inline guards: they act inside the live call, without adding latency to normal turns.
+//!
+//! - [`sanitizer`]: scores caller transcripts (and injected text such as DTMF) for prompt-injection
+//!   attempts: allow, flag or block;
+//! - [`echo`]: catches a model that parrots the caller, and a caller line that is the model hearing
+//!   itself (speakerphone, bad line);
+//! - [`leak`]: catches the model saying its per-call canary or reciting its instructions;
+//! - [`redact`]: removes card numbers, SSNs, phone numbers and e-mail addresses before anything
+//!   is stored.
+
+pub mod echo;
+pub mod leak;
+pub mod redact;
+pub mod sanitizer;
