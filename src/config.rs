@@ -138,6 +138,14 @@ pub struct PromptConfig {
     pub compact_business_chars: usize,
 }
 
+/// `[guard]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Sanitizer rules file; empty: the built-in copy of `config/guard_rules.toml`.
+    pub rules_file: String,
+}
+
 /// `[timeouts]`, all in ms.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -166,6 +174,8 @@ pub struct Config {
     pub vad: VadConfig,
     /// `[prompt]`.
     pub prompt: PromptConfig,
+    /// `[guard]`.
+    pub guard: GuardConfig,
     /// `[timeouts]`.
     pub timeouts: TimeoutsConfig,
 }
@@ -387,6 +397,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The sanitizer rules file, if one is configured.
+    pub fn guard_rules_file(&self) -> Option<PathBuf> {
+        (!self.guard.rules_file.trim().is_empty()).then(|| PathBuf::from(&self.guard.rules_file))
     }
 
     /// The prompt directory, if one is configured.

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use voxrelay::audio::wav;
 use voxrelay::config::{self, Config, Secrets};
+use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::http::{self, AppState};
 use voxrelay::prompt::PromptLibrary;
 use voxrelay::sim::caller::{self, CallerConfig};
@@ -266,13 +267,17 @@ async fn serve(path: &std::path::Path) -> anyhow::Result<()> {
         Some(dir) => PromptLibrary::from_dir(&dir, config.prompt.compact_business_chars)?,
         None => PromptLibrary::embedded(config.prompt.compact_business_chars)?,
     };
+    let sanitizer = match config.guard_rules_file() {
+        Some(path) => Sanitizer::from_file(&path)?,
+        None => Sanitizer::builtin()?,
+    };
     tokio::task::spawn_blocking(voxrelay::prompt::warm_tokenizer).await?;
     let listener = http::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
     tracing::info!(listen = %config.server.listen, public_host = %config.server.public_host,
         upstream = %config.upstream.url, model = %config.upstream.model, "voxrelay serving");
-    let state = AppState::new(config, secrets, store, prompts, None);
+    let state = AppState::new(config, secrets, store, prompts, sanitizer, None);
     http::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");

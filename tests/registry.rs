@@ -12,6 +12,7 @@ use voxrelay::call::Direction;
 use voxrelay::call::registry::{PendingCall, Registry};
 use voxrelay::call::setup::{CallSetup, open_upstream};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
+use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::prompt::PromptLibrary;
 use voxrelay::realtime::{Provider, UpstreamSettings};
 use voxrelay::store::{Business, now_ms};
@@ -23,16 +24,16 @@ async fn watching_upstream() -> (String, Arc<AtomicBool>) {
     let closed = Arc::new(AtomicBool::new(false));
     let flag = closed.clone();
     tokio::spawn(async move {
-        if let Ok((tcp, _)) = listener.accept().await {
-            if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
-                // Read until the client closes (a close frame or the end of the stream).
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_close() {
-                        break;
-                    }
+        if let Ok((tcp, _)) = listener.accept().await
+            && let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await
+        {
+            // Read until the client closes (a close frame or the end of the stream).
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() {
+                    break;
                 }
-                flag.store(true, Ordering::SeqCst);
             }
+            flag.store(true, Ordering::SeqCst);
         }
     });
     (format!("ws://{addr}/v1/realtime"), closed)
@@ -49,10 +50,12 @@ fn setup() -> CallSetup {
         ai_prompt: "We clean teeth.".into(),
         outbound_ai_prompt: String::new(),
         greeting_instructions: "Hello.".into(),
+        guard_policy: "monitor".into(),
         created_at_ms: now_ms(),
         updated_at_ms: now_ms(),
     };
-    CallSetup::build(&library, &config, &business, Direction::Inbound).expect("setup")
+    let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
+    CallSetup::build(&library, &config, &business, Direction::Inbound, sanitizer).expect("setup")
 }
 
 fn pending(url: String, setup: CallSetup) -> PendingCall {

@@ -3,6 +3,7 @@
 //! - [`setup`]: prompts and session configuration built from (business, direction), pre-warm;
 //! - [`registry`]: calls between the webhook and their media stream, keyed by CallSid;
 //! - [`state`]: the state machine (greeting, upgrade, response tracking, barge-in), free of I/O;
+//! - [`guards`]: the call's guard decisions (sanitizer, echo monitor, leak guard) and policy;
 //! - [`playback`]: what the caller heard (marks, playback clock, truncation point);
 //! - [`session`]: the task that relays audio and carries out the state machine's commands.
 
@@ -65,6 +66,7 @@ impl FromStr for Direction {
     }
 }
 
+pub mod guards;
 pub mod playback;
 pub mod registry;
 pub mod session;

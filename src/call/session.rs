@@ -21,10 +21,12 @@ use tokio::task::JoinHandle;
 use axum::extract::ws::{Message as TwMessage, WebSocket};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 
+use crate::call::guards::{self, CallGuards, GuardOutcome};
 use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::UpstreamSocket;
+use crate::store::{NewCallEvent, Store};
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
 
@@ -139,6 +141,8 @@ pub struct SessionStart {
     pub prewarmed: bool,
     /// Prompts and session configuration.
     pub setup: CallSetup,
+    /// Where guard events are recorded (`call_events`, redacted); `None` records nothing.
+    pub store: Option<Store>,
 }
 
 struct Session {
@@ -146,6 +150,8 @@ struct Session {
     stream_sid: String,
     setup: CallSetup,
     state: CallState,
+    guards: CallGuards,
+    store: Option<Store>,
     twilio_out: Outbox,
     upstream_out: Outbox,
     commands: Vec<Command>,
@@ -202,11 +208,19 @@ pub async fn run(
         },
         begin.started_at,
     );
+    let guards = CallGuards::new(
+        begin.setup.policy,
+        begin.setup.sanitizer.clone(),
+        &begin.setup.canary,
+        &begin.setup.confidential,
+    );
     let mut session = Session {
         call_sid: begin.start.call_sid.clone(),
         stream_sid: begin.start.stream_sid.clone(),
         setup: begin.setup,
         state,
+        guards,
+        store: begin.store,
         twilio_out,
         upstream_out,
         commands: Vec::with_capacity(8),
@@ -266,6 +280,7 @@ pub async fn run(
         stream_sid,
         setup,
         state,
+        guards,
         ..
     } = session;
     // Give the writers a moment to send their close frames.
@@ -275,6 +290,8 @@ pub async fn run(
     })
     .await;
     let (greeting_latency_ms, turn_latencies_ms, counters, timeline) = state.into_parts();
+    let guard_counters = guards.counters();
+    let echo = guards.echo_stats();
     tracing::info!(
         call_sid = %call_sid,
         business_id = %setup.business_id,
@@ -296,6 +313,8 @@ pub async fn run(
         turn_latencies_ms,
         end_reason: reason.to_string(),
         counters,
+        guards: guard_counters,
+        echo_rate: echo.echo_rate(),
         timeline,
     }
 }
@@ -387,10 +406,23 @@ impl Session {
                 self.dispatch();
             }
             ServerEvent::OutputTranscriptDone { transcript } => {
-                self.state.on_transcript(false, transcript, now)
+                let outcome = self.guards.model_transcript(&transcript, now);
+                self.state.on_transcript(false, transcript, now);
+                self.guard(outcome, None, now);
             }
-            ServerEvent::InputTranscriptCompleted { transcript, .. } => {
-                self.state.on_transcript(true, transcript, now)
+            ServerEvent::InputTranscriptCompleted {
+                item_id,
+                transcript,
+            } => {
+                let outcome = self.guards.caller_transcript(&transcript, now);
+                self.state.on_transcript(true, transcript, now);
+                self.guard(outcome, item_id.as_deref(), now);
+            }
+            ServerEvent::InputTranscriptFailed { item_id } => {
+                tracing::warn!(call_sid = %self.call_sid, item_id = item_id.as_deref().unwrap_or(""),
+                    "caller transcription failed");
+                let outcome = self.guards.caller_transcript_failed();
+                self.guard(outcome, item_id.as_deref(), now);
             }
             ServerEvent::Error { code, message } => {
                 let benign = self.state.on_error(code.as_deref(), now);
@@ -408,6 +440,51 @@ impl Session {
             | ServerEvent::Other { .. } => {}
         }
         Flow::Continue
+    }
+
+    /// Records a guard decision and carries out its reaction.
+    fn guard(&mut self, outcome: GuardOutcome, user_item: Option<&str>, now: Instant) {
+        if let Some(record) = outcome.record {
+            tracing::info!(
+                call_sid = %self.call_sid,
+                business_id = %self.setup.business_id,
+                kind = record.kind,
+                action = record.action,
+                score = record.score.unwrap_or(0.0),
+                rules = %record.rules.join(","),
+                "guard decision"
+            );
+            self.state.record(
+                TimelineEvent::Guard {
+                    kind: record.kind.to_string(),
+                    action: record.action.to_string(),
+                    score: record.score,
+                    rules: record.rules.clone(),
+                },
+                now,
+            );
+            if let Some(store) = &self.store {
+                let store = store.clone();
+                let event = NewCallEvent {
+                    call_sid: self.call_sid.clone(),
+                    business_id: self.setup.business_id.clone(),
+                    at_ms: crate::store::now_ms(),
+                    kind: record.kind.to_string(),
+                    score: record.score,
+                    rules: record.rules,
+                    action: record.action.to_string(),
+                    detail: record.detail,
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = store.insert_event(&event).await {
+                        tracing::error!(call_sid = %event.call_sid, error = %e, "cannot record a guard event");
+                    }
+                });
+            }
+        }
+        self.state
+            .apply_reaction(&outcome.reaction, user_item, now, &mut self.commands);
+        self.dispatch();
     }
 
     /// Sends what the state machine decided, in order.
@@ -437,6 +514,15 @@ impl Session {
                         .to_json(),
                     )
                 }
+                Command::DeleteItem(item_id) => self
+                    .upstream_out
+                    .control(ClientEvent::DeleteItem(&item_id).to_json()),
+                Command::SystemMessage(text) => self
+                    .upstream_out
+                    .control(ClientEvent::SystemMessage(text).to_json()),
+                Command::SafeResponse => self
+                    .upstream_out
+                    .control(ClientEvent::ResponseWithInstructions(guards::SAFE_REPLY).to_json()),
                 Command::UpgradeInstructions => {
                     tracing::info!(
                         call_sid = %self.call_sid,

@@ -7,8 +7,11 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::call::Direction;
+use crate::call::guards::GuardPolicy;
 use crate::config::Config;
-use crate::prompt::{BuiltPrompts, BusinessLayer, PromptError, PromptLibrary};
+use crate::guard::leak;
+use crate::guard::sanitizer::Sanitizer;
+use crate::prompt::{BuiltPrompts, BusinessLayer, PromptError, PromptLibrary, count_tokens};
 use crate::realtime::events::{ClientEvent, SessionConfig};
 use crate::realtime::upstream::{self, UpstreamError, UpstreamSettings, UpstreamSocket};
 use crate::store::Business;
@@ -20,15 +23,26 @@ pub struct CallSetup {
     pub business_id: String,
     /// Inbound or outbound.
     pub direction: Direction,
-    /// FULL and COMPACT instructions with their token counts.
+    /// FULL (with this call's canary appended) and COMPACT instructions with their token counts.
     pub prompts: Arc<BuiltPrompts>,
     /// The first `session.update` (COMPACT instructions, pcmu, voice, VAD, transcription).
     pub session: SessionConfig,
+    /// This call's secret canary, which the FULL instructions tell the model never to say.
+    pub canary: String,
+    /// FULL without the business layer: the text the model must never recite. The business's
+    /// own facts (hours, prices, address) are meant to be said, so they are left out.
+    pub confidential: String,
+    /// How the business wants injection attempts handled.
+    pub policy: GuardPolicy,
+    /// The business's sanitizer (the built-in rules plus its own).
+    pub sanitizer: Arc<Sanitizer>,
 }
 
 impl CallSetup {
     /// Builds the prompts for `business` and `direction`. The outbound prompt falls back to the
-    /// inbound one when the business has none.
+    /// inbound one when the business has none. A fresh canary goes at the very end of FULL, so
+    /// the layers before it stay byte-identical across calls (prefix caching). Under the `gate`
+    /// policy the VAD is told not to start responses by itself.
     ///
     /// Errors: [`PromptError`] when the business's text cannot be used.
     pub fn build(
@@ -36,6 +50,7 @@ impl CallSetup {
         config: &Config,
         business: &Business,
         direction: Direction,
+        sanitizer: Arc<Sanitizer>,
     ) -> Result<CallSetup, PromptError> {
         let text = match direction {
             Direction::Outbound if !business.outbound_ai_prompt.trim().is_empty() => {
@@ -53,6 +68,20 @@ impl CallSetup {
             },
             direction,
         )?;
+        let canary = leak::new_canary();
+        let mut prompts = prompts;
+        prompts.full = format!("{}\n\n{}", prompts.full, leak::canary_instruction(&canary));
+        prompts.full_tokens = count_tokens(&prompts.full);
+        let prompts_full_for_leak = prompts.full.clone();
+        let policy = GuardPolicy::parse(&business.guard_policy).unwrap_or_else(|| {
+            tracing::warn!(business_id = %business.id, policy = %business.guard_policy,
+                "unknown guard policy; using monitor");
+            GuardPolicy::Monitor
+        });
+        let mut turn_detection = config.turn_detection();
+        if policy == GuardPolicy::Gate {
+            turn_detection.create_response = false;
+        }
         let voice = if business.voice.trim().is_empty() {
             config.audio.default_voice.clone()
         } else {
@@ -74,12 +103,30 @@ impl CallSetup {
             session: SessionConfig {
                 instructions: prompts.compact.clone(),
                 voice,
-                turn_detection: Some(config.turn_detection()),
+                turn_detection: Some(turn_detection),
                 transcription_model,
                 language,
             },
             prompts: Arc::new(prompts),
+            confidential: without_business_layer(&prompts_full_for_leak),
+            canary,
+            policy,
+            sanitizer,
         })
+    }
+}
+
+/// `full` with the text between the business markers (markers included) removed.
+fn without_business_layer(full: &str) -> String {
+    let start = full.find("⟦BUSINESS:");
+    let end = full.find("⟦/BUSINESS:").and_then(|at| {
+        full[at..]
+            .find('⟧')
+            .map(|close| at + close + '⟧'.len_utf8())
+    });
+    match (start, end) {
+        (Some(start), Some(end)) if start < end => format!("{}{}", &full[..start], &full[end..]),
+        _ => full.to_string(),
     }
 }
 
@@ -101,4 +148,16 @@ pub async fn open_upstream(
             source: Box::new(e),
         })?;
     Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_confidential_text_leaves_out_the_business_layer() {
+        let full = "rules\n\n⟦BUSINESS:b1⟧\nOpen at nine.\n⟦/BUSINESS:b1⟧\n\ninbound\n\ncode";
+        assert_eq!(without_business_layer(full), "rules\n\n\n\ninbound\n\ncode");
+        assert_eq!(without_business_layer("no markers"), "no markers");
+    }
 }

@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+use crate::call::guards::{self, Reaction};
 use crate::call::playback::Playback;
 use crate::realtime::events::{BENIGN_ERROR_CODES, Usage};
 use crate::telemetry::timeline::{CallCounters, Timeline, TimelineEvent};
@@ -40,6 +41,22 @@ pub enum Command {
     },
     /// Upstream `session.update` with the FULL instructions.
     UpgradeInstructions,
+    /// Upstream `conversation.item.delete` of a user item.
+    DeleteItem(String),
+    /// Upstream `conversation.item.create` of a system message.
+    SystemMessage(&'static str),
+    /// Upstream `response.create` with the safe per-response instructions
+    /// ([`guards::SAFE_REPLY`]).
+    SafeResponse,
+}
+
+/// Which `response.create` to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseKind {
+    /// No overrides.
+    Plain,
+    /// With the safe per-response instructions, after a blocked injection attempt.
+    Safe,
 }
 
 /// What to do with one model audio delta.
@@ -80,7 +97,7 @@ pub struct CallState {
     playback: Playback,
     response: ResponseState,
     /// A `response.create` waits for the active response to finish.
-    create_queued: bool,
+    queued: Option<ResponseKind>,
     /// The FULL instructions were sent.
     upgraded: bool,
     /// Audio of this response is discarded: the caller interrupted it.
@@ -100,7 +117,7 @@ impl CallState {
             playback: Playback::new(settings.mark_interval_ms),
             settings,
             response: ResponseState::Idle,
-            create_queued: false,
+            queued: None,
             upgraded: false,
             muted_response: None,
             turn_ended_at: None,
@@ -111,20 +128,24 @@ impl CallState {
         }
     }
 
-    /// Asks for a response now, or after the active one.
-    fn request_response(&mut self, out: &mut Vec<Command>) {
+    /// Asks for a response now, or after the active one. A queued safe reply is never
+    /// downgraded to a plain one.
+    fn request_response(&mut self, kind: ResponseKind, out: &mut Vec<Command>) {
         if self.response == ResponseState::Idle {
             self.response = ResponseState::Requested;
-            out.push(Command::ResponseCreate);
-        } else {
-            self.create_queued = true;
+            out.push(match kind {
+                ResponseKind::Plain => Command::ResponseCreate,
+                ResponseKind::Safe => Command::SafeResponse,
+            });
+        } else if self.queued != Some(ResponseKind::Safe) {
+            self.queued = Some(kind);
         }
     }
 
     /// The stream started: greet.
     pub fn greet(&mut self, now: Instant, out: &mut Vec<Command>) {
         self.timeline.push(now, TimelineEvent::GreetingRequested);
-        self.request_response(out);
+        self.request_response(ResponseKind::Plain, out);
     }
 
     /// A model audio delta of `bytes` arrived for `item_id`.
@@ -295,9 +316,8 @@ impl CallState {
                 },
             );
         }
-        if self.create_queued {
-            self.create_queued = false;
-            self.request_response(out);
+        if let Some(kind) = self.queued.take() {
+            self.request_response(kind, out);
         }
     }
 
@@ -307,7 +327,9 @@ impl CallState {
         let benign = BENIGN_ERROR_CODES.contains(&code);
         if code == "conversation_already_has_active_response" {
             // Our response.create lost a race with one the server started: retry after it.
-            self.create_queued = true;
+            if self.queued.is_none() {
+                self.queued = Some(ResponseKind::Plain);
+            }
             if self.response == ResponseState::Requested {
                 self.response = ResponseState::Active(String::new());
             }
@@ -325,6 +347,62 @@ impl CallState {
             },
         );
         benign
+    }
+
+    /// Carries out a guard's reaction. `user_item` is the caller item the transcript belongs to.
+    ///
+    /// Commands come out in the order the protocol needs: cancel the answer, clear Twilio
+    /// (and truncate what was not heard), delete the user item, add the system item, then the
+    /// reply (queued behind the cancelled response until its `response.done`).
+    pub fn apply_reaction(
+        &mut self,
+        reaction: &Reaction,
+        user_item: Option<&str>,
+        now: Instant,
+        out: &mut Vec<Command>,
+    ) {
+        match reaction {
+            Reaction::None => {}
+            Reaction::AllowTurn => self.request_response(ResponseKind::Plain, out),
+            Reaction::BlockInjection => {
+                self.stop_answer(now, true, out);
+                if let Some(item) = user_item {
+                    out.push(Command::DeleteItem(item.to_string()));
+                }
+                out.push(Command::SystemMessage(guards::OVERRIDE_NOTICE));
+                self.request_response(ResponseKind::Safe, out);
+            }
+            Reaction::DropSelfEcho => {
+                self.stop_answer(now, false, out);
+                if let Some(item) = user_item {
+                    out.push(Command::DeleteItem(item.to_string()));
+                }
+            }
+            Reaction::StopLeak => {
+                self.stop_answer(now, true, out);
+                out.push(Command::SystemMessage(guards::LEAK_CORRECTION));
+            }
+            Reaction::CorrectEcho => out.push(Command::SystemMessage(guards::ECHO_CORRECTION)),
+        }
+    }
+
+    /// Cancels the active response (and discards the rest of its audio) and clears Twilio:
+    /// always when `always_clear`, otherwise only while audio plays.
+    fn stop_answer(&mut self, now: Instant, always_clear: bool, out: &mut Vec<Command>) {
+        if let ResponseState::Active(id) = &self.response {
+            self.muted_response = Some(id.clone());
+            out.push(Command::ResponseCancel);
+        }
+        if always_clear || self.playback.is_playing(now) {
+            out.push(Command::TwilioClear);
+            let cut = self.playback.on_clear(now);
+            if let Some((item_id, audio_end_ms)) = cut.truncate {
+                out.push(Command::Truncate {
+                    item_id,
+                    audio_end_ms,
+                });
+            }
+        }
     }
 
     /// Records a caller or model transcript on the timeline.

@@ -10,5 +10,6 @@
 
 pub mod echo;
 pub mod leak;
+pub mod normalize;
 pub mod redact;
 pub mod sanitizer;

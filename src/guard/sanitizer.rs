@@ -1,1 +1,736 @@
-//! Guard: sanitizer.
+//! Prompt-injection sanitizer for caller transcripts (issue 3, "Sanitizer (caller transcripts)").
+//!
+//! Input is the text of a `conversation.item.input_audio_transcription.completed` event, or text the
+//! proxy injects (DTMF digits, form fields). Output is an [`Assessment`]: a risk score from 0 to 1,
+//! the ids of the rules that fired, and a [`Verdict`] (allow, flag or block) from the thresholds in
+//! the rule file.
+//!
+//! How a transcript is scored:
+//!
+//! 1. [`normalize`] folds it to one canonical form (NFKC, lower case, no zero-width characters,
+//!    look-alike letters mapped, spelled letters joined, spoken symbols written as symbols; see
+//!    [`super::normalize`]). If undoing obfuscation was needed, the private-use character U+E000 is
+//!    appended, so a rule (`encoding.obfuscated_text` in the default set) can weigh that in.
+//! 2. One [`regex::RegexSet`] pass over the normalised text finds every rule that matches, so the
+//!    cost grows with the text, not with the number of rules.
+//! 3. The weights of the rules that fired combine as independent evidence:
+//!    `score = 1 − Π(1 − wᵢ)`. One strong rule (weight ≥ the block threshold) blocks on its own;
+//!    weaker ones flag alone and block together.
+//!
+//! Rules live in `config/guard_rules.toml` (built in with `include_str!`, see [`Sanitizer::builtin`])
+//! and can be replaced by another file ([`Sanitizer::from_file`]). A business can add, replace or
+//! disable rules with [`RuleOverride`]s from the database ([`Sanitizer::with_overrides`]).
+//!
+//! The rule file:
+//!
+//! ```toml
+//! [thresholds]
+//! flag = 0.4    # score at or above which a transcript is flagged (logged and counted)
+//! block = 0.7   # score at or above which it is blocked
+//!
+//! [macros]      # reusable pieces, written {{name}} in patterns (and in overrides)
+//! b = '(?-u:\b)'
+//!
+//! [[rule]]
+//! id = "override.ignore_instructions"   # unique; `category.name` by convention
+//! category = "instruction_override"
+//! weight = 0.85                         # 0..=1
+//! pattern = '{{b}}ignore (?:all|your|previous) instructions'   # regex on normalised text
+//! examples = ["Ignore all previous instructions."]              # optional; must fire the rule
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::{Deserialize, Serialize};
+
+pub use super::normalize::normalize;
+use super::normalize::normalize_detailed;
+
+/// The default rule set, built into the binary.
+const BUILTIN_RULES: &str = include_str!("../../config/guard_rules.toml");
+
+/// How the default rule set is named in errors.
+const BUILTIN_FILE: &str = "config/guard_rules.toml";
+
+/// How business overrides are named in errors (they come from the database, not a file).
+const OVERRIDES_SOURCE: &str = "business rule overrides";
+
+/// Appended to the normalised text when obfuscation had to be undone; the normaliser strips it
+/// from input, so a caller cannot forge it.
+const OBFUSCATION_MARK: char = '\u{E000}';
+
+/// Compiled-program size limit for one rule and for the whole set (bytes). The default rule set
+/// needs a few MB; the limit only stops a pathological override.
+const REGEX_SIZE_LIMIT: usize = 64 << 20;
+
+/// Lazy-DFA cache size for the set (bytes). Large enough that the default rule set's states stay
+/// cached after warm-up instead of being rebuilt per utterance.
+const DFA_SIZE_LIMIT: usize = 32 << 20;
+
+/// Macro expansion depth: macros may use macros, but not forever.
+const MACRO_DEPTH: usize = 8;
+
+/// What the proxy does with a transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Below the flag threshold: an ordinary turn.
+    Allow,
+    /// At or above the flag threshold: logged and counted only.
+    Flag,
+    /// At or above the block threshold: the business's policy (`monitor` or `gate`) acts on it.
+    Block,
+}
+
+impl Verdict {
+    /// The lower-case name used in JSON, logs and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Flag => "flag",
+            Verdict::Block => "block",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The sanitizer's judgement of one transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// Risk from 0 (nothing fired) to 1: `1 − Π(1 − wᵢ)` over the rules that fired, rounded to
+    /// four decimals (the verdict is taken from the rounded value).
+    pub score: f32,
+    /// From the score and the rule file's thresholds.
+    pub verdict: Verdict,
+    /// Ids of the rules that fired, in rule-file order.
+    pub rules: Vec<String>,
+}
+
+/// One detection rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Unique id, `category.name` by convention (e.g. `override.ignore_instructions`); it is what
+    /// events and metrics report.
+    pub id: String,
+    /// The attack family the rule belongs to (e.g. `instruction_override`), for reports.
+    pub category: String,
+    /// Regular expression (Rust `regex` syntax, macros already expanded) matched against the
+    /// [normalised](normalize) text: lower case, single spaces, a stand-alone `.` between sentences.
+    pub pattern: String,
+    /// How much a match counts, from 0 to 1.
+    pub weight: f32,
+}
+
+/// A business's change to the rule set, as the store reads it from the database: an addition
+/// (a new id), a replacement (an existing id) or a removal (`enabled = false`; the other fields
+/// are then ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleOverride {
+    /// The rule id to add, replace or disable.
+    pub id: String,
+    /// Category of an added or replaced rule.
+    #[serde(default)]
+    pub category: String,
+    /// Pattern of an added or replaced rule; may use the rule file's `{{macros}}`.
+    #[serde(default)]
+    pub pattern: String,
+    /// Weight of an added or replaced rule, 0..=1.
+    #[serde(default)]
+    pub weight: f32,
+    /// `false` removes the rule with this id (if there is one).
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// The score limits that turn a score into a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// Flag at or above this score.
+    pub flag: f32,
+    /// Block at or above this score; at least `flag`.
+    pub block: f32,
+}
+
+/// A rule set could not be loaded or changed. Every variant names where the rules came from
+/// (the file, or the business overrides) and, when one rule is at fault, its id.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// The rule file could not be read.
+    #[error("cannot read guard rules {file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The rule file is not valid TOML or has unknown or missing fields.
+    #[error("guard rules {file} are not valid: {message}")]
+    Syntax {
+        /// The file.
+        file: String,
+        /// The TOML parser's message, with the line.
+        message: String,
+    },
+    /// A rule's pattern does not compile.
+    #[error("rule {rule} in {file}: bad pattern: {source}")]
+    BadPattern {
+        /// The file.
+        file: String,
+        /// The rule id.
+        rule: String,
+        /// The regex error.
+        #[source]
+        source: Box<regex::Error>,
+    },
+    /// A rule is unusable for another reason (weight outside 0..=1, empty id, a pattern that
+    /// matches empty text, an unknown macro).
+    #[error("rule {rule:?} in {file}: {reason}")]
+    BadRule {
+        /// The file.
+        file: String,
+        /// The rule id.
+        rule: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two rules have the same id.
+    #[error("rule {rule} in {file}: the id is used twice")]
+    DuplicateRule {
+        /// The file.
+        file: String,
+        /// The rule id.
+        rule: String,
+    },
+    /// The thresholds are not `0 < flag <= block <= 1`.
+    #[error(
+        "guard rules {file}: thresholds must satisfy 0 < flag <= block <= 1 (flag = {flag}, block = {block})"
+    )]
+    BadThresholds {
+        /// The file.
+        file: String,
+        /// The flag threshold given.
+        flag: f32,
+        /// The block threshold given.
+        block: f32,
+    },
+    /// The rules compile one by one but not together (the set is too large).
+    #[error("guard rules {file}: the rule set does not compile as a whole: {source}")]
+    Set {
+        /// The file.
+        file: String,
+        /// The regex error.
+        #[source]
+        source: Box<regex::Error>,
+    },
+}
+
+/// The rule file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    thresholds: Thresholds,
+    #[serde(default)]
+    macros: BTreeMap<String, String>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleEntry>,
+}
+
+/// One `[[rule]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleEntry {
+    id: String,
+    category: String,
+    pattern: String,
+    weight: f32,
+    /// Utterances the rule must fire on; checked by the tests, not at load.
+    #[serde(default)]
+    #[cfg_attr(not(test), allow(dead_code))]
+    examples: Vec<String>,
+}
+
+/// Scores caller transcripts for prompt-injection attempts.
+///
+/// Built once (at startup, or when a business's overrides change) and shared: cloning is cheap
+/// (the compiled set and the rules sit behind `Arc`s), and [`assess`](Self::assess) takes `&self`,
+/// so one instance serves every call.
+#[derive(Debug, Clone)]
+pub struct Sanitizer {
+    /// All rule patterns compiled together: one pass over the text finds every match.
+    set: RegexSet,
+    /// Index `i` is the rule of the set's pattern `i`.
+    rules: Arc<[Rule]>,
+    thresholds: Thresholds,
+    /// Kept so business overrides can use the same `{{macros}}` as the file.
+    macros: Arc<BTreeMap<String, String>>,
+    /// Where the rules came from, for errors raised later by overrides.
+    source: Arc<str>,
+}
+
+impl Sanitizer {
+    /// The default rule set (`config/guard_rules.toml`, built into the binary).
+    pub fn builtin() -> Result<Sanitizer, GuardError> {
+        Sanitizer::from_toml(BUILTIN_RULES, BUILTIN_FILE)
+    }
+
+    /// Loads a rule set from TOML text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Sanitizer, GuardError> {
+        let parsed: RuleFile = toml::from_str(text).map_err(|e| GuardError::Syntax {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        check_thresholds(parsed.thresholds, file)?;
+        let mut seen = HashSet::new();
+        let mut rules = Vec::with_capacity(parsed.rules.len());
+        for entry in parsed.rules {
+            if !seen.insert(entry.id.clone()) {
+                return Err(GuardError::DuplicateRule {
+                    file: file.to_owned(),
+                    rule: entry.id,
+                });
+            }
+            rules.push(checked_rule(
+                entry.id,
+                entry.category,
+                &entry.pattern,
+                entry.weight,
+                &parsed.macros,
+                file,
+            )?);
+        }
+        Sanitizer::assemble(
+            rules,
+            parsed.thresholds,
+            Arc::new(parsed.macros),
+            file.into(),
+        )
+    }
+
+    /// Loads a rule set from a TOML file.
+    pub fn from_file(path: &Path) -> Result<Sanitizer, GuardError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| GuardError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Sanitizer::from_toml(&text, &file)
+    }
+
+    /// This rule set with a business's overrides applied, in order: a disabled override removes
+    /// the rule with its id, an enabled one replaces the rule with its id (keeping its place) or
+    /// adds a new rule at the end. Rebuilds the [`RegexSet`]; `self` is unchanged.
+    pub fn with_overrides(&self, overrides: &[RuleOverride]) -> Result<Sanitizer, GuardError> {
+        let mut rules: Vec<Rule> = self.rules.to_vec();
+        let mut seen = HashSet::new();
+        for o in overrides {
+            if !seen.insert(o.id.as_str()) {
+                return Err(GuardError::DuplicateRule {
+                    file: OVERRIDES_SOURCE.to_owned(),
+                    rule: o.id.clone(),
+                });
+            }
+            if !o.enabled {
+                rules.retain(|r| r.id != o.id);
+                continue;
+            }
+            let rule = checked_rule(
+                o.id.clone(),
+                o.category.clone(),
+                &o.pattern,
+                o.weight,
+                &self.macros,
+                OVERRIDES_SOURCE,
+            )?;
+            match rules.iter_mut().find(|r| r.id == o.id) {
+                Some(existing) => *existing = rule,
+                None => rules.push(rule),
+            }
+        }
+        Sanitizer::assemble(
+            rules,
+            self.thresholds,
+            Arc::clone(&self.macros),
+            Arc::clone(&self.source),
+        )
+    }
+
+    /// Scores one transcript: normalise, one [`RegexSet`] pass, combine the weights.
+    pub fn assess(&self, text: &str) -> Assessment {
+        let normalized = normalize_detailed(text);
+        let mut haystack = normalized.text;
+        if normalized.obfuscated {
+            haystack.push(' ');
+            haystack.push(OBFUSCATION_MARK);
+        }
+        let mut keep = 1.0f32;
+        let mut fired = Vec::new();
+        for i in self.set.matches(&haystack).iter() {
+            if let Some(rule) = self.rules.get(i) {
+                keep *= 1.0 - rule.weight;
+                fired.push(rule.id.clone());
+            }
+        }
+        let score = ((1.0 - keep).clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
+        Assessment {
+            score,
+            verdict: self.verdict(score),
+            rules: fired,
+        }
+    }
+
+    /// The rules, in the order they are reported.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The flag and block thresholds.
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
+    }
+
+    fn verdict(&self, score: f32) -> Verdict {
+        if score >= self.thresholds.block {
+            Verdict::Block
+        } else if score >= self.thresholds.flag {
+            Verdict::Flag
+        } else {
+            Verdict::Allow
+        }
+    }
+
+    fn assemble(
+        rules: Vec<Rule>,
+        thresholds: Thresholds,
+        macros: Arc<BTreeMap<String, String>>,
+        source: Arc<str>,
+    ) -> Result<Sanitizer, GuardError> {
+        let set = RegexSetBuilder::new(rules.iter().map(|r| r.pattern.as_str()))
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(DFA_SIZE_LIMIT)
+            .build()
+            .map_err(|e| GuardError::Set {
+                file: source.to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(Sanitizer {
+            set,
+            rules: rules.into(),
+            thresholds,
+            macros,
+            source,
+        })
+    }
+}
+
+fn check_thresholds(t: Thresholds, file: &str) -> Result<(), GuardError> {
+    let ok = t.flag.is_finite()
+        && t.block.is_finite()
+        && t.flag > 0.0
+        && t.flag <= t.block
+        && t.block <= 1.0;
+    if ok {
+        Ok(())
+    } else {
+        Err(GuardError::BadThresholds {
+            file: file.to_owned(),
+            flag: t.flag,
+            block: t.block,
+        })
+    }
+}
+
+/// Validates one rule and expands its macros.
+fn checked_rule(
+    id: String,
+    category: String,
+    pattern: &str,
+    weight: f32,
+    macros: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<Rule, GuardError> {
+    let bad = |rule: &str, reason: String| GuardError::BadRule {
+        file: file.to_owned(),
+        rule: rule.to_owned(),
+        reason,
+    };
+    if id.trim().is_empty() || id.chars().any(char::is_whitespace) {
+        return Err(bad(
+            &id,
+            "the id must be non-empty and without spaces".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&weight) {
+        return Err(bad(&id, format!("weight {weight} is outside 0..=1")));
+    }
+    let pattern = expand_macros(pattern, macros).map_err(|reason| bad(&id, reason))?;
+    let regex: Regex = RegexBuilder::new(&pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| GuardError::BadPattern {
+            file: file.to_owned(),
+            rule: id.clone(),
+            source: Box::new(e),
+        })?;
+    if regex.is_match("") {
+        return Err(bad(
+            &id,
+            "the pattern matches empty text, so it would fire on everything".into(),
+        ));
+    }
+    Ok(Rule {
+        id,
+        category,
+        pattern,
+        weight,
+    })
+}
+
+/// Replaces `{{name}}` with the macro's text, repeatedly (macros may use macros).
+fn expand_macros(pattern: &str, macros: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut current = pattern.to_owned();
+    for _ in 0..MACRO_DEPTH {
+        if !current.contains("{{") {
+            return Ok(current);
+        }
+        let mut out = String::with_capacity(current.len() * 2);
+        let mut rest = current.as_str();
+        while let Some(start) = rest.find("{{") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                return Err("`{{` without a closing `}}`".into());
+            };
+            let name = after[..end].trim();
+            let body = macros
+                .get(name)
+                .ok_or_else(|| format!("unknown macro {{{{{name}}}}}"))?;
+            out.push_str(body);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        current = out;
+    }
+    if current.contains("{{") {
+        Err(format!(
+            "macros nest deeper than {MACRO_DEPTH} levels (a macro that uses itself?)"
+        ))
+    } else {
+        Ok(current)
+    }
+}
+
+/// One output line of [`scan_lines`].
+#[derive(Serialize)]
+struct ScanLine<'a> {
+    text: &'a str,
+    score: f32,
+    verdict: Verdict,
+    rules: &'a [String],
+}
+
+/// Scores one utterance per input line and writes one JSON object per line,
+/// `{"text", "score", "verdict", "rules"}`, as `voxrelay guard scan` prints them. Every input line
+/// gets an output line (empty ones and `#` comments too, so the output lines up with the input);
+/// invalid UTF-8 is replaced, not fatal. Returns the number of lines scanned.
+pub fn scan_lines(
+    mut input: impl BufRead,
+    mut output: impl Write,
+    sanitizer: &Sanitizer,
+) -> io::Result<usize> {
+    let mut line = Vec::new();
+    let mut scanned = 0;
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        let text = String::from_utf8_lossy(&line);
+        let assessment = sanitizer.assess(&text);
+        serde_json::to_writer(
+            &mut output,
+            &ScanLine {
+                text: &text,
+                score: assessment.score,
+                verdict: assessment.verdict,
+                rules: &assessment.rules,
+            },
+        )?;
+        output.write_all(b"\n")?;
+        scanned += 1;
+    }
+    output.flush()?;
+    Ok(scanned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_file() -> RuleFile {
+        match toml::from_str(BUILTIN_RULES) {
+            Ok(file) => file,
+            Err(e) => panic!("{BUILTIN_FILE}: {e}"),
+        }
+    }
+
+    fn builtin() -> Sanitizer {
+        match Sanitizer::builtin() {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn builtin_rules_load() {
+        let s = builtin();
+        assert!(s.rules().len() >= 30, "{} rules", s.rules().len());
+        assert_eq!(
+            s.thresholds(),
+            Thresholds {
+                flag: 0.4,
+                block: 0.7
+            }
+        );
+    }
+
+    #[test]
+    fn every_builtin_rule_fires_on_its_examples() {
+        let s = builtin();
+        let mut failures = Vec::new();
+        for entry in rule_file().rules {
+            assert!(
+                !entry.examples.is_empty(),
+                "rule {} has no examples",
+                entry.id
+            );
+            for example in &entry.examples {
+                let a = s.assess(example);
+                if !a.rules.contains(&entry.id) {
+                    failures.push(format!(
+                        "{}: {example:?} → {:?} ({})",
+                        entry.id,
+                        normalize(example),
+                        a.rules.join(", ")
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn every_builtin_category_is_one_of_the_five_families() {
+        const FAMILIES: &[&str] = &[
+            "instruction_override",
+            "role_hijack",
+            "prompt_extraction",
+            "delimiter_smuggling",
+            "encoding",
+        ];
+        for rule in builtin().rules() {
+            assert!(
+                FAMILIES.contains(&rule.category.as_str()),
+                "{}: {}",
+                rule.id,
+                rule.category
+            );
+        }
+    }
+
+    #[test]
+    fn scores_combine_as_independent_evidence() {
+        let text = r#"
+            [thresholds]
+            flag = 0.4
+            block = 0.7
+            [[rule]]
+            id = "a"
+            category = "test"
+            pattern = 'alpha'
+            weight = 0.5
+            [[rule]]
+            id = "b"
+            category = "test"
+            pattern = 'beta'
+            weight = 0.5
+        "#;
+        let s = match Sanitizer::from_toml(text, "t.toml") {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let none = s.assess("gamma");
+        assert_eq!((none.score, none.verdict), (0.0, Verdict::Allow));
+        let one = s.assess("alpha");
+        assert_eq!((one.score, one.verdict), (0.5, Verdict::Flag));
+        let both = s.assess("beta then alpha");
+        assert_eq!((both.score, both.verdict), (0.75, Verdict::Block));
+        assert_eq!(both.rules, ["a", "b"]);
+    }
+
+    #[test]
+    fn macros_expand_and_unknown_ones_name_the_rule() {
+        let mut macros = BTreeMap::new();
+        macros.insert("w".to_owned(), "(?:x|{{y}})".to_owned());
+        macros.insert("y".to_owned(), "yy".to_owned());
+        assert_eq!(
+            expand_macros("a{{w}}b{{ y }}", &macros).as_deref(),
+            Ok("a(?:x|yy)byy")
+        );
+        assert!(expand_macros("{{nope}}", &macros).is_err());
+        macros.insert("loop".to_owned(), "{{loop}}".to_owned());
+        assert!(expand_macros("{{loop}}", &macros).is_err());
+    }
+
+    #[test]
+    fn thresholds_out_of_order_are_refused() {
+        let text = "[thresholds]\nflag = 0.8\nblock = 0.5\n";
+        let err = Sanitizer::from_toml(text, "odd.toml")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("odd.toml")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_rule_matching_empty_text_is_refused() {
+        let text = "[thresholds]\nflag = 0.4\nblock = 0.7\n[[rule]]\nid = \"all\"\ncategory = \"x\"\npattern = 'a*'\nweight = 0.5\n";
+        let err = Sanitizer::from_toml(text, "e.toml")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("\"all\"") && e.contains("e.toml")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn verdict_names_are_lower_case() {
+        assert_eq!(Verdict::Block.to_string(), "block");
+        assert_eq!(
+            serde_json::to_string(&Verdict::Flag).ok().as_deref(),
+            Some("\"flag\"")
+        );
+    }
+}

@@ -150,6 +150,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
             started_at,
             prewarmed,
             setup,
+            store: Some(state.store.clone()),
         },
         &state.session,
     )
@@ -195,10 +196,10 @@ async fn rebuild(
             return None;
         }
     };
-    let setup = match CallSetup::build(&state.prompts, &state.config, &business, direction) {
+    let setup = match state.call_setup(&business, direction).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(call_sid, business_id, error = %e, "cannot build the call's prompts");
+            tracing::error!(call_sid, business_id, error = %e, "cannot set the call up");
             return None;
         }
     };

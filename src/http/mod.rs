@@ -18,12 +18,15 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::call::Direction;
 use crate::call::registry::Registry;
 use crate::call::session::SessionOptions;
+use crate::call::setup::CallSetup;
 use crate::config::{Config, Secrets};
+use crate::guard::sanitizer::{RuleOverride, Sanitizer};
 use crate::prompt::PromptLibrary;
 use crate::realtime::UpstreamSettings;
-use crate::store::Store;
+use crate::store::{Business, Store};
 use crate::telemetry::CallReport;
 
 /// What every handler shares.
@@ -48,6 +51,8 @@ pub struct Shared {
     pub upstream: UpstreamSettings,
     /// Per-call tuning.
     pub session: SessionOptions,
+    /// The sanitizer with the configured rules (businesses may add their own per call).
+    pub sanitizer: Arc<Sanitizer>,
     /// Where finished calls' reports go (the demo and tests read them); `None` in production.
     pub reports: Option<mpsc::UnboundedSender<CallReport>>,
 }
@@ -59,6 +64,7 @@ impl AppState {
         secrets: Secrets,
         store: Store,
         prompts: PromptLibrary,
+        sanitizer: Sanitizer,
         reports: Option<mpsc::UnboundedSender<CallReport>>,
     ) -> AppState {
         let upstream = config.upstream_settings(secrets.openai_api_key.clone());
@@ -77,10 +83,71 @@ impl AppState {
                 registry,
                 upstream,
                 session,
+                sanitizer: Arc::new(sanitizer),
                 reports,
             }),
         }
     }
+
+    /// Builds a call's setup: the business's sanitizer (the configured rules plus the
+    /// business's own from the database), prompts with a fresh canary, session configuration.
+    ///
+    /// Errors: the database failed, a business rule does not compile, or the business's
+    /// prompt is unusable — each as a message naming the business.
+    pub async fn call_setup(
+        &self,
+        business: &Business,
+        direction: Direction,
+    ) -> Result<CallSetup, SetupError> {
+        let rules = self.store.guard_rules(&business.id).await?;
+        let sanitizer =
+            if rules.is_empty() {
+                self.sanitizer.clone()
+            } else {
+                let overrides: Vec<RuleOverride> = rules
+                    .into_iter()
+                    .map(|r| RuleOverride {
+                        id: r.rule_id,
+                        category: r.category,
+                        pattern: r.pattern,
+                        weight: r.weight as f32,
+                        enabled: r.enabled,
+                    })
+                    .collect();
+                Arc::new(self.sanitizer.with_overrides(&overrides).map_err(|e| {
+                    SetupError::Rules {
+                        business_id: business.id.clone(),
+                        message: e.to_string(),
+                    }
+                })?)
+            };
+        Ok(CallSetup::build(
+            &self.prompts,
+            &self.config,
+            business,
+            direction,
+            sanitizer,
+        )?)
+    }
+}
+
+/// A call could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A business's own guard rule does not compile.
+    #[error("guard rules of business {business_id}: {message}")]
+    Rules {
+        /// The business.
+        business_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The business's prompt is unusable.
+    #[error("prompt: {0}")]
+    Prompt(#[from] crate::prompt::PromptError),
 }
 
 impl std::ops::Deref for AppState {

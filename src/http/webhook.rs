@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::call::Direction;
 use crate::call::registry::PendingCall;
-use crate::call::setup::{CallSetup, open_upstream};
-use crate::http::{AppError, AppState};
+use crate::call::setup::open_upstream;
+use crate::http::{AppError, AppState, SetupError};
 use crate::store::{self, Business};
 use crate::twilio::{signature, token, twiml};
 
@@ -94,11 +94,12 @@ pub async fn voice(
         }
     };
 
-    let setup = match CallSetup::build(&state.prompts, &state.config, &business, direction) {
+    let setup = match state.call_setup(&business, direction).await {
         Ok(setup) => setup,
+        Err(SetupError::Store(e)) => return Err(e.into()),
         Err(e) => {
             tracing::error!(call_sid = %call_sid, business_id = %business.id, error = %e,
-                "cannot build the call's prompts");
+                "cannot set the call up");
             return Ok(twiml_response(twiml::say_and_hangup(SETUP_FAILED_SORRY)));
         }
     };
@@ -106,6 +107,7 @@ pub async fn voice(
         call_sid = %call_sid,
         business_id = %setup.business_id,
         direction = %direction,
+        policy = ?setup.policy,
         compact_tokens = setup.prompts.compact_tokens,
         full_tokens = setup.prompts.full_tokens,
         "prompts built"

@@ -56,8 +56,16 @@ pub enum ClientEvent<'a> {
     Append(&'a str),
     /// `response.create` with no overrides.
     ResponseCreate,
+    /// `response.create` whose `response.instructions` replace the session's for that response
+    /// only (the safe reply after a blocked injection attempt).
+    ResponseWithInstructions(&'a str),
     /// `response.cancel` of the active response.
     ResponseCancel,
+    /// `conversation.item.delete`: remove an item (a blocked or self-echo caller turn) from the
+    /// model's context.
+    DeleteItem(&'a str),
+    /// `conversation.item.create` of a system message (`input_text` content).
+    SystemMessage(&'a str),
     /// `conversation.item.truncate`: cut an assistant audio item at `audio_end_ms` (what the
     /// caller heard), which also drops the unheard transcript from the model's context.
     Truncate {
@@ -92,6 +100,41 @@ struct TruncateBody<'a> {
 
 #[derive(Serialize)]
 struct Empty {}
+
+#[derive(Serialize)]
+struct ItemIdBody<'a> {
+    item_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    response: ResponseParams<'a>,
+}
+
+#[derive(Serialize)]
+struct ResponseParams<'a> {
+    instructions: &'a str,
+}
+
+#[derive(Serialize)]
+struct ItemBody<'a> {
+    item: MessageItem<'a>,
+}
+
+#[derive(Serialize)]
+struct MessageItem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    content: [InputText<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct InputText<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+}
 
 #[derive(Serialize)]
 struct SessionBody<'a> {
@@ -210,6 +253,28 @@ impl ClientEvent<'_> {
             ClientEvent::Append(audio) => typed("input_audio_buffer.append", AppendBody { audio }),
             ClientEvent::ResponseCreate => typed("response.create", Empty {}),
             ClientEvent::ResponseCancel => typed("response.cancel", Empty {}),
+            ClientEvent::ResponseWithInstructions(instructions) => typed(
+                "response.create",
+                ResponseBody {
+                    response: ResponseParams { instructions },
+                },
+            ),
+            ClientEvent::DeleteItem(item_id) => {
+                typed("conversation.item.delete", ItemIdBody { item_id })
+            }
+            ClientEvent::SystemMessage(text) => typed(
+                "conversation.item.create",
+                ItemBody {
+                    item: MessageItem {
+                        kind: "message",
+                        role: "system",
+                        content: [InputText {
+                            kind: "input_text",
+                            text,
+                        }],
+                    },
+                },
+            ),
             ClientEvent::Truncate {
                 item_id,
                 audio_end_ms,
@@ -276,6 +341,11 @@ pub enum ServerEvent<'a> {
         item_id: Option<String>,
         /// The transcript.
         transcript: String,
+    },
+    /// `conversation.item.input_audio_transcription.failed`.
+    InputTranscriptFailed {
+        /// The user item.
+        item_id: Option<String>,
     },
     /// `response.done`.
     ResponseDone {
@@ -439,6 +509,11 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
                 transcript: raw.transcript.unwrap_or_default(),
             }
         }
+        "conversation.item.input_audio_transcription.failed" => {
+            ServerEvent::InputTranscriptFailed {
+                item_id: raw.item_id,
+            }
+        }
         "conversation.item.truncated" => ServerEvent::Truncated {
             item_id: raw.item_id,
             audio_end_ms: raw.audio_end_ms,
@@ -550,6 +625,22 @@ mod tests {
         assert_eq!(
             ClientEvent::ResponseCancel.to_json(),
             r#"{"type":"response.cancel"}"#
+        );
+    }
+
+    #[test]
+    fn guard_events_have_ga_shapes() {
+        assert_eq!(
+            ClientEvent::DeleteItem("item_7").to_json(),
+            r#"{"type":"conversation.item.delete","item_id":"item_7"}"#
+        );
+        assert_eq!(
+            ClientEvent::SystemMessage("Stay in role.").to_json(),
+            r#"{"type":"conversation.item.create","item":{"type":"message","role":"system","content":[{"type":"input_text","text":"Stay in role."}]}}"#
+        );
+        assert_eq!(
+            ClientEvent::ResponseWithInstructions("Be safe.").to_json(),
+            r#"{"type":"response.create","response":{"instructions":"Be safe."}}"#
         );
     }
 

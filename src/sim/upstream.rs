@@ -222,6 +222,12 @@ pub struct SimUpstreamConfig {
     /// connection), `conversation.item.input_audio_transcription.completed` carries
     /// `transcripts[N]`; once the list runs out, no transcription event is sent. Default empty.
     pub transcripts: Vec<String>,
+    /// Scripted model replies: the Nth response of a connection (0-based) has `replies[N]` as its
+    /// output transcript; its audio is still the clip. `{caller}` is replaced by the caller's
+    /// last scripted transcript (a parroting model) and `{instructions}` by the instructions in
+    /// effect for that response (a model reciting its prompt). Once the list runs out, responses
+    /// say the clip's own transcript. Default empty.
+    pub replies: Vec<String>,
     /// If set, every client text frame received (on any connection) is appended to this file, one
     /// per line (JSONL), exactly as received, and written through at once. Default `None`.
     pub event_log: Option<PathBuf>,
@@ -244,6 +250,7 @@ impl Default for SimUpstreamConfig {
             chunk_ms: 100,
             clip,
             transcripts: Vec::new(),
+            replies: Vec::new(),
             event_log: None,
             vad: VadConfig::default(),
         }
@@ -602,6 +609,8 @@ struct ActiveResponse {
     words_sent: usize,
     /// Instructions in effect for this response (the session's, or the override).
     instructions: String,
+    /// What this response says (the clip's transcript, or a scripted reply).
+    transcript: String,
     metadata: Value,
     /// False for out-of-band responses (`conversation: "none"`), whose item is not added to the
     /// conversation.
@@ -653,6 +662,10 @@ struct Connection {
     next_response: u64,
     /// Caller turns committed (indexes the scripted transcripts).
     committed_turns: usize,
+    /// Responses started on this connection (indexes the scripted replies).
+    responses_started: usize,
+    /// The caller's last scripted transcript (for `{caller}` in replies).
+    last_caller_transcript: String,
     usage: UsageHistory,
     response: Option<ActiveResponse>,
 }
@@ -696,6 +709,8 @@ impl Connection {
             next_item: 0,
             next_response: 0,
             committed_turns: 0,
+            responses_started: 0,
+            last_caller_transcript: String::new(),
             usage: UsageHistory::default(),
             response: None,
         }
@@ -982,13 +997,15 @@ impl Connection {
             }))
             .await?;
         let turn_ms = audio_end_ms.saturating_sub(self.speech_start_ms);
-        self.commit(item_id, turn_ms).await?;
+        let transcription = self.commit(item_id, turn_ms).await?;
         // With interrupt_response off, a response may still be speaking; the live service then
         // does not start another one either.
         if turn.create_response && self.response.is_none() {
             self.start_response(None).await?;
         }
-        Ok(())
+        // Transcription is asynchronous on the live service and usually lands after the
+        // response it triggered has started.
+        self.send_transcription(transcription).await
     }
 
     async fn on_commit(&mut self, id: Option<&str>) -> Result<(), WsError> {
@@ -1013,7 +1030,8 @@ impl Connection {
             None => self.new_item_id(),
         };
         self.vad.reset();
-        self.commit(item_id, buffered_ms as u64).await
+        let transcription = self.commit(item_id, buffered_ms as u64).await?;
+        self.send_transcription(transcription).await
     }
 
     async fn on_clear(&mut self) -> Result<(), WsError> {
@@ -1025,9 +1043,17 @@ impl Connection {
             .await
     }
 
+    /// Sends a scripted transcription returned by [`Connection::commit`], if any.
+    async fn send_transcription(&mut self, transcription: Option<Value>) -> Result<(), WsError> {
+        match transcription {
+            Some(event) => self.out.send(event).await,
+            None => Ok(()),
+        }
+    }
+
     /// Turns the input buffer into a user item: `committed`, `conversation.item.added` and
-    /// `.done`, then the scripted transcription if there is one.
-    async fn commit(&mut self, item_id: String, audio_ms: u64) -> Result<(), WsError> {
+    /// `.done`. Returns the scripted transcription event for the caller to send when due.
+    async fn commit(&mut self, item_id: String, audio_ms: u64) -> Result<Option<Value>, WsError> {
         self.buffer_bytes = 0;
         self.usage.caller_audio_ms += audio_ms;
         let previous = self.order.last().cloned();
@@ -1064,17 +1090,16 @@ impl Connection {
             {
                 part.insert("transcript".into(), Value::String(transcript.clone()));
             }
-            self.out
-                .send(json!({
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item_id,
-                    "content_index": 0,
-                    "transcript": transcript,
-                    "usage": {"type": "duration", "seconds": audio_ms as f64 / 1000.0},
-                }))
-                .await?;
+            self.last_caller_transcript = transcript.clone();
+            return Ok(Some(json!({
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": transcript,
+                "usage": {"type": "duration", "seconds": audio_ms as f64 / 1000.0},
+            })));
         }
-        Ok(())
+        Ok(None)
     }
 
     // --- conversation items ------------------------------------------------------------------
@@ -1354,6 +1379,13 @@ impl Connection {
             .and_then(|p| p.get("conversation"))
             .and_then(Value::as_str)
             != Some("none");
+        let transcript = match self.config().replies.get(self.responses_started) {
+            Some(reply) => reply
+                .replace("{caller}", &self.last_caller_transcript)
+                .replace("{instructions}", &instructions),
+            None => self.config().clip.transcript.clone(),
+        };
+        self.responses_started += 1;
         let now = Instant::now();
         let first_audio_at = now + Duration::from_millis(self.config().first_audio_delay_ms);
         let active = ActiveResponse {
@@ -1365,6 +1397,7 @@ impl Connection {
             sent_bytes: 0,
             words_sent: 0,
             instructions,
+            transcript,
             metadata,
             in_conversation,
         };
@@ -1426,11 +1459,12 @@ impl Connection {
         let chunk_ms = u64::from(self.shared.config.chunk_ms.max(1));
         let realtime = self.shared.config.realtime_pace;
         let chunk_bytes = chunk_ms as usize * BYTES_PER_MS;
-        let words: Vec<&str> = clip.transcript.split_inclusive(' ').collect();
         let total_chunks = clip.mulaw.len().div_ceil(chunk_bytes).max(1);
         let Some(active) = self.response.as_mut() else {
             return Ok(());
         };
+        let full_transcript = active.transcript.clone();
+        let words: Vec<&str> = full_transcript.split_inclusive(' ').collect();
         if active.sent_bytes < clip.mulaw.len() {
             let start = active.sent_bytes;
             let end = (start + chunk_bytes).min(clip.mulaw.len());
@@ -1485,8 +1519,7 @@ impl Connection {
         let Some(active) = self.response.take() else {
             return Ok(());
         };
-        let clip = self.shared.config.clip.clone();
-        let words: Vec<&str> = clip.transcript.split_inclusive(' ').collect();
+        let words: Vec<&str> = active.transcript.split_inclusive(' ').collect();
         let (status, item_status, status_details) = match finish {
             Finish::Completed => ("completed", "completed", Value::Null),
             Finish::Cancelled(reason) => (
@@ -1514,7 +1547,7 @@ impl Connection {
         };
         let transcript = words[..spoken_words].concat();
         let transcript = match finish {
-            Finish::Completed => clip.transcript.clone(),
+            Finish::Completed => active.transcript.clone(),
             Finish::Cancelled(_) => transcript.trim_end().to_owned(),
         };
         let common = |kind: &str| {
@@ -2001,6 +2034,7 @@ impl SimUpstreamArgs {
             chunk_ms: self.chunk_ms,
             clip,
             transcripts: self.transcripts,
+            replies: Vec::new(),
             event_log: self.event_log,
             vad: VadConfig {
                 threshold_dbfs: self.vad_threshold_dbfs,

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, DEFAULT_PATH, DEFAULT_TOML, Secrets};
+use crate::guard::sanitizer::Sanitizer;
 use crate::http::{self, AppState};
 use crate::prompt::PromptLibrary;
 use crate::sim::caller::{self, CallerConfig, CallerReport};
@@ -92,12 +93,17 @@ impl World {
             None => PromptLibrary::embedded(config.prompt.compact_business_chars)?,
         };
         crate::prompt::warm_tokenizer();
+        let sanitizer = match config.guard_rules_file() {
+            Some(path) => Sanitizer::from_file(&path)?,
+            None => Sanitizer::builtin()?,
+        };
         let (report_tx, reports) = mpsc::unbounded_channel();
         let state = AppState::new(
             config.clone(),
             secrets,
             store.clone(),
             prompts,
+            sanitizer,
             Some(report_tx),
         );
         let (shutdown, stop) = oneshot::channel::<()>();

@@ -1,14 +1,19 @@
-//! Persistent state: businesses, their phone numbers, and a record of every call.
+//! Persistent state: businesses (with their guard settings), their phone numbers, a record of
+//! every call, and the guard decisions made in each call.
 //!
 //! One set of repository functions runs on both SQLite (the embedded default,
 //! `sqlite://voxrelay.db?mode=rwc`, or `sqlite::memory:` for tests) and PostgreSQL (`postgres://`
 //! or `postgresql://` URLs) through sqlx's `Any` driver. Queries are checked at run time, use `$1`
-//! placeholders (which both backends accept), and bind only text and `i64`: ids are `TEXT`, times
-//! are `BIGINT` milliseconds since the Unix epoch. The schema lives in `migrations/sqlite/` and
-//! `migrations/postgres/`, embedded in the binary; [`Store::migrate`] applies the set that matches
-//! the URL.
+//! placeholders (which both backends accept), and bind only text, integers and `f64`: ids are
+//! `TEXT`, times are `BIGINT` milliseconds since the Unix epoch, scores and weights are
+//! `DOUBLE PRECISION`, flags are `INTEGER` 0/1 (a `BOOLEAN` column cannot be read through `Any` on
+//! SQLite). The schema lives in `migrations/sqlite/` and `migrations/postgres/`, embedded in the
+//! binary; [`Store::migrate`] applies the set that matches the URL.
 //!
 //! SQLite connections enforce foreign keys; file databases use WAL with `synchronous = NORMAL`.
+//!
+//! Guard events are stored only redacted: [`Store::insert_event`] passes their detail through
+//! [`redact`](crate::guard::redact::redact) before writing it.
 
 mod backend;
 mod e164;
@@ -24,20 +29,29 @@ use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::{Row, SqlSafeStr};
 
 use crate::call::Direction;
+use crate::guard::redact::redact;
 
 pub use backend::Backend;
 pub use e164::normalize_e164;
 pub use model::{
-    Business, CallEnd, CallRecord, DEFAULT_LANGUAGE, DEFAULT_VOICE, NewBusiness, NewCall,
+    Business, BusinessRule, CallEnd, CallEvent, CallRecord, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE,
+    DEFAULT_VOICE, GUARD_POLICIES, NewBusiness, NewCall, NewCallEvent,
 };
 
 /// The SQLite schema, migration 1.
 const SQLITE_INIT: &str = include_str!("../../migrations/sqlite/0001_init.sql");
 /// The PostgreSQL schema, migration 1.
 const POSTGRES_INIT: &str = include_str!("../../migrations/postgres/0001_init.sql");
+/// SQLite migration 2: guard policy, call events, business guard rules.
+const SQLITE_GUARDS: &str = include_str!("../../migrations/sqlite/0002_guards.sql");
+/// PostgreSQL migration 2: guard policy, call events, business guard rules.
+const POSTGRES_GUARDS: &str = include_str!("../../migrations/postgres/0002_guards.sql");
 
-/// Longest id accepted for a business, in bytes.
+/// Longest id accepted for a business or a guard rule, in bytes.
 const MAX_ID_LEN: usize = 64;
+
+/// Separates rule ids in the `call_events.rules` column.
+const RULE_SEPARATOR: &str = ",";
 
 /// How long an operation waits for a free pooled connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -182,25 +196,33 @@ impl Store {
         self.backend
     }
 
-    /// Applies the embedded migrations for this backend that are not applied yet. Idempotent:
-    /// running it on an up-to-date database changes nothing. Progress is recorded in sqlx's
-    /// `_sqlx_migrations` table; on PostgreSQL an advisory lock keeps concurrent runs apart.
+    /// Applies the embedded migrations for this backend (1 `init`: businesses, numbers, calls;
+    /// 2 `guards`: guard policy, call events, business guard rules) that are not applied yet.
+    /// Idempotent: running it on an up-to-date database changes nothing. Progress is recorded in
+    /// sqlx's `_sqlx_migrations` table; on PostgreSQL an advisory lock keeps concurrent runs
+    /// apart.
     ///
     /// # Errors
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let init = match self.backend {
-            Backend::Sqlite => SQLITE_INIT,
-            Backend::Postgres => POSTGRES_INIT,
+        let (init, guards) = match self.backend {
+            Backend::Sqlite => (SQLITE_INIT, SQLITE_GUARDS),
+            Backend::Postgres => (POSTGRES_INIT, POSTGRES_GUARDS),
         };
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            Cow::Borrowed("init"),
-            MigrationType::Simple,
-            init.into_sql_str(),
-            false,
-        )]);
+        let migration = |version, description, sql: &'static str| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        };
+        let migrator = Migrator::with_migrations(vec![
+            migration(1, "init", init),
+            migration(2, "guards", guards),
+        ]);
         migrator.run(&self.pool).await?;
         Ok(())
     }
@@ -208,8 +230,9 @@ impl Store {
     /// Creates a business and returns it as stored, with `created_at_ms = updated_at_ms = now`.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for an empty name, language or voice, or a malformed id (see
-    /// [`NewBusiness::id`]); [`StoreError::Conflict`] if the id is taken.
+    /// [`StoreError::Invalid`] for an empty name, language or voice, a guard policy other than
+    /// `monitor`, `gate` or `flag`, or a malformed id (see [`NewBusiness::id`]);
+    /// [`StoreError::Conflict`] if the id is taken.
     pub async fn add_business(&self, new: &NewBusiness) -> Result<Business, StoreError> {
         let id = match &new.id {
             Some(id) => {
@@ -221,6 +244,7 @@ impl Store {
         require_non_empty("business name", &new.name)?;
         require_non_empty("business language", &new.language)?;
         require_non_empty("business voice", &new.voice)?;
+        let guard_policy = validate_guard_policy(&new.guard_policy)?;
 
         let now = now_ms();
         let business = Business {
@@ -231,13 +255,14 @@ impl Store {
             ai_prompt: new.ai_prompt.clone(),
             outbound_ai_prompt: new.outbound_ai_prompt.clone(),
             greeting_instructions: new.greeting_instructions.clone(),
+            guard_policy: guard_policy.to_string(),
             created_at_ms: now,
             updated_at_ms: now,
         };
         sqlx::query(
             "INSERT INTO businesses (id, name, language, voice, ai_prompt, outbound_ai_prompt, \
-             greeting_instructions, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             greeting_instructions, guard_policy, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&business.id)
         .bind(&business.name)
@@ -246,6 +271,7 @@ impl Store {
         .bind(&business.ai_prompt)
         .bind(&business.outbound_ai_prompt)
         .bind(&business.greeting_instructions)
+        .bind(&business.guard_policy)
         .bind(business.created_at_ms)
         .bind(business.updated_at_ms)
         .execute(&self.pool)
@@ -266,7 +292,7 @@ impl Store {
     pub async fn business(&self, id: &str) -> Result<Option<Business>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, language, voice, ai_prompt, outbound_ai_prompt, \
-             greeting_instructions, created_at_ms, updated_at_ms \
+             greeting_instructions, guard_policy, created_at_ms, updated_at_ms \
              FROM businesses WHERE id = $1",
         )
         .bind(id)
@@ -282,7 +308,7 @@ impl Store {
     pub async fn list_businesses(&self) -> Result<Vec<Business>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, language, voice, ai_prompt, outbound_ai_prompt, \
-             greeting_instructions, created_at_ms, updated_at_ms \
+             greeting_instructions, guard_policy, created_at_ms, updated_at_ms \
              FROM businesses ORDER BY created_at_ms, id",
         )
         .fetch_all(&self.pool)
@@ -328,7 +354,7 @@ impl Store {
         let number = normalize_e164(e164)?;
         let row = sqlx::query(
             "SELECT b.id, b.name, b.language, b.voice, b.ai_prompt, b.outbound_ai_prompt, \
-             b.greeting_instructions, b.created_at_ms, b.updated_at_ms \
+             b.greeting_instructions, b.guard_policy, b.created_at_ms, b.updated_at_ms \
              FROM phone_numbers p JOIN businesses b ON b.id = p.business_id \
              WHERE p.e164 = $1",
         )
@@ -430,6 +456,153 @@ impl Store {
         Ok(row.as_ref().map(call_from_row).transpose()?)
     }
 
+    /// Sets a business's guard policy (`"monitor"`, `"gate"` or `"flag"`, see
+    /// [`Business::guard_policy`]) and its `updated_at_ms` to now. Calls already in progress keep
+    /// the policy they started with.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for any other policy (the message quotes it);
+    /// [`StoreError::NotFound`] if the business does not exist.
+    pub async fn set_guard_policy(
+        &self,
+        business_id: &str,
+        policy: &str,
+    ) -> Result<(), StoreError> {
+        let policy = validate_guard_policy(policy)?;
+        let result = sqlx::query(
+            "UPDATE businesses SET guard_policy = $2, updated_at_ms = $3 WHERE id = $1",
+        )
+        .bind(business_id)
+        .bind(policy)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("business {business_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Adds a sanitizer rule to a business, or replaces the business's rule with the same
+    /// `rule_id` (all its fields).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed rule id (1 to 64 of `[A-Za-z0-9_.-]`), an empty
+    /// category, a pattern that is empty or does not compile as a regular expression, or a weight
+    /// that is negative or not finite; [`StoreError::NotFound`] if the business does not exist.
+    pub async fn upsert_guard_rule(
+        &self,
+        business_id: &str,
+        rule: &BusinessRule,
+    ) -> Result<(), StoreError> {
+        validate_rule(rule)?;
+        sqlx::query(
+            "INSERT INTO business_guard_rules \
+             (business_id, rule_id, category, pattern, weight, enabled) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (business_id, rule_id) DO UPDATE SET \
+             category = excluded.category, pattern = excluded.pattern, \
+             weight = excluded.weight, enabled = excluded.enabled",
+        )
+        .bind(business_id)
+        .bind(&rule.rule_id)
+        .bind(&rule.category)
+        .bind(&rule.pattern)
+        .bind(rule.weight)
+        .bind(i64::from(rule.enabled))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+            Some(ErrorKind::ForeignKeyViolation) => {
+                StoreError::NotFound(format!("business {business_id:?}"))
+            }
+            _ => StoreError::Query(e),
+        })?;
+        Ok(())
+    }
+
+    /// A business's own sanitizer rules, enabled or not, sorted by rule id; empty for a business
+    /// without any (or an unknown one).
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails.
+    pub async fn guard_rules(&self, business_id: &str) -> Result<Vec<BusinessRule>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT rule_id, category, pattern, weight, enabled FROM business_guard_rules \
+             WHERE business_id = $1 ORDER BY rule_id",
+        )
+        .bind(business_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(rule_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Records a guard decision and returns its generated id (`"evt_"` + 32 hex digits).
+    ///
+    /// The detail is redacted first (card numbers, SSNs, e-mail addresses and phone numbers, see
+    /// [`redact`](crate::guard::redact::redact)): the store never holds it unredacted. The call
+    /// does not have to be recorded (no foreign key), so a guard can log before or without it.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty CallSid, business id, kind or action, a negative time,
+    /// a score that is not finite, or a rule id that is empty or contains a comma.
+    pub async fn insert_event(&self, event: &NewCallEvent) -> Result<String, StoreError> {
+        require_non_empty("call_sid", &event.call_sid)?;
+        require_non_empty("business_id", &event.business_id)?;
+        require_non_empty("event kind", &event.kind)?;
+        require_non_empty("event action", &event.action)?;
+        require_non_negative("at_ms", event.at_ms)?;
+        if let Some(score) = event.score
+            && !score.is_finite()
+        {
+            return Err(StoreError::Invalid(format!(
+                "event score must be a finite number (got {score})"
+            )));
+        }
+        for rule in &event.rules {
+            if rule.trim().is_empty() || rule.contains(RULE_SEPARATOR) {
+                return Err(StoreError::Invalid(format!(
+                    "event rule id {rule:?} must not be empty or contain {RULE_SEPARATOR:?}"
+                )));
+            }
+        }
+
+        let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(
+            "INSERT INTO call_events \
+             (id, call_sid, business_id, at_ms, kind, score, rules, action, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&id)
+        .bind(&event.call_sid)
+        .bind(&event.business_id)
+        .bind(event.at_ms)
+        .bind(&event.kind)
+        .bind(event.score)
+        .bind(event.rules.join(RULE_SEPARATOR))
+        .bind(&event.action)
+        .bind(redact(&event.detail).as_ref())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// The guard decisions recorded for a call, oldest first (by `at_ms`, then id); empty for an
+    /// unknown call.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails.
+    pub async fn call_events(&self, call_sid: &str) -> Result<Vec<CallEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, call_sid, business_id, at_ms, kind, score, rules, action, detail \
+             FROM call_events WHERE call_sid = $1 ORDER BY at_ms, id",
+        )
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(event_from_row).collect::<Result<_, _>>()?)
+    }
+
     /// Closes every pooled connection, waiting for those in use to be returned. Later operations
     /// fail with [`StoreError::Query`]. An in-memory SQLite database is gone afterwards.
     pub async fn close(&self) {
@@ -464,6 +637,11 @@ fn generate_business_id() -> String {
 
 /// Checks a caller-chosen business id: 1 to [`MAX_ID_LEN`] of `[A-Za-z0-9_.-]`.
 fn validate_business_id(id: &str) -> Result<(), StoreError> {
+    validate_id("business id", id)
+}
+
+/// Checks an id named `what`: 1 to [`MAX_ID_LEN`] of `[A-Za-z0-9_.-]`.
+fn validate_id(what: &str, id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && id
@@ -473,9 +651,51 @@ fn validate_business_id(id: &str) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(
-            "business id {id:?}: expected 1 to {MAX_ID_LEN} ASCII letters, digits, '_', '-' or '.'"
+            "{what} {id:?}: expected 1 to {MAX_ID_LEN} ASCII letters, digits, '_', '-' or '.'"
         )))
     }
+}
+
+/// The policy as one of [`GUARD_POLICIES`] (exact, lower-case match).
+fn validate_guard_policy(policy: &str) -> Result<&'static str, StoreError> {
+    GUARD_POLICIES
+        .into_iter()
+        .find(|known| *known == policy)
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "guard policy {policy:?}: expected one of {}",
+                GUARD_POLICIES.join(", ")
+            ))
+        })
+}
+
+/// Checks a business rule before it is written; messages name the rule.
+fn validate_rule(rule: &BusinessRule) -> Result<(), StoreError> {
+    validate_id("guard rule id", &rule.rule_id)?;
+    let id = &rule.rule_id;
+    if rule.category.trim().is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "guard rule {id:?}: category must not be empty"
+        )));
+    }
+    if rule.pattern.trim().is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "guard rule {id:?}: pattern must not be empty"
+        )));
+    }
+    if let Err(e) = regex::Regex::new(&rule.pattern) {
+        return Err(StoreError::Invalid(format!(
+            "guard rule {id:?}: pattern {:?} is not a valid regular expression: {e}",
+            rule.pattern
+        )));
+    }
+    if !rule.weight.is_finite() || rule.weight < 0.0 {
+        return Err(StoreError::Invalid(format!(
+            "guard rule {id:?}: weight must be a finite number, not negative (got {})",
+            rule.weight
+        )));
+    }
+    Ok(())
 }
 
 fn require_non_empty(field: &str, value: &str) -> Result<(), StoreError> {
@@ -506,8 +726,41 @@ fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
         ai_prompt: row.try_get("ai_prompt")?,
         outbound_ai_prompt: row.try_get("outbound_ai_prompt")?,
         greeting_instructions: row.try_get("greeting_instructions")?,
+        guard_policy: row.try_get("guard_policy")?,
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+/// Maps a row with the `business_guard_rules` columns, in any order.
+fn rule_from_row(row: &AnyRow) -> Result<BusinessRule, sqlx::Error> {
+    let enabled: i64 = row.try_get("enabled")?;
+    Ok(BusinessRule {
+        rule_id: row.try_get("rule_id")?,
+        category: row.try_get("category")?,
+        pattern: row.try_get("pattern")?,
+        weight: row.try_get("weight")?,
+        enabled: enabled != 0,
+    })
+}
+
+/// Maps a row with the `call_events` columns, in any order.
+fn event_from_row(row: &AnyRow) -> Result<CallEvent, sqlx::Error> {
+    let rules: String = row.try_get("rules")?;
+    Ok(CallEvent {
+        id: row.try_get("id")?,
+        call_sid: row.try_get("call_sid")?,
+        business_id: row.try_get("business_id")?,
+        at_ms: row.try_get("at_ms")?,
+        kind: row.try_get("kind")?,
+        score: row.try_get("score")?,
+        rules: if rules.is_empty() {
+            Vec::new()
+        } else {
+            rules.split(RULE_SEPARATOR).map(str::to_string).collect()
+        },
+        action: row.try_get("action")?,
+        detail: row.try_get("detail")?,
     })
 }
 

@@ -10,6 +10,13 @@ pub const DEFAULT_LANGUAGE: &str = "en";
 /// Realtime API voice given to a business created without one.
 pub const DEFAULT_VOICE: &str = "marin";
 
+/// Guard policy given to a business created without one: score caller transcripts while the
+/// model answers, and correct the model when one scores block.
+pub const DEFAULT_GUARD_POLICY: &str = "monitor";
+
+/// Every accepted guard policy, see [`Business::guard_policy`].
+pub const GUARD_POLICIES: [&str; 3] = ["monitor", "gate", "flag"];
+
 /// A business (tenant): who answers the calls to its numbers, and how.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Business {
@@ -27,6 +34,10 @@ pub struct Business {
     pub outbound_ai_prompt: String,
     /// How the model should open the call (may be empty).
     pub greeting_instructions: String,
+    /// What the inline guards do when a caller transcript scores block: `"monitor"` (the model
+    /// answers as the audio arrives; a blocked turn is cancelled and corrected), `"gate"` (the
+    /// model answers only after the transcript is scored) or `"flag"` (log and count only).
+    pub guard_policy: String,
     /// When the row was created, epoch ms.
     pub created_at_ms: i64,
     /// When the row was last changed, epoch ms.
@@ -35,7 +46,8 @@ pub struct Business {
 
 /// A business to create with [`Store::add_business`](super::Store::add_business).
 ///
-/// [`NewBusiness::named`] fills in the defaults (language `"en"`, voice `"marin"`, empty prompts).
+/// [`NewBusiness::named`] fills in the defaults (language `"en"`, voice `"marin"`, empty prompts,
+/// guard policy `"monitor"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewBusiness {
     /// Id to use; `None` generates `"biz_"` + 12 hex digits. A given id must be 1 to 64 ASCII
@@ -53,11 +65,13 @@ pub struct NewBusiness {
     pub outbound_ai_prompt: String,
     /// How the model should open the call.
     pub greeting_instructions: String,
+    /// Guard policy: `"monitor"`, `"gate"` or `"flag"` (see [`Business::guard_policy`]).
+    pub guard_policy: String,
 }
 
 impl NewBusiness {
-    /// A business with this name, a generated id, language `"en"`, voice `"marin"` and empty
-    /// prompts.
+    /// A business with this name, a generated id, language `"en"`, voice `"marin"`, empty
+    /// prompts and guard policy `"monitor"`.
     pub fn named(name: impl Into<String>) -> NewBusiness {
         NewBusiness {
             id: None,
@@ -67,6 +81,7 @@ impl NewBusiness {
             ai_prompt: String::new(),
             outbound_ai_prompt: String::new(),
             greeting_instructions: String::new(),
+            guard_policy: DEFAULT_GUARD_POLICY.to_string(),
         }
     }
 }
@@ -126,4 +141,71 @@ pub struct CallRecord {
     pub greeting_latency_ms: Option<i64>,
     /// Why the call ended; `None` until finished.
     pub end_reason: Option<String>,
+}
+
+/// A guard decision to record with [`Store::insert_event`](super::Store::insert_event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCallEvent {
+    /// Twilio CallSid of the call the decision was made in; must not be empty.
+    pub call_sid: String,
+    /// The business the call belongs to; must not be empty.
+    pub business_id: String,
+    /// When the decision was made, epoch ms; must not be negative.
+    pub at_ms: i64,
+    /// What was detected, e.g. `"injection"`, `"echo"`, `"self_echo"` or `"leak"`; must not be
+    /// empty.
+    pub kind: String,
+    /// The guard's score (a sanitizer risk or a similarity, usually 0 to 1), if it has one; must
+    /// be finite.
+    pub score: Option<f64>,
+    /// Ids of the rules that fired, in order; each must be non-empty and free of commas.
+    pub rules: Vec<String>,
+    /// What the proxy did, e.g. `"blocked"`, `"flagged"`, `"intervened"` or `"dropped"`; must not
+    /// be empty.
+    pub action: String,
+    /// The transcript or a description. Redacted (card numbers, SSNs, e-mail addresses and phone
+    /// numbers replaced) before it is written.
+    pub detail: String,
+}
+
+/// A stored guard decision, as read by [`Store::call_events`](super::Store::call_events).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CallEvent {
+    /// Generated id: `"evt_"` + 32 hex digits.
+    pub id: String,
+    /// Twilio CallSid.
+    pub call_sid: String,
+    /// The business the call belongs to.
+    pub business_id: String,
+    /// When the decision was made, epoch ms.
+    pub at_ms: i64,
+    /// What was detected, e.g. `"injection"`.
+    pub kind: String,
+    /// The guard's score, if it had one.
+    pub score: Option<f64>,
+    /// Ids of the rules that fired, in the order given.
+    pub rules: Vec<String>,
+    /// What the proxy did, e.g. `"blocked"`.
+    pub action: String,
+    /// The redacted transcript or description.
+    pub detail: String,
+}
+
+/// A sanitizer rule a business adds, or overrides by id, on top of the configured rule set.
+/// Written with [`Store::upsert_guard_rule`](super::Store::upsert_guard_rule).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BusinessRule {
+    /// Rule id, unique per business (a configured rule with the same id is overridden): 1 to 64
+    /// ASCII letters, digits, `_`, `-` or `.`.
+    pub rule_id: String,
+    /// Attack category, e.g. `"instruction_override"`; must not be empty.
+    pub category: String,
+    /// Regular expression (`regex` crate syntax) matched against the normalised transcript; must
+    /// compile.
+    pub pattern: String,
+    /// How much a match adds to the risk score; finite and not negative.
+    pub weight: f64,
+    /// Whether the rule is applied; a disabled rule with a configured rule's id switches that
+    /// rule off for the business.
+    pub enabled: bool,
 }

@@ -9,7 +9,7 @@ use crate::call::Direction;
 
 /// Something that happened in a call, as the proxy saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum TimelineEvent {
     /// Twilio's `start` arrived; the clock starts here.
     StreamStarted {
@@ -76,6 +76,17 @@ pub enum TimelineEvent {
     ModelTranscript {
         /// The text.
         text: String,
+    },
+    /// A guard decision (injection, echo, self-echo, leak).
+    Guard {
+        /// `injection`, `echo`, `self_echo`, `leak`.
+        kind: String,
+        /// `blocked`, `flagged`, `dropped`, `observed`, `intervened`, `stopped`.
+        action: String,
+        /// Score, 0–1.
+        score: Option<f64>,
+        /// Rules that fired.
+        rules: Vec<String>,
     },
     /// An `error` event from upstream.
     UpstreamError {
@@ -166,6 +177,21 @@ impl fmt::Display for TimelineEvent {
                     ""
                 }
             ),
+            TimelineEvent::Guard {
+                kind,
+                action,
+                score,
+                rules,
+            } => {
+                write!(f, "GUARD {kind}: {action}")?;
+                if let Some(score) = score {
+                    write!(f, " (score {score:.2})")?;
+                }
+                if !rules.is_empty() {
+                    write!(f, " rules {}", rules.join(","))?;
+                }
+                Ok(())
+            }
             TimelineEvent::Ended { reason } => write!(f, "call ended ({reason})"),
         }
     }
@@ -261,6 +287,10 @@ pub struct CallReport {
     pub end_reason: String,
     /// Counters.
     pub counters: CallCounters,
+    /// Guard counters.
+    pub guards: crate::call::guards::GuardCounters,
+    /// Parroting echoes per model turn, 0–1.
+    pub echo_rate: f64,
     /// The timeline.
     pub timeline: Timeline,
 }
