@@ -8,13 +8,13 @@ use clap::{Args, Parser, Subcommand};
 
 use voxrelay::audio::wav;
 use voxrelay::config::{self, Config, Secrets};
-use voxrelay::guard::sanitizer::Sanitizer;
+use voxrelay::guard::sanitizer::{RuleOverride, Sanitizer, scan_lines};
 use voxrelay::http::{self, AppState};
 use voxrelay::prompt::PromptLibrary;
 use voxrelay::sim::caller::{self, CallerConfig};
 use voxrelay::sim::demo::{self, DemoOptions};
 use voxrelay::sim::upstream::{SimUpstream, SimUpstreamArgs};
-use voxrelay::store::{NewBusiness, Store};
+use voxrelay::store::{BusinessRule, NewBusiness, Store};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,22 @@ enum Command {
         #[command(subcommand)]
         command: NumberCommand,
     },
+    /// Guards.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardCommand {
+    /// Score caller utterances, one per line on stdin; print one JSON line each:
+    /// {"text","score","verdict","rules"}.
+    Scan {
+        /// Also apply this business's own rules from the database.
+        #[arg(long)]
+        business: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -68,6 +84,12 @@ struct DemoArgs {
     /// Write what the caller heard to this WAV file.
     #[arg(long)]
     heard_wav: Option<PathBuf>,
+    /// Guard policy of the demo business: monitor, gate or flag.
+    #[arg(long, default_value = "monitor")]
+    policy: String,
+    /// Make the caller's second line a prompt-injection attempt.
+    #[arg(long)]
+    attack: bool,
 }
 
 #[derive(Args)]
@@ -139,6 +161,33 @@ enum BusinessCommand {
     Show {
         /// Business id.
         id: String,
+    },
+    /// Set how injection attempts are handled: monitor (default), gate or flag.
+    Policy {
+        /// Business id.
+        id: String,
+        /// monitor | gate | flag.
+        policy: String,
+    },
+    /// Add or replace one of the business's own sanitizer rules.
+    Rule {
+        /// Business id.
+        id: String,
+        /// Rule id (replaces a built-in rule with the same id).
+        #[arg(long)]
+        rule_id: String,
+        /// Regular expression over normalised (lower-case) transcript text.
+        #[arg(long, default_value = "")]
+        pattern: String,
+        /// Weight, 0–1.
+        #[arg(long, default_value_t = 0.8)]
+        weight: f64,
+        /// Category for reports.
+        #[arg(long, default_value = "business")]
+        category: String,
+        /// Disable the rule with this id instead.
+        #[arg(long)]
+        disable: bool,
     },
 }
 
@@ -213,6 +262,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = DemoOptions {
                 event_log: args.event_log,
                 heard_wav: args.heard_wav,
+                policy: args.policy,
+                attack: args.attack,
                 ..DemoOptions::default()
             };
             println!(
@@ -247,6 +298,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&cli.config).await?;
             business(&store, command).await
         }
+        Command::Guard {
+            command: GuardCommand::Scan { business },
+        } => guard_scan(&cli.config, business).await,
         Command::Number {
             command: NumberCommand::Add { number, business },
         } => {
@@ -341,6 +395,29 @@ async fn call_sim(args: CallSimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn guard_scan(path: &std::path::Path, business: Option<String>) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let mut sanitizer = match config.guard_rules_file() {
+        Some(file) => Sanitizer::from_file(&file)?,
+        None => Sanitizer::builtin()?,
+    };
+    if let Some(id) = business {
+        let store = Store::connect(&config.database.url).await?;
+        store.migrate().await?;
+        let overrides: Vec<RuleOverride> = store
+            .guard_rules(&id)
+            .await?
+            .into_iter()
+            .map(RuleOverride::from)
+            .collect();
+        sanitizer = sanitizer.with_overrides(&overrides)?;
+    }
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    scan_lines(stdin, stdout, &sanitizer)?;
+    Ok(())
+}
+
 async fn business(store: &Store, command: BusinessCommand) -> anyhow::Result<()> {
     match command {
         BusinessCommand::Add {
@@ -380,6 +457,35 @@ async fn business(store: &Store, command: BusinessCommand) -> anyhow::Result<()>
                     numbers.join(",")
                 );
             }
+        }
+        BusinessCommand::Policy { id, policy } => {
+            store.set_guard_policy(&id, &policy).await?;
+            println!("{id}: guard policy {policy}");
+        }
+        BusinessCommand::Rule {
+            id,
+            rule_id,
+            pattern,
+            weight,
+            category,
+            disable,
+        } => {
+            let rule = BusinessRule {
+                rule_id: rule_id.clone(),
+                category,
+                pattern: if disable && pattern.is_empty() {
+                    "(?:disabled)".into()
+                } else {
+                    pattern
+                },
+                weight,
+                enabled: !disable,
+            };
+            store.upsert_guard_rule(&id, &rule).await?;
+            println!(
+                "{id}: rule {rule_id} {}",
+                if disable { "disabled" } else { "set" }
+            );
         }
         BusinessCommand::Show { id } => match store.business(&id).await? {
             Some(b) => {

@@ -135,7 +135,7 @@ fn corpus_precision_recall_and_false_positive_rate() {
     assert!(recall >= 0.90, "recall {recall:.3} < 0.90");
     assert!(fpr <= 0.02, "false-positive rate {fpr:.3} > 0.02");
     assert!(precision >= 0.97, "precision {precision:.3} < 0.97");
-    assert!(block_rate >= 0.70, "only {block_rate:.3} of attacks block");
+    assert!(block_rate >= 0.80, "only {block_rate:.3} of attacks block");
     for (category, (n, hit, _)) in &per_category {
         let r = *hit as f64 / *n as f64;
         assert!(r >= 0.85, "{category}: recall {r:.3} < 0.85");
@@ -448,53 +448,4 @@ fn scan_lines_writes_one_json_object_per_line() {
     assert_eq!(lines[1]["rules"][0], "override.ignore_instructions");
     assert_eq!(lines[2]["text"], "");
     assert_eq!(lines[2]["score"], 0.0);
-}
-
-#[test]
-fn tmp_holdout() {
-    let s = sanitizer();
-    let Ok(b) = std::fs::read_to_string("/tmp/holdout3/benign.txt") else {
-        return;
-    };
-    let Ok(a) = std::fs::read_to_string("/tmp/holdout3/attacks.txt") else {
-        return;
-    };
-    let mut err = std::io::stderr().lock();
-    let (mut fp, mut nb, mut tp, mut na, mut bl) = (0, 0, 0, 0, 0);
-    for t in utterances(&b) {
-        nb += 1;
-        let x = s.assess(t);
-        if detected(&x) {
-            fp += 1;
-            let _ = writeln!(
-                err,
-                "HOLDOUT FP {} {:.2} {}: {t}",
-                x.verdict,
-                x.score,
-                x.rules.join(",")
-            );
-        }
-    }
-    for t in utterances(&a) {
-        na += 1;
-        let x = s.assess(t);
-        if detected(&x) {
-            tp += 1;
-        } else {
-            let _ = writeln!(
-                err,
-                "HOLDOUT MISS {:.2} {}: {t}  => {}",
-                x.score,
-                x.rules.join(","),
-                normalize(t)
-            );
-        }
-        if x.verdict == Verdict::Block {
-            bl += 1;
-        }
-    }
-    let _ = writeln!(
-        err,
-        "HOLDOUT benign {nb} fp {fp}; attacks {na} detected {tp} blocked {bl}"
-    );
 }

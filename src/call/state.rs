@@ -104,6 +104,8 @@ pub struct CallState {
     muted_response: Option<String>,
     /// When the caller's last turn ended, until its answer's first audio goes out.
     turn_ended_at: Option<Instant>,
+    /// Server VAD says the caller is speaking (between speech_started and speech_stopped).
+    caller_speaking: bool,
     greeting_latency_ms: Option<f64>,
     turn_latencies_ms: Vec<f64>,
     counters: CallCounters,
@@ -121,6 +123,7 @@ impl CallState {
             upgraded: false,
             muted_response: None,
             turn_ended_at: None,
+            caller_speaking: false,
             greeting_latency_ms: None,
             turn_latencies_ms: Vec::new(),
             counters: CallCounters::default(),
@@ -221,6 +224,7 @@ impl CallState {
     /// Server VAD heard the caller start speaking. Returns true when this was a barge-in.
     pub fn on_speech_started(&mut self, now: Instant, out: &mut Vec<Command>) -> bool {
         self.timeline.push(now, TimelineEvent::CallerSpeechStarted);
+        self.caller_speaking = true;
         if !self.playback.is_playing(now) {
             return false;
         }
@@ -268,6 +272,7 @@ impl CallState {
     /// Server VAD heard the caller stop: the turn is over, the answer's latency starts now.
     pub fn on_speech_stopped(&mut self, now: Instant) {
         self.counters.turns += 1;
+        self.caller_speaking = false;
         self.turn_ended_at = Some(now);
         self.timeline.push(now, TimelineEvent::CallerSpeechStopped);
     }
@@ -363,7 +368,17 @@ impl CallState {
     ) {
         match reaction {
             Reaction::None => {}
-            Reaction::AllowTurn => self.request_response(ResponseKind::Plain, out),
+            // The caller already started another turn: that turn's transcript releases the
+            // answer (to both), as the server's own VAD would have.
+            Reaction::AllowTurn if self.caller_speaking => {}
+            Reaction::AllowTurn => {
+                if let Some(ended) = self.turn_ended_at {
+                    let wait_ms = now.saturating_duration_since(ended).as_secs_f64() * 1000.0;
+                    self.timeline
+                        .push(now, TimelineEvent::GateReleased { wait_ms });
+                }
+                self.request_response(ResponseKind::Plain, out)
+            }
             Reaction::BlockInjection => {
                 self.stop_answer(now, true, out);
                 if let Some(item) = user_item {
@@ -579,6 +594,63 @@ mod tests {
         assert!(s.on_error(Some("conversation_already_has_active_response"), t0));
         s.on_response_done(Some("resp_x"), Some("completed"), None, t0, &mut out);
         assert!(out.contains(&Command::ResponseCreate), "{out:?}");
+    }
+
+    #[test]
+    fn the_gate_does_not_answer_a_turn_while_the_caller_speaks_again() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        s.on_speech_started(t0, &mut out);
+        s.on_speech_stopped(t0 + ms(1000));
+        s.on_speech_started(t0 + ms(1200), &mut out);
+        s.apply_reaction(
+            &Reaction::AllowTurn,
+            Some("item_1"),
+            t0 + ms(1400),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        s.on_speech_stopped(t0 + ms(2000));
+        s.apply_reaction(
+            &Reaction::AllowTurn,
+            Some("item_2"),
+            t0 + ms(2400),
+            &mut out,
+        );
+        assert_eq!(out, vec![Command::ResponseCreate]);
+    }
+
+    #[test]
+    fn a_blocked_injection_cancels_clears_deletes_warns_and_replies_safely_in_order() {
+        let (mut s, t0) = greeting_playing(true, 3000);
+        let mut out = Vec::new();
+        s.apply_reaction(
+            &Reaction::BlockInjection,
+            Some("item_u"),
+            t0 + ms(500),
+            &mut out,
+        );
+        assert_eq!(out[0], Command::ResponseCancel);
+        assert_eq!(out[1], Command::TwilioClear);
+        assert!(matches!(out[2], Command::Truncate { .. }));
+        assert_eq!(out[3], Command::DeleteItem("item_u".into()));
+        assert_eq!(out[4], Command::SystemMessage(guards::OVERRIDE_NOTICE));
+        assert_eq!(
+            out.len(),
+            5,
+            "the safe reply waits for the cancelled response"
+        );
+        out.clear();
+        s.on_response_done(
+            Some("resp_1"),
+            Some("cancelled"),
+            None,
+            t0 + ms(520),
+            &mut out,
+        );
+        assert!(out.contains(&Command::SafeResponse), "{out:?}");
+        assert!(!out.contains(&Command::ResponseCreate));
     }
 
     #[test]

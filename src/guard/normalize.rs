@@ -22,6 +22,11 @@
 //!
 //! The result is only ever matched against, never shown to the model; it is lossy on purpose.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::LazyLock;
+
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::{decompose_canonical, is_combining_mark};
 
@@ -62,7 +67,7 @@ pub(crate) fn normalize_detailed(text: &str) -> Normalized {
             if substitutions >= 2 {
                 obfuscated = true;
             }
-            *word = plain;
+            *word = Cow::Owned(plain);
         }
     }
     Normalized {
@@ -337,13 +342,13 @@ fn push_letter(
 // ---------------------------------------------------------------------------------------------
 // Stage 2: tokens.
 
-/// One piece of normalised text.
+/// One piece of normalised text; words borrow from the folded text unless a step rewrote them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
+enum Token<'a> {
     /// Letters and digits, possibly with inner `'`, `-`, `@`, `$`.
-    Word(String),
+    Word(Cow<'a, str>),
     /// Anything else, kept verbatim (`<|im_start|>`, `[inst]`, `3:30`, `gmail.com`).
-    Other(String),
+    Other(&'a str),
     /// A symbol, glued to the previous and/or next token.
     Symbol {
         text: &'static str,
@@ -354,7 +359,7 @@ enum Token {
     Boundary,
 }
 
-const COLON: Token = Token::Symbol {
+const COLON: Token<'static> = Token::Symbol {
     text: ":",
     glue_left: true,
     glue_right: false,
@@ -368,13 +373,13 @@ fn is_word(core: &str) -> bool {
 }
 
 /// Splits the folded text into tokens: see stage 2 in the module documentation.
-fn tokenize(folded: &str) -> Vec<Token> {
+fn tokenize(folded: &str) -> Vec<Token<'_>> {
     let mut tokens = Vec::with_capacity(folded.len() / 4 + 1);
     for raw in folded.split(' ') {
         // A run of two or more dots is a pause, not punctuation.
         let mut rest = raw;
         while !rest.is_empty() {
-            let (piece, after) = match rest.find("..") {
+            let (piece, after) = match rest.as_bytes().windows(2).position(|w| w == b"..") {
                 Some(at) => {
                     let tail = rest[at..].trim_start_matches('.');
                     (&rest[..at], tail)
@@ -388,7 +393,7 @@ fn tokenize(folded: &str) -> Vec<Token> {
     tokens
 }
 
-fn push_raw_token(tokens: &mut Vec<Token>, piece: &str) {
+fn push_raw_token<'a>(tokens: &mut Vec<Token<'a>>, piece: &'a str) {
     let core = piece.trim_start_matches(['\'', '(', '¡', '¿']);
     let mut sentence_end = false;
     let mut colon = false;
@@ -408,7 +413,7 @@ fn push_raw_token(tokens: &mut Vec<Token>, piece: &str) {
         // I.G.N.O.R.E: letters spelled with dots, in one token.
         if core.len() >= 5 && core.split('.').count() >= 3 && core.split('.').all(is_single_letter)
         {
-            tokens.push(Token::Word(core.split('.').collect()));
+            tokens.push(Token::Word(Cow::Owned(core.split('.').collect())));
         } else if is_word(core) {
             // I-G-N-O-R-E: letters spelled with hyphens.
             let parts = core.split('-');
@@ -416,12 +421,12 @@ fn push_raw_token(tokens: &mut Vec<Token>, piece: &str) {
                 && core.split('-').count() >= 3
                 && parts.clone().all(is_single_letter)
             {
-                tokens.push(Token::Word(parts.collect()));
+                tokens.push(Token::Word(Cow::Owned(parts.collect())));
             } else {
-                tokens.push(Token::Word(core.to_owned()));
+                tokens.push(Token::Word(Cow::Borrowed(core)));
             }
         } else {
-            tokens.push(Token::Other(core.to_owned()));
+            tokens.push(Token::Other(core));
         }
     }
     if colon {
@@ -441,12 +446,17 @@ fn is_single_letter(word: &str) -> bool {
 // Stage 3: speech-to-text forms.
 
 /// Joins runs of three or more single letters (`s y s t e m`, `S. Y. S.`) into one word.
-fn join_spelled_letters(tokens: Vec<Token>) -> Vec<Token> {
+fn join_spelled_letters(mut tokens: Vec<Token<'_>>) -> Vec<Token<'_>> {
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
         let mut letters = String::new();
         let mut j = i;
+        if !matches!(&tokens[i], Token::Word(w) if is_single_letter(w)) {
+            out.push(std::mem::replace(&mut tokens[i], Token::Boundary));
+            i += 1;
+            continue;
+        }
         let mut dotted = false;
         // Letters, each optionally followed by a sentence end (the dot of "I. G. N.").
         while let Some(Token::Word(w)) = tokens.get(j) {
@@ -463,13 +473,13 @@ fn join_spelled_letters(tokens: Vec<Token>) -> Vec<Token> {
             }
         }
         if letters.len() >= 3 {
-            out.push(Token::Word(letters));
+            out.push(Token::Word(Cow::Owned(letters)));
             if dotted && tokens.get(j) == Some(&Token::Boundary) {
                 j += 1;
             }
             i = j;
         } else {
-            out.push(tokens[i].clone());
+            out.push(std::mem::replace(&mut tokens[i], Token::Boundary));
             i += 1;
         }
     }
@@ -478,61 +488,142 @@ fn join_spelled_letters(tokens: Vec<Token>) -> Vec<Token> {
 
 /// Sounds that carry no words.
 const FILLERS: &[&str] = &[
-    "uh", "uhh", "uhm", "um", "umm", "erm", "hmm", "hm", "mm", "ah", "ahh",
+    "ah", "ahh", "erm", "hm", "hmm", "mm", "uh", "uhh", "uhm", "um", "umm",
 ];
 
-/// Expands a contraction, with or without its apostrophe as speech-to-text engines write it.
-fn expand_contraction(word: &str) -> Option<&'static [&'static str]> {
-    Some(match word {
-        "you're" | "youre" => &["you", "are"],
-        "you've" | "youve" => &["you", "have"],
-        "you'll" | "youll" => &["you", "will"],
-        "you'd" | "youd" => &["you", "would"],
-        "i'm" => &["i", "am"],
-        "i've" | "ive" => &["i", "have"],
-        "i'll" => &["i", "will"],
-        "i'd" => &["i", "would"],
-        "we're" => &["we", "are"],
-        "they're" => &["they", "are"],
-        "it's" => &["it", "is"],
-        "that's" | "thats" => &["that", "is"],
-        "what's" | "whats" => &["what", "is"],
-        "what're" => &["what", "are"],
-        "who's" => &["who", "is"],
-        "where's" => &["where", "is"],
-        "how's" => &["how", "is"],
-        "here's" | "heres" => &["here", "is"],
-        "there's" | "theres" => &["there", "is"],
-        "let's" => &["let", "us"],
-        "don't" | "dont" => &["do", "not"],
-        "doesn't" | "doesnt" => &["does", "not"],
-        "didn't" | "didnt" => &["did", "not"],
-        "can't" | "cant" | "cannot" => &["can", "not"],
-        "won't" | "wont" => &["will", "not"],
-        "isn't" | "isnt" => &["is", "not"],
-        "aren't" | "arent" => &["are", "not"],
-        "wasn't" | "wasnt" => &["was", "not"],
-        "weren't" | "werent" => &["were", "not"],
-        "shouldn't" | "shouldnt" => &["should", "not"],
-        "wouldn't" | "wouldnt" => &["would", "not"],
-        "couldn't" | "couldnt" => &["could", "not"],
-        "mustn't" => &["must", "not"],
-        "haven't" | "havent" => &["have", "not"],
-        "hasn't" | "hasnt" => &["has", "not"],
-        "hadn't" => &["had", "not"],
-        _ => return None,
-    })
+/// Contractions, with and without the apostrophe as speech-to-text engines write them, and
+/// their expansion.
+const CONTRACTIONS: &[(&str, &[&str])] = &[
+    ("aren't", &["are", "not"]),
+    ("arent", &["are", "not"]),
+    ("can't", &["can", "not"]),
+    ("cannot", &["can", "not"]),
+    ("cant", &["can", "not"]),
+    ("couldn't", &["could", "not"]),
+    ("couldnt", &["could", "not"]),
+    ("didn't", &["did", "not"]),
+    ("didnt", &["did", "not"]),
+    ("doesn't", &["does", "not"]),
+    ("doesnt", &["does", "not"]),
+    ("don't", &["do", "not"]),
+    ("dont", &["do", "not"]),
+    ("hadn't", &["had", "not"]),
+    ("hasn't", &["has", "not"]),
+    ("hasnt", &["has", "not"]),
+    ("haven't", &["have", "not"]),
+    ("havent", &["have", "not"]),
+    ("here's", &["here", "is"]),
+    ("heres", &["here", "is"]),
+    ("how's", &["how", "is"]),
+    ("i'd", &["i", "would"]),
+    ("i'll", &["i", "will"]),
+    ("i'm", &["i", "am"]),
+    ("i've", &["i", "have"]),
+    ("isn't", &["is", "not"]),
+    ("isnt", &["is", "not"]),
+    ("it's", &["it", "is"]),
+    ("ive", &["i", "have"]),
+    ("let's", &["let", "us"]),
+    ("mustn't", &["must", "not"]),
+    ("shouldn't", &["should", "not"]),
+    ("shouldnt", &["should", "not"]),
+    ("that's", &["that", "is"]),
+    ("thats", &["that", "is"]),
+    ("there's", &["there", "is"]),
+    ("theres", &["there", "is"]),
+    ("they're", &["they", "are"]),
+    ("wasn't", &["was", "not"]),
+    ("wasnt", &["was", "not"]),
+    ("we're", &["we", "are"]),
+    ("weren't", &["were", "not"]),
+    ("werent", &["were", "not"]),
+    ("what're", &["what", "are"]),
+    ("what's", &["what", "is"]),
+    ("whats", &["what", "is"]),
+    ("where's", &["where", "is"]),
+    ("who's", &["who", "is"]),
+    ("won't", &["will", "not"]),
+    ("wont", &["will", "not"]),
+    ("wouldn't", &["would", "not"]),
+    ("wouldnt", &["would", "not"]),
+    ("you'd", &["you", "would"]),
+    ("you'll", &["you", "will"]),
+    ("you're", &["you", "are"]),
+    ("you've", &["you", "have"]),
+    ("youd", &["you", "would"]),
+    ("youll", &["you", "will"]),
+    ("youre", &["you", "are"]),
+    ("youve", &["you", "have"]),
+];
+
+/// What a word means to the speech-to-text steps.
+#[derive(Debug, Clone, Copy)]
+enum Special {
+    /// A filler sound, dropped.
+    Filler,
+    /// A contraction and its expansion.
+    Contraction(&'static [&'static str]),
+    /// The first word of a spoken symbol ("open" of "open bracket").
+    SpokenStart,
+}
+
+/// FNV-1a: words are short, so a simple hash beats SipHash by a wide margin here.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Every word the speech-to-text steps act on, so each word costs one hash lookup.
+static SPECIAL: LazyLock<HashMap<&'static str, Special, BuildHasherDefault<Fnv>>> =
+    LazyLock::new(|| {
+        let mut map = HashMap::default();
+        for s in SPOKEN {
+            map.insert(s.words[0], Special::SpokenStart);
+        }
+        for (word, expansion) in CONTRACTIONS {
+            map.insert(*word, Special::Contraction(expansion));
+        }
+        for word in FILLERS {
+            map.insert(*word, Special::Filler);
+        }
+        map
+    });
+
+fn special(word: &str) -> Option<Special> {
+    if word.len() > 10 {
+        return None; // longer than any entry
+    }
+    SPECIAL.get(word).copied()
 }
 
 /// Drops fillers and expands contractions.
-fn expand_words(tokens: Vec<Token>) -> Vec<Token> {
+fn expand_words(tokens: Vec<Token<'_>>) -> Vec<Token<'_>> {
     let mut out = Vec::with_capacity(tokens.len() + 4);
     for token in tokens {
         match &token {
-            Token::Word(w) if FILLERS.contains(&w.as_str()) => {}
-            Token::Word(w) => match expand_contraction(w) {
-                Some(words) => out.extend(words.iter().map(|w| Token::Word((*w).to_owned()))),
-                None => out.push(token),
+            Token::Word(w) => match special(w) {
+                Some(Special::Filler) => {}
+                Some(Special::Contraction(words)) => {
+                    out.extend(words.iter().map(|w| Token::Word(Cow::Borrowed(*w))))
+                }
+                _ => out.push(token),
             },
             _ => out.push(token),
         }
@@ -618,11 +709,13 @@ const SPOKEN: &[Spoken] = &[
 ];
 
 /// Replaces spoken symbols with the symbol.
-fn spoken_symbols(tokens: Vec<Token>) -> Vec<Token> {
+fn spoken_symbols(mut tokens: Vec<Token<'_>>) -> Vec<Token<'_>> {
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     'tokens: while i < tokens.len() {
-        if let Token::Word(first) = &tokens[i] {
+        if let Token::Word(first) = &tokens[i]
+            && matches!(special(first), Some(Special::SpokenStart))
+        {
             for s in SPOKEN {
                 if s.words[0] != first {
                     continue;
@@ -641,7 +734,7 @@ fn spoken_symbols(tokens: Vec<Token>) -> Vec<Token> {
                 }
             }
         }
-        out.push(tokens[i].clone());
+        out.push(std::mem::replace(&mut tokens[i], Token::Boundary));
         i += 1;
     }
     out
@@ -707,7 +800,7 @@ fn unleet(word: &str) -> Option<(String, usize)> {
 
 /// Writes the tokens out: single spaces, except where a symbol glues; one `.` per sentence end,
 /// none at the start or the end.
-fn render(tokens: &[Token]) -> String {
+fn render(tokens: &[Token<'_>]) -> String {
     let mut out = String::with_capacity(tokens.len() * 6);
     let mut prev_glue_right = true; // nothing before the first token
     let mut pending_boundary = false;
@@ -717,7 +810,8 @@ fn render(tokens: &[Token]) -> String {
                 pending_boundary = !out.is_empty();
                 continue;
             }
-            Token::Word(w) | Token::Other(w) => (w.as_str(), false, false),
+            Token::Word(w) => (w.as_ref(), false, false),
+            Token::Other(w) => (*w, false, false),
             Token::Symbol {
                 text,
                 glue_left,
@@ -856,6 +950,23 @@ mod tests {
     #[test]
     fn private_use_characters_cannot_be_smuggled_in() {
         assert_eq!(normalize("a\u{E000}b"), "ab");
+    }
+
+    #[test]
+    fn no_word_has_two_meanings_and_all_fit_the_length_guard() {
+        let mut seen = std::collections::HashSet::new();
+        let firsts: std::collections::HashSet<&str> = SPOKEN.iter().map(|s| s.words[0]).collect();
+        for word in firsts
+            .into_iter()
+            .chain(CONTRACTIONS.iter().map(|(w, _)| *w))
+            .chain(FILLERS.iter().copied())
+        {
+            assert!(seen.insert(word), "{word} is listed twice");
+            assert!(
+                word.len() <= 10,
+                "{word} is longer than the guard in special()"
+            );
+        }
     }
 
     #[test]

@@ -100,27 +100,19 @@ impl AppState {
         direction: Direction,
     ) -> Result<CallSetup, SetupError> {
         let rules = self.store.guard_rules(&business.id).await?;
-        let sanitizer =
-            if rules.is_empty() {
-                self.sanitizer.clone()
-            } else {
-                let overrides: Vec<RuleOverride> = rules
-                    .into_iter()
-                    .map(|r| RuleOverride {
-                        id: r.rule_id,
-                        category: r.category,
-                        pattern: r.pattern,
-                        weight: r.weight as f32,
-                        enabled: r.enabled,
-                    })
-                    .collect();
-                Arc::new(self.sanitizer.with_overrides(&overrides).map_err(|e| {
-                    SetupError::Rules {
+        let sanitizer = if rules.is_empty() {
+            self.sanitizer.clone()
+        } else {
+            let overrides: Vec<RuleOverride> = rules.into_iter().map(RuleOverride::from).collect();
+            Arc::new(
+                self.sanitizer
+                    .with_overrides(&overrides)
+                    .map_err(|e| SetupError::Rules {
                         business_id: business.id.clone(),
                         message: e.to_string(),
-                    }
-                })?)
-            };
+                    })?,
+            )
+        };
         Ok(CallSetup::build(
             &self.prompts,
             &self.config,

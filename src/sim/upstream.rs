@@ -228,6 +228,9 @@ pub struct SimUpstreamConfig {
     /// effect for that response (a model reciting its prompt). Once the list runs out, responses
     /// say the clip's own transcript. Default empty.
     pub replies: Vec<String>,
+    /// Delay, in ms, from a caller turn's commit to its scripted transcription event (the live
+    /// service transcribes asynchronously; a gate policy waits for it). Default 0.
+    pub transcription_delay_ms: u64,
     /// If set, every client text frame received (on any connection) is appended to this file, one
     /// per line (JSONL), exactly as received, and written through at once. Default `None`.
     pub event_log: Option<PathBuf>,
@@ -251,6 +254,7 @@ impl Default for SimUpstreamConfig {
             clip,
             transcripts: Vec::new(),
             replies: Vec::new(),
+            transcription_delay_ms: 0,
             event_log: None,
             vad: VadConfig::default(),
         }
@@ -666,6 +670,8 @@ struct Connection {
     responses_started: usize,
     /// The caller's last scripted transcript (for `{caller}` in replies).
     last_caller_transcript: String,
+    /// Scripted transcription events waiting for their delay: (due, event).
+    pending_transcriptions: std::collections::VecDeque<(Instant, Value)>,
     usage: UsageHistory,
     response: Option<ActiveResponse>,
 }
@@ -711,6 +717,7 @@ impl Connection {
             committed_turns: 0,
             responses_started: 0,
             last_caller_transcript: String::new(),
+            pending_transcriptions: std::collections::VecDeque::new(),
             usage: UsageHistory::default(),
             response: None,
         }
@@ -728,7 +735,13 @@ impl Connection {
             .await?;
         loop {
             let due = self.response.as_ref().map(|r| r.next_at);
+            let transcription_due = self.pending_transcriptions.front().map(|(at, _)| *at);
             tokio::select! {
+                _ = tokio::time::sleep_until(transcription_due.unwrap_or_else(Instant::now)), if transcription_due.is_some() => {
+                    if let Some((_, event)) = self.pending_transcriptions.pop_front() {
+                        self.out.send(event).await?;
+                    }
+                }
                 _ = stopped(shutdown) => {
                     let frame = CloseFrame {
                         code: CloseCode::Away,
@@ -1045,10 +1058,16 @@ impl Connection {
 
     /// Sends a scripted transcription returned by [`Connection::commit`], if any.
     async fn send_transcription(&mut self, transcription: Option<Value>) -> Result<(), WsError> {
-        match transcription {
-            Some(event) => self.out.send(event).await,
-            None => Ok(()),
+        let Some(event) = transcription else {
+            return Ok(());
+        };
+        let delay = self.config().transcription_delay_ms;
+        if delay == 0 {
+            return self.out.send(event).await;
         }
+        self.pending_transcriptions
+            .push_back((Instant::now() + Duration::from_millis(delay), event));
+        Ok(())
     }
 
     /// Turns the input buffer into a user item: `committed`, `conversation.item.added` and
@@ -2035,6 +2054,7 @@ impl SimUpstreamArgs {
             clip,
             transcripts: self.transcripts,
             replies: Vec::new(),
+            transcription_delay_ms: 0,
             event_log: self.event_log,
             vad: VadConfig {
                 threshold_dbfs: self.vad_threshold_dbfs,

@@ -209,3 +209,16 @@ pub struct BusinessRule {
     /// rule off for the business.
     pub enabled: bool,
 }
+
+impl From<BusinessRule> for crate::guard::sanitizer::RuleOverride {
+    /// A stored business rule as the sanitizer applies it (weight narrowed to `f32`).
+    fn from(rule: BusinessRule) -> Self {
+        crate::guard::sanitizer::RuleOverride {
+            id: rule.rule_id,
+            category: rule.category,
+            pattern: rule.pattern,
+            weight: rule.weight as f32,
+            enabled: rule.enabled,
+        }
+    }
+}

@@ -88,6 +88,11 @@ pub enum TimelineEvent {
         /// Rules that fired.
         rules: Vec<String>,
     },
+    /// Gate policy: the caller's turn was scored and its response asked for.
+    GateReleased {
+        /// `speech_stopped` to `response.create`, ms (mostly the wait for the transcript).
+        wait_ms: f64,
+    },
     /// An `error` event from upstream.
     UpstreamError {
         /// `error.code`.
@@ -192,6 +197,10 @@ impl fmt::Display for TimelineEvent {
                 }
                 Ok(())
             }
+            TimelineEvent::GateReleased { wait_ms } => write!(
+                f,
+                "gate: transcript scored, response asked for {wait_ms:.1} ms after the turn ended"
+            ),
             TimelineEvent::Ended { reason } => write!(f, "call ended ({reason})"),
         }
     }
