@@ -1,4 +1,4 @@
-//! Guard costs per utterance (issue 3, must-show 3: an echo check costs at most 20 µs p99):
+//! Guard costs per utterance (target: an echo check costs at most 20 µs p99):
 //! the parroting check on a model answer, the self-echo check on a caller line, and the leak
 //! check on a model answer against a FULL prompt. Run: `cargo bench --bench echo`.
 //!

@@ -15,7 +15,7 @@ use voxrelay::guard::sanitizer::{
 const BENIGN: &str = include_str!("fixtures/guard/benign.txt");
 const ATTACKS: &str = include_str!("fixtures/guard/attacks.txt");
 
-/// The five attack families of issue 3, as the corpus and the rule file name them.
+/// The five attack families, as the corpus and the rule file name them.
 const CATEGORIES: &[&str] = &[
     "instruction_override",
     "role_hijack",

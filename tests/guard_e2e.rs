@@ -226,7 +226,8 @@ async fn three_parroted_answers_trigger_an_intervention() {
             .any(|e| system_text(e) == Some(ECHO_CORRECTION)),
         "the model was told to stop repeating"
     );
-    assert!(report.echo_rate > 0.5, "echo rate {}", report.echo_rate);
+    let rate = report.echo.echo_rate();
+    assert!(rate > 0.5, "echo rate {rate}");
     let stored = world.store.call_events(&sid(5)).await.expect("events");
     assert!(
         stored

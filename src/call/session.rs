@@ -302,6 +302,8 @@ pub async fn run(
         turns = counters.turns,
         dropped_out = counters.dropped_out,
         dropped_in = counters.dropped_in,
+        echo_rate = echo.echo_rate(),
+        guard_blocked = guard_counters.blocked,
         "call ended"
     );
     CallReport {
@@ -314,7 +316,7 @@ pub async fn run(
         end_reason: reason.to_string(),
         counters,
         guards: guard_counters,
-        echo_rate: echo.echo_rate(),
+        echo,
         timeline,
     }
 }

@@ -1,5 +1,5 @@
 //! Echo monitor: catches a model that parrots the caller, and a caller line that is the model
-//! hearing itself (speakerphone, bad line). See issue 3, "Echo monitor".
+//! hearing itself (speakerphone, bad line).
 //!
 //! Both checks compare transcripts, not audio: the caller side is the input transcription
 //! (`conversation.item.input_audio_transcription.completed`), the model side is the output audio
@@ -79,7 +79,7 @@ pub enum CallerCheck {
     SelfEcho { similarity: f64 },
 }
 
-/// Counts over one call, for the echo rate (issue 3 asks for under 2 %, critical above 5 %).
+/// Counts over one call, for the echo rate (target: under 2 %; critical above 5 %).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EchoStats {
     /// Model transcripts seen.

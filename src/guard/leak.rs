@@ -1,5 +1,4 @@
-//! Leak guard: catches the model saying its per-call canary or reciting its instructions. See
-//! issue 3, "Leak guard".
+//! Leak guard: catches the model saying its per-call canary or reciting its instructions.
 //!
 //! Each call's FULL prompt ends with [`canary_instruction`]: a per-call code ([`new_canary`]) that
 //! the model is told never to say. A model output transcript (`response.output_audio_transcript`)

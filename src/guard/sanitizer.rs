@@ -1,4 +1,4 @@
-//! Prompt-injection sanitizer for caller transcripts (issue 3, "Sanitizer (caller transcripts)").
+//! Prompt-injection sanitizer for caller transcripts.
 //!
 //! Input is the text of a `conversation.item.input_audio_transcription.completed` event, or text the
 //! proxy injects (DTMF digits, form fields). Output is an [`Assessment`]: a risk score from 0 to 1,

@@ -165,6 +165,9 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     if let Err(e) = state.store.finish_call(&report.call_sid, &end).await {
         tracing::error!(call_sid = %report.call_sid, error = %e, "cannot record the call end");
     }
+    let overall = state.echo_totals.add(&report.echo);
+    tracing::info!(call_sid = %report.call_sid, echo_rate = report.echo.echo_rate(),
+        echo_rate_overall = overall, "echo rate");
     if let Some(reports) = &state.reports {
         let _ = reports.send(report);
     }

@@ -53,6 +53,8 @@ pub struct Shared {
     pub session: SessionOptions,
     /// The sanitizer with the configured rules (businesses may add their own per call).
     pub sanitizer: Arc<Sanitizer>,
+    /// Echo counts over every call this instance has finished (the overall echo rate).
+    pub echo_totals: EchoTotals,
     /// Where finished calls' reports go (the demo and tests read them); `None` in production.
     pub reports: Option<mpsc::UnboundedSender<CallReport>>,
 }
@@ -84,6 +86,7 @@ impl AppState {
                 upstream,
                 session,
                 sanitizer: Arc::new(sanitizer),
+                echo_totals: EchoTotals::default(),
                 reports,
             }),
         }
@@ -120,6 +123,27 @@ impl AppState {
             direction,
             sanitizer,
         )?)
+    }
+}
+
+/// Echo counts summed over finished calls.
+#[derive(Debug, Default)]
+pub struct EchoTotals {
+    model_turns: std::sync::atomic::AtomicU64,
+    echoes: std::sync::atomic::AtomicU64,
+}
+
+impl EchoTotals {
+    /// Adds a finished call's counts; returns the overall echo rate (echoes per model turn, 0–1).
+    pub fn add(&self, call: &crate::guard::echo::EchoStats) -> f64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let turns = self.model_turns.fetch_add(call.model_turns, Relaxed) + call.model_turns;
+        let echoes = self.echoes.fetch_add(call.echoes, Relaxed) + call.echoes;
+        if turns == 0 {
+            0.0
+        } else {
+            echoes as f64 / turns as f64
+        }
     }
 }
 
@@ -221,4 +245,23 @@ pub async fn serve(
 /// Binds `addr` (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::echo::EchoStats;
+
+    #[test]
+    fn the_overall_echo_rate_sums_every_finished_call() {
+        let totals = EchoTotals::default();
+        let call = |model_turns, echoes| EchoStats {
+            model_turns,
+            echoes,
+            ..EchoStats::default()
+        };
+        assert_eq!(totals.add(&call(0, 0)), 0.0);
+        assert_eq!(totals.add(&call(10, 1)), 0.1);
+        assert!((totals.add(&call(30, 1)) - 0.05).abs() < 1e-9);
+    }
 }

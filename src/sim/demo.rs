@@ -309,7 +309,7 @@ pub fn render(outcome: &DemoOutcome) -> String {
         p.guards.blocked,
         p.guards.self_echoes,
         p.guards.leaks,
-        p.echo_rate * 100.0
+        p.echo.echo_rate() * 100.0
     );
     let _ = writeln!(out, "  end                {}", p.end_reason);
     out

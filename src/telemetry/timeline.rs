@@ -298,8 +298,8 @@ pub struct CallReport {
     pub counters: CallCounters,
     /// Guard counters.
     pub guards: crate::call::guards::GuardCounters,
-    /// Parroting echoes per model turn, 0–1.
-    pub echo_rate: f64,
+    /// Parroting and self-echo counts (echo rate = echoes / model turns).
+    pub echo: crate::guard::echo::EchoStats,
     /// The timeline.
     pub timeline: Timeline,
 }
