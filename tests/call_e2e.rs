@@ -7,9 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use voxrelay::audio::wav;
 use voxrelay::sim::caller::{self, CallerConfig, CallerEvent};
-use voxrelay::sim::demo::JFK_WAV;
+use voxrelay::sim::demo::jfk_speech;
 use voxrelay::sim::upstream::SimUpstreamConfig;
 use voxrelay::sim::world::{SIM_SIGNING_KEY, World, WorldOptions};
 use voxrelay::twilio::token::{self, CallToken};
@@ -17,11 +16,8 @@ use voxrelay::twilio::token::{self, CallToken};
 const DENTAL: &str = "Bright Smile Dental cleans teeth. Opening hours are eight to six.";
 const BAKERY: &str = "Corner Bakery sells sourdough bread. Orders close at noon.";
 
-/// The first `seconds` of jfk.wav as 8 kHz mu-law ("And so, my fellow Americans" ends near 2 s).
 fn jfk(seconds: f32) -> Vec<u8> {
-    let (samples, rate) = wav::read_mono_from_bytes(JFK_WAV).expect("jfk.wav reads");
-    let take = ((seconds * rate as f32) as usize).min(samples.len());
-    wav::to_mulaw_8k(&samples[..take], rate).expect("encodes")
+    jfk_speech(Some(seconds)).expect("jfk.wav reads")
 }
 
 async fn world_with(upstream: SimUpstreamConfig, interrupt_response: bool) -> World {

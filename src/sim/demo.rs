@@ -18,6 +18,18 @@ use crate::telemetry::{CallReport, TimelineEvent};
 /// The caller's speech built into the binary: 11 s of JFK's inaugural address, 16 kHz WAV.
 pub const JFK_WAV: &[u8] = include_bytes!("../../tests/fixtures/audio/jfk.wav");
 
+/// The first `seconds` of jfk.wav (all of it for `None`) as 8 kHz G.711 mu-law.
+///
+/// Errors: the built-in WAV cannot be read or resampled (a broken build, not a run-time state).
+pub fn jfk_speech(seconds: Option<f32>) -> Result<Vec<u8>, wav::AudioError> {
+    let (samples, rate) = wav::read_mono_from_bytes(JFK_WAV)?;
+    let take = match seconds {
+        Some(s) => ((s * rate as f32) as usize).min(samples.len()),
+        None => samples.len(),
+    };
+    wav::to_mulaw_8k(&samples[..take], rate)
+}
+
 /// The demo business's prompt (inbound).
 pub const DEMO_PROMPT: &str = include_str!("../../prompts/examples/bright_smile_dental.md");
 
@@ -94,8 +106,7 @@ pub struct DemoOutcome {
 
 /// Runs the demo call. Errors when any part fails to start or the call does not stream.
 pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
-    let (samples, rate) = wav::read_mono_from_bytes(JFK_WAV)?;
-    let speech = wav::to_mulaw_8k(&samples, rate)?;
+    let speech = jfk_speech(None)?;
     let mut transcripts: Vec<String> = JFK_LINES.iter().map(|l| l.to_string()).collect();
     if options.attack {
         transcripts[1] = DEMO_ATTACK.to_string();
