@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod prompt_cli;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
@@ -57,6 +59,11 @@ enum Command {
     Number {
         #[command(subcommand)]
         command: NumberCommand,
+    },
+    /// Prompt versions: create, list, diff, promote, rollback, preview.
+    Prompt {
+        #[command(subcommand)]
+        command: prompt_cli::PromptCommand,
     },
     /// Guards.
     Guard {
@@ -301,6 +308,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Guard {
             command: GuardCommand::Scan { business },
         } => guard_scan(&cli.config, business).await,
+        Command::Prompt { command } => {
+            let config = load_config(&cli.config)?;
+            let store = open_store(&cli.config).await?;
+            let library = match config.prompt_dir() {
+                Some(dir) => PromptLibrary::from_dir(&dir, config.prompt.compact_business_chars)?,
+                None => PromptLibrary::embedded(config.prompt.compact_business_chars)?,
+            };
+            prompt_cli::run(&store, &library, command).await
+        }
         Command::Number {
             command: NumberCommand::Add { number, business },
         } => {

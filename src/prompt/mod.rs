@@ -16,6 +16,10 @@
 //! reach it, and it is verified to carry its business id before use. Sizes are counted in
 //! o200k_base tokens, the encoding of the realtime models' family.
 
+pub mod diff;
+pub mod template;
+pub mod validate;
+
 use std::path::Path;
 
 use crate::call::Direction;

@@ -18,6 +18,7 @@
 mod backend;
 mod e164;
 mod model;
+mod prompts;
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,6 +38,10 @@ pub use model::{
     Business, BusinessRule, CallEnd, CallEvent, CallRecord, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE,
     DEFAULT_VOICE, GUARD_POLICIES, NewBusiness, NewCall, NewCallEvent,
 };
+pub use prompts::{
+    Experiment, ExperimentStatus, NewPromptVersion, PromptStatus, PromptVersion,
+    UnknownExperimentStatus, UnknownPromptStatus,
+};
 
 /// The SQLite schema, migration 1.
 const SQLITE_INIT: &str = include_str!("../../migrations/sqlite/0001_init.sql");
@@ -46,6 +51,10 @@ const POSTGRES_INIT: &str = include_str!("../../migrations/postgres/0001_init.sq
 const SQLITE_GUARDS: &str = include_str!("../../migrations/sqlite/0002_guards.sql");
 /// PostgreSQL migration 2: guard policy, call events, business guard rules.
 const POSTGRES_GUARDS: &str = include_str!("../../migrations/postgres/0002_guards.sql");
+/// SQLite migration 3: prompt versions, experiments, the prompt a call ran.
+const SQLITE_PROMPTS: &str = include_str!("../../migrations/sqlite/0003_prompts.sql");
+/// PostgreSQL migration 3: prompt versions, experiments, the prompt a call ran.
+const POSTGRES_PROMPTS: &str = include_str!("../../migrations/postgres/0003_prompts.sql");
 
 /// Longest id accepted for a business or a guard rule, in bytes.
 const MAX_ID_LEN: usize = 64;
@@ -197,7 +206,8 @@ impl Store {
     }
 
     /// Applies the embedded migrations for this backend (1 `init`: businesses, numbers, calls;
-    /// 2 `guards`: guard policy, call events, business guard rules) that are not applied yet.
+    /// 2 `guards`: guard policy, call events, business guard rules; 3 `prompts`: prompt versions,
+    /// experiments, the prompt version and variant of each call) that are not applied yet.
     /// Idempotent: running it on an up-to-date database changes nothing. Progress is recorded in
     /// sqlx's `_sqlx_migrations` table; on PostgreSQL an advisory lock keeps concurrent runs
     /// apart.
@@ -206,9 +216,9 @@ impl Store {
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (init, guards) = match self.backend {
-            Backend::Sqlite => (SQLITE_INIT, SQLITE_GUARDS),
-            Backend::Postgres => (POSTGRES_INIT, POSTGRES_GUARDS),
+        let (init, guards, prompts) = match self.backend {
+            Backend::Sqlite => (SQLITE_INIT, SQLITE_GUARDS, SQLITE_PROMPTS),
+            Backend::Postgres => (POSTGRES_INIT, POSTGRES_GUARDS, POSTGRES_PROMPTS),
         };
         let migration = |version, description, sql: &'static str| {
             Migration::new(
@@ -222,6 +232,7 @@ impl Store {
         let migrator = Migrator::with_migrations(vec![
             migration(1, "init", init),
             migration(2, "guards", guards),
+            migration(3, "prompts", prompts),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

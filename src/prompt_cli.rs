@@ -1,0 +1,265 @@
+//! `voxrelay prompt …`: prompt versions for operators (create, list, diff, promote, rollback,
+//! preview). Every body is validated on create and on promote.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use voxrelay::call::Direction;
+use voxrelay::prompt::diff::unified_diff;
+use voxrelay::prompt::validate::{BusinessInfo, Limits, Report, validate};
+use voxrelay::prompt::{BusinessLayer, PromptLibrary};
+use voxrelay::store::{Business, NewPromptVersion, PromptStatus, Store};
+
+/// `voxrelay prompt` subcommands.
+#[derive(Subcommand)]
+pub enum PromptCommand {
+    /// Create a draft version from a file (validated first).
+    Create {
+        /// Business id.
+        business: String,
+        /// inbound or outbound.
+        #[arg(long, default_value = "inbound")]
+        direction: Direction,
+        /// File with the business prompt body (may use {{ business.name }} and friends).
+        #[arg(long)]
+        file: PathBuf,
+        /// Who wrote it.
+        #[arg(long, default_value = "operator")]
+        author: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// List a business's versions, newest first.
+    List {
+        /// Business id.
+        business: String,
+        /// Only this direction.
+        #[arg(long)]
+        direction: Option<Direction>,
+    },
+    /// Unified diff of two versions.
+    Diff {
+        /// The older version id.
+        old: String,
+        /// The newer version id.
+        new: String,
+    },
+    /// Promote a version to staging or production (validated again first).
+    Promote {
+        /// Version id.
+        id: String,
+        /// staging or production.
+        #[arg(long, default_value = "production")]
+        to: PromptStatus,
+    },
+    /// Make an earlier version production again.
+    Rollback {
+        /// Business id.
+        business: String,
+        /// inbound or outbound.
+        #[arg(long, default_value = "inbound")]
+        direction: Direction,
+        /// The version id to bring back.
+        #[arg(long)]
+        to: String,
+    },
+    /// Show the built FULL and COMPACT prompts with token counts and the shared prefix.
+    Preview {
+        /// Business id.
+        business: String,
+        /// inbound or outbound.
+        #[arg(long, default_value = "inbound")]
+        direction: Direction,
+        /// Version id; default: the production version, else the business's own prompt.
+        #[arg(long)]
+        version: Option<String>,
+    },
+}
+
+fn info(business: &Business) -> BusinessInfo {
+    BusinessInfo {
+        id: business.id.clone(),
+        name: business.name.clone(),
+        language: business.language.clone(),
+        greeting: business.greeting_instructions.clone(),
+        hours: None,
+    }
+}
+
+fn print_report(report: &Report) {
+    for e in &report.errors {
+        println!("error: {e}");
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "FULL {} tokens, COMPACT {} tokens, prefix shared with other businesses {} tokens",
+        report.full_tokens, report.compact_tokens, report.shared_prefix_tokens
+    );
+}
+
+async fn business(store: &Store, id: &str) -> anyhow::Result<Business> {
+    store
+        .business(id)
+        .await?
+        .with_context(|| format!("no business with id {id:?}"))
+}
+
+/// Runs one `prompt` subcommand.
+pub async fn run(
+    store: &Store,
+    library: &PromptLibrary,
+    command: PromptCommand,
+) -> anyhow::Result<()> {
+    let limits = Limits::for_library(library);
+    match command {
+        PromptCommand::Create {
+            business: id,
+            direction,
+            file,
+            author,
+            note,
+        } => {
+            let business = business(store, &id).await?;
+            let body = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let report = validate(library, &body, &info(&business), direction, &limits);
+            print_report(&report);
+            if !report.is_ok() {
+                bail!("not created: the body has {} error(s)", report.errors.len());
+            }
+            let version = store
+                .create_prompt_version(&NewPromptVersion {
+                    business_id: business.id.clone(),
+                    direction,
+                    body,
+                    parent_version_id: store
+                        .production_version(&business.id, direction)
+                        .await?
+                        .map(|v| v.id),
+                    compact_tokens: Some(report.compact_tokens as i64),
+                    full_tokens: Some(report.full_tokens as i64),
+                    author,
+                    note,
+                })
+                .await?;
+            println!(
+                "created {} (version {}, draft)",
+                version.id, version.version
+            );
+        }
+        PromptCommand::List {
+            business,
+            direction,
+        } => {
+            for v in store.prompt_versions(&business, direction).await? {
+                println!(
+                    "{}\t{}\tv{}\t{}\tFULL {}\t{}\t{}",
+                    v.id,
+                    v.direction,
+                    v.version,
+                    v.status.as_str(),
+                    v.full_tokens.map_or("-".to_string(), |t| t.to_string()),
+                    v.author,
+                    v.note
+                );
+            }
+        }
+        PromptCommand::Diff { old, new } => {
+            let a = store
+                .prompt_version(&old)
+                .await?
+                .with_context(|| format!("no version {old}"))?;
+            let b = store
+                .prompt_version(&new)
+                .await?
+                .with_context(|| format!("no version {new}"))?;
+            print!(
+                "{}",
+                unified_diff(
+                    &a.body,
+                    &b.body,
+                    &format!("{} v{}", a.id, a.version),
+                    &format!("{} v{}", b.id, b.version)
+                )
+            );
+        }
+        PromptCommand::Promote { id, to } => {
+            let version = store
+                .prompt_version(&id)
+                .await?
+                .with_context(|| format!("no version {id}"))?;
+            let business = business(store, &version.business_id).await?;
+            let report = validate(
+                library,
+                &version.body,
+                &info(&business),
+                version.direction,
+                &limits,
+            );
+            print_report(&report);
+            if !report.is_ok() {
+                bail!(
+                    "not promoted: the body has {} error(s)",
+                    report.errors.len()
+                );
+            }
+            let promoted = store.promote(&id, to).await?;
+            println!(
+                "{} (v{}) is now {}",
+                promoted.id,
+                promoted.version,
+                promoted.status.as_str()
+            );
+        }
+        PromptCommand::Rollback {
+            business,
+            direction,
+            to,
+        } => {
+            let version = store.rollback(&business, direction, &to).await?;
+            println!("{} (v{}) is production again", version.id, version.version);
+        }
+        PromptCommand::Preview {
+            business: id,
+            direction,
+            version,
+        } => {
+            let business = business(store, &id).await?;
+            let body = match version {
+                Some(vid) => {
+                    store
+                        .prompt_version(&vid)
+                        .await?
+                        .with_context(|| format!("no version {vid}"))?
+                        .body
+                }
+                None => match store.production_version(&business.id, direction).await? {
+                    Some(v) => v.body,
+                    None => business.ai_prompt.clone(),
+                },
+            };
+            let report = validate(library, &body, &info(&business), direction, &limits);
+            print_report(&report);
+            let built = library.build(
+                &BusinessLayer {
+                    id: &business.id,
+                    name: &business.name,
+                    language: &business.language,
+                    text: &body,
+                    greeting: &business.greeting_instructions,
+                },
+                direction,
+            )?;
+            println!(
+                "\n===== FULL =====\n{}\n\n===== COMPACT =====\n{}",
+                built.full, built.compact
+            );
+        }
+    }
+    Ok(())
+}
