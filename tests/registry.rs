@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use voxrelay::call::Direction;
 use voxrelay::call::registry::{PendingCall, Registry};
-use voxrelay::call::setup::{CallSetup, open_upstream};
+use voxrelay::call::setup::{CallSetup, PromptSource, open_upstream};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
 use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::prompt::PromptLibrary;
@@ -55,7 +55,15 @@ fn setup() -> CallSetup {
         updated_at_ms: now_ms(),
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
-    CallSetup::build(&library, &config, &business, Direction::Inbound, sanitizer).expect("setup")
+    CallSetup::build(
+        &library,
+        &config,
+        &business,
+        Direction::Inbound,
+        sanitizer,
+        PromptSource::default(),
+    )
+    .expect("setup")
 }
 
 fn pending(url: String, setup: CallSetup) -> PendingCall {

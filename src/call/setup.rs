@@ -36,6 +36,21 @@ pub struct CallSetup {
     pub policy: GuardPolicy,
     /// The business's sanitizer (the built-in rules plus its own).
     pub sanitizer: Arc<Sanitizer>,
+    /// The prompt version the call runs (`None`: the business's own prompt text).
+    pub prompt_version_id: Option<String>,
+    /// `control` or `variant` when the call is part of a running experiment.
+    pub variant: Option<&'static str>,
+}
+
+/// Which business text a call uses.
+#[derive(Debug, Clone, Default)]
+pub struct PromptSource {
+    /// The rendered body of a prompt version; `None` uses the business's own prompt text.
+    pub body: Option<String>,
+    /// The version's id.
+    pub version_id: Option<String>,
+    /// The experiment arm, if any.
+    pub variant: Option<&'static str>,
 }
 
 impl CallSetup {
@@ -51,12 +66,14 @@ impl CallSetup {
         business: &Business,
         direction: Direction,
         sanitizer: Arc<Sanitizer>,
+        source: PromptSource,
     ) -> Result<CallSetup, PromptError> {
-        let text = match direction {
-            Direction::Outbound if !business.outbound_ai_prompt.trim().is_empty() => {
+        let text = match (&source.body, direction) {
+            (Some(body), _) => body,
+            (None, Direction::Outbound) if !business.outbound_ai_prompt.trim().is_empty() => {
                 &business.outbound_ai_prompt
             }
-            _ => &business.ai_prompt,
+            (None, _) => &business.ai_prompt,
         };
         let prompts = library.build(
             &BusinessLayer {
@@ -112,6 +129,8 @@ impl CallSetup {
             canary,
             policy,
             sanitizer,
+            prompt_version_id: source.version_id,
+            variant: source.variant,
         })
     }
 }

@@ -136,9 +136,19 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     };
     // Record the start beside the call, not before it: the greeting must not wait for the disk.
     let store = state.store.clone();
+    let prompt_version = setup.prompt_version_id.clone();
+    let variant = setup.variant;
     let recorded = tokio::spawn(async move {
         if let Err(e) = store.insert_call(&record).await {
             tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call start");
+            return;
+        }
+        if prompt_version.is_some()
+            && let Err(e) = store
+                .set_call_prompt(&record.call_sid, prompt_version.as_deref(), variant)
+                .await
+        {
+            tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call's prompt version");
         }
     });
 
@@ -199,7 +209,8 @@ async fn rebuild(
             return None;
         }
     };
-    let setup = match state.call_setup(&business, direction).await {
+    // The token does not carry the caller's number: an experiment assigns by the empty caller.
+    let setup = match state.call_setup(&business, direction, "").await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(call_sid, business_id, error = %e, "cannot set the call up");

@@ -21,10 +21,12 @@ use tokio::sync::mpsc;
 use crate::call::Direction;
 use crate::call::registry::Registry;
 use crate::call::session::SessionOptions;
-use crate::call::setup::CallSetup;
+use crate::call::setup::{CallSetup, PromptSource};
 use crate::config::{Config, Secrets};
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
 use crate::prompt::PromptLibrary;
+use crate::prompt::experiment::{self, Arm};
+use crate::prompt::template::{self, TemplateVars};
 use crate::realtime::UpstreamSettings;
 use crate::store::{Business, Store};
 use crate::telemetry::CallReport;
@@ -101,7 +103,9 @@ impl AppState {
         &self,
         business: &Business,
         direction: Direction,
+        caller: &str,
     ) -> Result<CallSetup, SetupError> {
+        let source = self.prompt_source(business, direction, caller).await?;
         let rules = self.store.guard_rules(&business.id).await?;
         let sanitizer = if rules.is_empty() {
             self.sanitizer.clone()
@@ -122,7 +126,60 @@ impl AppState {
             business,
             direction,
             sanitizer,
+            source,
         )?)
+    }
+
+    /// The business text of a call: the running experiment's arm for this caller, else the
+    /// production version, else the business's own prompt. A version body is rendered with the
+    /// call's variables. Read per call, so a promote takes effect with the next call and never
+    /// changes a call in progress.
+    async fn prompt_source(
+        &self,
+        business: &Business,
+        direction: Direction,
+        caller: &str,
+    ) -> Result<PromptSource, SetupError> {
+        let (version, variant) = match self
+            .store
+            .running_experiment(&business.id, direction)
+            .await?
+        {
+            Some(exp) => {
+                let arm = experiment::assign(&exp.id, caller, exp.traffic_percent);
+                let id = match arm {
+                    Arm::Control => &exp.control_version_id,
+                    Arm::Variant => &exp.variant_version_id,
+                };
+                (self.store.prompt_version(id).await?, Some(arm.as_str()))
+            }
+            None => (
+                self.store
+                    .production_version(&business.id, direction)
+                    .await?,
+                None,
+            ),
+        };
+        let Some(version) = version else {
+            return Ok(PromptSource::default());
+        };
+        let vars = TemplateVars {
+            business_name: business.name.clone(),
+            business_hours: None,
+            language: business.language.clone(),
+            caller: caller.to_string(),
+            direction,
+        };
+        let body = template::render(&version.body, &vars).map_err(|e| SetupError::Template {
+            business_id: business.id.clone(),
+            version_id: version.id.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(PromptSource {
+            body: Some(body),
+            version_id: Some(version.id),
+            variant,
+        })
     }
 }
 
@@ -158,6 +215,16 @@ pub enum SetupError {
     Rules {
         /// The business.
         business_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A prompt version does not render (validation should have caught it).
+    #[error("prompt version {version_id} of business {business_id}: {message}")]
+    Template {
+        /// The business.
+        business_id: String,
+        /// The version.
+        version_id: String,
         /// What is wrong.
         message: String,
     },

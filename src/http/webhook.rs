@@ -94,7 +94,11 @@ pub async fn voice(
         }
     };
 
-    let setup = match state.call_setup(&business, direction).await {
+    let caller = match direction {
+        Direction::Inbound => from.as_str(),
+        Direction::Outbound => to.as_str(),
+    };
+    let setup = match state.call_setup(&business, direction, caller).await {
         Ok(setup) => setup,
         Err(SetupError::Store(e)) => return Err(e.into()),
         Err(e) => {
@@ -108,6 +112,8 @@ pub async fn voice(
         business_id = %setup.business_id,
         direction = %direction,
         policy = ?setup.policy,
+        prompt_version = setup.prompt_version_id.as_deref().unwrap_or("business"),
+        variant = setup.variant.unwrap_or(""),
         compact_tokens = setup.prompts.compact_tokens,
         full_tokens = setup.prompts.full_tokens,
         "prompts built"

@@ -17,6 +17,7 @@
 //! o200k_base tokens, the encoding of the realtime models' family.
 
 pub mod diff;
+pub mod experiment;
 pub mod template;
 pub mod validate;
 
