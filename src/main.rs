@@ -65,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: prompt_cli::PromptCommand,
     },
+    /// Prompt experiments (A/B): create, start, stop, show.
+    Experiment {
+        #[command(subcommand)]
+        command: prompt_cli::ExperimentCommand,
+    },
     /// Guards.
     Guard {
         #[command(subcommand)]
@@ -308,6 +313,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Guard {
             command: GuardCommand::Scan { business },
         } => guard_scan(&cli.config, business).await,
+        Command::Experiment { command } => {
+            let store = open_store(&cli.config).await?;
+            prompt_cli::run_experiment(&store, command).await
+        }
         Command::Prompt { command } => {
             let config = load_config(&cli.config)?;
             let store = open_store(&cli.config).await?;

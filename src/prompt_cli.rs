@@ -263,3 +263,74 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// `voxrelay experiment` subcommands.
+#[derive(Subcommand)]
+pub enum ExperimentCommand {
+    /// Create a draft experiment splitting a business's calls between two versions.
+    Create {
+        /// Business id.
+        business: String,
+        /// inbound or outbound.
+        #[arg(long, default_value = "inbound")]
+        direction: Direction,
+        /// Version the rest of the calls get.
+        #[arg(long)]
+        control: String,
+        /// Version `--percent` of the calls get.
+        #[arg(long)]
+        variant: String,
+        /// Share of calls for the variant, 0–100.
+        #[arg(long, default_value_t = 50)]
+        percent: i64,
+    },
+    /// Start an experiment (one running per business and direction).
+    Start {
+        /// Experiment id.
+        id: String,
+    },
+    /// Stop an experiment.
+    Stop {
+        /// Experiment id.
+        id: String,
+    },
+    /// Show an experiment.
+    Show {
+        /// Experiment id.
+        id: String,
+    },
+}
+
+/// Runs one `experiment` subcommand.
+pub async fn run_experiment(store: &Store, command: ExperimentCommand) -> anyhow::Result<()> {
+    let experiment = match command {
+        ExperimentCommand::Create {
+            business,
+            direction,
+            control,
+            variant,
+            percent,
+        } => {
+            store
+                .create_experiment(&business, direction, &control, &variant, percent)
+                .await?
+        }
+        ExperimentCommand::Start { id } => store.start_experiment(&id).await?,
+        ExperimentCommand::Stop { id } => store.stop_experiment(&id).await?,
+        ExperimentCommand::Show { id } => store
+            .experiment(&id)
+            .await?
+            .with_context(|| format!("no experiment {id}"))?,
+    };
+    println!(
+        "{}\t{} {}\tcontrol {}\tvariant {} ({}%)\t{:?}",
+        experiment.id,
+        experiment.business_id,
+        experiment.direction,
+        experiment.control_version_id,
+        experiment.variant_version_id,
+        experiment.traffic_percent,
+        experiment.status
+    );
+    Ok(())
+}
