@@ -6,8 +6,8 @@
 //! type the file gives the key (integer, float, boolean or string). Every key must be present in
 //! the file: a missing, unknown or ill-typed key fails at start with the key and the file named.
 //!
-//! Secrets are never read from the file: `OPENAI_API_KEY`, `TWILIO_AUTH_TOKEN` and
-//! `VOXRELAY_SIGNING_KEY` come from the environment only.
+//! Secrets are never read from the file: `OPENAI_API_KEY`, `TWILIO_AUTH_TOKEN`,
+//! `VOXRELAY_SIGNING_KEY` and `VOXRELAY_ADMIN_TOKENS` come from the environment only.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -189,6 +189,67 @@ pub struct Secrets {
     pub twilio_auth_token: String,
     /// `VOXRELAY_SIGNING_KEY`: signs stream tokens and outbound webhook parameters.
     pub signing_key: Vec<u8>,
+    /// `VOXRELAY_ADMIN_TOKENS`: bearer tokens of the admin API with their roles, from
+    /// comma-separated `role:token` pairs. Empty (the variable unset) disables the API: every
+    /// request gets 401.
+    pub admin_tokens: Vec<(String, Role)>,
+}
+
+/// What an admin API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Reads and changes anything.
+    Admin,
+    /// Only reads (`GET`).
+    Viewer,
+}
+
+impl Role {
+    /// `"admin"` or `"viewer"`, as written in `VOXRELAY_ADMIN_TOKENS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// Environment variable with the admin API tokens.
+pub const ADMIN_TOKENS_VAR: &str = "VOXRELAY_ADMIN_TOKENS";
+
+/// Parses `VOXRELAY_ADMIN_TOKENS`: comma-separated `role:token` pairs, role `admin` or `viewer`,
+/// token not empty. Errors name the variable and the entry's position, never the token.
+fn parse_admin_tokens(raw: &str) -> Result<Vec<(String, Role)>, ConfigError> {
+    let bad = |message: String| ConfigError::Key {
+        file: format!("environment variable {ADMIN_TOKENS_VAR}"),
+        key: ADMIN_TOKENS_VAR.to_string(),
+        message,
+    };
+    let mut tokens = Vec::new();
+    for (index, entry) in raw.split(',').map(str::trim).enumerate() {
+        let n = index + 1;
+        if entry.is_empty() {
+            return Err(bad(format!("entry {n} is empty; expected role:token")));
+        }
+        let Some((role, token)) = entry.split_once(':') else {
+            return Err(bad(format!("entry {n} is not role:token")));
+        };
+        let role = match role.trim() {
+            "admin" => Role::Admin,
+            "viewer" => Role::Viewer,
+            _ => {
+                return Err(bad(format!(
+                    "entry {n} has an unknown role; expected admin or viewer"
+                )));
+            }
+        };
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(bad(format!("entry {n} has an empty token")));
+        }
+        tokens.push((token.to_string(), role));
+    }
+    Ok(tokens)
 }
 
 impl std::fmt::Debug for Secrets {
@@ -200,20 +261,31 @@ impl std::fmt::Debug for Secrets {
             )
             .field("twilio_auth_token", &"***")
             .field("signing_key", &"***")
+            .field(
+                "admin_tokens",
+                &self
+                    .admin_tokens
+                    .iter()
+                    .map(|(_, role)| role.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 /// Environment variables that are secrets, never config keys.
-const SECRET_VARS: [&str; 3] = [
+const SECRET_VARS: [&str; 4] = [
     "OPENAI_API_KEY",
     "TWILIO_AUTH_TOKEN",
     "VOXRELAY_SIGNING_KEY",
+    ADMIN_TOKENS_VAR,
 ];
 
 impl Secrets {
     /// Reads the secrets. `TWILIO_AUTH_TOKEN` and `VOXRELAY_SIGNING_KEY` (at least 16 bytes) are
     /// required; `OPENAI_API_KEY` is required unless `api_key_optional` (a local upstream).
+    /// `VOXRELAY_ADMIN_TOKENS` is optional (unset: no admin API tokens); malformed, it is an
+    /// error naming the variable.
     pub fn from_env(api_key_optional: bool) -> Result<Secrets, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok(), api_key_optional)
     }
@@ -246,10 +318,15 @@ impl Secrets {
                 why: "it is shorter than 16 bytes; use at least 16 random bytes",
             });
         }
+        let admin_tokens = match nonempty(ADMIN_TOKENS_VAR) {
+            Some(raw) => parse_admin_tokens(&raw)?,
+            None => Vec::new(),
+        };
         Ok(Secrets {
             openai_api_key,
             twilio_auth_token,
             signing_key: signing_key.into_bytes(),
+            admin_tokens,
         })
     }
 }
@@ -601,5 +678,41 @@ mod tests {
         .expect_err("short key")
         .to_string();
         assert!(err.contains("VOXRELAY_SIGNING_KEY"), "{err}");
+    }
+
+    #[test]
+    fn admin_tokens_come_from_the_environment_with_their_roles() {
+        let base = [
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXRELAY_SIGNING_KEY", "0123456789abcdef"),
+        ];
+        let unset = Secrets::from_lookup(env(&base), true).expect("ok");
+        assert!(unset.admin_tokens.is_empty());
+        let mut vars = base.to_vec();
+        vars.push((
+            "VOXRELAY_ADMIN_TOKENS",
+            "admin:adm-s3cr3t, viewer:view-s3cr3t",
+        ));
+        let set = Secrets::from_lookup(env(&vars), true).expect("ok");
+        assert_eq!(
+            set.admin_tokens,
+            vec![
+                ("adm-s3cr3t".to_string(), Role::Admin),
+                ("view-s3cr3t".to_string(), Role::Viewer)
+            ]
+        );
+        let printed = format!("{set:?}");
+        assert!(
+            !printed.contains("s3cr3t"),
+            "tokens are not printed: {printed}"
+        );
+        for bad in ["admin", "root:x", "viewer:", "admin:a,,viewer:b"] {
+            let mut vars = base.to_vec();
+            vars.push(("VOXRELAY_ADMIN_TOKENS", bad));
+            let err = Secrets::from_lookup(env(&vars), true)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("VOXRELAY_ADMIN_TOKENS"), "{bad}: {err}");
+        }
     }
 }

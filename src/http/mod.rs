@@ -4,6 +4,7 @@
 //! Handlers are thin: they extract, call into the domain modules, and map the result. Shared
 //! state goes through [`AppState`]; there are no globals.
 
+pub mod admin;
 pub mod media;
 pub mod webhook;
 
@@ -278,6 +279,7 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/voice", post(webhook::voice))
         .route("/twilio/media", get(media::stream))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(admin::router(state.clone()))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

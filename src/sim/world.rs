@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, DEFAULT_PATH, DEFAULT_TOML, Secrets};
+use crate::config::{Config, DEFAULT_PATH, DEFAULT_TOML, Role, Secrets};
 use crate::guard::sanitizer::Sanitizer;
 use crate::http::{self, AppState};
 use crate::prompt::PromptLibrary;
@@ -23,6 +23,10 @@ use crate::telemetry::CallReport;
 pub const SIM_TWILIO_AUTH_TOKEN: &str = "sim-twilio-auth-token";
 /// Signing key used by the simulated world.
 pub const SIM_SIGNING_KEY: &str = "sim-signing-key-0123456789abcdef";
+/// Admin API token with the `admin` role in the simulated world.
+pub const SIM_ADMIN_TOKEN: &str = "sim-admin-token";
+/// Admin API token with the `viewer` role in the simulated world.
+pub const SIM_VIEWER_TOKEN: &str = "sim-viewer-token";
 
 /// A change to the proxy's configuration, applied before it starts.
 pub type Configure = Box<dyn FnOnce(&mut Config) + Send>;
@@ -85,6 +89,10 @@ impl World {
             openai_api_key: None,
             twilio_auth_token: SIM_TWILIO_AUTH_TOKEN.into(),
             signing_key: SIM_SIGNING_KEY.as_bytes().to_vec(),
+            admin_tokens: vec![
+                (SIM_ADMIN_TOKEN.into(), Role::Admin),
+                (SIM_VIEWER_TOKEN.into(), Role::Viewer),
+            ],
         };
         let store = Store::connect(&config.database.url).await?;
         store.migrate().await?;

@@ -16,6 +16,7 @@
 //! [`redact`](crate::guard::redact::redact) before writing it.
 
 mod backend;
+mod calls_query;
 mod e164;
 mod model;
 mod prompts;

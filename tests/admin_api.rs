@@ -1,0 +1,611 @@
+//! The admin API over HTTP against the running router (the simulated world: the proxy on a
+//! loopback port), on SQLite and, when `VOXRELAY_TEST_POSTGRES_URL` is set (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`), on PostgreSQL in a schema of its own, dropped
+//! afterwards.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+
+use voxrelay::call::Direction;
+use voxrelay::http::admin::route_table;
+use voxrelay::sim::world::{SIM_ADMIN_TOKEN, SIM_VIEWER_TOKEN, World, WorldOptions};
+use voxrelay::store::{NewCall, NewCallEvent, NewPromptVersion};
+
+/// Environment variable with the URL of a PostgreSQL database the tests may create schemas in.
+const POSTGRES_URL_VAR: &str = "VOXRELAY_TEST_POSTGRES_URL";
+
+/// An admin API client for one world.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A response: status, and the body as JSON (`Null` when it is not JSON) and as text.
+struct Reply {
+    status: StatusCode,
+    json: Value,
+    text: String,
+}
+
+impl Api {
+    fn new(world: &World) -> Api {
+        Api {
+            base: format!("http://{}/api/v1", world.proxy_addr),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        accept: Option<&str>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, json, text }
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Method::GET, path, token, None, None).await
+    }
+
+    async fn admin_get(&self, path: &str) -> Reply {
+        self.get(path, Some(SIM_ADMIN_TOKEN)).await
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.send(Method::POST, path, token, Some(body), None).await
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) -> Reply {
+        self.post(path, Some(SIM_ADMIN_TOKEN), body).await
+    }
+
+    /// Creates a business (id `id`) with one number over the API.
+    async fn business(&self, id: &str, number: &str) {
+        let r = self
+            .admin_post(
+                "/businesses",
+                json!({"id": id, "name": "Bright Smile Dental", "greeting_instructions": "Hello."}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let r = self
+            .admin_post(
+                &format!("/businesses/{id}/numbers"),
+                json!({"number": number}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+
+    /// Creates an inbound draft over the API; returns its id.
+    async fn draft(&self, business: &str, body: &str) -> String {
+        let r = self
+            .admin_post(
+                &format!("/businesses/{business}/prompts"),
+                json!({"direction": "inbound", "body": body, "author": "ops", "note": "test"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.json["version"]["id"]
+            .as_str()
+            .expect("version id")
+            .to_string()
+    }
+
+    async fn promote(&self, id: &str, to: &str, token: &str) -> Reply {
+        self.post(
+            &format!("/prompts/{id}/promote"),
+            Some(token),
+            json!({"to": to}),
+        )
+        .await
+    }
+
+    /// The status of every version of `business`, by id.
+    async fn statuses(&self, business: &str) -> Vec<(String, String)> {
+        let r = self
+            .admin_get(&format!("/businesses/{business}/prompts?direction=inbound"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|v| {
+                (
+                    v["id"].as_str().expect("id").to_string(),
+                    v["status"].as_str().expect("status").to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn status_of(statuses: &[(String, String)], id: &str) -> String {
+    statuses
+        .iter()
+        .find(|(v, _)| v == id)
+        .map(|(_, s)| s.clone())
+        .unwrap_or_default()
+}
+
+// -------------------------------------------------------------------------------------------
+// Scenarios
+
+async fn no_token_is_401_a_viewer_reads_but_cannot_promote(api: Api, _world: &World) {
+    api.business("dental", "+15005550006").await;
+    let draft = api
+        .draft("dental", "Open {{ business.name }} at eight.")
+        .await;
+
+    for path in ["/businesses", "/businesses/dental", "/openapi.json"] {
+        let r = api.get(path, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: {}", r.text);
+        let r = api.get(path, Some("not-a-token")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}: {}", r.text);
+    }
+    let r = api.post("/businesses", None, json!({"name": "X"})).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let r = api.get("/businesses/dental", Some(SIM_VIEWER_TOKEN)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["business"]["id"], "dental");
+    assert_eq!(r.json["numbers"], json!(["+15005550006"]));
+    let r = api
+        .get(&format!("/prompts/{draft}"), Some(SIM_VIEWER_TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let r = api.promote(&draft, "production", SIM_VIEWER_TOKEN).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = api
+        .post("/businesses", Some(SIM_VIEWER_TOKEN), json!({"name": "X"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(status_of(&api.statuses("dental").await, &draft), "draft");
+}
+
+async fn draft_staging_production_and_rollback(api: Api, _world: &World) {
+    api.business("dental", "+15005550006").await;
+    let v1 = api
+        .draft("dental", "Open {{ business.name }} at eight.")
+        .await;
+
+    let r = api.promote(&v1, "staging", SIM_ADMIN_TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["version"]["status"], "staging");
+    let r = api.promote(&v1, "production", SIM_ADMIN_TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["version"]["status"], "production");
+
+    let v2 = api
+        .draft("dental", "Open {{ business.name }} at nine.")
+        .await;
+    let r = api.admin_get(&format!("/prompts/{v2}")).await;
+    assert_eq!(r.json["parent_version_id"], v1.as_str(), "{}", r.text);
+    let r = api.promote(&v2, "production", SIM_ADMIN_TOKEN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let statuses = api.statuses("dental").await;
+    assert_eq!(status_of(&statuses, &v1), "archived");
+    assert_eq!(status_of(&statuses, &v2), "production");
+
+    // Production cannot go back to staging.
+    let r = api.promote(&v2, "staging", SIM_ADMIN_TOKEN).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+
+    let r = api
+        .admin_post(
+            "/businesses/dental/prompts/rollback",
+            json!({"direction": "inbound", "to": v1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["id"], v1.as_str());
+    assert_eq!(r.json["status"], "production");
+    let statuses = api.statuses("dental").await;
+    assert_eq!(status_of(&statuses, &v1), "production");
+    assert_eq!(status_of(&statuses, &v2), "archived");
+
+    // The preview builds the production version, rendered.
+    let r = api
+        .admin_get("/businesses/dental/preview?direction=inbound")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let full = r.json["full"].as_str().expect("full");
+    assert!(
+        full.contains("Open Bright Smile Dental at eight."),
+        "{full}"
+    );
+    assert!(r.json["full_tokens"].as_u64().expect("tokens") > 0);
+    assert!(r.json["compact_tokens"].as_u64().expect("tokens") > 0);
+    assert!(r.json["shared_prefix_tokens"].as_u64().expect("tokens") > 0);
+    let r = api
+        .admin_get(&format!("/businesses/dental/preview?version={v2}"))
+        .await;
+    assert!(
+        r.json["full"].as_str().expect("full").contains("at nine."),
+        "{}",
+        r.text
+    );
+
+    let r = api.admin_get("/prompts/pv_missing").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = api.admin_get("/businesses/nobody").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+}
+
+async fn concurrent_promotes_leave_exactly_one_production(api: Api, _world: &World) {
+    api.business("dental", "+15005550006").await;
+    let mut drafts = Vec::new();
+    for n in 0..8 {
+        drafts.push(
+            api.draft(
+                "dental",
+                &format!("Version {n} of {{{{ business.name }}}}."),
+            )
+            .await,
+        );
+    }
+    let replies = futures_util::future::join_all(
+        drafts
+            .iter()
+            .map(|id| api.promote(id, "production", SIM_ADMIN_TOKEN)),
+    )
+    .await;
+    for r in &replies {
+        assert!(
+            r.status == StatusCode::OK || r.status == StatusCode::CONFLICT,
+            "{} {}",
+            r.status,
+            r.text
+        );
+    }
+    assert!(replies.iter().any(|r| r.status == StatusCode::OK));
+    let statuses = api.statuses("dental").await;
+    let production: Vec<_> = statuses.iter().filter(|(_, s)| s == "production").collect();
+    assert_eq!(production.len(), 1, "{statuses:?}");
+}
+
+async fn validation_rejects_each_bad_body_with_its_message(api: Api, world: &World) {
+    api.business("dental", "+15005550006").await;
+    let over_cap = "The clinic explains every treatment in plain words. ".repeat(600);
+    for (body, expected) in [
+        ("Hello {{ caller.secret_code }}.", "caller.secret_code"),
+        ("Hello ⟦BUSINESS:other⟧ there.", "layer marker"),
+        (over_cap.as_str(), "hard cap"),
+    ] {
+        let r = api
+            .admin_post(
+                "/businesses/dental/prompts",
+                json!({"direction": "inbound", "body": body}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        let problems = r.json["problems"].as_array().expect("problems");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.as_str().is_some_and(|p| p.contains(expected))),
+            "{expected}: {}",
+            r.text
+        );
+        assert!(
+            r.json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(expected)),
+            "{}",
+            r.text
+        );
+    }
+    assert!(api.statuses("dental").await.is_empty());
+
+    // A body stored behind validation's back is validated again on promote.
+    let stored = world
+        .store
+        .create_prompt_version(&NewPromptVersion {
+            business_id: "dental".into(),
+            direction: Direction::Inbound,
+            body: "Hello {{ caller.secret_code }}.".into(),
+            parent_version_id: None,
+            compact_tokens: None,
+            full_tokens: None,
+            author: "test".into(),
+            note: String::new(),
+        })
+        .await
+        .expect("stored");
+    let r = api.promote(&stored.id, "production", SIM_ADMIN_TOKEN).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("caller.secret_code"), "{}", r.text);
+    assert_eq!(
+        status_of(&api.statuses("dental").await, &stored.id),
+        "draft"
+    );
+
+    // A malformed request is a JSON 400.
+    let r = api
+        .admin_post(
+            "/businesses/dental/prompts",
+            json!({"body": "no direction"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.json["error"].is_string(), "{}", r.text);
+}
+
+async fn the_diff_of_two_versions_shows_the_changed_lines(api: Api, _world: &World) {
+    api.business("dental", "+15005550006").await;
+    let v1 = api
+        .draft(
+            "dental",
+            "Welcome to {{ business.name }}.\nWe open at eight.\nBye.\n",
+        )
+        .await;
+    let v2 = api
+        .draft(
+            "dental",
+            "Welcome to {{ business.name }}.\nWe open at nine.\nBye.\n",
+        )
+        .await;
+    let r = api.admin_get(&format!("/prompts/{v1}/diff/{v2}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.text.contains("\n-We open at eight.\n"), "{}", r.text);
+    assert!(r.text.contains("\n+We open at nine.\n"), "{}", r.text);
+    assert!(r.text.contains(" Bye.\n"), "{}", r.text);
+    let r = api
+        .send(
+            Method::GET,
+            &format!("/prompts/{v1}/diff/{v2}"),
+            Some(SIM_VIEWER_TOKEN),
+            None,
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let diff = r.json["diff"].as_str().expect("diff");
+    assert!(diff.contains("+We open at nine."), "{diff}");
+}
+
+async fn experiments_and_calls_are_served(api: Api, world: &World) {
+    api.business("dental", "+15005550006").await;
+    let control = api.draft("dental", "Control {{ business.name }}.").await;
+    let variant = api.draft("dental", "Variant {{ business.name }}.").await;
+    let r = api
+        .admin_post(
+            "/businesses/dental/experiments",
+            json!({"direction": "inbound", "control_version_id": control,
+                   "variant_version_id": variant, "traffic_percent": 50}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().expect("id").to_string();
+    let r = api
+        .admin_post(&format!("/experiments/{id}/start"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["status"], "running");
+    let r = api
+        .get(&format!("/experiments/{id}"), Some(SIM_VIEWER_TOKEN))
+        .await;
+    assert_eq!(r.json["status"], "running", "{}", r.text);
+    let r = api
+        .post(
+            &format!("/experiments/{id}/stop"),
+            Some(SIM_VIEWER_TOKEN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = api
+        .admin_post(&format!("/experiments/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(r.json["status"], "stopped", "{}", r.text);
+
+    let sid = "CA0123456789abcdef0123456789abcdef";
+    world
+        .store
+        .insert_call(&NewCall {
+            call_sid: sid.into(),
+            stream_sid: None,
+            business_id: "dental".into(),
+            direction: Direction::Inbound,
+            from_number: "+14155550100".into(),
+            to_number: "+15005550006".into(),
+            started_at_ms: 1,
+        })
+        .await
+        .expect("call");
+    world
+        .store
+        .set_call_prompt(sid, Some(&variant), Some("variant"))
+        .await
+        .expect("prompt");
+    world
+        .store
+        .insert_event(&NewCallEvent {
+            call_sid: sid.into(),
+            business_id: "dental".into(),
+            at_ms: 2,
+            kind: "injection".into(),
+            score: Some(0.9),
+            rules: vec!["ignore_previous".into()],
+            action: "blocked".into(),
+            detail: "ignore your instructions".into(),
+        })
+        .await
+        .expect("event");
+    let r = api
+        .get(&format!("/calls/{sid}"), Some(SIM_VIEWER_TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["call"]["call_sid"], sid);
+    assert_eq!(r.json["prompt_version_id"], variant.as_str());
+    assert_eq!(r.json["variant"], "variant");
+    assert_eq!(r.json["events"][0]["kind"], "injection", "{}", r.text);
+    let r = api
+        .get("/calls?business_id=dental&limit=10", Some(SIM_VIEWER_TOKEN))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json[0]["call_sid"], sid, "{}", r.text);
+    let r = api.admin_get("/calls?business_id=nobody").await;
+    assert_eq!(r.json, json!([]), "{}", r.text);
+    let r = api.admin_get("/calls").await;
+    assert_eq!(r.json.as_array().map(Vec::len), Some(1), "{}", r.text);
+    let r = api.admin_get("/calls/CAmissing").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+async fn the_openapi_document_describes_every_route(api: Api, _world: &World) {
+    let r = api.get("/openapi.json", Some(SIM_VIEWER_TOKEN)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.json["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('3')),
+        "{}",
+        r.text
+    );
+    let paths = r.json["paths"].as_object().expect("paths");
+    let routes = route_table();
+    assert!(routes.len() >= 19, "{routes:?}");
+    for (method, path) in &routes {
+        assert!(
+            paths
+                .get(*path)
+                .and_then(|item| item.get(method.to_ascii_lowercase()))
+                .is_some(),
+            "{method} {path} is routed but not in the OpenAPI document"
+        );
+    }
+    // And nothing is documented that is not routed.
+    for (path, item) in paths {
+        for method in item.as_object().expect("path item").keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                assert!(
+                    routes
+                        .iter()
+                        .any(|(m, p)| p == path && m.eq_ignore_ascii_case(method)),
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
+    }
+    assert!(
+        r.json["components"]["securitySchemes"]["bearer"].is_object(),
+        "{}",
+        r.text
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// Backends
+
+/// Starts a world on `database_url` (`None`: a SQLite file), runs `scenario` against its API,
+/// then stops it.
+async fn run_world<F>(database_url: Option<String>, scenario: F)
+where
+    F: AsyncFnOnce(Api, &World),
+{
+    let world = World::start(WorldOptions {
+        database_url,
+        ..WorldOptions::default()
+    })
+    .await
+    .expect("world starts");
+    let api = Api::new(&world);
+    scenario(api, &world).await;
+    world.stop().await;
+}
+
+/// Runs `test_body` with the URL of a fresh, empty PostgreSQL schema, then drops the schema (also
+/// when the body panics). Skips, saying so, when `VOXRELAY_TEST_POSTGRES_URL` is unset.
+async fn in_postgres_schema<F, Fut>(test: &str, test_body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(base_url) = std::env::var(POSTGRES_URL_VAR) else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped postgres::{test}: {POSTGRES_URL_VAR} is not set"
+        );
+        return;
+    };
+    let schema = format!("vr_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&base_url)
+        .await
+        .expect("connect to VOXRELAY_TEST_POSTGRES_URL");
+    admin
+        .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .expect("create test schema");
+    let separator = if base_url.contains('?') { '&' } else { '?' };
+    let url = format!("{base_url}{separator}options=-c%20search_path%3D{schema}");
+    let outcome = AssertUnwindSafe(test_body(url)).catch_unwind().await;
+    let dropped = admin
+        .execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .await;
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    dropped.expect("drop test schema");
+}
+
+/// One test per backend for each scenario, named after it.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    super::run_world(None, super::$scenario).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    super::in_postgres_schema(stringify!($scenario), |url| {
+                        super::run_world(Some(url), super::$scenario)
+                    })
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    no_token_is_401_a_viewer_reads_but_cannot_promote,
+    draft_staging_production_and_rollback,
+    concurrent_promotes_leave_exactly_one_production,
+    validation_rejects_each_bad_body_with_its_message,
+    the_diff_of_two_versions_shows_the_changed_lines,
+    experiments_and_calls_are_served,
+    the_openapi_document_describes_every_route,
+);
