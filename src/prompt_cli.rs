@@ -79,16 +79,6 @@ pub enum PromptCommand {
     },
 }
 
-fn info(business: &Business) -> BusinessInfo {
-    BusinessInfo {
-        id: business.id.clone(),
-        name: business.name.clone(),
-        language: business.language.clone(),
-        greeting: business.greeting_instructions.clone(),
-        hours: None,
-    }
-}
-
 fn print_report(report: &Report) {
     for e in &report.errors {
         println!("error: {e}");
@@ -127,7 +117,13 @@ pub async fn run(
             let business = business(store, &id).await?;
             let body = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let report = validate(library, &body, &info(&business), direction, &limits);
+            let report = validate(
+                library,
+                &body,
+                &BusinessInfo::from(&business),
+                direction,
+                &limits,
+            );
             print_report(&report);
             if !report.is_ok() {
                 bail!("not created: the body has {} error(s)", report.errors.len());
@@ -197,7 +193,7 @@ pub async fn run(
             let report = validate(
                 library,
                 &version.body,
-                &info(&business),
+                &BusinessInfo::from(&business),
                 version.direction,
                 &limits,
             );
@@ -243,7 +239,13 @@ pub async fn run(
                     None => business.ai_prompt.clone(),
                 },
             };
-            let report = validate(library, &body, &info(&business), direction, &limits);
+            let report = validate(
+                library,
+                &body,
+                &BusinessInfo::from(&business),
+                direction,
+                &limits,
+            );
             print_report(&report);
             let built = library.build(
                 &BusinessLayer {

@@ -503,16 +503,6 @@ async fn version(state: &AppState, id: &str) -> Result<PromptVersion, ApiError> 
         .ok_or_else(|| ApiError::NotFound(format!("prompt version {id:?}")))
 }
 
-fn info(business: &Business) -> BusinessInfo {
-    BusinessInfo {
-        id: business.id.clone(),
-        name: business.name.clone(),
-        language: business.language.clone(),
-        greeting: business.greeting_instructions.clone(),
-        hours: None,
-    }
-}
-
 /// Validates `body` as `business`'s `direction` prompt; an error when it is rejected.
 fn check(
     state: &AppState,
@@ -521,7 +511,13 @@ fn check(
     direction: Direction,
 ) -> Result<Report, ApiError> {
     let limits = Limits::for_library(&state.prompts);
-    let report = validate(&state.prompts, body, &info(business), direction, &limits);
+    let report = validate(
+        &state.prompts,
+        body,
+        &BusinessInfo::from(business),
+        direction,
+        &limits,
+    );
     if report.is_ok() {
         Ok(report)
     } else {

@@ -103,6 +103,19 @@ pub struct BusinessInfo {
     pub hours: Option<String>,
 }
 
+impl From<&crate::store::Business> for BusinessInfo {
+    /// What validation needs of a stored business (no hours are stored yet).
+    fn from(business: &crate::store::Business) -> Self {
+        BusinessInfo {
+            id: business.id.clone(),
+            name: business.name.clone(),
+            language: business.language.clone(),
+            greeting: business.greeting_instructions.clone(),
+            hours: None,
+        }
+    }
+}
+
 /// Something that rejects a body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
