@@ -3,21 +3,16 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), on PostgreSQL in a schema of its own, dropped
 //! afterwards.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-
-use futures_util::FutureExt as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use voxrelay::call::Direction;
 use voxrelay::http::admin::route_table;
 use voxrelay::sim::world::{SIM_ADMIN_TOKEN, SIM_VIEWER_TOKEN, World, WorldOptions};
 use voxrelay::store::{NewCall, NewCallEvent, NewPromptVersion};
 
-/// Environment variable with the URL of a PostgreSQL database the tests may create schemas in.
-const POSTGRES_URL_VAR: &str = "VOXRELAY_TEST_POSTGRES_URL";
+mod common;
+use common::in_postgres_schema;
 
 /// An admin API client for one world.
 struct Api {
@@ -537,42 +532,6 @@ where
     let api = Api::new(&world);
     scenario(api, &world).await;
     world.stop().await;
-}
-
-/// Runs `test_body` with the URL of a fresh, empty PostgreSQL schema, then drops the schema (also
-/// when the body panics). Skips, saying so, when `VOXRELAY_TEST_POSTGRES_URL` is unset.
-async fn in_postgres_schema<F, Fut>(test: &str, test_body: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let Ok(base_url) = std::env::var(POSTGRES_URL_VAR) else {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped postgres::{test}: {POSTGRES_URL_VAR} is not set"
-        );
-        return;
-    };
-    let schema = format!("vr_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&base_url)
-        .await
-        .expect("connect to VOXRELAY_TEST_POSTGRES_URL");
-    admin
-        .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .await
-        .expect("create test schema");
-    let separator = if base_url.contains('?') { '&' } else { '?' };
-    let url = format!("{base_url}{separator}options=-c%20search_path%3D{schema}");
-    let outcome = AssertUnwindSafe(test_body(url)).catch_unwind().await;
-    let dropped = admin
-        .execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .await;
-    let _ = admin.close().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-    dropped.expect("drop test schema");
 }
 
 /// One test per backend for each scenario, named after it.

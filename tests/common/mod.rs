@@ -1,0 +1,93 @@
+//! Helpers shared by the test binaries: a migrated store per backend, and a throw-away
+//! PostgreSQL schema per test.
+//!
+//! Each test binary includes this module and uses a part of it.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use voxrelay::store::{Backend, Store};
+
+/// Environment variable with the URL of a PostgreSQL database the tests may create schemas in.
+pub const POSTGRES_URL_VAR: &str = "VOXRELAY_TEST_POSTGRES_URL";
+
+/// Runs `scenario` on a migrated in-memory SQLite store.
+pub async fn on_sqlite<F, Fut>(scenario: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let store = Store::connect("sqlite::memory:")
+        .await
+        .expect("open in-memory SQLite");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.migrate().await.expect("migrate SQLite");
+    scenario(store.clone()).await;
+    store.close().await;
+}
+
+/// Runs `scenario` on a migrated PostgreSQL store in a schema of its own, then drops the schema
+/// (also when the scenario panics). Skips, saying so, when `VOXRELAY_TEST_POSTGRES_URL` is unset.
+pub async fn on_postgres<F, Fut>(test: &str, scenario: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    in_postgres_schema(test, |url| async move {
+        let store = Store::connect(&url).await.expect("open PostgreSQL store");
+        assert_eq!(store.backend(), Backend::Postgres);
+        store.migrate().await.expect("migrate PostgreSQL");
+        scenario(store.clone()).await;
+        store.close().await;
+    })
+    .await;
+}
+
+/// Runs `test_body` with the URL of a fresh, empty PostgreSQL schema, then drops the schema (also
+/// when the body panics). Skips, saying so, when `VOXRELAY_TEST_POSTGRES_URL` is unset.
+pub async fn in_postgres_schema<F, Fut>(test: &str, test_body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Ok(base_url) = std::env::var(POSTGRES_URL_VAR) else {
+        // Written to the stderr handle, not with eprintln!, so the test harness does not
+        // capture it: whoever runs the suite sees which tests did not run.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped postgres::{test}: {POSTGRES_URL_VAR} is not set"
+        );
+        return;
+    };
+    let schema = format!("vr_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&base_url)
+        .await
+        .expect("connect to VOXRELAY_TEST_POSTGRES_URL");
+    admin
+        .execute(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .await
+        .expect("create test schema");
+
+    let outcome = AssertUnwindSafe(test_body(with_search_path(&base_url, &schema)))
+        .catch_unwind()
+        .await;
+
+    let dropped = admin
+        .execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .await;
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    dropped.expect("drop test schema");
+}
+
+/// `base_url` with every connection's `search_path` set to `schema` (libpq `options` parameter).
+pub fn with_search_path(base_url: &str, schema: &str) -> String {
+    let separator = if base_url.contains('?') { '&' } else { '?' };
+    format!("{base_url}{separator}options=-c%20search_path%3D{schema}")
+}
