@@ -14,8 +14,8 @@ use sqlx::{AnyConnection, Connection, SqlSafeStr};
 use voxrelay::call::Direction;
 use voxrelay::guard::redact::contains_card_number;
 use voxrelay::store::{
-    Business, BusinessRule, CallEnd, CallEvent, CallRecord, NewBusiness, NewCall, NewCallEvent,
-    Store, StoreError, now_ms,
+    Business, BusinessRule, CallEnd, CallEvent, CallRecord, CallSummary, NewBusiness, NewCall,
+    NewCallEvent, Store, StoreError, now_ms,
 };
 
 mod common;
@@ -91,6 +91,8 @@ fn full_business(id: &str) -> NewBusiness {
         outbound_ai_prompt: "You call patients to confirm appointments.".to_string(),
         greeting_instructions: "Say: \"Acme Dental, how can I help?\"".to_string(),
         guard_policy: "gate".to_string(),
+        hours: "Mon–Fri 9–5".to_string(),
+        required_sections: vec!["Hours".to_string(), "Parking".to_string()],
     }
 }
 
@@ -147,6 +149,8 @@ async fn a_business_round_trips_all_its_fields(store: Store) {
     assert_eq!(added.outbound_ai_prompt, expected.outbound_ai_prompt);
     assert_eq!(added.greeting_instructions, expected.greeting_instructions);
     assert_eq!(added.guard_policy, "gate");
+    assert_eq!(added.hours, "Mon–Fri 9–5");
+    assert_eq!(added.required_sections, ["Hours", "Parking"]);
     assert!(
         (start..=end).contains(&added.created_at_ms),
         "created_at_ms {} not within {start}..={end}",
@@ -325,6 +329,10 @@ async fn a_call_is_inserted_finished_and_read_back(store: Store) {
             ended_at_ms: None,
             greeting_latency_ms: None,
             end_reason: None,
+            summary: None,
+            prompt_version_id: None,
+            experiment_id: None,
+            variant: None,
         })
     );
 
@@ -332,6 +340,17 @@ async fn a_call_is_inserted_finished_and_read_back(store: Store) {
         ended_at_ms: 1_767_225_754_321,
         greeting_latency_ms: Some(412),
         end_reason: Some("twilio_stop".to_string()),
+        summary: CallSummary {
+            turns: 4,
+            turn_p50_ms: Some(301),
+            turn_max_ms: Some(512),
+            barge_ins: 2,
+            frames_dropped: 1,
+            upstream_errors: 3,
+            total_tokens: 4_812,
+            echo_events: 1,
+            guard_blocks: 1,
+        },
     };
     store.finish_call(&call.call_sid, &end).await.unwrap();
 
@@ -342,6 +361,7 @@ async fn a_call_is_inserted_finished_and_read_back(store: Store) {
     assert_eq!(finished.started_at_ms, 1_767_225_600_000);
     assert_eq!(finished.direction, Direction::Outbound);
     assert_eq!(finished.stream_sid, call.stream_sid);
+    assert_eq!(finished.summary.as_ref(), Some(&end.summary));
 }
 
 async fn a_call_that_never_greeted_keeps_no_latency(store: Store) {
@@ -354,6 +374,7 @@ async fn a_call_that_never_greeted_keeps_no_latency(store: Store) {
         ended_at_ms: call.started_at_ms + 900,
         greeting_latency_ms: None,
         end_reason: Some("upstream_error".to_string()),
+        summary: CallSummary::default(),
     };
     store.finish_call(&call.call_sid, &end).await.unwrap();
 
@@ -397,6 +418,7 @@ async fn finishing_an_unknown_call_is_not_found(store: Store) {
         ended_at_ms: now_ms(),
         greeting_latency_ms: Some(300),
         end_reason: Some("twilio_stop".to_string()),
+        summary: CallSummary::default(),
     };
     match store
         .finish_call("CA0000000000000000000000000000dead", &end)
@@ -962,6 +984,8 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
     let legacy = store.business("legacy").await.unwrap().expect("business");
     assert_eq!(legacy.guard_policy, "monitor");
     assert_eq!(legacy.name, "Legacy Dental");
+    assert_eq!(legacy.hours, "");
+    assert!(legacy.required_sections.is_empty());
     store.set_guard_policy("legacy", "flag").await.unwrap();
     store.close().await;
 
@@ -971,7 +995,7 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3], "every migration applied");
+    assert_eq!(versions, [1, 2, 3, 4], "every migration applied");
     let rejected = sqlx::query(
         "INSERT INTO businesses (id, name, guard_policy, created_at_ms, updated_at_ms) \
          VALUES ('bad', 'Bad', 'block', 1, 1)",

@@ -739,7 +739,7 @@ async fn a_call_records_its_prompt_version_and_variant(store: Store) {
     );
 
     store
-        .set_call_prompt("CA_prompt", Some(&version.id), Some("variant"))
+        .set_call_prompt("CA_prompt", Some(&version.id), Some(("exp_1", "variant")))
         .await
         .unwrap();
     assert_eq!(
@@ -799,7 +799,7 @@ async fn the_database_refuses_a_second_production_or_running_row(url: String) {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 
     let second = sqlx::query("UPDATE prompt_versions SET status = 'production' WHERE id = $1")
         .bind(&v2.id)

@@ -15,6 +15,7 @@ use crate::call::Direction;
 use crate::call::session::{self, SessionStart};
 use crate::call::setup::{CallSetup, open_upstream};
 use crate::http::AppState;
+use crate::prompt::experiment::Arm;
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::{self, CallEnd, NewCall};
 use crate::twilio::media::{self as tw, Inbound, Start};
@@ -104,14 +105,16 @@ async fn handle(state: AppState, mut socket: WebSocket) {
             };
             Some((pending.setup, upstream, true, pending.from, pending.to))
         }
-        None => rebuild(
-            &state,
-            &claims.business_id,
-            claims.direction,
-            &start.call_sid,
-        )
-        .await
-        .map(|(setup, upstream)| (setup, upstream, false, String::new(), String::new())),
+        None => rebuild(&state, &claims, &start.call_sid)
+            .await
+            .map(|(setup, upstream)| {
+                // The token carries the customer's number only; the other side stays unknown.
+                let (from, to) = match claims.direction {
+                    Direction::Inbound => (claims.caller.clone(), String::new()),
+                    Direction::Outbound => (String::new(), claims.caller.clone()),
+                };
+                (setup, upstream, false, from, to)
+            }),
     };
     let Some((setup, upstream, prewarmed, from, to)) = prepared else {
         close_with(socket, close_code::ERROR, "unknown business").await;
@@ -137,15 +140,16 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     // Record the start beside the call, not before it: the greeting must not wait for the disk.
     let store = state.store.clone();
     let prompt_version = setup.prompt_version_id.clone();
-    let variant = setup.variant;
+    let experiment = setup.experiment.clone();
     let recorded = tokio::spawn(async move {
         if let Err(e) = store.insert_call(&record).await {
             tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call start");
             return;
         }
+        let experiment = experiment.as_ref().map(|(id, arm)| (id.as_str(), *arm));
         if prompt_version.is_some()
             && let Err(e) = store
-                .set_call_prompt(&record.call_sid, prompt_version.as_deref(), variant)
+                .set_call_prompt(&record.call_sid, prompt_version.as_deref(), experiment)
                 .await
         {
             tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call's prompt version");
@@ -171,6 +175,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         ended_at_ms: store::now_ms(),
         greeting_latency_ms: report.greeting_latency_ms.map(|ms| ms.round() as i64),
         end_reason: Some(report.end_reason.clone()),
+        summary: report.summary(),
     };
     if let Err(e) = state.store.finish_call(&report.call_sid, &end).await {
         tracing::error!(call_sid = %report.call_sid, error = %e, "cannot record the call end");
@@ -184,16 +189,17 @@ async fn handle(state: AppState, mut socket: WebSocket) {
 }
 
 /// Another instance took the webhook (or this one restarted): build the call again from the
-/// database, with the business and direction the signed token vouches for.
+/// database, with the business, direction, caller and prompt version the signed token vouches
+/// for, so the call runs what the webhook chose.
 async fn rebuild(
     state: &AppState,
-    business_id: &str,
-    direction: Direction,
+    claims: &token::CallToken,
     call_sid: &str,
 ) -> Option<(
     CallSetup,
     Result<UpstreamSocket, crate::realtime::UpstreamError>,
 )> {
+    let business_id = claims.business_id.as_str();
     let business = match state.store.business(business_id).await {
         Ok(Some(b)) => b,
         Ok(None) => {
@@ -209,15 +215,33 @@ async fn rebuild(
             return None;
         }
     };
-    // The token does not carry the caller's number: an experiment assigns by the empty caller.
-    let setup = match state.call_setup(&business, direction, "").await {
+    let experiment = claims.experiment.as_ref().map(|(id, arm)| {
+        let arm = if arm == Arm::Variant.as_str() {
+            Arm::Variant
+        } else {
+            Arm::Control
+        };
+        (id.clone(), arm.as_str())
+    });
+    let setup = match state
+        .call_setup_chosen(
+            &business,
+            claims.direction,
+            &claims.caller,
+            claims.prompt_version_id.as_deref(),
+            experiment,
+        )
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(call_sid, business_id, error = %e, "cannot set the call up");
             return None;
         }
     };
-    tracing::info!(call_sid, business_id, %direction, "call not pending here; rebuilt from the database");
+    tracing::info!(call_sid, business_id, direction = %claims.direction,
+        prompt_version = setup.prompt_version_id.as_deref().unwrap_or("business"),
+        "call not pending here; rebuilt from the database");
     let upstream = open_upstream(&state.upstream, &setup.session).await;
     Some((setup, upstream))
 }

@@ -1,6 +1,6 @@
 //! Listing recorded calls, for the admin API.
 
-use super::{CallRecord, Store, StoreError, call_from_row};
+use super::{CALL_COLUMNS, CallRecord, Store, StoreError, call_from_row};
 
 /// The most calls [`Store::list_calls`] returns at once.
 const MAX_CALLS_LISTED: i64 = 500;
@@ -18,16 +18,15 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<CallRecord>, StoreError> {
         let limit = limit.clamp(1, MAX_CALLS_LISTED);
-        let rows = sqlx::query(
-            "SELECT call_sid, stream_sid, business_id, direction, from_number, to_number, \
-             started_at_ms, ended_at_ms, greeting_latency_ms, end_reason \
-             FROM calls WHERE ($1 IS NULL OR business_id = $1) \
-             ORDER BY started_at_ms DESC, call_sid LIMIT $2",
-        )
-        .bind(business_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE ($1 IS NULL OR business_id = $1) \
+             ORDER BY started_at_ms DESC, call_sid LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(business_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(call_from_row)

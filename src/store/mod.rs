@@ -16,6 +16,7 @@
 //! [`redact`](crate::guard::redact::redact) before writing it.
 
 mod backend;
+mod business_admin;
 mod calls_query;
 mod e164;
 mod model;
@@ -36,8 +37,9 @@ use crate::guard::redact::redact;
 pub use backend::Backend;
 pub use e164::normalize_e164;
 pub use model::{
-    Business, BusinessRule, CallEnd, CallEvent, CallRecord, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE,
-    DEFAULT_VOICE, GUARD_POLICIES, NewBusiness, NewCall, NewCallEvent,
+    Business, BusinessRule, BusinessUpdate, CallEnd, CallEvent, CallRecord, CallSummary,
+    DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, ExperimentCall, GUARD_POLICIES,
+    NewBusiness, NewCall, NewCallEvent,
 };
 pub use prompts::{
     Experiment, ExperimentStatus, NewPromptVersion, PromptStatus, PromptVersion,
@@ -56,6 +58,23 @@ const POSTGRES_GUARDS: &str = include_str!("../../migrations/postgres/0002_guard
 const SQLITE_PROMPTS: &str = include_str!("../../migrations/sqlite/0003_prompts.sql");
 /// PostgreSQL migration 3: prompt versions, experiments, the prompt a call ran.
 const POSTGRES_PROMPTS: &str = include_str!("../../migrations/postgres/0003_prompts.sql");
+/// SQLite migration 4: business hours and required sections, call experiment and summary.
+const SQLITE_SUMMARIES: &str = include_str!("../../migrations/sqlite/0004_summaries.sql");
+/// PostgreSQL migration 4: business hours and required sections, call experiment and summary.
+const POSTGRES_SUMMARIES: &str = include_str!("../../migrations/postgres/0004_summaries.sql");
+
+/// The `businesses` columns, as every query selects them.
+const BUSINESS_COLUMNS: &str = "id, name, language, voice, ai_prompt, outbound_ai_prompt, \
+     greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms";
+
+/// The `calls` columns, as every query selects them.
+pub(crate) const CALL_COLUMNS: &str = "call_sid, stream_sid, business_id, direction, \
+     from_number, to_number, started_at_ms, ended_at_ms, greeting_latency_ms, end_reason, turns, \
+     turn_p50_ms, turn_max_ms, barge_ins, frames_dropped, upstream_errors, total_tokens, \
+     echo_events, guard_blocks, prompt_version_id, experiment_id, variant";
+
+/// Separates names in the `businesses.required_sections` column.
+const SECTION_SEPARATOR: char = '\n';
 
 /// Longest id accepted for a business or a guard rule, in bytes.
 const MAX_ID_LEN: usize = 64;
@@ -208,7 +227,8 @@ impl Store {
 
     /// Applies the embedded migrations for this backend (1 `init`: businesses, numbers, calls;
     /// 2 `guards`: guard policy, call events, business guard rules; 3 `prompts`: prompt versions,
-    /// experiments, the prompt version and variant of each call) that are not applied yet.
+    /// experiments, the prompt version and variant of each call; 4 `summaries`: business hours
+    /// and required sections, each call's experiment and summary) that are not applied yet.
     /// Idempotent: running it on an up-to-date database changes nothing. Progress is recorded in
     /// sqlx's `_sqlx_migrations` table; on PostgreSQL an advisory lock keeps concurrent runs
     /// apart.
@@ -217,9 +237,14 @@ impl Store {
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (init, guards, prompts) = match self.backend {
-            Backend::Sqlite => (SQLITE_INIT, SQLITE_GUARDS, SQLITE_PROMPTS),
-            Backend::Postgres => (POSTGRES_INIT, POSTGRES_GUARDS, POSTGRES_PROMPTS),
+        let (init, guards, prompts, summaries) = match self.backend {
+            Backend::Sqlite => (SQLITE_INIT, SQLITE_GUARDS, SQLITE_PROMPTS, SQLITE_SUMMARIES),
+            Backend::Postgres => (
+                POSTGRES_INIT,
+                POSTGRES_GUARDS,
+                POSTGRES_PROMPTS,
+                POSTGRES_SUMMARIES,
+            ),
         };
         let migration = |version, description, sql: &'static str| {
             Migration::new(
@@ -234,6 +259,7 @@ impl Store {
             migration(1, "init", init),
             migration(2, "guards", guards),
             migration(3, "prompts", prompts),
+            migration(4, "summaries", summaries),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -243,8 +269,8 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for an empty name, language or voice, a guard policy other than
-    /// `monitor`, `gate` or `flag`, or a malformed id (see [`NewBusiness::id`]);
-    /// [`StoreError::Conflict`] if the id is taken.
+    /// `monitor`, `gate` or `flag`, a required section that is empty or spans lines, or a
+    /// malformed id (see [`NewBusiness::id`]); [`StoreError::Conflict`] if the id is taken.
     pub async fn add_business(&self, new: &NewBusiness) -> Result<Business, StoreError> {
         let id = match &new.id {
             Some(id) => {
@@ -257,6 +283,7 @@ impl Store {
         require_non_empty("business language", &new.language)?;
         require_non_empty("business voice", &new.voice)?;
         let guard_policy = validate_guard_policy(&new.guard_policy)?;
+        let required_sections = validate_sections(&new.required_sections)?;
 
         let now = now_ms();
         let business = Business {
@@ -268,32 +295,36 @@ impl Store {
             outbound_ai_prompt: new.outbound_ai_prompt.clone(),
             greeting_instructions: new.greeting_instructions.clone(),
             guard_policy: guard_policy.to_string(),
+            hours: new.hours.trim().to_string(),
+            required_sections,
             created_at_ms: now,
             updated_at_ms: now,
         };
-        sqlx::query(
-            "INSERT INTO businesses (id, name, language, voice, ai_prompt, outbound_ai_prompt, \
-             greeting_instructions, guard_policy, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&business.id)
-        .bind(&business.name)
-        .bind(&business.language)
-        .bind(&business.voice)
-        .bind(&business.ai_prompt)
-        .bind(&business.outbound_ai_prompt)
-        .bind(&business.greeting_instructions)
-        .bind(&business.guard_policy)
-        .bind(business.created_at_ms)
-        .bind(business.updated_at_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
-            Some(ErrorKind::UniqueViolation) => {
-                StoreError::Conflict(format!("business id {:?} already exists", business.id))
-            }
-            _ => StoreError::Query(e),
-        })?;
+        let sql = format!(
+            "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&business.id)
+            .bind(&business.name)
+            .bind(&business.language)
+            .bind(&business.voice)
+            .bind(&business.ai_prompt)
+            .bind(&business.outbound_ai_prompt)
+            .bind(&business.greeting_instructions)
+            .bind(&business.guard_policy)
+            .bind(&business.hours)
+            .bind(join_sections(&business.required_sections))
+            .bind(business.created_at_ms)
+            .bind(business.updated_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+                Some(ErrorKind::UniqueViolation) => {
+                    StoreError::Conflict(format!("business id {:?} already exists", business.id))
+                }
+                _ => StoreError::Query(e),
+            })?;
         Ok(business)
     }
 
@@ -302,14 +333,11 @@ impl Store {
     /// # Errors
     /// [`StoreError::Query`] if the database fails.
     pub async fn business(&self, id: &str) -> Result<Option<Business>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, language, voice, ai_prompt, outbound_ai_prompt, \
-             greeting_instructions, guard_policy, created_at_ms, updated_at_ms \
-             FROM businesses WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("SELECT {BUSINESS_COLUMNS} FROM businesses WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(business_from_row).transpose()?)
     }
 
@@ -318,13 +346,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::Query`] if the database fails.
     pub async fn list_businesses(&self) -> Result<Vec<Business>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, language, voice, ai_prompt, outbound_ai_prompt, \
-             greeting_instructions, guard_policy, created_at_ms, updated_at_ms \
-             FROM businesses ORDER BY created_at_ms, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!("SELECT {BUSINESS_COLUMNS} FROM businesses ORDER BY created_at_ms, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(business_from_row)
@@ -364,15 +389,14 @@ impl Store {
     /// [`StoreError::Invalid`] for a malformed number; [`StoreError::Query`] if the database fails.
     pub async fn business_for_number(&self, e164: &str) -> Result<Option<Business>, StoreError> {
         let number = normalize_e164(e164)?;
-        let row = sqlx::query(
-            "SELECT b.id, b.name, b.language, b.voice, b.ai_prompt, b.outbound_ai_prompt, \
-             b.greeting_instructions, b.guard_policy, b.created_at_ms, b.updated_at_ms \
-             FROM phone_numbers p JOIN businesses b ON b.id = p.business_id \
-             WHERE p.e164 = $1",
-        )
-        .bind(&number)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT {BUSINESS_COLUMNS} FROM businesses \
+             WHERE id = (SELECT business_id FROM phone_numbers WHERE e164 = $1)"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&number)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(business_from_row).transpose()?)
     }
 
@@ -424,25 +448,50 @@ impl Store {
         Ok(())
     }
 
-    /// Records how a call ended: its end time, greeting latency and end reason. Finishing a call
-    /// twice overwrites the first end.
+    /// Records how a call ended: its end time, greeting latency, end reason and summary.
+    /// Finishing a call twice overwrites the first end.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for a negative end time or greeting latency;
-    /// [`StoreError::NotFound`] if no call has this CallSid.
+    /// [`StoreError::Invalid`] for a negative end time, latency or count (the message names
+    /// the field); [`StoreError::NotFound`] if no call has this CallSid.
     pub async fn finish_call(&self, call_sid: &str, end: &CallEnd) -> Result<(), StoreError> {
         require_non_negative("ended_at_ms", end.ended_at_ms)?;
-        if let Some(latency) = end.greeting_latency_ms {
-            require_non_negative("greeting_latency_ms", latency)?;
+        let s = &end.summary;
+        for (field, value) in [
+            ("greeting_latency_ms", end.greeting_latency_ms),
+            ("turn_p50_ms", s.turn_p50_ms),
+            ("turn_max_ms", s.turn_max_ms),
+            ("turns", Some(s.turns)),
+            ("barge_ins", Some(s.barge_ins)),
+            ("frames_dropped", Some(s.frames_dropped)),
+            ("upstream_errors", Some(s.upstream_errors)),
+            ("total_tokens", Some(s.total_tokens)),
+            ("echo_events", Some(s.echo_events)),
+            ("guard_blocks", Some(s.guard_blocks)),
+        ] {
+            if let Some(value) = value {
+                require_non_negative(field, value)?;
+            }
         }
         let result = sqlx::query(
-            "UPDATE calls SET ended_at_ms = $2, greeting_latency_ms = $3, end_reason = $4 \
-             WHERE call_sid = $1",
+            "UPDATE calls SET ended_at_ms = $2, greeting_latency_ms = $3, end_reason = $4, \
+             turns = $5, turn_p50_ms = $6, turn_max_ms = $7, barge_ins = $8, \
+             frames_dropped = $9, upstream_errors = $10, total_tokens = $11, echo_events = $12, \
+             guard_blocks = $13 WHERE call_sid = $1",
         )
         .bind(call_sid)
         .bind(end.ended_at_ms)
         .bind(end.greeting_latency_ms)
         .bind(end.end_reason.as_deref())
+        .bind(s.turns)
+        .bind(s.turn_p50_ms)
+        .bind(s.turn_max_ms)
+        .bind(s.barge_ins)
+        .bind(s.frames_dropped)
+        .bind(s.upstream_errors)
+        .bind(s.total_tokens)
+        .bind(s.echo_events)
+        .bind(s.guard_blocks)
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {
@@ -457,14 +506,11 @@ impl Store {
     /// [`StoreError::Query`] if the database fails or the stored direction is not
     /// `inbound`/`outbound`.
     pub async fn call(&self, call_sid: &str) -> Result<Option<CallRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT call_sid, stream_sid, business_id, direction, from_number, to_number, \
-             started_at_ms, ended_at_ms, greeting_latency_ms, end_reason \
-             FROM calls WHERE call_sid = $1",
-        )
-        .bind(call_sid)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_sid = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(call_sid)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(call_from_row).transpose()?)
     }
 
@@ -681,6 +727,23 @@ fn validate_guard_policy(policy: &str) -> Result<&'static str, StoreError> {
         })
 }
 
+/// The required section names, trimmed; each must be non-empty and on one line.
+fn validate_sections(sections: &[String]) -> Result<Vec<String>, StoreError> {
+    sections
+        .iter()
+        .map(|name| {
+            let trimmed = name.trim();
+            if trimmed.is_empty() || trimmed.contains(['\n', '\r']) {
+                Err(StoreError::Invalid(format!(
+                    "required section {name:?}: a name must be one non-empty line"
+                )))
+            } else {
+                Ok(trimmed.to_string())
+            }
+        })
+        .collect()
+}
+
 /// Checks a business rule before it is written; messages name the rule.
 fn validate_rule(rule: &BusinessRule) -> Result<(), StoreError> {
     validate_id("guard rule id", &rule.rule_id)?;
@@ -708,6 +771,11 @@ fn validate_rule(rule: &BusinessRule) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// The required sections as stored: one name a line.
+fn join_sections(sections: &[String]) -> String {
+    sections.join(&SECTION_SEPARATOR.to_string())
 }
 
 fn require_non_empty(field: &str, value: &str) -> Result<(), StoreError> {
@@ -739,6 +807,14 @@ fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
         outbound_ai_prompt: row.try_get("outbound_ai_prompt")?,
         greeting_instructions: row.try_get("greeting_instructions")?,
         guard_policy: row.try_get("guard_policy")?,
+        hours: row.try_get("hours")?,
+        required_sections: {
+            let text: String = row.try_get("required_sections")?;
+            text.split(SECTION_SEPARATOR)
+                .filter(|name| !name.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        },
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
     })
@@ -798,7 +874,32 @@ fn call_from_row(row: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         ended_at_ms: row.try_get("ended_at_ms")?,
         greeting_latency_ms: row.try_get("greeting_latency_ms")?,
         end_reason: row.try_get("end_reason")?,
+        summary: summary_from_row(row)?,
+        prompt_version_id: row.try_get("prompt_version_id")?,
+        experiment_id: row.try_get("experiment_id")?,
+        variant: row.try_get("variant")?,
     })
+}
+
+/// The summary columns of a `calls` row; `None` while the call has none (`turns` is NULL).
+fn summary_from_row(row: &AnyRow) -> Result<Option<CallSummary>, sqlx::Error> {
+    let Some(turns) = row.try_get::<Option<i64>, _>("turns")? else {
+        return Ok(None);
+    };
+    let count = |column: &str| -> Result<i64, sqlx::Error> {
+        Ok(row.try_get::<Option<i64>, _>(column)?.unwrap_or(0))
+    };
+    Ok(Some(CallSummary {
+        turns,
+        turn_p50_ms: row.try_get("turn_p50_ms")?,
+        turn_max_ms: row.try_get("turn_max_ms")?,
+        barge_ins: count("barge_ins")?,
+        frames_dropped: count("frames_dropped")?,
+        upstream_errors: count("upstream_errors")?,
+        total_tokens: count("total_tokens")?,
+        echo_events: count("echo_events")?,
+        guard_blocks: count("guard_blocks")?,
+    }))
 }
 
 #[cfg(test)]

@@ -38,6 +38,12 @@ pub struct Business {
     /// answers as the audio arrives; a blocked turn is cancelled and corrected), `"gate"` (the
     /// model answers only after the transcript is scored) or `"flag"` (log and count only).
     pub guard_policy: String,
+    /// Opening hours as free text, e.g. `"Mon-Fri 8am-6pm"`: the `business.hours` template
+    /// variable. Empty when not set.
+    pub hours: String,
+    /// Sections every prompt version of this business must have (see
+    /// [`validate`](crate::prompt::validate) for what counts as a section); empty: none.
+    pub required_sections: Vec<String>,
     /// When the row was created, epoch ms.
     pub created_at_ms: i64,
     /// When the row was last changed, epoch ms.
@@ -67,6 +73,10 @@ pub struct NewBusiness {
     pub greeting_instructions: String,
     /// Guard policy: `"monitor"`, `"gate"` or `"flag"` (see [`Business::guard_policy`]).
     pub guard_policy: String,
+    /// Opening hours as free text (may be empty).
+    pub hours: String,
+    /// Sections every prompt version must have; each name non-empty and on one line.
+    pub required_sections: Vec<String>,
 }
 
 impl NewBusiness {
@@ -82,7 +92,41 @@ impl NewBusiness {
             outbound_ai_prompt: String::new(),
             greeting_instructions: String::new(),
             guard_policy: DEFAULT_GUARD_POLICY.to_string(),
+            hours: String::new(),
+            required_sections: Vec::new(),
         }
+    }
+}
+
+/// Changes to a business for [`Store::update_business`](super::Store::update_business): each
+/// `Some` field replaces the stored value, each `None` keeps it. The id cannot change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessUpdate {
+    /// Display name; must not be empty.
+    pub name: Option<String>,
+    /// BCP 47 language tag; must not be empty.
+    pub language: Option<String>,
+    /// Realtime API voice; must not be empty.
+    pub voice: Option<String>,
+    /// Business layer of the inbound prompt (used while no prompt version is in production).
+    pub ai_prompt: Option<String>,
+    /// Business layer of the outbound prompt.
+    pub outbound_ai_prompt: Option<String>,
+    /// How the model opens the call.
+    pub greeting_instructions: Option<String>,
+    /// `monitor`, `gate` or `flag`.
+    pub guard_policy: Option<String>,
+    /// Opening hours as free text (`business.hours`); `""` clears them.
+    pub hours: Option<String>,
+    /// Sections every prompt version must have; `[]` requires none.
+    pub required_sections: Option<Vec<String>>,
+}
+
+impl BusinessUpdate {
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == BusinessUpdate::default()
     }
 }
 
@@ -116,6 +160,34 @@ pub struct CallEnd {
     pub greeting_latency_ms: Option<i64>,
     /// Why the call ended, e.g. `"twilio_stop"` or `"upstream_error"`.
     pub end_reason: Option<String>,
+    /// What the caller experienced, counted over the whole call.
+    pub summary: CallSummary,
+}
+
+/// A call's summary, written with its end: what the caller experienced, and what it cost.
+/// Latencies are whole milliseconds, counts are per call; none may be negative.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CallSummary {
+    /// Caller turns (`input_audio_buffer.speech_stopped`).
+    pub turns: i64,
+    /// Median turn latency (end of caller speech to the answer's first audio sent to Twilio),
+    /// ms; `None` when no turn was answered.
+    pub turn_p50_ms: Option<i64>,
+    /// Slowest turn latency, ms; `None` when no turn was answered.
+    pub turn_max_ms: Option<i64>,
+    /// Barge-ins (the caller interrupted the model; Twilio `clear` sent).
+    pub barge_ins: i64,
+    /// Audio frames dropped because a socket writer's queue was full, both directions.
+    pub frames_dropped: i64,
+    /// Upstream `error` events, benign ones included.
+    pub upstream_errors: i64,
+    /// Tokens reported in `response.done` usage, summed.
+    pub total_tokens: i64,
+    /// Echo events: model answers that parroted the caller, and caller lines that were the
+    /// model hearing itself.
+    pub echo_events: i64,
+    /// Caller transcripts the sanitizer scored block.
+    pub guard_blocks: i64,
 }
 
 /// A stored call, as read by [`Store::call`](super::Store::call).
@@ -141,6 +213,32 @@ pub struct CallRecord {
     pub greeting_latency_ms: Option<i64>,
     /// Why the call ended; `None` until finished.
     pub end_reason: Option<String>,
+    /// The call's summary; `None` until finished (and for calls recorded before summaries).
+    pub summary: Option<CallSummary>,
+    /// The prompt version the call ran; `None` when it ran the business's own prompt text.
+    pub prompt_version_id: Option<String>,
+    /// The running experiment that picked that version, if any.
+    pub experiment_id: Option<String>,
+    /// The experiment arm, `"control"` or `"variant"`, if any.
+    pub variant: Option<String>,
+}
+
+/// A finished call of an experiment, as [`Store::experiment_calls`](super::Store::experiment_calls)
+/// reads it for the results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExperimentCall {
+    /// Twilio CallSid.
+    pub call_sid: String,
+    /// `"control"` or `"variant"`.
+    pub variant: String,
+    /// Greeting latency, ms; `None` if the model never spoke.
+    pub greeting_latency_ms: Option<i64>,
+    /// Caller turns.
+    pub turns: i64,
+    /// Echo events.
+    pub echo_events: i64,
+    /// Guard blocks.
+    pub guard_blocks: i64,
 }
 
 /// A guard decision to record with [`Store::insert_event`](super::Store::insert_event).

@@ -15,7 +15,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use sqlx::error::ErrorKind;
 
-use super::{Store, StoreError, now_ms, require_non_empty, require_non_negative};
+use super::{ExperimentCall, Store, StoreError, now_ms, require_non_empty, require_non_negative};
 use crate::call::Direction;
 
 /// How many times an insert or a promote is tried when it loses a race (unique violation,
@@ -705,30 +705,34 @@ impl Store {
         Ok(row.as_ref().map(experiment_from_row).transpose()?)
     }
 
-    /// Records which prompt version a call runs and which experiment arm picked it (e.g.
-    /// `"control"` or `"variant"`; `None` outside experiments). Setting it again overwrites.
+    /// Records which prompt version a call runs, and, when a running experiment picked it, the
+    /// experiment and the arm (`"control"` or `"variant"`); `None` outside experiments. Setting
+    /// it again overwrites.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for an empty version id or variant; [`StoreError::NotFound`] if
-    /// no call has this CallSid.
+    /// [`StoreError::Invalid`] for an empty version id, experiment id or variant;
+    /// [`StoreError::NotFound`] if no call has this CallSid.
     pub async fn set_call_prompt(
         &self,
         call_sid: &str,
         prompt_version_id: Option<&str>,
-        variant: Option<&str>,
+        experiment: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
         if let Some(id) = prompt_version_id {
             require_non_empty("prompt_version_id", id)?;
         }
-        if let Some(variant) = variant {
+        if let Some((experiment_id, variant)) = experiment {
+            require_non_empty("experiment_id", experiment_id)?;
             require_non_empty("variant", variant)?;
         }
         let result = sqlx::query(
-            "UPDATE calls SET prompt_version_id = $2, variant = $3 WHERE call_sid = $1",
+            "UPDATE calls SET prompt_version_id = $2, experiment_id = $3, variant = $4 \
+             WHERE call_sid = $1",
         )
         .bind(call_sid)
         .bind(prompt_version_id)
-        .bind(variant)
+        .bind(experiment.map(|(id, _)| id))
+        .bind(experiment.map(|(_, variant)| variant))
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {
@@ -757,6 +761,43 @@ impl Store {
             row.try_get("prompt_version_id")?,
             row.try_get("variant")?,
         )))
+    }
+}
+
+impl Store {
+    /// The finished calls (those with an end and a summary) that experiment `experiment_id`
+    /// assigned, oldest first, for its results. Empty for an unknown experiment.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails.
+    pub async fn experiment_calls(
+        &self,
+        experiment_id: &str,
+    ) -> Result<Vec<ExperimentCall>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT call_sid, variant, greeting_latency_ms, turns, echo_events, guard_blocks \
+             FROM calls WHERE experiment_id = $1 AND ended_at_ms IS NOT NULL \
+             AND turns IS NOT NULL AND variant IS NOT NULL ORDER BY started_at_ms, call_sid",
+        )
+        .bind(experiment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let count = |column: &str| -> Result<i64, sqlx::Error> {
+                    Ok(row.try_get::<Option<i64>, _>(column)?.unwrap_or(0))
+                };
+                Ok(ExperimentCall {
+                    call_sid: row.try_get("call_sid")?,
+                    variant: row.try_get("variant")?,
+                    greeting_latency_ms: row.try_get("greeting_latency_ms")?,
+                    turns: count("turns")?,
+                    echo_events: count("echo_events")?,
+                    guard_blocks: count("guard_blocks")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::Query)
     }
 }
 
