@@ -266,6 +266,9 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
             business_id: "dental".into(),
             direction: voxrelay::call::Direction::Inbound,
             expires_at_ms: 1,
+            caller: String::new(),
+            prompt_version_id: None,
+            experiment: None,
         },
     );
     let other_call = token::sign(
@@ -275,6 +278,9 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
             business_id: "dental".into(),
             direction: voxrelay::call::Direction::Inbound,
             expires_at_ms: i64::MAX,
+            caller: String::new(),
+            prompt_version_id: None,
+            experiment: None,
         },
     );
     let forged = token::sign(
@@ -284,6 +290,9 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
             business_id: "dental".into(),
             direction: voxrelay::call::Direction::Inbound,
             expires_at_ms: i64::MAX,
+            caller: String::new(),
+            prompt_version_id: None,
+            experiment: None,
         },
     );
     for custom in [

@@ -113,7 +113,7 @@ pub async fn voice(
         direction = %direction,
         policy = ?setup.policy,
         prompt_version = setup.prompt_version_id.as_deref().unwrap_or("business"),
-        variant = setup.variant.unwrap_or(""),
+        variant = setup.variant().unwrap_or(""),
         compact_tokens = setup.prompts.compact_tokens,
         full_tokens = setup.prompts.full_tokens,
         "prompts built"
@@ -127,6 +127,12 @@ pub async fn voice(
             business_id: setup.business_id.clone(),
             direction,
             expires_at_ms,
+            caller: setup.caller.clone(),
+            prompt_version_id: setup.prompt_version_id.clone(),
+            experiment: setup
+                .experiment
+                .as_ref()
+                .map(|(id, arm)| (id.clone(), arm.to_string())),
         },
     );
 

@@ -9,7 +9,9 @@
 //!   object (so no field can smuggle a separator) and `SIG` is base64url of the HMAC over a
 //!   domain label and the exact `PAYLOAD` text. A `<Parameter>` name plus value must stay under
 //!   500 characters (<https://www.twilio.com/docs/voice/twiml/stream>); a token
-//!   for a 34-character CallSid and a 36-character business id is about 200 characters.
+//!   for a 34-character CallSid and a 36-character business id is about 200 characters, and
+//!   one that also carries the caller, the prompt version and the experiment arm, with a
+//!   64-character business id, stays under 420.
 //! - **Outbound parameters**: the webhook URL of a call we place carries
 //!   `business=ID&exp=MS&sig=SIG`, so the webhook can trust which business placed the call. The
 //!   HMAC input is length-prefixed, under its own domain label, so a call token signature can
@@ -53,6 +55,14 @@ pub struct CallToken {
     pub direction: Direction,
     /// Expiry, Unix epoch milliseconds; the token is rejected once `now_ms >= expires_at_ms`.
     pub expires_at_ms: i64,
+    /// The customer's number (`From` inbound, `To` outbound), as Twilio sent it; may be empty.
+    /// An instance that rebuilds the call renders `call.caller` with it.
+    pub caller: String,
+    /// The prompt version the webhook chose, so an instance that rebuilds the call runs the
+    /// same version even if a promote happened in between; `None`: the business's own text.
+    pub prompt_version_id: Option<String>,
+    /// The running experiment and arm (`"control"` or `"variant"`) that chose the version.
+    pub experiment: Option<(String, String)>,
 }
 
 /// Why a token or a set of outbound parameters was rejected.
@@ -82,6 +92,14 @@ struct Payload<'a> {
     direction: Direction,
     #[serde(rename = "e")]
     expires_at_ms: i64,
+    #[serde(rename = "f", borrow, default, skip_serializing_if = "str::is_empty")]
+    caller: std::borrow::Cow<'a, str>,
+    #[serde(rename = "p", borrow, default, skip_serializing_if = "Option::is_none")]
+    prompt_version_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "x", borrow, default, skip_serializing_if = "Option::is_none")]
+    experiment_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "v", borrow, default, skip_serializing_if = "Option::is_none")]
+    variant: Option<std::borrow::Cow<'a, str>>,
 }
 
 fn mac(key: &[u8], domain: &[u8]) -> HmacSha256 {
@@ -105,6 +123,13 @@ pub fn sign(key: &[u8], token: &CallToken) -> String {
         business_id: token.business_id.as_str().into(),
         direction: token.direction,
         expires_at_ms: token.expires_at_ms,
+        caller: token.caller.as_str().into(),
+        prompt_version_id: token.prompt_version_id.as_deref().map(Into::into),
+        experiment_id: token.experiment.as_ref().map(|(id, _)| id.as_str().into()),
+        variant: token
+            .experiment
+            .as_ref()
+            .map(|(_, arm)| arm.as_str().into()),
     };
     // Serialising a struct of strings, an enum and an integer to a Vec cannot fail.
     let json = serde_json::to_vec(&payload).unwrap_or_default();
@@ -155,6 +180,13 @@ pub fn verify(key: &[u8], token: &str, now_ms: i64) -> Result<CallToken, TokenEr
         business_id: payload.business_id.into_owned(),
         direction: payload.direction,
         expires_at_ms: payload.expires_at_ms,
+        caller: payload.caller.into_owned(),
+        prompt_version_id: payload.prompt_version_id.map(std::borrow::Cow::into_owned),
+        experiment: match (payload.experiment_id, payload.variant) {
+            (Some(id), Some(arm)) => Some((id.into_owned(), arm.into_owned())),
+            (None, None) => None,
+            _ => return Err(TokenError::Malformed),
+        },
     })
 }
 
@@ -252,7 +284,46 @@ mod tests {
             business_id: "9b2f7c1e-4d3a-4c8b-9e6f-0a1b2c3d4e5f".to_string(),
             direction: Direction::Inbound,
             expires_at_ms: NOW + 60_000,
+            caller: String::new(),
+            prompt_version_id: None,
+            experiment: None,
         }
+    }
+
+    /// A token with every optional field set, at the longest ids voxrelay makes.
+    fn longest() -> CallToken {
+        CallToken {
+            business_id: "b".repeat(64),
+            caller: "+123456789012345".to_string(),
+            prompt_version_id: Some(format!("pv_{}", "a".repeat(32))),
+            experiment: Some((format!("exp_{}", "e".repeat(32)), "control".to_string())),
+            ..sample()
+        }
+    }
+
+    #[test]
+    fn the_prompt_choice_and_caller_round_trip_and_fit_a_twilio_parameter() {
+        let token = longest();
+        let signed = sign(KEY, &token);
+        // Twilio: a <Parameter> name plus value under 500 characters.
+        assert!("token".len() + signed.len() < 500, "{} chars", signed.len());
+        assert_eq!(verify(KEY, &signed, NOW), Ok(token));
+    }
+
+    #[test]
+    fn an_experiment_without_its_arm_is_malformed() {
+        let json = format!(
+            r#"{{"c":"CA1","b":"biz","d":"inbound","e":{},"x":"exp_1"}}"#,
+            NOW + 1
+        );
+        let encoded = URL_SAFE_NO_PAD.encode(json);
+        let mut mac = mac(KEY, CALL_TOKEN_DOMAIN);
+        mac.update(encoded.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(
+            verify(KEY, &format!("{encoded}.{signature}"), NOW),
+            Err(TokenError::Malformed)
+        );
     }
 
     fn parse_query(query: &str) -> Vec<(String, String)> {
@@ -361,6 +432,8 @@ mod tests {
             business_id: "a.b|c&d=e?f#g\"h'i%j k+l/m\u{e9}".to_string(),
             direction: Direction::Outbound,
             expires_at_ms: NOW + 1,
+            caller: "+1 (415) \"&.".to_string(),
+            ..sample()
         };
         assert_eq!(verify(KEY, &sign(KEY, &token), NOW), Ok(token.clone()));
 
@@ -435,6 +508,7 @@ mod tests {
                 business_id: "biz".into(),
                 direction: Direction::Inbound,
                 expires_at_ms: NOW + 1,
+                ..sample()
             },
         );
         let payload = token.split_once('.').unwrap().0;
