@@ -51,6 +51,8 @@ fn setup() -> CallSetup {
         outbound_ai_prompt: String::new(),
         greeting_instructions: "Hello.".into(),
         guard_policy: "monitor".into(),
+        hours: String::new(),
+        required_sections: Vec::new(),
         created_at_ms: now_ms(),
         updated_at_ms: now_ms(),
     };

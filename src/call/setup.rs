@@ -38,26 +38,61 @@ pub struct CallSetup {
     pub sanitizer: Arc<Sanitizer>,
     /// The prompt version the call runs (`None`: the business's own prompt text).
     pub prompt_version_id: Option<String>,
-    /// `control` or `variant` when the call is part of a running experiment.
-    pub variant: Option<&'static str>,
+    /// The running experiment that chose the version, and the arm (`"control"` or
+    /// `"variant"`), when the call is part of one.
+    pub experiment: Option<(String, &'static str)>,
+    /// The customer's number (`From` inbound, `To` outbound) the prompt was rendered for.
+    pub caller: String,
 }
 
-/// Which business text a call uses.
+/// Which prompt a call runs: the version and the experiment arm that chose it, if any.
 #[derive(Debug, Clone, Default)]
 pub struct PromptSource {
-    /// The rendered body of a prompt version; `None` uses the business's own prompt text.
-    pub body: Option<String>,
-    /// The version's id.
+    /// The version's id; `None`: the business's own prompt text.
     pub version_id: Option<String>,
-    /// The experiment arm, if any.
-    pub variant: Option<&'static str>,
+    /// The running experiment and arm that chose it.
+    pub experiment: Option<(String, &'static str)>,
+    /// The customer's number the prompt is rendered for.
+    pub caller: String,
 }
 
 impl CallSetup {
-    /// Builds the prompts for `business` and `direction`. The outbound prompt falls back to the
-    /// inbound one when the business has none. A fresh canary goes at the very end of FULL, so
-    /// the layers before it stay byte-identical across calls (prefix caching). Under the `gate`
-    /// policy the VAD is told not to start responses by itself.
+    /// The business layer a call without a prompt version uses: the business's own text for
+    /// `direction`, the outbound prompt falling back to the inbound one when it is empty.
+    pub fn own_text(business: &Business, direction: Direction) -> &str {
+        match direction {
+            Direction::Outbound if !business.outbound_ai_prompt.trim().is_empty() => {
+                &business.outbound_ai_prompt
+            }
+            _ => &business.ai_prompt,
+        }
+    }
+
+    /// Builds FULL and COMPACT for `business` and `direction` with `text` as the business layer
+    /// (a rendered version body, or [`CallSetup::own_text`]), without the per-call canary: what
+    /// [`PromptCache`](crate::prompt::cache::PromptCache) keeps.
+    ///
+    /// Errors: [`PromptError`] when the text cannot be used.
+    pub fn build_prompts(
+        library: &PromptLibrary,
+        business: &Business,
+        direction: Direction,
+        text: &str,
+    ) -> Result<BuiltPrompts, PromptError> {
+        library.build(
+            &BusinessLayer {
+                id: &business.id,
+                name: &business.name,
+                language: &business.language,
+                text,
+                greeting: &business.greeting_instructions,
+            },
+            direction,
+        )
+    }
+
+    /// Builds the prompts for `business` and `direction` from the business's own text (see
+    /// [`CallSetup::own_text`]) and sets the call up with them; see [`CallSetup::with_prompts`].
     ///
     /// Errors: [`PromptError`] when the business's text cannot be used.
     pub fn build(
@@ -68,27 +103,31 @@ impl CallSetup {
         sanitizer: Arc<Sanitizer>,
         source: PromptSource,
     ) -> Result<CallSetup, PromptError> {
-        let text = match (&source.body, direction) {
-            (Some(body), _) => body,
-            (None, Direction::Outbound) if !business.outbound_ai_prompt.trim().is_empty() => {
-                &business.outbound_ai_prompt
-            }
-            (None, _) => &business.ai_prompt,
-        };
-        let prompts = library.build(
-            &BusinessLayer {
-                id: &business.id,
-                name: &business.name,
-                language: &business.language,
-                text,
-                greeting: &business.greeting_instructions,
-            },
+        let prompts = Self::build_prompts(
+            library,
+            business,
             direction,
+            Self::own_text(business, direction),
         )?;
+        Ok(Self::with_prompts(
+            config, business, direction, sanitizer, &prompts, source,
+        ))
+    }
+
+    /// Sets a call up with `prompts` (as [`CallSetup::build_prompts`] made them, possibly from
+    /// the cache). A fresh canary goes at the very end of FULL, so the layers before it stay
+    /// byte-identical across calls (prefix caching). Under the `gate` policy the VAD is told not
+    /// to start responses by itself.
+    pub fn with_prompts(
+        config: &Config,
+        business: &Business,
+        direction: Direction,
+        sanitizer: Arc<Sanitizer>,
+        prompts: &BuiltPrompts,
+        source: PromptSource,
+    ) -> CallSetup {
         let canary = leak::new_canary();
-        let mut prompts = prompts;
-        prompts.full = format!("{}\n\n{}", prompts.full, leak::canary_instruction(&canary));
-        prompts.full_tokens = count_tokens(&prompts.full);
+        let prompts = with_canary(prompts, &leak::canary_instruction(&canary));
         let prompts_full_for_leak = prompts.full.clone();
         let policy = GuardPolicy::parse(&business.guard_policy).unwrap_or_else(|| {
             tracing::warn!(business_id = %business.id, policy = %business.guard_policy,
@@ -114,7 +153,7 @@ impl CallSetup {
             .next()
             .filter(|l| l.len() == 2)
             .map(str::to_ascii_lowercase);
-        Ok(CallSetup {
+        CallSetup {
             business_id: business.id.clone(),
             direction,
             session: SessionConfig {
@@ -130,8 +169,40 @@ impl CallSetup {
             policy,
             sanitizer,
             prompt_version_id: source.version_id,
-            variant: source.variant,
-        })
+            experiment: source.experiment,
+            caller: source.caller,
+        }
+    }
+
+    /// The experiment arm, `"control"` or `"variant"`, if the call is part of an experiment.
+    pub fn variant(&self) -> Option<&'static str> {
+        self.experiment.as_ref().map(|(_, arm)| *arm)
+    }
+}
+
+/// `prompts` with `instruction` appended to FULL after a blank line.
+///
+/// FULL's token count is updated by recounting only its last line with the tail: o200k_base's
+/// pre-tokenizer ends a piece at a newline unless the next line starts with `/` or white space,
+/// so the pieces before FULL's last line do not change, and BPE never merges across pieces.
+/// Otherwise the whole text is counted again. Either way the count is exact.
+fn with_canary(prompts: &BuiltPrompts, instruction: &str) -> BuiltPrompts {
+    let tail = format!("\n\n{instruction}");
+    let full = format!("{}{tail}", prompts.full);
+    let split = prompts.full.rfind('\n').map_or(0, |at| at + 1);
+    let last_line = &prompts.full[split..];
+    let full_tokens =
+        if split == 0 || last_line.is_empty() || last_line.starts_with(['/', ' ', '\t']) {
+            count_tokens(&full)
+        } else {
+            (prompts.full_tokens + count_tokens(&format!("{last_line}{tail}")))
+                .saturating_sub(count_tokens(last_line))
+        };
+    BuiltPrompts {
+        full,
+        compact: prompts.compact.clone(),
+        full_tokens,
+        compact_tokens: prompts.compact_tokens,
     }
 }
 
@@ -172,6 +243,52 @@ pub async fn open_upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_tokens_with_the_canary_add_up_to_a_count_of_the_whole_text() {
+        let library = PromptLibrary::embedded(700).expect("library");
+        let mut business = crate::store::Business {
+            id: "dental".into(),
+            name: "Bright Smile Dental".into(),
+            language: "en".into(),
+            voice: "marin".into(),
+            ai_prompt: "We open at eight.\nParking is free.\n\n".into(),
+            outbound_ai_prompt: String::new(),
+            greeting_instructions: "Greet the caller.\n".into(),
+            guard_policy: "monitor".into(),
+            hours: String::new(),
+            required_sections: Vec::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let texts = [
+            "We open at eight.\nParking is free.\n\n",
+            "Short.",
+            "Ends in a list:\n- one\n- two\n",
+        ];
+        let greetings = [
+            "Greet the caller.\n",
+            "Say hello",
+            "Say: /start",
+            "Line one.\n  indented last line",
+        ];
+        for (text, greeting) in texts.into_iter().flat_map(|t| greetings.map(|g| (t, g))) {
+            business.ai_prompt = text.into();
+            business.greeting_instructions = greeting.into();
+            for direction in [Direction::Inbound, Direction::Outbound] {
+                let base = CallSetup::build_prompts(&library, &business, direction, text)
+                    .expect("prompts");
+                let canary = leak::new_canary();
+                let built = with_canary(&base, &leak::canary_instruction(&canary));
+                assert_eq!(
+                    built.full_tokens,
+                    count_tokens(&built.full),
+                    "{text:?} {greeting:?}"
+                );
+                assert!(built.full.ends_with(&leak::canary_instruction(&canary)));
+            }
+        }
+    }
 
     #[test]
     fn the_confidential_text_leaves_out_the_business_layer() {

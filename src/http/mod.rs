@@ -25,11 +25,12 @@ use crate::call::session::SessionOptions;
 use crate::call::setup::{CallSetup, PromptSource};
 use crate::config::{Config, Secrets};
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
-use crate::prompt::PromptLibrary;
+use crate::prompt::cache::{PromptCache, fingerprint};
 use crate::prompt::experiment::{self, Arm};
 use crate::prompt::template::{self, TemplateVars};
+use crate::prompt::{BuiltPrompts, PromptLibrary};
 use crate::realtime::UpstreamSettings;
-use crate::store::{Business, Store};
+use crate::store::{Business, PromptVersion, Store};
 use crate::telemetry::CallReport;
 
 /// What every handler shares.
@@ -60,6 +61,8 @@ pub struct Shared {
     pub echo_totals: EchoTotals,
     /// Where finished calls' reports go (the demo and tests read them); `None` in production.
     pub reports: Option<mpsc::UnboundedSender<CallReport>>,
+    /// Built prompts by prompt version (read-only for calls; see [`PromptCache`]).
+    pub prompt_cache: PromptCache,
 }
 
 impl AppState {
@@ -91,12 +94,16 @@ impl AppState {
                 sanitizer: Arc::new(sanitizer),
                 echo_totals: EchoTotals::default(),
                 reports,
+                prompt_cache: PromptCache::default(),
             }),
         }
     }
 
-    /// Builds a call's setup: the business's sanitizer (the configured rules plus the
-    /// business's own from the database), prompts with a fresh canary, session configuration.
+    /// Builds a call's setup: the prompt version it runs (the running experiment's arm for this
+    /// caller, else the production version, else the business's own text), the business's
+    /// sanitizer (the configured rules plus the business's own from the database), prompts with
+    /// a fresh canary, session configuration. Read per call, so a promote takes effect with the
+    /// next call and never changes a call in progress.
     ///
     /// Errors: the database failed, a business rule does not compile, or the business's
     /// prompt is unusable — each as a message naming the business.
@@ -106,42 +113,50 @@ impl AppState {
         direction: Direction,
         caller: &str,
     ) -> Result<CallSetup, SetupError> {
-        let source = self.prompt_source(business, direction, caller).await?;
-        let rules = self.store.guard_rules(&business.id).await?;
-        let sanitizer = if rules.is_empty() {
-            self.sanitizer.clone()
-        } else {
-            let overrides: Vec<RuleOverride> = rules.into_iter().map(RuleOverride::from).collect();
-            Arc::new(
-                self.sanitizer
-                    .with_overrides(&overrides)
-                    .map_err(|e| SetupError::Rules {
-                        business_id: business.id.clone(),
-                        message: e.to_string(),
-                    })?,
-            )
-        };
-        Ok(CallSetup::build(
-            &self.prompts,
-            &self.config,
-            business,
-            direction,
-            sanitizer,
-            source,
-        )?)
+        let (version, experiment) = self.choose_version(business, direction, caller).await?;
+        self.setup_with(business, direction, caller, version, experiment)
+            .await
     }
 
-    /// The business text of a call: the running experiment's arm for this caller, else the
-    /// production version, else the business's own prompt. A version body is rendered with the
-    /// call's variables. Read per call, so a promote takes effect with the next call and never
-    /// changes a call in progress.
-    async fn prompt_source(
+    /// Builds the setup of a call whose prompt was chosen already (by the instance that took
+    /// the webhook, as the stream token says): that version, or the business's own text when
+    /// `version_id` is `None`. A version deleted since is replaced by a fresh choice.
+    ///
+    /// Errors: as [`AppState::call_setup`].
+    pub async fn call_setup_chosen(
         &self,
         business: &Business,
         direction: Direction,
         caller: &str,
-    ) -> Result<PromptSource, SetupError> {
-        let (version, variant) = match self
+        version_id: Option<&str>,
+        experiment: Option<(String, &'static str)>,
+    ) -> Result<CallSetup, SetupError> {
+        let Some(version_id) = version_id else {
+            return self
+                .setup_with(business, direction, caller, None, None)
+                .await;
+        };
+        match self.store.prompt_version(version_id).await? {
+            Some(version) if version.business_id == business.id => {
+                self.setup_with(business, direction, caller, Some(version), experiment)
+                    .await
+            }
+            _ => {
+                tracing::warn!(business_id = %business.id, version_id,
+                    "the chosen prompt version is gone; choosing again");
+                self.call_setup(business, direction, caller).await
+            }
+        }
+    }
+
+    /// The prompt version a new call runs, with the experiment and arm that chose it.
+    async fn choose_version(
+        &self,
+        business: &Business,
+        direction: Direction,
+        caller: &str,
+    ) -> Result<(Option<PromptVersion>, Option<(String, &'static str)>), SetupError> {
+        match self
             .store
             .running_experiment(&business.id, direction)
             .await?
@@ -152,36 +167,126 @@ impl AppState {
                     Arm::Control => &exp.control_version_id,
                     Arm::Variant => &exp.variant_version_id,
                 };
-                (self.store.prompt_version(id).await?, Some(arm.as_str()))
+                Ok((
+                    self.store.prompt_version(id).await?,
+                    Some((exp.id, arm.as_str())),
+                ))
             }
-            None => (
+            None => Ok((
                 self.store
                     .production_version(&business.id, direction)
                     .await?,
                 None,
+            )),
+        }
+    }
+
+    /// The setup for a chosen version: prompts from the cache (or built and cached), the
+    /// business's sanitizer, the canary.
+    async fn setup_with(
+        &self,
+        business: &Business,
+        direction: Direction,
+        caller: &str,
+        version: Option<PromptVersion>,
+        experiment: Option<(String, &'static str)>,
+    ) -> Result<CallSetup, SetupError> {
+        let sanitizer = self.sanitizer_for(business).await?;
+        let prompts = self.prompts_for(business, direction, caller, version.as_ref())?;
+        Ok(CallSetup::with_prompts(
+            &self.config,
+            business,
+            direction,
+            sanitizer,
+            &prompts,
+            PromptSource {
+                version_id: version.map(|v| v.id),
+                experiment,
+                caller: caller.to_string(),
+            },
+        ))
+    }
+
+    /// The configured sanitizer, with the business's own rules when it has any.
+    async fn sanitizer_for(&self, business: &Business) -> Result<Arc<Sanitizer>, SetupError> {
+        let rules = self.store.guard_rules(&business.id).await?;
+        if rules.is_empty() {
+            return Ok(self.sanitizer.clone());
+        }
+        let overrides: Vec<RuleOverride> = rules.into_iter().map(RuleOverride::from).collect();
+        Ok(Arc::new(
+            self.sanitizer
+                .with_overrides(&overrides)
+                .map_err(|e| SetupError::Rules {
+                    business_id: business.id.clone(),
+                    message: e.to_string(),
+                })?,
+        ))
+    }
+
+    /// FULL and COMPACT (without the canary) for a version, or the business's own text: from the
+    /// prompt cache, keyed by version id, unless the body renders per call (`call.*` variables).
+    fn prompts_for(
+        &self,
+        business: &Business,
+        direction: Direction,
+        caller: &str,
+        version: Option<&PromptVersion>,
+    ) -> Result<Arc<BuiltPrompts>, SetupError> {
+        let build = || -> Result<BuiltPrompts, SetupError> {
+            let text = match version {
+                Some(v) => render_version(business, direction, caller, v)?,
+                None => CallSetup::own_text(business, direction).to_string(),
+            };
+            Ok(CallSetup::build_prompts(
+                &self.prompts,
+                business,
+                direction,
+                &text,
+            )?)
+        };
+        let (key, text) = match version {
+            Some(v) if template::uses_call_variables(&v.body) => return Ok(Arc::new(build()?)),
+            Some(v) => (v.id.clone(), v.body.as_str()),
+            None => (
+                format!("business:{}:{direction}", business.id),
+                CallSetup::own_text(business, direction),
             ),
         };
-        let Some(version) = version else {
-            return Ok(PromptSource::default());
-        };
-        let vars = TemplateVars {
-            business_name: business.name.clone(),
-            business_hours: None,
-            language: business.language.clone(),
-            caller: caller.to_string(),
-            direction,
-        };
-        let body = template::render(&version.body, &vars).map_err(|e| SetupError::Template {
-            business_id: business.id.clone(),
-            version_id: version.id.clone(),
-            message: e.to_string(),
-        })?;
-        Ok(PromptSource {
-            body: Some(body),
-            version_id: Some(version.id),
-            variant,
-        })
+        let inputs = fingerprint(&[
+            &key,
+            direction.as_str(),
+            &business.id,
+            &business.name,
+            &business.language,
+            &business.hours,
+            &business.greeting_instructions,
+            text,
+        ]);
+        let (prompts, _) = self.prompt_cache.get_or_build(&key, inputs, build)?;
+        Ok(prompts)
     }
+}
+
+/// A version's body rendered with the call's values.
+fn render_version(
+    business: &Business,
+    direction: Direction,
+    caller: &str,
+    version: &PromptVersion,
+) -> Result<String, SetupError> {
+    let vars = TemplateVars {
+        business_name: business.name.clone(),
+        business_hours: Some(business.hours.clone()).filter(|h| !h.trim().is_empty()),
+        language: business.language.clone(),
+        caller: caller.to_string(),
+        direction,
+    };
+    template::render(&version.body, &vars).map_err(|e| SetupError::Template {
+        business_id: business.id.clone(),
+        version_id: version.id.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// Echo counts summed over finished calls.

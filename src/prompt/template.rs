@@ -196,6 +196,19 @@ pub fn variables(body: &str) -> Result<Vec<String>, TemplateError> {
     Ok(names.into_iter().collect())
 }
 
+/// Whether `body` uses a `call.*` variable (or `call` itself), so that it renders differently
+/// for each call. A body that does not parse counts as using one: it is never cached.
+pub fn uses_call_variables(body: &str) -> bool {
+    if !body.contains("call") {
+        return false;
+    }
+    variables(body).map_or(true, |names| {
+        names
+            .iter()
+            .any(|name| name == "call" || name.starts_with("call."))
+    })
+}
+
 /// Every variable of `body` outside [`ALLOWED_VARIABLES`] (and the environment's global
 /// functions), sorted. Errors: [`TemplateError::Syntax`].
 pub fn unknown_variables(body: &str) -> Result<Vec<String>, TemplateError> {
@@ -322,5 +335,17 @@ mod tests {
             variables("{{ call.caller }} {{ business.name }} {{ call.caller }}").expect("parses"),
             vec!["business.name".to_string(), "call.caller".to_string()]
         );
+    }
+
+    #[test]
+    fn only_bodies_with_call_variables_render_per_call() {
+        assert!(uses_call_variables("Hello {{ call.caller }}."));
+        assert!(uses_call_variables(
+            "{% if call.direction == 'inbound' %}in{% endif %}"
+        ));
+        assert!(uses_call_variables("{{ call.caller"));
+        assert!(!uses_call_variables("We answer for {{ business.name }}."));
+        assert!(!uses_call_variables("Callers may call back after five."));
+        assert!(!uses_call_variables("{% set callback = 1 %}{{ callback }}"));
     }
 }
