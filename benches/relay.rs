@@ -6,10 +6,17 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
+use std::sync::Arc;
+
 use voxrelay::call::Direction;
+use voxrelay::call::setup::{CallSetup, PromptSource};
 use voxrelay::call::state::{CallSettings, CallState};
+use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
+use voxrelay::guard::sanitizer::Sanitizer;
+use voxrelay::prompt::cache::{PromptCache, fingerprint};
 use voxrelay::prompt::{BusinessLayer, PromptLibrary};
 use voxrelay::realtime::events::{self as rt, ClientEvent, ServerEvent};
+use voxrelay::store::Business;
 use voxrelay::twilio::media::{self as tw, Inbound};
 
 /// A real 20 ms Twilio media frame (from the repository's capture).
@@ -83,6 +90,55 @@ fn relay(c: &mut Criterion) {
                     greeting: "Greet the caller.",
                 },
                 Direction::Inbound,
+            )
+        })
+    });
+    // What a call's prompts cost at the webhook: a version served from the prompt cache (a
+    // lookup, then the per-call canary with its token count) against rendering and building it.
+    let config = Config::from_toml(DEFAULT_TOML, DEFAULT_PATH, |_| None).expect("config");
+    let business = Business {
+        id: "bright-smile".into(),
+        name: "Bright Smile Dental".into(),
+        language: "en".into(),
+        voice: "marin".into(),
+        ai_prompt: text.into(),
+        outbound_ai_prompt: String::new(),
+        greeting_instructions: "Greet the caller.".into(),
+        guard_policy: "monitor".into(),
+        hours: String::new(),
+        required_sections: Vec::new(),
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    };
+    let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
+    let cache = PromptCache::default();
+    let inputs = fingerprint(&["pv_bench", text]);
+    let build = || CallSetup::build_prompts(&library, &business, Direction::Inbound, text);
+    c.bench_function("call prompts: cached version (lookup + canary)", |b| {
+        b.iter(|| {
+            let (prompts, _) = cache
+                .get_or_build("pv_bench", inputs, build)
+                .expect("prompts");
+            CallSetup::with_prompts(
+                &config,
+                &business,
+                Direction::Inbound,
+                sanitizer.clone(),
+                &prompts,
+                PromptSource::default(),
+            )
+        })
+    });
+    c.bench_function("call prompts: not cached (build + canary)", |b| {
+        b.iter(|| {
+            let prompts = build().expect("prompts");
+            CallSetup::with_prompts(
+                &config,
+                &business,
+                Direction::Inbound,
+                sanitizer.clone(),
+                &prompts,
+                PromptSource::default(),
             )
         })
     });

@@ -16,7 +16,7 @@ use voxrelay::prompt::PromptLibrary;
 use voxrelay::sim::caller::{self, CallerConfig};
 use voxrelay::sim::demo::{self, DemoOptions};
 use voxrelay::sim::upstream::{SimUpstream, SimUpstreamArgs};
-use voxrelay::store::{BusinessRule, NewBusiness, Store};
+use voxrelay::store::{BusinessRule, BusinessUpdate, NewBusiness, Store};
 
 #[derive(Parser)]
 #[command(
@@ -167,6 +167,39 @@ enum BusinessCommand {
         #[arg(long, default_value = "")]
         greeting: String,
     },
+    /// Change a business; only the options given change. Calls in progress keep what they
+    /// started with.
+    Update {
+        /// Business id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Main language (BCP 47).
+        #[arg(long)]
+        language: Option<String>,
+        /// Realtime voice.
+        #[arg(long)]
+        voice: Option<String>,
+        /// Opening hours as free text (`business.hours` in prompt bodies); "" clears them.
+        #[arg(long)]
+        hours: Option<String>,
+        /// How to greet callers.
+        #[arg(long)]
+        greeting: Option<String>,
+        /// A section every prompt version must have (repeat for several); replaces the list.
+        #[arg(long = "require-section")]
+        require_section: Vec<String>,
+        /// Require no sections.
+        #[arg(long, conflicts_with = "require_section")]
+        no_required_sections: bool,
+    },
+    /// Delete a business with its numbers, rules, prompt versions and experiments (its call
+    /// records stay).
+    Delete {
+        /// Business id.
+        id: String,
+    },
     /// List businesses.
     List,
     /// Show one business with its numbers and prompts.
@@ -207,6 +240,14 @@ enum BusinessCommand {
 enum NumberCommand {
     /// Route calls to an E.164 number to a business.
     Add {
+        /// The number, E.164 (+14155550100).
+        number: String,
+        /// Business id.
+        #[arg(long)]
+        business: String,
+    },
+    /// Stop routing a number to a business.
+    Remove {
         /// The number, E.164 (+14155550100).
         number: String,
         /// Business id.
@@ -326,12 +367,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             prompt_cli::run(&store, &library, command).await
         }
-        Command::Number {
-            command: NumberCommand::Add { number, business },
-        } => {
+        Command::Number { command } => {
             let store = open_store(&cli.config).await?;
-            store.add_number(&number, &business).await?;
-            println!("{number} -> {business}");
+            match command {
+                NumberCommand::Add { number, business } => {
+                    store.add_number(&number, &business).await?;
+                    println!("{number} -> {business}");
+                }
+                NumberCommand::Remove { number, business } => {
+                    let number = store.remove_number(&business, &number).await?;
+                    println!("{number} no longer routed to {business}");
+                }
+            }
             Ok(())
         }
     }
@@ -482,6 +529,36 @@ async fn business(store: &Store, command: BusinessCommand) -> anyhow::Result<()>
                     numbers.join(",")
                 );
             }
+        }
+        BusinessCommand::Update {
+            id,
+            name,
+            language,
+            voice,
+            hours,
+            greeting,
+            require_section,
+            no_required_sections,
+        } => {
+            let update = BusinessUpdate {
+                name,
+                language,
+                voice,
+                hours,
+                greeting_instructions: greeting,
+                required_sections: if no_required_sections {
+                    Some(Vec::new())
+                } else {
+                    Some(require_section).filter(|s| !s.is_empty())
+                },
+                ..BusinessUpdate::default()
+            };
+            let b = store.update_business(&id, &update).await?;
+            println!("{}", serde_json::to_string_pretty(&b)?);
+        }
+        BusinessCommand::Delete { id } => {
+            store.delete_business(&id).await?;
+            println!("{id}: deleted");
         }
         BusinessCommand::Policy { id, policy } => {
             store.set_guard_policy(&id, &policy).await?;

@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use voxrelay::call::Direction;
 use voxrelay::prompt::diff::unified_diff;
+use voxrelay::prompt::results::{self, ExperimentResults};
 use voxrelay::prompt::validate::{BusinessInfo, Limits, Report, validate};
 use voxrelay::prompt::{BusinessLayer, PromptLibrary};
 use voxrelay::store::{Business, NewPromptVersion, PromptStatus, Store};
@@ -105,7 +106,6 @@ pub async fn run(
     library: &PromptLibrary,
     command: PromptCommand,
 ) -> anyhow::Result<()> {
-    let limits = Limits::for_library(library);
     match command {
         PromptCommand::Create {
             business: id,
@@ -122,7 +122,7 @@ pub async fn run(
                 &body,
                 &BusinessInfo::from(&business),
                 direction,
-                &limits,
+                &Limits::for_business(library, &business),
             );
             print_report(&report);
             if !report.is_ok() {
@@ -195,7 +195,7 @@ pub async fn run(
                 &version.body,
                 &BusinessInfo::from(&business),
                 version.direction,
-                &limits,
+                &Limits::for_business(library, &business),
             );
             print_report(&report);
             if !report.is_ok() {
@@ -244,7 +244,7 @@ pub async fn run(
                 &body,
                 &BusinessInfo::from(&business),
                 direction,
-                &limits,
+                &Limits::for_business(library, &business),
             );
             print_report(&report);
             let built = library.build(
@@ -301,11 +301,34 @@ pub enum ExperimentCommand {
         /// Experiment id.
         id: String,
     },
+    /// How each arm did: calls, greeting p50/p95, turns, echo events and guard blocks per
+    /// call, and the difference with its 95% confidence interval.
+    Results {
+        /// Experiment id.
+        id: String,
+        /// Print the results as JSON (the admin API's shape).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one `experiment` subcommand.
 pub async fn run_experiment(store: &Store, command: ExperimentCommand) -> anyhow::Result<()> {
     let experiment = match command {
+        ExperimentCommand::Results { id, json } => {
+            let experiment = store
+                .experiment(&id)
+                .await?
+                .with_context(|| format!("no experiment {id}"))?;
+            let calls = store.experiment_calls(&id).await?;
+            let results = results::results(&experiment, &calls);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
+            } else {
+                print!("{}", results_table(&results));
+            }
+            return Ok(());
+        }
         ExperimentCommand::Create {
             business,
             direction,
@@ -335,4 +358,63 @@ pub async fn run_experiment(store: &Store, command: ExperimentCommand) -> anyhow
         experiment.status
     );
     Ok(())
+}
+
+/// The results as a table for a terminal.
+fn results_table(r: &ExperimentResults) -> String {
+    use std::fmt::Write as _;
+    let value = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let signed = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.2}"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}  {}  {}% of calls to the variant\n{}\n",
+        r.experiment_id, r.status, r.traffic_percent, r.method
+    );
+    let _ = writeln!(
+        out,
+        "{:<24}{:>12}{:>12}{:>12}  {:<22}significant",
+        "figure", "control", "variant", "difference", "95% interval"
+    );
+    let _ = writeln!(
+        out,
+        "{:<24}{:>12}{:>12}",
+        "calls", r.control.calls, r.variant.calls
+    );
+    let arms = [
+        (r.control.greeting_p50_ms, r.variant.greeting_p50_ms),
+        (r.control.greeting_p95_ms, r.variant.greeting_p95_ms),
+        (r.control.turns_per_call, r.variant.turns_per_call),
+        (
+            r.control.echo_events_per_call,
+            r.variant.echo_events_per_call,
+        ),
+        (
+            r.control.guard_blocks_per_call,
+            r.variant.guard_blocks_per_call,
+        ),
+    ];
+    for (d, (control, variant)) in r.differences.iter().zip(arms) {
+        let interval = d.interval.map_or_else(
+            || "-".to_string(),
+            |i| format!("[{:+.2}, {:+.2}]", i.low, i.high),
+        );
+        let _ = writeln!(
+            out,
+            "{:<24}{:>12}{:>12}{:>12}  {:<22}{}",
+            d.figure,
+            value(control),
+            value(variant),
+            signed(d.difference),
+            interval,
+            if d.interval.is_none() {
+                "-"
+            } else if d.significant {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+    }
+    out
 }

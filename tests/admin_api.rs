@@ -4,7 +4,7 @@
 //! afterwards.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use voxrelay::call::Direction;
 use voxrelay::http::admin::route_table;
@@ -12,139 +12,8 @@ use voxrelay::sim::world::{SIM_ADMIN_TOKEN, SIM_VIEWER_TOKEN, World, WorldOption
 use voxrelay::store::{NewCall, NewCallEvent, NewPromptVersion};
 
 mod common;
+use common::api::{Api, status_of};
 use common::in_postgres_schema;
-
-/// An admin API client for one world.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-/// A response: status, and the body as JSON (`Null` when it is not JSON) and as text.
-struct Reply {
-    status: StatusCode,
-    json: Value,
-    text: String,
-}
-
-impl Api {
-    fn new(world: &World) -> Api {
-        Api {
-            base: format!("http://{}/api/v1", world.proxy_addr),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-        accept: Option<&str>,
-    ) -> Reply {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        if let Some(accept) = accept {
-            request = request.header("accept", accept);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, json, text }
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
-        self.send(Method::GET, path, token, None, None).await
-    }
-
-    async fn admin_get(&self, path: &str) -> Reply {
-        self.get(path, Some(SIM_ADMIN_TOKEN)).await
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
-        self.send(Method::POST, path, token, Some(body), None).await
-    }
-
-    async fn admin_post(&self, path: &str, body: Value) -> Reply {
-        self.post(path, Some(SIM_ADMIN_TOKEN), body).await
-    }
-
-    /// Creates a business (id `id`) with one number over the API.
-    async fn business(&self, id: &str, number: &str) {
-        let r = self
-            .admin_post(
-                "/businesses",
-                json!({"id": id, "name": "Bright Smile Dental", "greeting_instructions": "Hello."}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        let r = self
-            .admin_post(
-                &format!("/businesses/{id}/numbers"),
-                json!({"number": number}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-    }
-
-    /// Creates an inbound draft over the API; returns its id.
-    async fn draft(&self, business: &str, body: &str) -> String {
-        let r = self
-            .admin_post(
-                &format!("/businesses/{business}/prompts"),
-                json!({"direction": "inbound", "body": body, "author": "ops", "note": "test"}),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-        r.json["version"]["id"]
-            .as_str()
-            .expect("version id")
-            .to_string()
-    }
-
-    async fn promote(&self, id: &str, to: &str, token: &str) -> Reply {
-        self.post(
-            &format!("/prompts/{id}/promote"),
-            Some(token),
-            json!({"to": to}),
-        )
-        .await
-    }
-
-    /// The status of every version of `business`, by id.
-    async fn statuses(&self, business: &str) -> Vec<(String, String)> {
-        let r = self
-            .admin_get(&format!("/businesses/{business}/prompts?direction=inbound"))
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-        r.json
-            .as_array()
-            .expect("list")
-            .iter()
-            .map(|v| {
-                (
-                    v["id"].as_str().expect("id").to_string(),
-                    v["status"].as_str().expect("status").to_string(),
-                )
-            })
-            .collect()
-    }
-}
-
-fn status_of(statuses: &[(String, String)], id: &str) -> String {
-    statuses
-        .iter()
-        .find(|(v, _)| v == id)
-        .map(|(_, s)| s.clone())
-        .unwrap_or_default()
-}
 
 // -------------------------------------------------------------------------------------------
 // Scenarios
@@ -434,7 +303,7 @@ async fn experiments_and_calls_are_served(api: Api, world: &World) {
         .expect("call");
     world
         .store
-        .set_call_prompt(sid, Some(&variant), Some("variant"))
+        .set_call_prompt(sid, Some(&variant), Some((&id, "variant")))
         .await
         .expect("prompt");
     world
@@ -472,6 +341,158 @@ async fn experiments_and_calls_are_served(api: Api, world: &World) {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
+async fn businesses_are_changed_and_deleted_with_what_hangs_off_them(api: Api, world: &World) {
+    api.business("dental", "+15005550006").await;
+    let patch =
+        |body: serde_json::Value| api.admin(Method::PATCH, "/businesses/dental", Some(body));
+
+    // A change replaces only the fields given.
+    let r = patch(json!({"name": "Bright Smile", "hours": "Mon-Fri 8-6",
+                         "required_sections": ["Hours", "Parking"]}))
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["name"], "Bright Smile");
+    assert_eq!(r.json["hours"], "Mon-Fri 8-6");
+    assert_eq!(r.json["required_sections"], json!(["Hours", "Parking"]));
+    assert_eq!(r.json["greeting_instructions"], "Hello.", "{}", r.text);
+    let r = patch(json!({"name": "  "})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(
+        r.json["error"].as_str().unwrap_or("").contains("name"),
+        "{}",
+        r.text
+    );
+    let r = patch(json!({"colour": "blue"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = api
+        .admin(
+            Method::PATCH,
+            "/businesses/nobody",
+            Some(json!({"name": "X"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = api
+        .send(
+            Method::PATCH,
+            "/businesses/dental",
+            Some(SIM_VIEWER_TOKEN),
+            Some(json!({"name": "X"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // The business's required sections now gate every version.
+    let r = api
+        .admin_post(
+            "/businesses/dental/prompts",
+            json!({"direction": "inbound", "body": "## Hours\n{{ business.hours }}\n"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let problems = r.json["problems"].to_string();
+    assert!(
+        problems.contains("Parking") && !problems.contains("Hours"),
+        "{problems}"
+    );
+    let id = api
+        .draft(
+            "dental",
+            "## Hours\nWe open {{ business.hours }}.\nParking: behind the clinic.\n",
+        )
+        .await;
+    let r = api
+        .admin_get(&format!(
+            "/businesses/dental/preview?direction=inbound&version={id}"
+        ))
+        .await;
+    assert!(
+        r.json["full"]
+            .as_str()
+            .unwrap_or("")
+            .contains("We open Mon-Fri 8-6."),
+        "the stored hours are rendered: {}",
+        r.text
+    );
+
+    // Numbers: removed once, then not found.
+    let r = api
+        .admin(
+            Method::DELETE,
+            "/businesses/dental/numbers/%2B15005550006",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = api
+        .admin(
+            Method::DELETE,
+            "/businesses/dental/numbers/%2B15005550006",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = api.admin_get("/businesses/dental").await;
+    assert_eq!(r.json["numbers"], json!([]), "{}", r.text);
+    assert_eq!(
+        world
+            .store
+            .business_for_number("+15005550006")
+            .await
+            .expect("store"),
+        None
+    );
+
+    // Deleting the business takes its versions and experiments along; its calls stay.
+    let other = api
+        .draft("dental", "## Hours\nLate.\nParking: none.\n")
+        .await;
+    api.running_experiment("dental", &id, &other, 50).await;
+    let sid = "CA00000000000000000000000000000abc";
+    world
+        .store
+        .insert_call(&NewCall {
+            call_sid: sid.into(),
+            stream_sid: None,
+            business_id: "dental".into(),
+            direction: Direction::Inbound,
+            from_number: "+14155550100".into(),
+            to_number: "+15005550006".into(),
+            started_at_ms: 1,
+        })
+        .await
+        .expect("call");
+    let r = api
+        .send(
+            Method::DELETE,
+            "/businesses/dental",
+            Some(SIM_VIEWER_TOKEN),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = api.admin(Method::DELETE, "/businesses/dental", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        api.admin_get("/businesses/dental").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.admin_get(&format!("/prompts/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.admin_get(&format!("/calls/{sid}")).await.status,
+        StatusCode::OK
+    );
+    let r = api.admin(Method::DELETE, "/businesses/dental", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // The id is free again.
+    api.business("dental", "+15005550006").await;
+}
+
 async fn the_openapi_document_describes_every_route(api: Api, _world: &World) {
     let r = api.get("/openapi.json", Some(SIM_VIEWER_TOKEN)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -484,7 +505,7 @@ async fn the_openapi_document_describes_every_route(api: Api, _world: &World) {
     );
     let paths = r.json["paths"].as_object().expect("paths");
     let routes = route_table();
-    assert!(routes.len() >= 19, "{routes:?}");
+    assert!(routes.len() >= 24, "{routes:?}");
     for (method, path) in &routes {
         assert!(
             paths
@@ -567,4 +588,5 @@ on_both_backends!(
     the_diff_of_two_versions_shows_the_changed_lines,
     experiments_and_calls_are_served,
     the_openapi_document_describes_every_route,
+    businesses_are_changed_and_deleted_with_what_hangs_off_them,
 );

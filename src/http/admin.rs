@@ -1,7 +1,7 @@
-//! The admin API (JSON over HTTP, under `/api/v1`): businesses and their numbers, prompt
-//! versions (create, list, show, diff, promote, roll back, preview), prompt experiments, and
-//! calls (the most recent ones, and one with its prompt version and guard events). Issue 4,
-//! "Admin API".
+//! The admin API (JSON over HTTP, under `/api/v1`): businesses and their numbers (create, read,
+//! change, delete), prompt versions (create, list, show, diff, promote, roll back, preview),
+//! prompt experiments (create, start, stop, results, a caller's assignment), and calls (the
+//! most recent ones, and one with its prompt version, summary and guard events).
 //!
 //! # Auth
 //! Every route needs `Authorization: Bearer <token>` with a token from `VOXRELAY_ADMIN_TOKENS`
@@ -29,7 +29,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,11 +40,13 @@ use super::AppState;
 use crate::call::Direction;
 use crate::config::Role;
 use crate::prompt::diff::unified_diff;
+use crate::prompt::experiment::{self, Arm};
+use crate::prompt::results::{self, ExperimentResults};
 use crate::prompt::validate::{BusinessInfo, Limits, Report, validate};
 use crate::store::{
-    Business, CallEvent, CallRecord, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE,
-    Experiment, NewBusiness, NewPromptVersion, PromptStatus, PromptVersion, StoreError,
-    normalize_e164,
+    Business, BusinessUpdate, CallEvent, CallRecord, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE,
+    DEFAULT_VOICE, Experiment, NewBusiness, NewPromptVersion, PromptStatus, PromptVersion,
+    StoreError, normalize_e164,
 };
 
 /// Where the API lives.
@@ -61,6 +63,21 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/api/v1/businesses", get(list_businesses)),
         (Method::POST, "/api/v1/businesses", post(create_business)),
         (Method::GET, "/api/v1/businesses/{id}", get(show_business)),
+        (
+            Method::PATCH,
+            "/api/v1/businesses/{id}",
+            patch(update_business),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/businesses/{id}",
+            delete(delete_business),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/businesses/{id}/numbers/{number}",
+            delete(remove_number),
+        ),
         (
             Method::PUT,
             "/api/v1/businesses/{id}/policy",
@@ -99,6 +116,16 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::GET,
             "/api/v1/experiments/{id}",
             get(show_experiment),
+        ),
+        (
+            Method::GET,
+            "/api/v1/experiments/{id}/results",
+            get(experiment_results),
+        ),
+        (
+            Method::GET,
+            "/api/v1/experiments/{id}/assignment",
+            get(experiment_assignment),
         ),
         (
             Method::POST,
@@ -317,6 +344,12 @@ pub struct CreateBusiness {
     pub greeting_instructions: String,
     /// `monitor`, `gate` or `flag`; default `monitor`.
     pub guard_policy: Option<String>,
+    /// Opening hours as free text (`business.hours` in prompt bodies).
+    #[serde(default)]
+    pub hours: String,
+    /// Sections every prompt version must have (headings or `Name:` labels); default none.
+    #[serde(default)]
+    pub required_sections: Vec<String>,
 }
 
 /// A business with its phone numbers.
@@ -457,6 +490,28 @@ pub struct CreateExperiment {
     pub traffic_percent: i64,
 }
 
+/// Which caller to look up.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AssignmentQuery {
+    /// The customer's number as Twilio sends it (`From` inbound, `To` outbound).
+    pub caller: String,
+}
+
+/// The arm a caller gets in an experiment.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Assignment {
+    /// The experiment.
+    pub experiment_id: String,
+    /// The caller, as asked.
+    pub caller: String,
+    /// `control` or `variant`.
+    pub arm: String,
+    /// The prompt version of that arm.
+    pub version_id: String,
+    /// The caller's bucket, 0–99; below `traffic_percent` gets the variant.
+    pub bucket: u8,
+}
+
 /// Filter of the call list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct CallsQuery {
@@ -510,7 +565,7 @@ fn check(
     body: &str,
     direction: Direction,
 ) -> Result<Report, ApiError> {
-    let limits = Limits::for_library(&state.prompts);
+    let limits = Limits::for_business(&state.prompts, business);
     let report = validate(
         &state.prompts,
         body,
@@ -575,6 +630,8 @@ async fn create_business(
         guard_policy: new
             .guard_policy
             .unwrap_or_else(|| DEFAULT_GUARD_POLICY.into()),
+        hours: new.hours,
+        required_sections: new.required_sections,
     };
     Ok((
         StatusCode::CREATED,
@@ -632,6 +689,51 @@ async fn add_number(
             number,
         }),
     ))
+}
+
+/// Changes a business: each field given replaces the stored one. Calls in progress keep what
+/// they started with; the next call uses the change.
+#[utoipa::path(patch, path = "/api/v1/businesses/{id}", tag = "businesses",
+    params(("id" = String, Path, description = "Business id")), request_body = BusinessUpdate,
+    responses((status = 200, description = "The updated business", body = Object),
+        (status = 400, description = "Unknown field or malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such business", body = ErrorBody),
+        (status = 422, description = "Invalid field", body = ErrorBody)))]
+async fn update_business(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(update): Body<BusinessUpdate>,
+) -> Result<Json<Business>, ApiError> {
+    Ok(Json(state.store.update_business(&id, &update).await?))
+}
+
+/// Deletes a business with its numbers, guard rules, prompt versions and experiments. Its call
+/// records stay.
+#[utoipa::path(delete, path = "/api/v1/businesses/{id}", tag = "businesses",
+    params(("id" = String, Path, description = "Business id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such business", body = ErrorBody)))]
+async fn delete_business(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_business(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stops routing a number to a business.
+#[utoipa::path(delete, path = "/api/v1/businesses/{id}/numbers/{number}", tag = "businesses",
+    params(("id" = String, Path, description = "Business id"),
+        ("number" = String, Path, description = "The number, E.164 (`%2B14155550100`)")),
+    responses((status = 204, description = "No longer routed"),
+        (status = 404, description = "Not routed to this business", body = ErrorBody),
+        (status = 422, description = "Malformed number", body = ErrorBody)))]
+async fn remove_number(
+    State(state): State<AppState>,
+    Path((id, number)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.store.remove_number(&id, &number).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Creates a draft prompt version after validating its body.
@@ -842,7 +944,61 @@ async fn promote(
     Ok(Json(validated(promoted, &report)))
 }
 
-/// One experiment (results are not served yet).
+/// How each arm of an experiment did, with the difference in each figure and its 95%
+/// confidence interval (see `method` in the answer).
+#[utoipa::path(get, path = "/api/v1/experiments/{id}/results", tag = "experiments",
+    params(("id" = String, Path, description = "Experiment id")),
+    responses((status = 200, description = "Results per arm", body = ExperimentResults),
+        (status = 404, description = "No such experiment", body = ErrorBody)))]
+async fn experiment_results(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ExperimentResults>, ApiError> {
+    let experiment = state
+        .store
+        .experiment(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))?;
+    let calls = state.store.experiment_calls(&id).await?;
+    // The bootstrap is CPU work: off the async workers.
+    let results = tokio::task::spawn_blocking(move || results::results(&experiment, &calls))
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("results could not be computed: {e}")))?;
+    Ok(Json(results))
+}
+
+/// The arm (and prompt version) a caller gets in an experiment: the same consistent hash the
+/// webhook uses, so a caller always hears the same variant.
+#[utoipa::path(get, path = "/api/v1/experiments/{id}/assignment", tag = "experiments",
+    params(("id" = String, Path, description = "Experiment id"), AssignmentQuery),
+    responses((status = 200, description = "The caller's arm", body = Assignment),
+        (status = 400, description = "No caller given", body = ErrorBody),
+        (status = 404, description = "No such experiment", body = ErrorBody)))]
+async fn experiment_assignment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<AssignmentQuery>,
+) -> Result<Json<Assignment>, ApiError> {
+    let experiment = state
+        .store
+        .experiment(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))?;
+    let arm = experiment::assign(&experiment.id, &query.caller, experiment.traffic_percent);
+    let version_id = match arm {
+        Arm::Control => experiment.control_version_id,
+        Arm::Variant => experiment.variant_version_id,
+    };
+    Ok(Json(Assignment {
+        bucket: experiment::bucket(&experiment.id, &query.caller),
+        experiment_id: experiment.id,
+        caller: query.caller,
+        arm: arm.as_str().to_string(),
+        version_id,
+    }))
+}
+
+/// One experiment.
 #[utoipa::path(get, path = "/api/v1/experiments/{id}", tag = "experiments",
     params(("id" = String, Path, description = "Experiment id")),
     responses((status = 200, description = "The experiment", body = Object),
@@ -957,6 +1113,9 @@ impl utoipa::Modify for BearerAuth {
         list_businesses,
         create_business,
         show_business,
+        update_business,
+        delete_business,
+        remove_number,
         set_policy,
         add_number,
         create_prompt,
@@ -968,6 +1127,8 @@ impl utoipa::Modify for BearerAuth {
         diff,
         promote,
         show_experiment,
+        experiment_results,
+        experiment_assignment,
         start_experiment,
         stop_experiment,
         list_calls,
@@ -988,6 +1149,12 @@ impl utoipa::Modify for BearerAuth {
         Preview,
         CreateExperiment,
         CallDetail,
+        BusinessUpdate,
+        Assignment,
+        ExperimentResults,
+        crate::prompt::results::ArmResult,
+        crate::prompt::results::Difference,
+        crate::telemetry::stats::Interval,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -16,7 +16,9 @@
 //! A required section `name` is present when some line of the rendered body, trimmed, is either
 //! a markdown heading whose text is `name` (`## Hours`, any level, an optional trailing `:`), or
 //! starts with the label `name:` (`Hours:` alone or `Hours: 9 to 5`). Names compare without
-//! regard to ASCII case. The default requires no sections.
+//! regard to ASCII case. The default requires no sections; a business lists its own
+//! (`businesses.required_sections`, set with `PATCH /api/v1/businesses/{id}` or
+//! `voxrelay business update ID --require-section NAME`).
 //!
 //! Everything here is pure: no database, no files.
 
@@ -88,6 +90,16 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// [`Limits::for_library`] with the sections `business` requires.
+    pub fn for_business(library: &PromptLibrary, business: &crate::store::Business) -> Self {
+        Limits {
+            required_sections: business.required_sections.clone(),
+            ..Limits::for_library(library)
+        }
+    }
+}
+
 /// The business a body belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusinessInfo {
@@ -104,14 +116,14 @@ pub struct BusinessInfo {
 }
 
 impl From<&crate::store::Business> for BusinessInfo {
-    /// What validation needs of a stored business (no hours are stored yet).
+    /// What validation needs of a stored business; hours not set render placeholder hours.
     fn from(business: &crate::store::Business) -> Self {
         BusinessInfo {
             id: business.id.clone(),
             name: business.name.clone(),
             language: business.language.clone(),
             greeting: business.greeting_instructions.clone(),
-            hours: None,
+            hours: Some(business.hours.clone()).filter(|h| !h.trim().is_empty()),
         }
     }
 }

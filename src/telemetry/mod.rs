@@ -3,6 +3,7 @@
 //! Logs are structured (`tracing`); a call's timeline is a list of what happened when, measured
 //! from the Twilio `start` message, which the demo prints and the tests read.
 
+pub mod stats;
 pub mod timeline;
 
 pub use timeline::{CallReport, Timeline, TimelineEvent};

@@ -11,6 +11,8 @@ use futures_util::FutureExt;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use voxrelay::store::{Backend, Store};
 
+pub mod api;
+
 /// Environment variable with the URL of a PostgreSQL database the tests may create schemas in.
 pub const POSTGRES_URL_VAR: &str = "VOXRELAY_TEST_POSTGRES_URL";
 
