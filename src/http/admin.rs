@@ -558,6 +558,14 @@ async fn version(state: &AppState, id: &str) -> Result<PromptVersion, ApiError> 
         .ok_or_else(|| ApiError::NotFound(format!("prompt version {id:?}")))
 }
 
+async fn experiment(state: &AppState, id: &str) -> Result<Experiment, ApiError> {
+    state
+        .store
+        .experiment(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))
+}
+
 /// Validates `body` as `business`'s `direction` prompt; an error when it is rejected.
 fn check(
     state: &AppState,
@@ -954,11 +962,7 @@ async fn experiment_results(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ExperimentResults>, ApiError> {
-    let experiment = state
-        .store
-        .experiment(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))?;
+    let experiment = experiment(&state, &id).await?;
     let calls = state.store.experiment_calls(&id).await?;
     // The bootstrap is CPU work: off the async workers.
     let results = tokio::task::spawn_blocking(move || results::results(&experiment, &calls))
@@ -979,11 +983,7 @@ async fn experiment_assignment(
     Path(id): Path<String>,
     Query(query): Query<AssignmentQuery>,
 ) -> Result<Json<Assignment>, ApiError> {
-    let experiment = state
-        .store
-        .experiment(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))?;
+    let experiment = experiment(&state, &id).await?;
     let arm = experiment::assign(&experiment.id, &query.caller, experiment.traffic_percent);
     let version_id = match arm {
         Arm::Control => experiment.control_version_id,
@@ -1007,12 +1007,7 @@ async fn show_experiment(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Experiment>, ApiError> {
-    state
-        .store
-        .experiment(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))
+    Ok(Json(experiment(&state, &id).await?))
 }
 
 /// Starts an experiment (one running per business and direction).

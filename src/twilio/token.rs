@@ -290,6 +290,15 @@ mod tests {
         }
     }
 
+    /// `payload`, whatever it is, correctly signed as a call token.
+    fn signed_payload(payload: &[u8]) -> String {
+        let encoded = URL_SAFE_NO_PAD.encode(payload);
+        let mut mac = mac(KEY, CALL_TOKEN_DOMAIN);
+        mac.update(encoded.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{encoded}.{signature}")
+    }
+
     /// A token with every optional field set, at the longest ids voxrelay makes.
     fn longest() -> CallToken {
         CallToken {
@@ -316,12 +325,8 @@ mod tests {
             r#"{{"c":"CA1","b":"biz","d":"inbound","e":{},"x":"exp_1"}}"#,
             NOW + 1
         );
-        let encoded = URL_SAFE_NO_PAD.encode(json);
-        let mut mac = mac(KEY, CALL_TOKEN_DOMAIN);
-        mac.update(encoded.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(
-            verify(KEY, &format!("{encoded}.{signature}"), NOW),
+            verify(KEY, &signed_payload(json.as_bytes()), NOW),
             Err(TokenError::Malformed)
         );
     }
@@ -415,12 +420,8 @@ mod tests {
             );
         }
         // A correctly signed payload that is not the expected JSON is still malformed.
-        let encoded = URL_SAFE_NO_PAD.encode(b"[1,2,3]");
-        let mut mac = mac(KEY, CALL_TOKEN_DOMAIN);
-        mac.update(encoded.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(
-            verify(KEY, &format!("{encoded}.{signature}"), NOW),
+            verify(KEY, &signed_payload(b"[1,2,3]"), NOW),
             Err(TokenError::Malformed)
         );
     }
