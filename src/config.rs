@@ -146,6 +146,37 @@ pub struct GuardConfig {
     pub rules_file: String,
 }
 
+/// `[alerts]`: when the instance raises an alert (a structured `alert` log event and the
+/// `voxrelay_alert` gauge), judged over the calls that ended in the last `window_minutes`.
+/// The section may be left out: the defaults below apply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Minutes of finished calls each alert looks at, 1 to 60. Default 5.
+    pub window_minutes: u64,
+    /// Echo events per model turn above which `echo_rate` trips, 0–1. Default 0.05.
+    pub echo_rate: f64,
+    /// p95 turn latency, ms, above which `p95_turn_latency` trips. Default 500.
+    pub p95_turn_latency_ms: f64,
+    /// Guard blocks per scored caller transcript above which `guard_block_rate` trips, 0–1.
+    /// Default 0.03.
+    pub guard_block_rate: f64,
+    /// Dropped media frames above which `frame_drops` trips. Default 0.
+    pub frame_drops: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            window_minutes: 5,
+            echo_rate: 0.05,
+            p95_turn_latency_ms: 500.0,
+            guard_block_rate: 0.03,
+            frame_drops: 0,
+        }
+    }
+}
+
 /// `[timeouts]`, all in ms.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,6 +209,9 @@ pub struct Config {
     pub guard: GuardConfig,
     /// `[timeouts]`.
     pub timeouts: TimeoutsConfig,
+    /// `[alerts]` (optional).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// Secrets, from the environment only.
@@ -454,6 +488,26 @@ impl Config {
                 "must be between 20 and 5000 ms".into(),
             ));
         }
+        if !(1..=60).contains(&self.alerts.window_minutes) {
+            return Err(bad(
+                "alerts.window_minutes",
+                "must be between 1 and 60".into(),
+            ));
+        }
+        for (key, rate) in [
+            ("alerts.echo_rate", self.alerts.echo_rate),
+            ("alerts.guard_block_rate", self.alerts.guard_block_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(bad(key, format!("{rate} is not a share between 0 and 1")));
+            }
+        }
+        if !self.alerts.p95_turn_latency_ms.is_finite() || self.alerts.p95_turn_latency_ms <= 0.0 {
+            return Err(bad(
+                "alerts.p95_turn_latency_ms",
+                "must be a positive number of ms".into(),
+            ));
+        }
         if self.audio.queue_frames == 0 {
             return Err(bad("audio.queue_frames", "must be at least 1".into()));
         }
@@ -564,6 +618,16 @@ mod tests {
         assert_eq!(c.audio.format, "audio/pcmu");
         assert_eq!(c.audio.mark_interval_ms, 500);
         assert!(c.vad.interrupt_response);
+        assert_eq!(
+            c.alerts,
+            AlertsConfig::default(),
+            "the file says what the code defaults to"
+        );
+        // The [alerts] section may be left out of a file.
+        let start = DEFAULT_TOML.find("[alerts]").expect("an [alerts] section");
+        let without = Config::from_toml(&DEFAULT_TOML[..start], "old.toml", env(&[]))
+            .expect("loads without [alerts]");
+        assert_eq!(without.alerts, AlertsConfig::default());
     }
 
     #[test]
@@ -635,6 +699,12 @@ mod tests {
             ),
             ("threshold = 0.5", "threshold = 3.0", "vad.threshold"),
             ("[vad]", "[vad]\nspeed = 2", "vad"),
+            ("echo_rate = 0.05", "echo_rate = 5", "alerts.echo_rate"),
+            (
+                "window_minutes = 5",
+                "window_minutes = 0",
+                "alerts.window_minutes",
+            ),
         ] {
             let text = DEFAULT_TOML.replace(from, to);
             assert_ne!(text, DEFAULT_TOML, "{from} not found");

@@ -138,14 +138,24 @@ impl Playback {
         format!("vr{}.{}", self.generation, seq)
     }
 
+    /// Bytes of model audio sent so far in the call's playback stream (the position the next
+    /// audio starts at).
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent
+    }
+
     /// Twilio echoed the mark `name` at `now`. Marks of an older generation (returned by a
     /// clear) and names we did not send are ignored. Returns true when the mark counted.
     pub fn on_mark(&mut self, name: &str, now: Instant) -> bool {
-        let Some((generation, seq)) = parse_mark(name) else {
-            return false;
-        };
+        self.on_mark_position(name, now).is_some()
+    }
+
+    /// As [`Playback::on_mark`], returning the stream position (bytes) the counted mark
+    /// followed: everything before it has played.
+    pub fn on_mark_position(&mut self, name: &str, now: Instant) -> Option<u64> {
+        let (generation, seq) = parse_mark(name)?;
         if generation != self.generation || seq >= self.next_mark {
-            return false;
+            return None;
         }
         let mut position = None;
         while let Some(&(s, pos)) = self.pending.front() {
@@ -157,14 +167,10 @@ impl Playback {
                 position = Some(pos);
             }
         }
-        match position {
-            Some(pos) => {
-                // The audio before the mark has just finished playing.
-                self.anchor = Some((now, pos.min(self.sent)));
-                true
-            }
-            None => false,
-        }
+        let pos = position?;
+        // The audio before the mark has just finished playing.
+        self.anchor = Some((now, pos.min(self.sent)));
+        Some(pos)
     }
 
     /// True while Twilio may still be playing model audio: the clock says audio remains, or a

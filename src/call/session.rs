@@ -27,13 +27,14 @@ use crate::call::state::{CallSettings, CallState, Command};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::{NewCallEvent, Store};
+use crate::telemetry::metrics::{LEG_TWILIO_TO_UPSTREAM, LEG_UPSTREAM_TO_TWILIO, Metrics};
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
 
 /// A message for a writer task.
 enum Outgoing {
-    /// Droppable audio.
-    Audio(String),
+    /// Droppable audio, with when its frame was read from the other socket.
+    Audio(String, Instant),
     /// Never dropped.
     Control(String),
     /// Close the socket and stop.
@@ -49,13 +50,14 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// Queues audio unless `cap` audio messages already wait. Returns false when dropped.
-    fn audio(&self, text: String) -> bool {
+    /// Queues audio read at `received` unless `cap` audio messages already wait. Returns false
+    /// when dropped.
+    fn audio(&self, text: String, received: Instant) -> bool {
         if self.audio_waiting.load(Ordering::Relaxed) >= self.cap {
             return false;
         }
         self.audio_waiting.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Outgoing::Audio(text)).is_err() {
+        if self.tx.send(Outgoing::Audio(text, received)).is_err() {
             self.audio_waiting.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
@@ -73,11 +75,15 @@ impl Outbox {
 }
 
 /// Starts a writer task for `sink`; `text` wraps a JSON string in the socket's message type.
+/// Each audio frame's time from being read to being flushed to the socket is recorded in
+/// `metrics` as the relay overhead of `leg`.
 fn spawn_writer<S, M>(
     mut sink: S,
     cap: usize,
     text: fn(String) -> M,
     close: fn() -> M,
+    metrics: Arc<Metrics>,
+    leg: &'static str,
 ) -> (Outbox, JoinHandle<()>)
 where
     S: Sink<M> + Unpin + Send + 'static,
@@ -87,10 +93,13 @@ where
     let audio_waiting = Arc::new(AtomicUsize::new(0));
     let waiting = audio_waiting.clone();
     let task = tokio::spawn(async move {
+        // When each audio frame fed since the last flush was read.
+        let mut unflushed: Vec<Instant> = Vec::with_capacity(16);
         while let Some(out) = rx.recv().await {
             let message = match out {
-                Outgoing::Audio(t) => {
+                Outgoing::Audio(t, received) => {
                     waiting.fetch_sub(1, Ordering::Relaxed);
+                    unflushed.push(received);
                     text(t)
                 }
                 Outgoing::Control(t) => text(t),
@@ -104,8 +113,14 @@ where
             if sink.feed(message).await.is_err() {
                 return;
             }
-            if rx.is_empty() && sink.flush().await.is_err() {
-                return;
+            if rx.is_empty() {
+                if sink.flush().await.is_err() {
+                    return;
+                }
+                let flushed = Instant::now();
+                for received in unflushed.drain(..) {
+                    metrics.relay(leg, flushed.saturating_duration_since(received));
+                }
             }
         }
         let _ = sink.close().await;
@@ -129,6 +144,8 @@ pub struct SessionOptions {
     pub queue_frames: usize,
     /// The session's VAD has `interrupt_response: true`.
     pub server_cancels_on_speech: bool,
+    /// Where the relay overhead and upstream timings are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The sockets and identity of a call whose stream has started.
@@ -155,6 +172,11 @@ struct Session {
     twilio_out: Outbox,
     upstream_out: Outbox,
     commands: Vec<Command>,
+    metrics: Arc<Metrics>,
+    /// When our last `response.create` went out, until its first audio arrives.
+    response_requested_at: Option<Instant>,
+    /// When the FULL `session.update` went out, until `session.updated`.
+    upgrade_sent_at: Option<Instant>,
 }
 
 /// Why the loop stopped.
@@ -180,12 +202,16 @@ pub async fn run(
         options.queue_frames,
         |t| TwMessage::Text(t.into()),
         || TwMessage::Close(None),
+        options.metrics.clone(),
+        LEG_UPSTREAM_TO_TWILIO,
     );
     let (upstream_out, upstream_writer) = spawn_writer(
         upstream_sink,
         options.queue_frames,
         |t| UpMessage::Text(t.into()),
         || UpMessage::Close(None),
+        options.metrics.clone(),
+        LEG_TWILIO_TO_UPSTREAM,
     );
     let mut state = CallState::new(
         CallSettings {
@@ -224,6 +250,9 @@ pub async fn run(
         twilio_out,
         upstream_out,
         commands: Vec::with_capacity(8),
+        metrics: options.metrics.clone(),
+        response_requested_at: None,
+        upgrade_sent_at: None,
     };
     session.state.greet(Instant::now(), &mut session.commands);
     session.dispatch();
@@ -290,6 +319,14 @@ pub async fn run(
     })
     .await;
     let (greeting_latency_ms, turn_latencies_ms, counters, timeline) = state.into_parts();
+    let turn_heard_ms = timeline
+        .entries()
+        .iter()
+        .filter_map(|(_, event)| match event {
+            TimelineEvent::TurnHeard { latency_ms } => Some(*latency_ms),
+            _ => None,
+        })
+        .collect();
     let guard_counters = guards.counters();
     let echo = guards.echo_stats();
     tracing::info!(
@@ -313,6 +350,7 @@ pub async fn run(
         direction: setup.direction,
         greeting_latency_ms,
         turn_latencies_ms,
+        turn_heard_ms,
         end_reason: reason.to_string(),
         counters,
         guards: guard_counters,
@@ -323,11 +361,12 @@ pub async fn run(
 
 impl Session {
     fn on_twilio(&mut self, text: &str) -> Flow {
+        let received = Instant::now();
         match tw::parse(text) {
             Ok(Inbound::Media { payload, .. }) => {
                 let queued = self
                     .upstream_out
-                    .audio(ClientEvent::Append(&payload).to_json());
+                    .audio(ClientEvent::Append(&payload).to_json(), received);
                 self.state.on_caller_frame(queued);
             }
             Ok(Inbound::Mark { name }) => self.state.on_mark(&name, Instant::now()),
@@ -367,8 +406,15 @@ impl Session {
                 let decision =
                     self.state
                         .on_audio_delta(response_id.as_deref(), &item_id, bytes, now);
+                if let Some(requested) = self.response_requested_at.take() {
+                    self.metrics
+                        .upstream_first_audio
+                        .observe(now.saturating_duration_since(requested).as_secs_f64());
+                }
                 if decision.forward {
-                    let queued = self.twilio_out.audio(tw::media(&self.stream_sid, &delta));
+                    let queued = self
+                        .twilio_out
+                        .audio(tw::media(&self.stream_sid, &delta), now);
                     if !queued {
                         self.state.on_audio_delta_dropped(&item_id, bytes);
                     }
@@ -435,8 +481,14 @@ impl Session {
                 }
                 self.dispatch();
             }
+            ServerEvent::SessionUpdated => {
+                if let Some(sent) = self.upgrade_sent_at.take() {
+                    self.metrics
+                        .session_update
+                        .observe(now.saturating_duration_since(sent).as_secs_f64());
+                }
+            }
             ServerEvent::SessionCreated
-            | ServerEvent::SessionUpdated
             | ServerEvent::Committed
             | ServerEvent::Truncated { .. }
             | ServerEvent::Other { .. } => {}
@@ -497,9 +549,11 @@ impl Session {
                 Command::TwilioMark(name) => {
                     self.twilio_out.control(tw::mark(&self.stream_sid, &name))
                 }
-                Command::ResponseCreate => self
-                    .upstream_out
-                    .control(ClientEvent::ResponseCreate.to_json()),
+                Command::ResponseCreate => {
+                    self.response_requested_at = Some(Instant::now());
+                    self.upstream_out
+                        .control(ClientEvent::ResponseCreate.to_json())
+                }
                 Command::ResponseCancel => self
                     .upstream_out
                     .control(ClientEvent::ResponseCancel.to_json()),
@@ -522,9 +576,12 @@ impl Session {
                 Command::SystemMessage(text) => self
                     .upstream_out
                     .control(ClientEvent::SystemMessage(text).to_json()),
-                Command::SafeResponse => self
-                    .upstream_out
-                    .control(ClientEvent::ResponseWithInstructions(guards::SAFE_REPLY).to_json()),
+                Command::SafeResponse => {
+                    self.response_requested_at = Some(Instant::now());
+                    self.upstream_out.control(
+                        ClientEvent::ResponseWithInstructions(guards::SAFE_REPLY).to_json(),
+                    )
+                }
                 Command::UpgradeInstructions => {
                     tracing::info!(
                         call_sid = %self.call_sid,
@@ -533,6 +590,7 @@ impl Session {
                         full_tokens = self.setup.prompts.full_tokens,
                         "upgrade: session.update with FULL instructions"
                     );
+                    self.upgrade_sent_at = Some(Instant::now());
                     self.upstream_out.control(
                         ClientEvent::SessionInstructions(&self.setup.prompts.full).to_json(),
                     )

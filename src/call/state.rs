@@ -106,6 +106,9 @@ pub struct CallState {
     turn_ended_at: Option<Instant>,
     /// Server VAD says the caller is speaking (between speech_started and speech_stopped).
     caller_speaking: bool,
+    /// The last turn's end and the playback position its answer's first audio starts at, until
+    /// Twilio acknowledges a mark past it (the caller has heard the answer begin).
+    heard_pending: Option<(Instant, u64)>,
     greeting_latency_ms: Option<f64>,
     turn_latencies_ms: Vec<f64>,
     counters: CallCounters,
@@ -124,6 +127,7 @@ impl CallState {
             muted_response: None,
             turn_ended_at: None,
             caller_speaking: false,
+            heard_pending: None,
             greeting_latency_ms: None,
             turn_latencies_ms: Vec::new(),
             counters: CallCounters::default(),
@@ -174,6 +178,7 @@ impl CallState {
                 .push(now, TimelineEvent::GreetingAudio { latency_ms: ms });
         }
         if let Some(ended) = self.turn_ended_at.take() {
+            self.heard_pending = Some((ended, self.playback.sent_bytes()));
             let ms = now.saturating_duration_since(ended).as_secs_f64() * 1000.0;
             self.turn_latencies_ms.push(ms);
             self.timeline
@@ -216,8 +221,17 @@ impl CallState {
 
     /// Twilio echoed a mark.
     pub fn on_mark(&mut self, name: &str, now: Instant) {
-        if self.playback.on_mark(name, now) {
-            self.counters.marks_acked += 1;
+        let Some(position) = self.playback.on_mark_position(name, now) else {
+            return;
+        };
+        self.counters.marks_acked += 1;
+        if let Some((ended, first_audio_at)) = self.heard_pending
+            && position > first_audio_at
+        {
+            self.heard_pending = None;
+            let ms = now.saturating_duration_since(ended).as_secs_f64() * 1000.0;
+            self.timeline
+                .push(now, TimelineEvent::TurnHeard { latency_ms: ms });
         }
     }
 
@@ -229,6 +243,8 @@ impl CallState {
             return false;
         }
         out.push(Command::TwilioClear);
+        // A clear returns the outstanding marks unplayed: a pending "heard" is not measured.
+        self.heard_pending = None;
         let cut = self.playback.on_clear(now);
         let truncate_ms = cut.truncate.as_ref().map(|(_, ms)| *ms);
         if let Some((item_id, audio_end_ms)) = cut.truncate {
@@ -303,6 +319,7 @@ impl CallState {
         }
         if let Some(usage) = usage {
             self.counters.total_tokens += usage.total_tokens;
+            self.counters.cached_tokens += usage.input_token_details.cached_tokens;
         }
         self.timeline.push(
             now,
@@ -682,5 +699,37 @@ mod tests {
         let (_, turns, _, _) = s.into_parts();
         assert_eq!(turns.len(), 1);
         assert!((249.0..=251.0).contains(&turns[0]), "{turns:?}");
+    }
+
+    #[test]
+    fn the_caller_hears_the_answer_when_twilio_acknowledges_the_mark_after_its_first_audio() {
+        let (mut s, t0) = greeting_playing(true, 100);
+        let mut out = Vec::new();
+        s.on_response_done(Some("resp_1"), Some("completed"), None, t0, &mut out);
+        let stopped = t0 + ms(5_000);
+        s.on_speech_stopped(stopped);
+        // The answer: 300 ms later its first 0.6 s of audio goes out, with a mark after 0.5 s.
+        let first = stopped + ms(300);
+        let mut marks = Vec::new();
+        for n in 0..6 {
+            let at = first + ms(100 * n);
+            let decision = s.on_audio_delta(Some("resp_2"), "item_2", 800, at);
+            marks.extend(decision.mark);
+        }
+        let mark = marks.first().cloned().expect("a mark after 0.5 s of audio");
+        // An unknown mark changes nothing; the answer's mark, played 0.5 s later, is heard.
+        s.on_mark("vr99.0", first + ms(100));
+        s.on_mark(&mark, first + ms(520));
+        let heard: Vec<f64> = s
+            .timeline
+            .entries()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                TimelineEvent::TurnHeard { latency_ms } => Some(*latency_ms),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert!((heard[0] - 820.0).abs() < 1.0, "{heard:?}");
     }
 }

@@ -48,6 +48,10 @@ use crate::store::{
     DEFAULT_VOICE, Experiment, NewBusiness, NewPromptVersion, PromptStatus, PromptVersion,
     StoreError, normalize_e164,
 };
+use crate::telemetry::alerts::AlertStatus;
+use crate::telemetry::window::{
+    BusinessFigures, LiveCall, RecentCall, WINDOWS_MINUTES, WindowFigures,
+};
 
 /// Where the API lives.
 pub const PREFIX: &str = "/api/v1";
@@ -137,6 +141,7 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v1/experiments/{id}/stop",
             post(stop_experiment),
         ),
+        (Method::GET, "/api/v1/stats", get(stats)),
         (Method::GET, "/api/v1/calls", get(list_calls)),
         (Method::GET, "/api/v1/calls/{call_sid}", get(show_call)),
     ]
@@ -1035,6 +1040,45 @@ async fn stop_experiment(
     Ok(Json(state.store.stop_experiment(&id).await?))
 }
 
+/// What the dashboard shows: this instance's live calls, and per business the latency
+/// percentiles and rates of the calls that ended in the last 5, 60 and 1,440 minutes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    /// When the figures were taken, epoch ms.
+    pub generated_at_ms: i64,
+    /// Calls whose media stream is open, oldest first.
+    pub live_calls: Vec<LiveCall>,
+    /// Per business (by id), one entry per window.
+    pub businesses: Vec<BusinessFigures>,
+    /// Every business together, one entry per window.
+    pub overall: Vec<WindowFigures>,
+    /// The slowest of the last 200 finished calls, slowest first.
+    pub slowest_calls: Vec<RecentCall>,
+    /// Every alert with its current figure and threshold.
+    pub alerts: Vec<AlertStatus>,
+}
+
+/// Live calls, latency percentiles and rates per business over the last 5, 60 and 1,440
+/// minutes, the slowest recent calls and the alerts (this instance's calls).
+#[utoipa::path(get, path = "/api/v1/stats", tag = "calls",
+    responses((status = 200, description = "The dashboard's figures", body = Stats)))]
+async fn stats(State(state): State<AppState>) -> Json<Stats> {
+    let now = crate::store::now_ms();
+    let stats = &state.call_stats;
+    let alert_window = stats.overall(now, state.alerts.window_minutes());
+    Json(Stats {
+        generated_at_ms: now,
+        live_calls: stats.live_calls(),
+        businesses: stats.businesses(now),
+        overall: WINDOWS_MINUTES
+            .iter()
+            .map(|&minutes| stats.overall(now, minutes))
+            .collect(),
+        slowest_calls: stats.slowest_calls(),
+        alerts: state.alerts.current(&alert_window),
+    })
+}
+
 /// The most recent calls, newest first.
 #[utoipa::path(get, path = "/api/v1/calls", tag = "calls", params(CallsQuery),
     responses((status = 200, description = "Calls, newest first", body = Vec<Object>)))]
@@ -1126,6 +1170,7 @@ impl utoipa::Modify for BearerAuth {
         experiment_assignment,
         start_experiment,
         stop_experiment,
+        stats,
         list_calls,
         show_call,
     ),
@@ -1150,6 +1195,13 @@ impl utoipa::Modify for BearerAuth {
         crate::prompt::results::ArmResult,
         crate::prompt::results::Difference,
         crate::telemetry::stats::Interval,
+        Stats,
+        LiveCall,
+        BusinessFigures,
+        WindowFigures,
+        RecentCall,
+        AlertStatus,
+        crate::telemetry::window::Percentiles,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -13,11 +13,12 @@ use axum::response::Response;
 
 use crate::call::Direction;
 use crate::call::session::{self, SessionStart};
-use crate::call::setup::{CallSetup, open_upstream};
+use crate::call::setup::CallSetup;
 use crate::http::AppState;
 use crate::prompt::experiment::Arm;
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::{self, CallEnd, NewCall};
+use crate::telemetry::window::LiveCall;
 use crate::twilio::media::{self as tw, Inbound, Start};
 use crate::twilio::token;
 
@@ -96,14 +97,21 @@ async fn handle(state: AppState, mut socket: WebSocket) {
                 Ok(Ok(socket)) => Ok(socket),
                 Ok(Err(e)) => {
                     tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm failed; dialling again");
-                    open_upstream(&state.upstream, &pending.setup.session).await
+                    state.dial_upstream(&pending.setup.session).await
                 }
                 Err(e) => {
                     tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm task ended; dialling again");
-                    open_upstream(&state.upstream, &pending.setup.session).await
+                    state.dial_upstream(&pending.setup.session).await
                 }
             };
-            Some((pending.setup, upstream, true, pending.from, pending.to))
+            let since_webhook = started_at.saturating_duration_since(pending.created);
+            Some((
+                pending.setup,
+                upstream,
+                Some(since_webhook),
+                pending.from,
+                pending.to,
+            ))
         }
         None => rebuild(&state, &claims, &start.call_sid)
             .await
@@ -113,10 +121,10 @@ async fn handle(state: AppState, mut socket: WebSocket) {
                     Direction::Inbound => (claims.caller.clone(), String::new()),
                     Direction::Outbound => (String::new(), claims.caller.clone()),
                 };
-                (setup, upstream, false, from, to)
+                (setup, upstream, None, from, to)
             }),
     };
-    let Some((setup, upstream, prewarmed, from, to)) = prepared else {
+    let Some((setup, upstream, since_webhook, from, to)) = prepared else {
         close_with(socket, close_code::ERROR, "unknown business").await;
         return;
     };
@@ -156,13 +164,20 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         }
     });
 
+    state.metrics.live_calls.inc();
+    state.call_stats.call_started(LiveCall {
+        call_sid: start.call_sid.clone(),
+        business_id: setup.business_id.clone(),
+        direction: setup.direction.as_str().to_string(),
+        started_at_ms: store::now_ms(),
+    });
     let report = session::run(
         socket,
         upstream,
         SessionStart {
             start,
             started_at,
-            prewarmed,
+            prewarmed: since_webhook.is_some(),
             setup,
             store: Some(state.store.clone()),
         },
@@ -170,6 +185,16 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     )
     .await;
 
+    state.metrics.live_calls.dec();
+    state.metrics.record_call(&report, since_webhook);
+    let ended_at_ms = store::now_ms();
+    state.call_stats.call_ended(&report, ended_at_ms);
+    state.alerts.evaluate(
+        &state
+            .call_stats
+            .overall(ended_at_ms, state.alerts.window_minutes()),
+        &state.metrics,
+    );
     let _ = recorded.await;
     let end = CallEnd {
         ended_at_ms: store::now_ms(),
@@ -242,6 +267,6 @@ async fn rebuild(
     tracing::info!(call_sid, business_id, direction = %claims.direction,
         prompt_version = setup.prompt_version_id.as_deref().unwrap_or("business"),
         "call not pending here; rebuilt from the database");
-    let upstream = open_upstream(&state.upstream, &setup.session).await;
+    let upstream = state.dial_upstream(&setup.session).await;
     Some((setup, upstream))
 }

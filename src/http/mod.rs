@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::call::Direction;
 use crate::call::registry::Registry;
 use crate::call::session::SessionOptions;
-use crate::call::setup::{CallSetup, PromptSource};
+use crate::call::setup::{CallSetup, PromptSource, open_upstream};
 use crate::config::{Config, Secrets};
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
 use crate::prompt::cache::{PromptCache, fingerprint};
@@ -32,6 +32,9 @@ use crate::prompt::{BuiltPrompts, PromptLibrary};
 use crate::realtime::UpstreamSettings;
 use crate::store::{Business, PromptVersion, Store};
 use crate::telemetry::CallReport;
+use crate::telemetry::alerts::Alerts;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::window::CallStats;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -63,6 +66,12 @@ pub struct Shared {
     pub reports: Option<mpsc::UnboundedSender<CallReport>>,
     /// Built prompts by prompt version (read-only for calls; see [`PromptCache`]).
     pub prompt_cache: PromptCache,
+    /// The instance's Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Live calls and windowed figures (`GET /api/v1/stats`, the dashboard, the alerts).
+    pub call_stats: CallStats,
+    /// Alerts on the windowed figures.
+    pub alerts: Alerts,
 }
 
 impl AppState {
@@ -76,10 +85,13 @@ impl AppState {
         reports: Option<mpsc::UnboundedSender<CallReport>>,
     ) -> AppState {
         let upstream = config.upstream_settings(secrets.openai_api_key.clone());
+        let metrics = Arc::new(Metrics::new());
+        let alerts = Alerts::new(config.alerts.clone());
         let session = SessionOptions {
             mark_interval_ms: config.audio.mark_interval_ms,
             queue_frames: config.audio.queue_frames,
             server_cancels_on_speech: config.vad.interrupt_response,
+            metrics: metrics.clone(),
         };
         let registry = Registry::new(Duration::from_millis(config.timeouts.pending_call_ms));
         AppState {
@@ -95,8 +107,20 @@ impl AppState {
                 echo_totals: EchoTotals::default(),
                 reports,
                 prompt_cache: PromptCache::default(),
+                metrics,
+                call_stats: CallStats::default(),
+                alerts,
             }),
         }
+    }
+
+    /// Dials the upstream for a call and sends its first `session.update`, recording the
+    /// connect time. Errors: as [`open_upstream`].
+    pub async fn dial_upstream(
+        &self,
+        session: &crate::realtime::events::SessionConfig,
+    ) -> Result<crate::realtime::upstream::UpstreamSocket, crate::realtime::UpstreamError> {
+        dial(&self.upstream, session, &self.metrics).await
     }
 
     /// Builds a call's setup: the prompt version it runs (the running experiment's arm for this
@@ -268,6 +292,20 @@ impl AppState {
     }
 }
 
+/// [`open_upstream`] with its duration recorded as the upstream connect time.
+pub(crate) async fn dial(
+    settings: &UpstreamSettings,
+    session: &crate::realtime::events::SessionConfig,
+    metrics: &Metrics,
+) -> Result<crate::realtime::upstream::UpstreamSocket, crate::realtime::UpstreamError> {
+    let started = std::time::Instant::now();
+    let socket = open_upstream(settings, session).await?;
+    metrics
+        .upstream_connect
+        .observe(started.elapsed().as_secs_f64());
+    Ok(socket)
+}
+
 /// A version's body rendered with the call's values.
 fn render_version(
     business: &Business,
@@ -384,9 +422,60 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/voice", post(webhook::voice))
         .route("/twilio/media", get(media::stream))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/dashboard", get(dashboard))
         .merge(admin::router(state.clone()))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /metrics`: the Prometheus exposition, OpenMetrics text when the scraper asks for it
+/// (`Accept: application/openmetrics-text`, as Prometheus does), else the text format 0.0.4.
+/// Unauthenticated, like most exporters: it holds counts and latencies by business id, never a
+/// CallSid, a number or a transcript.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state.metrics.encode(),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.encode_text(),
+        )
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The dashboard page, built into the binary: one self-contained HTML file (no CDN) whose
+/// script reads `GET /api/v1/stats` every 2 s with an admin or viewer token.
+pub const DASHBOARD_HTML: &str = include_str!("../../assets/dashboard.html");
+
+/// `GET /dashboard`. The page holds no data, so it is served without a token; its content
+/// security policy lets it talk to this origin only.
+async fn dashboard() -> Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        DASHBOARD_HTML,
+    )
+        .into_response()
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves. Sets TCP_NODELAY on every accepted

@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::call::Direction;
 use crate::call::registry::PendingCall;
-use crate::call::setup::open_upstream;
 use crate::http::{AppError, AppState, SetupError};
 use crate::store::{self, Business};
 use crate::twilio::{signature, token, twiml};
@@ -138,11 +137,12 @@ pub async fn voice(
 
     // Pre-warm: dial upstream now, while Twilio is still connecting the stream.
     let settings = state.upstream.clone();
+    let metrics = state.metrics.clone();
     let session = setup.session.clone();
     let prewarm_sid = call_sid.clone();
     let prewarm = tokio::spawn(async move {
         let started = Instant::now();
-        let result = open_upstream(&settings, &session).await;
+        let result = crate::http::dial(&settings, &session, &metrics).await;
         match &result {
             Ok(_) => tracing::debug!(call_sid = %prewarm_sid,
                 connect_ms = started.elapsed().as_secs_f64() * 1000.0, "upstream pre-warmed"),

@@ -389,6 +389,18 @@ pub struct Usage {
     /// Output tokens.
     #[serde(default)]
     pub output_tokens: u64,
+    /// Details of the input tokens (the cached share).
+    #[serde(default)]
+    pub input_token_details: InputTokenDetails,
+}
+
+/// `usage.input_token_details`: `cached_tokens` is the part of `input_tokens` served from the
+/// prompt cache (`shared/protocol/openai-realtime.md`, "response.done").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct InputTokenDetails {
+    /// Input tokens read from the cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 #[derive(Deserialize)]

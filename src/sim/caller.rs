@@ -250,12 +250,30 @@ pub fn parse_stream_twiml(twiml: &str) -> Option<(String, Option<String>)> {
     Some((xml_unescape(&url), token))
 }
 
-/// Places the call and runs it to the end. Errors only when the webhook or the WebSocket
-/// cannot be reached; everything else (a sorry TwiML, a closed stream) is in the report.
-pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
-    crate::install_crypto_provider();
-    let mut report = CallerReport::default();
-    let account_sid = format!("AC{}", "0".repeat(32));
+/// What the voice webhook answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The body (TwiML).
+    pub twiml: String,
+    /// The media stream to open, `None` when the TwiML connects none: its URL (or
+    /// [`CallerConfig::stream_url_override`]) and the token to send in `start` (or
+    /// [`CallerConfig::token_override`]).
+    pub stream: Option<(String, Option<String>)>,
+}
+
+/// The `AccountSid` the simulated calls use.
+pub fn account_sid() -> String {
+    format!("AC{}", "0".repeat(32))
+}
+
+/// Does what Twilio does when a call arrives: POSTs the signed voice webhook form and reads
+/// which media stream the TwiML connects.
+///
+/// Errors: [`CallerError::Webhook`] when the request fails.
+pub async fn answer(config: &CallerConfig, client: &reqwest::Client) -> Result<Answer, CallerError> {
+    let account_sid = account_sid();
     let params: Vec<(String, String)> = [
         ("AccountSid", account_sid.as_str()),
         ("ApiVersion", "2010-04-01"),
@@ -271,7 +289,6 @@ pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let sig = signature::compute(&config.auth_token, &config.signed_url, &params);
-    let client = reqwest::Client::new();
     let response = client
         .post(&config.webhook_url)
         .header("X-Twilio-Signature", sig)
@@ -282,24 +299,42 @@ pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
             url: config.webhook_url.clone(),
             source,
         })?;
-    report.webhook_status = response.status().as_u16();
-    report.twiml = response
+    let status = response.status().as_u16();
+    let twiml = response
         .text()
         .await
         .map_err(|source| CallerError::Webhook {
             url: config.webhook_url.clone(),
             source,
         })?;
-    let Some((twiml_url, twiml_token)) = parse_stream_twiml(&report.twiml) else {
+    let stream = parse_stream_twiml(&twiml).map(|(twiml_url, twiml_token)| {
+        let url = config.stream_url_override.clone().unwrap_or(twiml_url);
+        let token = match &config.token_override {
+            Some(t) => Some(t.clone()).filter(|t| !t.is_empty()),
+            None => twiml_token,
+        };
+        (url, token)
+    });
+    Ok(Answer {
+        status,
+        twiml,
+        stream,
+    })
+}
+
+/// Places the call: the webhook ([`answer`]), then the media stream, until the speech and the
+/// tail silence have been sent and `stop` is answered (or 3 s pass).
+///
+/// Errors: [`CallerError`] when the webhook or the WebSocket connection fails.
+pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
+    crate::install_crypto_provider();
+    let mut report = CallerReport::default();
+    let account_sid = account_sid();
+    let answered = answer(&config, &reqwest::Client::new()).await?;
+    report.webhook_status = answered.status;
+    report.twiml = answered.twiml;
+    let Some((url, token)) = answered.stream else {
         return Ok(report);
-    };
-    let url = match &config.stream_url_override {
-        Some(u) => u.clone(),
-        None => twiml_url,
-    };
-    let token = match &config.token_override {
-        Some(t) => Some(t.clone()).filter(|t| !t.is_empty()),
-        None => twiml_token,
     };
     tokio::time::sleep(Duration::from_millis(config.stream_connect_delay_ms)).await;
     let (socket, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)

@@ -237,7 +237,43 @@ pub struct SimUpstreamConfig {
     /// The energy VAD. Its `silence_ms` and `prefix_padding_ms` are the session's `server_vad`
     /// defaults; `session.update` overrides them per connection.
     pub vad: VadConfig,
+    /// Echo mode, for load tests: once a connection's first response is done, every
+    /// `input_audio_buffer.append` is answered at once by a `response.output_audio.delta`
+    /// carrying the same audio (base64 text unchanged), as part of one assistant item per
+    /// connection. A round trip through a relay then measures the relay. Default false.
+    pub echo: bool,
+    /// Which event names the server speaks. Default [`Dialect::Ga`].
+    pub dialect: Dialect,
+    /// Keep every client event in [`SimUpstream::sessions`]. Default true; a load test turns it
+    /// off so memory and the shared lock do not grow with traffic.
+    pub keep_logs: bool,
 }
+
+/// The Realtime API's event names the simulated server uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dialect {
+    /// The GA interface (`response.output_audio.delta`, ...). Clients sending the retired
+    /// `OpenAI-Beta: realtime=v1` header are refused, as the live service does.
+    #[default]
+    Ga,
+    /// The beta names (`response.audio.delta`, `response.audio_transcript.delta`, ...), for
+    /// measuring relays that still expect them; the beta header is accepted.
+    Beta,
+}
+
+/// GA server event names and their beta equivalents.
+const BETA_NAMES: [(&str, &str); 4] = [
+    ("response.output_audio.delta", "response.audio.delta"),
+    ("response.output_audio.done", "response.audio.done"),
+    (
+        "response.output_audio_transcript.delta",
+        "response.audio_transcript.delta",
+    ),
+    (
+        "response.output_audio_transcript.done",
+        "response.audio_transcript.done",
+    ),
+];
 
 impl Default for SimUpstreamConfig {
     fn default() -> Self {
@@ -257,6 +293,9 @@ impl Default for SimUpstreamConfig {
             transcription_delay_ms: 0,
             event_log: None,
             vad: VadConfig::default(),
+            echo: false,
+            dialect: Dialect::Ga,
+            keep_logs: true,
         }
     }
 }
@@ -479,6 +518,7 @@ async fn serve_connection(
         }
     }
     let mut handshake = Handshake::default();
+    let shared_dialect = shared.config.dialect;
     // The error type is tungstenite's `Callback` signature, not ours to shrink.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
@@ -496,7 +536,8 @@ async fn serve_connection(
                 .map(|(_, value)| value.into_owned())
         });
         handshake.authorization = request.headers().contains_key(header::AUTHORIZATION);
-        handshake.beta_header = request.headers().contains_key("openai-beta");
+        handshake.beta_header = request.headers().contains_key("openai-beta")
+            && shared_dialect == Dialect::Ga;
         Ok(response)
     };
     let ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
@@ -538,6 +579,8 @@ struct Outbox {
     /// Connection number, part of every `event_id`.
     connection: usize,
     next_event: u64,
+    /// Rename GA event types to their beta names before sending.
+    beta: bool,
 }
 
 impl Outbox {
@@ -545,6 +588,12 @@ impl Outbox {
     async fn send(&mut self, mut event: Value) -> Result<(), WsError> {
         self.next_event += 1;
         if let Value::Object(fields) = &mut event {
+            if self.beta
+                && let Some(Value::String(kind)) = fields.get_mut("type")
+                && let Some((_, beta)) = BETA_NAMES.iter().find(|(ga, _)| ga == kind)
+            {
+                *kind = (*beta).to_string();
+            }
             fields.insert(
                 "event_id".into(),
                 Value::String(format!(
@@ -674,6 +723,10 @@ struct Connection {
     pending_transcriptions: std::collections::VecDeque<(Instant, Value)>,
     usage: UsageHistory,
     response: Option<ActiveResponse>,
+    /// Echo mode: the first response is done, caller audio is now echoed.
+    echoing: bool,
+    /// Echo mode: the assistant item the echoed audio belongs to.
+    echo_item: Option<String>,
 }
 
 impl Connection {
@@ -701,6 +754,7 @@ impl Connection {
                 ws,
                 connection: number,
                 next_event: 0,
+                beta: shared.config.dialect == Dialect::Beta,
             },
             shared,
             index,
@@ -720,6 +774,8 @@ impl Connection {
             pending_transcriptions: std::collections::VecDeque::new(),
             usage: UsageHistory::default(),
             response: None,
+            echoing: false,
+            echo_item: None,
         }
     }
 
@@ -816,7 +872,9 @@ impl Connection {
         let event: Value = match serde_json::from_str(text) {
             Ok(event) => event,
             Err(e) => {
-                self.log()[self.index].events.push(text.to_owned());
+                if self.config().keep_logs {
+                    self.log()[self.index].events.push(text.to_owned());
+                }
                 return self
                     .out
                     .error(
@@ -829,7 +887,7 @@ impl Connection {
             }
         };
         let event_type = event.get("type").and_then(Value::as_str).unwrap_or("");
-        if event_type != "input_audio_buffer.append" {
+        if event_type != "input_audio_buffer.append" && self.config().keep_logs {
             self.log()[self.index].events.push(text.to_owned());
         }
         let client_id = event
@@ -924,7 +982,7 @@ impl Connection {
             .get("audio")
             .and_then(Value::as_str)
             .map(|audio| BASE64.decode(audio));
-        {
+        if self.config().keep_logs {
             let mut log = self.log();
             let entry = &mut log[self.index];
             entry.append_events += 1;
@@ -950,6 +1008,9 @@ impl Connection {
             }
         };
         self.buffer_bytes += audio.len() as u64;
+        if self.echoing {
+            self.echo(event, audio.len()).await?;
+        }
         let events = self.vad.push(&audio);
         let turn = self.turn_settings();
         if !turn.enabled {
@@ -969,6 +1030,35 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Echo mode: sends the appended audio back at once as model audio.
+    async fn echo(&mut self, append: &Value, bytes: usize) -> Result<(), WsError> {
+        let item_id = match &self.echo_item {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.new_item_id();
+                let item = json!({"id": id, "object": "realtime.item", "type": "message",
+                    "status": "in_progress", "role": "assistant", "content": []});
+                self.add_item(id.clone(), Role::Assistant, item);
+                self.echo_item = Some(id.clone());
+                id
+            }
+        };
+        if let Some(record) = self.items.get_mut(&item_id) {
+            record.audio_bytes += bytes;
+        }
+        let delta = append.get("audio").cloned().unwrap_or(Value::Null);
+        self.out
+            .send(json!({
+                "type": "response.output_audio.delta",
+                "response_id": "resp_echo",
+                "item_id": item_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": delta,
+            }))
+            .await
     }
 
     async fn on_speech_started(
@@ -1615,6 +1705,7 @@ impl Connection {
         }
         let usage = self.usage_for(&active, &transcript);
         let response = self.response_object(&active, status, status_details, vec![item], usage);
+        self.echoing = self.config().echo;
         self.out
             .send(json!({"type": "response.done", "response": response}))
             .await
@@ -2026,6 +2117,13 @@ pub struct SimUpstreamArgs {
         allow_negative_numbers = true
     )]
     pub vad_threshold_dbfs: f32,
+    /// Echo mode (load tests): after the first response, send every appended caller frame
+    /// straight back as model audio.
+    #[arg(long)]
+    pub echo: bool,
+    /// Event names to speak: ga (default) or beta.
+    #[arg(long, value_enum, default_value_t = Dialect::Ga)]
+    pub dialect: Dialect,
 }
 
 impl SimUpstreamArgs {
@@ -2060,6 +2158,9 @@ impl SimUpstreamArgs {
                 threshold_dbfs: self.vad_threshold_dbfs,
                 ..VadConfig::default()
             },
+            echo: self.echo,
+            dialect: self.dialect,
+            keep_logs: !self.echo,
         };
         Ok((self.listen, config))
     }

@@ -3,8 +3,11 @@
 //! Logs are structured (`tracing`); a call's timeline is a list of what happened when, measured
 //! from the Twilio `start` message, which the demo prints and the tests read.
 
+pub mod alerts;
+pub mod metrics;
 pub mod stats;
 pub mod timeline;
+pub mod window;
 
 pub use timeline::{CallReport, Timeline, TimelineEvent};
 

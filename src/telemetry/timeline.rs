@@ -44,6 +44,11 @@ pub enum TimelineEvent {
         /// `speech_stopped` to first audio frame out, ms.
         latency_ms: f64,
     },
+    /// Twilio acknowledged the mark after the answer's first audio: the caller has heard it.
+    TurnHeard {
+        /// `speech_stopped` to that acknowledgement, ms.
+        latency_ms: f64,
+    },
     /// The caller interrupted model audio.
     BargeIn {
         /// `speech_started` received to Twilio `clear` queued, µs.
@@ -138,6 +143,12 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::CallerSpeechStopped => write!(f, "caller stops speaking"),
             TimelineEvent::TurnAudio { latency_ms } => {
                 write!(f, "answer audio out: turn latency {latency_ms:.1} ms")
+            }
+            TimelineEvent::TurnHeard { latency_ms } => {
+                write!(
+                    f,
+                    "caller hears the answer (mark acknowledged): {latency_ms:.1} ms after their turn"
+                )
             }
             TimelineEvent::BargeIn {
                 reaction_us,
@@ -275,6 +286,8 @@ pub struct CallCounters {
     pub upstream_errors: u64,
     /// Tokens reported in `response.done` usage.
     pub total_tokens: u64,
+    /// Of the input tokens, those served from the prompt cache.
+    pub cached_tokens: u64,
 }
 
 /// Everything known about a call when it ends.
@@ -292,6 +305,9 @@ pub struct CallReport {
     pub greeting_latency_ms: Option<f64>,
     /// Turn latencies, ms.
     pub turn_latencies_ms: Vec<f64>,
+    /// Caller-side turn latencies, ms: end of caller speech to Twilio's acknowledgement of the
+    /// mark after the answer's first audio (what the caller hears).
+    pub turn_heard_ms: Vec<f64>,
     /// Why it ended.
     pub end_reason: String,
     /// Counters.

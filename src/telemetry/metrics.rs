@@ -1,0 +1,509 @@
+//! Prometheus metrics of one instance (prometheus-client), served at `GET /metrics` in the
+//! OpenMetrics text format.
+//!
+//! Latencies are histograms in seconds. Caller-facing ones (greeting, turn, barge-in reaction,
+//! upstream timings) use [`VOICE_BUCKETS`], 1 ms to 10 s; the relay overhead of one media frame
+//! uses [`RELAY_BUCKETS`], 5 µs to 100 ms. Labels are bounded: a business id (the tenants an
+//! operator configured), the direction, a leg of the relay, an end reason or error code from a
+//! fixed set. No CallSid, number or transcript ever becomes a label.
+//!
+//! Most figures are recorded once per call, from its [`CallReport`], when it ends; the relay
+//! overhead is recorded by the socket writers as each media frame is written, and the live-call
+//! gauge as calls start and end.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::timeline::{CallReport, TimelineEvent};
+
+/// Bucket bounds for what a caller notices, seconds: 1 ms to 10 s.
+pub const VOICE_BUCKETS: [f64; 16] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Bucket bounds for the time a media frame spends inside the proxy, seconds: 5 µs to 100 ms.
+pub const RELAY_BUCKETS: [f64; 14] = [
+    0.000_005, 0.000_01, 0.000_02, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01,
+    0.02, 0.05, 0.1,
+];
+
+/// Upstream error codes counted by name; any other code counts as `other`. From the Realtime
+/// API's error events (`shared/protocol/openai-realtime.md`).
+pub const KNOWN_ERROR_CODES: [&str; 6] = [
+    "response_cancel_not_active",
+    "conversation_already_has_active_response",
+    "input_audio_buffer_commit_empty",
+    "invalid_request_error",
+    "rate_limit_exceeded",
+    "server_error",
+];
+
+/// Why calls end, as counted; any other reason counts as `other`.
+pub const END_REASONS: [&str; 7] = [
+    "stop",
+    "twilio_closed",
+    "twilio_error",
+    "upstream_closed",
+    "upstream_error",
+    "shutdown",
+    "other",
+];
+
+/// A business and direction.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// The business id.
+    pub business_id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+}
+
+/// A finished call: business, direction and why it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndLabels {
+    /// The business id.
+    pub business_id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// One of [`END_REASONS`].
+    pub end_reason: String,
+}
+
+/// One leg of the relay.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LegLabels {
+    /// `twilio_to_upstream` (caller audio) or `upstream_to_twilio` (model audio).
+    pub leg: &'static str,
+}
+
+/// An upstream error code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// One of [`KNOWN_ERROR_CODES`] or `other`.
+    pub code: &'static str,
+}
+
+/// A business and a kind of event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The business id.
+    pub business_id: String,
+    /// What happened, from a fixed set per metric.
+    pub kind: &'static str,
+}
+
+/// An alert by name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// The alert, e.g. `p95_turn_latency`.
+    pub alert: &'static str,
+}
+
+/// The leg names of [`LegLabels`].
+pub const LEG_TWILIO_TO_UPSTREAM: &str = "twilio_to_upstream";
+/// See [`LEG_TWILIO_TO_UPSTREAM`].
+pub const LEG_UPSTREAM_TO_TWILIO: &str = "upstream_to_twilio";
+
+fn voice_histogram() -> Histogram {
+    Histogram::new(VOICE_BUCKETS)
+}
+
+fn relay_histogram() -> Histogram {
+    Histogram::new(RELAY_BUCKETS)
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric of the instance and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    /// Stream `start` → first model audio frame sent to Twilio.
+    pub greeting: HistogramFamily<CallLabels>,
+    /// Voice webhook → first model audio frame sent to Twilio.
+    pub greeting_from_webhook: HistogramFamily<CallLabels>,
+    /// `speech_stopped` → the answer's first audio frame sent to Twilio.
+    pub turn: HistogramFamily<CallLabels>,
+    /// `speech_stopped` → Twilio acknowledged the mark after the answer's first audio: what
+    /// the caller hears.
+    pub turn_heard: HistogramFamily<CallLabels>,
+    /// `speech_started` received → Twilio `clear` written.
+    pub barge_in_reaction: HistogramFamily<CallLabels>,
+    /// A media frame's time inside the proxy: read from one socket → written to the other.
+    pub relay_overhead: HistogramFamily<LegLabels>,
+    /// TCP + TLS + WebSocket handshake with the upstream.
+    pub upstream_connect: Histogram,
+    /// `response.create` sent → the response's first audio delta received.
+    pub upstream_first_audio: Histogram,
+    /// The FULL `session.update` sent → `session.updated` received.
+    pub session_update: Histogram,
+    /// Finished calls.
+    pub calls: Family<EndLabels, Counter>,
+    /// Media frames relayed.
+    pub frames_relayed: Family<LegLabels, Counter>,
+    /// Media frames dropped because a writer queue was full.
+    pub frames_dropped: Family<LegLabels, Counter>,
+    /// Upstream `error` events by code.
+    pub upstream_errors: Family<ErrorLabels, Counter>,
+    /// COMPACT → FULL `session.update`s sent.
+    pub prompt_upgrades: Family<CallLabels, Counter>,
+    /// Guard decisions: `injection_flagged`, `injection_blocked`, `leak`.
+    pub guard_decisions: Family<KindLabels, Counter>,
+    /// Echo events: `parroting`, `self_echo`.
+    pub echo_events: Family<KindLabels, Counter>,
+    /// Model turns (output transcripts), the denominator of the echo rate.
+    pub model_turns: Family<CallLabels, Counter>,
+    /// Caller transcripts the sanitizer scored.
+    pub transcripts_scored: Family<CallLabels, Counter>,
+    /// Tokens from `response.done` usage: `total` and `cached`.
+    pub tokens: Family<KindLabels, Counter>,
+    /// Calls whose media stream is open now.
+    pub live_calls: Gauge,
+    /// 1 while an alert is tripped, else 0.
+    pub alerts: Family<AlertLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered under the `voxrelay` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("voxrelay");
+        let m = Metrics {
+            greeting: Family::new_with_constructor(voice_histogram),
+            greeting_from_webhook: Family::new_with_constructor(voice_histogram),
+            turn: Family::new_with_constructor(voice_histogram),
+            turn_heard: Family::new_with_constructor(voice_histogram),
+            barge_in_reaction: Family::new_with_constructor(voice_histogram),
+            relay_overhead: Family::new_with_constructor(relay_histogram),
+            upstream_connect: voice_histogram(),
+            upstream_first_audio: voice_histogram(),
+            session_update: voice_histogram(),
+            calls: Family::default(),
+            frames_relayed: Family::default(),
+            frames_dropped: Family::default(),
+            upstream_errors: Family::default(),
+            prompt_upgrades: Family::default(),
+            guard_decisions: Family::default(),
+            echo_events: Family::default(),
+            model_turns: Family::default(),
+            transcripts_scored: Family::default(),
+            tokens: Family::default(),
+            live_calls: Gauge::default(),
+            alerts: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "greeting_latency_seconds",
+            "Stream start to the first model audio frame sent to Twilio",
+            m.greeting.clone(),
+        );
+        r.register(
+            "greeting_from_webhook_seconds",
+            "Voice webhook to the first model audio frame sent to Twilio",
+            m.greeting_from_webhook.clone(),
+        );
+        r.register(
+            "turn_latency_seconds",
+            "End of caller speech (speech_stopped) to the answer's first audio frame sent to Twilio",
+            m.turn.clone(),
+        );
+        r.register(
+            "turn_heard_latency_seconds",
+            "End of caller speech to Twilio's acknowledgement of the mark after the answer's first audio",
+            m.turn_heard.clone(),
+        );
+        r.register(
+            "barge_in_reaction_seconds",
+            "speech_started received to Twilio clear written",
+            m.barge_in_reaction.clone(),
+        );
+        r.register(
+            "relay_overhead_seconds",
+            "Time a media frame spends inside the proxy, read to written",
+            m.relay_overhead.clone(),
+        );
+        r.register(
+            "upstream_connect_seconds",
+            "Upstream TCP, TLS and WebSocket handshake",
+            m.upstream_connect.clone(),
+        );
+        r.register(
+            "upstream_first_audio_seconds",
+            "response.create sent to the response's first audio delta",
+            m.upstream_first_audio.clone(),
+        );
+        r.register(
+            "session_update_seconds",
+            "FULL session.update sent to session.updated received",
+            m.session_update.clone(),
+        );
+        r.register("calls", "Finished calls", m.calls.clone());
+        r.register(
+            "frames_relayed",
+            "Media frames relayed",
+            m.frames_relayed.clone(),
+        );
+        r.register(
+            "frames_dropped",
+            "Media frames dropped because a socket writer's queue was full",
+            m.frames_dropped.clone(),
+        );
+        r.register(
+            "upstream_errors",
+            "Upstream error events by code",
+            m.upstream_errors.clone(),
+        );
+        r.register(
+            "prompt_upgrades",
+            "COMPACT to FULL session.update messages sent",
+            m.prompt_upgrades.clone(),
+        );
+        r.register(
+            "guard_decisions",
+            "Guard decisions by kind",
+            m.guard_decisions.clone(),
+        );
+        r.register(
+            "echo_events",
+            "Echo events by kind (parroting, self_echo)",
+            m.echo_events.clone(),
+        );
+        r.register(
+            "model_turns",
+            "Model output transcripts (the echo rate's denominator)",
+            m.model_turns.clone(),
+        );
+        r.register(
+            "transcripts_scored",
+            "Caller transcripts scored by the sanitizer",
+            m.transcripts_scored.clone(),
+        );
+        r.register(
+            "tokens",
+            "Tokens reported in response.done usage",
+            m.tokens.clone(),
+        );
+        r.register(
+            "live_calls",
+            "Calls whose media stream is open",
+            m.live_calls.clone(),
+        );
+        r.register("alert", "1 while the alert is tripped", m.alerts.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The same metrics in the Prometheus text format 0.0.4, for scrapers and tools that do not
+    /// ask for OpenMetrics (`promtool check metrics` among them). The two formats differ here
+    /// only in a counter's metadata, which names the family `x` in OpenMetrics and the sample
+    /// `x_total` in the text format, and in the closing `# EOF`.
+    pub fn encode_text(&self) -> String {
+        openmetrics_to_text(&self.encode())
+    }
+
+    /// Records a media frame's time inside the proxy on `leg`.
+    pub fn relay(&self, leg: &'static str, inside: Duration) {
+        self.relay_overhead
+            .get_or_create(&LegLabels { leg })
+            .observe(inside.as_secs_f64());
+    }
+
+    /// Records a finished call's figures: latencies from its timeline, counts from its
+    /// counters. `since_webhook` is how long before the stream start the webhook ran, when known.
+    pub fn record_call(&self, report: &CallReport, since_webhook: Option<Duration>) {
+        let call = CallLabels {
+            business_id: report.business_id.clone(),
+            direction: report.direction.as_str().to_string(),
+        };
+        let kind = |kind| KindLabels {
+            business_id: report.business_id.clone(),
+            kind,
+        };
+        if let Some(ms) = report.greeting_latency_ms {
+            self.greeting.get_or_create(&call).observe(ms / 1000.0);
+            if let Some(before) = since_webhook {
+                self.greeting_from_webhook
+                    .get_or_create(&call)
+                    .observe(before.as_secs_f64() + ms / 1000.0);
+            }
+        }
+        let turn = self.turn.get_or_create(&call);
+        for ms in &report.turn_latencies_ms {
+            turn.observe(ms / 1000.0);
+        }
+        drop(turn);
+        let heard = self.turn_heard.get_or_create(&call);
+        for ms in &report.turn_heard_ms {
+            heard.observe(ms / 1000.0);
+        }
+        drop(heard);
+        let barge = self.barge_in_reaction.get_or_create(&call);
+        let mut upgrades = 0;
+        for (_, event) in report.timeline.entries() {
+            match event {
+                TimelineEvent::BargeIn { reaction_us, .. } => {
+                    barge.observe(*reaction_us as f64 / 1e6);
+                }
+                TimelineEvent::Upgraded { .. } => upgrades += 1,
+                TimelineEvent::UpstreamError { code, .. } => {
+                    let code = KNOWN_ERROR_CODES
+                        .into_iter()
+                        .find(|known| known == code)
+                        .unwrap_or("other");
+                    self.upstream_errors
+                        .get_or_create(&ErrorLabels { code })
+                        .inc();
+                }
+                _ => {}
+            }
+        }
+        drop(barge);
+        let reason = END_REASONS
+            .into_iter()
+            .find(|r| *r == report.end_reason)
+            .unwrap_or("other");
+        self.calls
+            .get_or_create(&EndLabels {
+                business_id: call.business_id.clone(),
+                direction: call.direction.clone(),
+                end_reason: reason.to_string(),
+            })
+            .inc();
+        let c = &report.counters;
+        let leg = |leg| LegLabels { leg };
+        self.frames_relayed
+            .get_or_create(&leg(LEG_TWILIO_TO_UPSTREAM))
+            .inc_by(c.frames_in);
+        self.frames_relayed
+            .get_or_create(&leg(LEG_UPSTREAM_TO_TWILIO))
+            .inc_by(c.frames_out);
+        self.frames_dropped
+            .get_or_create(&leg(LEG_TWILIO_TO_UPSTREAM))
+            .inc_by(c.dropped_in);
+        self.frames_dropped
+            .get_or_create(&leg(LEG_UPSTREAM_TO_TWILIO))
+            .inc_by(c.dropped_out);
+        if upgrades > 0 {
+            self.prompt_upgrades.get_or_create(&call).inc_by(upgrades);
+        }
+        let g = &report.guards;
+        for (name, n) in [
+            ("injection_flagged", g.flagged),
+            ("injection_blocked", g.blocked),
+            ("leak", g.leaks),
+        ] {
+            if n > 0 {
+                self.guard_decisions.get_or_create(&kind(name)).inc_by(n);
+            }
+        }
+        for (name, n) in [
+            ("parroting", report.echo.echoes),
+            ("self_echo", report.echo.self_echoes),
+        ] {
+            if n > 0 {
+                self.echo_events.get_or_create(&kind(name)).inc_by(n);
+            }
+        }
+        self.model_turns
+            .get_or_create(&call)
+            .inc_by(report.echo.model_turns);
+        self.transcripts_scored
+            .get_or_create(&call)
+            .inc_by(g.scored);
+        self.tokens
+            .get_or_create(&kind("total"))
+            .inc_by(c.total_tokens);
+        self.tokens
+            .get_or_create(&kind("cached"))
+            .inc_by(c.cached_tokens);
+    }
+}
+
+/// Rewrites an OpenMetrics exposition of counters, gauges and histograms as the Prometheus text
+/// format 0.0.4: counter families are renamed to their `_total` samples in `# HELP` and
+/// `# TYPE`, `# UNIT` and `# EOF` lines are dropped, everything else is kept as it is.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| line.strip_prefix(prefix).map(|rest| (prefix, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str(&format!("{prefix}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples() {
+        let metrics = Metrics::new();
+        metrics.live_calls.inc();
+        metrics
+            .frames_relayed
+            .get_or_create(&LegLabels {
+                leg: LEG_TWILIO_TO_UPSTREAM,
+            })
+            .inc_by(3);
+        let open = metrics.encode();
+        assert!(
+            open.contains("# TYPE voxrelay_frames_relayed counter"),
+            "{open}"
+        );
+        assert!(open.trim_end().ends_with("# EOF"));
+        let text = metrics.encode_text();
+        assert!(
+            text.contains("# TYPE voxrelay_frames_relayed_total counter"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP voxrelay_frames_relayed_total Media frames relayed"));
+        assert!(text.contains("voxrelay_frames_relayed_total{leg=\"twilio_to_upstream\"} 3"));
+        assert!(text.contains("# TYPE voxrelay_live_calls gauge"));
+        assert!(!text.contains("# EOF"));
+    }
+}
