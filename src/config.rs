@@ -96,6 +96,15 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     /// Input transcription model; empty turns it off.
     pub transcription_model: String,
+    /// Send the greeting's `response.create` on the pre-warmed session as soon as it is open,
+    /// so the greeting audio is already waiting when the media stream starts. Default true;
+    /// may be left out of a file.
+    #[serde(default = "default_true")]
+    pub early_greeting: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[audio]`.

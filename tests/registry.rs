@@ -83,6 +83,7 @@ fn pending(url: String, setup: CallSetup) -> PendingCall {
         to: "+15005550006".into(),
         prewarm: tokio::spawn(async move { open_upstream(&settings, &session).await }),
         created: Instant::now(),
+        greeting_requested_at: Default::default(),
     }
 }
 

@@ -793,3 +793,83 @@ async fn connect_delay_holds_back_the_handshake() -> Result {
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn echo_mode_returns_each_appended_frame_once_the_first_response_is_done() -> Result {
+    let sim = start(SimUpstreamConfig {
+        echo: true,
+        keep_logs: false,
+        ..config(200, false)
+    })
+    .await?;
+    let (mut client, _) = Client::connect(&sim).await?;
+    // Before the greeting is done, caller audio is not echoed.
+    client.append(&silence(40)).await?;
+    client.send(json!({"type": "response.create"})).await?;
+    let greeting = client.until("response.done").await?;
+    assert!(
+        of_type(&greeting, "response.output_audio.delta")
+            .iter()
+            .all(|d| d["response_id"] != "resp_echo"),
+        "nothing echoed during the greeting"
+    );
+    // Then every frame comes back at once, text for text, as one assistant item's audio.
+    let frames: Vec<String> = (0..5u8)
+        .map(|n| {
+            let mut frame = silence(20);
+            frame[0] = 0x7F;
+            frame[1] = n;
+            BASE64.encode(frame)
+        })
+        .collect();
+    for frame in &frames {
+        client
+            .send(json!({"type": "input_audio_buffer.append", "audio": frame}))
+            .await?;
+    }
+    let events = client.for_a_while(Duration::from_millis(300)).await?;
+    let echoed: Vec<&Value> = of_type(&events, "response.output_audio.delta");
+    assert_eq!(echoed.len(), 5, "{events:?}");
+    for (delta, frame) in echoed.iter().zip(&frames) {
+        assert_eq!(delta["delta"], frame.as_str());
+        assert_eq!(delta["response_id"], "resp_echo");
+        assert_eq!(delta["item_id"], echoed[0]["item_id"]);
+    }
+    // The echoed audio can be truncated like any model audio.
+    let item_id = echoed[0]["item_id"].as_str().context("item id")?.to_owned();
+    client
+        .send(json!({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0, "audio_end_ms": 60}))
+        .await?;
+    assert_eq!(client.next().await?["type"], "conversation.item.truncated");
+    // With logs off, the per-event log stays empty.
+    assert!(sim.sessions()[0].events.is_empty());
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_beta_dialect_speaks_the_beta_audio_event_names_and_accepts_the_beta_header() -> Result
+{
+    let sim = start(SimUpstreamConfig {
+        dialect: voxrelay::sim::upstream::Dialect::Beta,
+        ..config(200, false)
+    })
+    .await?;
+    let mut request = format!("{}?model=gpt-realtime", sim.url()).into_client_request()?;
+    request
+        .headers_mut()
+        .insert("OpenAI-Beta", HeaderValue::from_static("realtime=v1"));
+    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let mut client = Client { ws };
+    assert_eq!(client.next().await?["type"], "session.created");
+    client.send(json!({"type": "response.create"})).await?;
+    let events = client.until("response.done").await?;
+    assert!(
+        !of_type(&events, "response.audio.delta").is_empty(),
+        "{events:?}"
+    );
+    assert!(!of_type(&events, "response.audio_transcript.done").is_empty());
+    assert!(of_type(&events, "response.output_audio.delta").is_empty());
+    sim.shutdown().await;
+    Ok(())
+}

@@ -129,9 +129,13 @@ async fn drive(
         ));
     };
     tokio::time::sleep(plan.stream_connect_delay).await;
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
-        .await
-        .map_err(|e| format!("media WebSocket {url}: {e}"))?;
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024);
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
+            .await
+            .map_err(|e| format!("media WebSocket {url}: {e}"))?;
     result.streamed = true;
     let (mut sink, mut incoming) = socket.split();
 
@@ -163,7 +167,8 @@ async fn drive(
     let t0 = Instant::now();
 
     let frames_total = (plan.duration.as_millis() / FRAME.as_millis()) as u32;
-    let tail_from = frames_total.saturating_sub((IN_FLIGHT_TAIL.as_millis() / FRAME.as_millis()) as u32);
+    let tail_from =
+        frames_total.saturating_sub((IN_FLIGHT_TAIL.as_millis() / FRAME.as_millis()) as u32);
     let speech = &plan.caller.speech;
     let speech_frames = speech.len().div_ceil(FRAME_BYTES) as u32;
     let barge_frame = plan

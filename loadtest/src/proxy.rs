@@ -79,14 +79,15 @@ pub async fn spawn(
     let health = format!("http://{listen}/healthz");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+        if reqwest::get(&health)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return Ok(proxy);
         }
         if Instant::now() > deadline {
-            bail!(
-                "the proxy did not answer {health} within 10 s; see {}",
-                log.display()
-            );
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("the proxy did not answer {health} within 10 s; it said:\n{said}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -234,7 +235,10 @@ pub fn counter(exposition: &str, name: &str, with: &[&str]) -> f64 {
         .lines()
         .filter_map(|line| line.strip_prefix(&prefix))
         .filter(|rest| with.iter().all(|l| rest.contains(l)))
-        .filter_map(|rest| rest.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .filter_map(|rest| {
+            rest.rsplit_once(' ')
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+        })
         .sum()
 }
 
@@ -270,7 +274,11 @@ voxrelay_frames_dropped_total{leg=\"upstream_to_twilio\"} 3
         assert_eq!(both.count, 110.0);
         assert_eq!(counter(EXPOSITION, "voxrelay_frames_dropped", &[]), 5.0);
         assert_eq!(
-            counter(EXPOSITION, "voxrelay_frames_dropped", &["upstream_to_twilio"]),
+            counter(
+                EXPOSITION,
+                "voxrelay_frames_dropped",
+                &["upstream_to_twilio"]
+            ),
             3.0
         );
         assert_eq!(histogram("", "x", &[]).quantile_bound(0.5), None);

@@ -23,7 +23,11 @@ pub fn frame(call: u16, seq: u32) -> [u8; FRAME_BYTES] {
     let mut frame = [SILENCE; FRAME_BYTES];
     let stamp = (u64::from(MAGIC) << 48) | (u64::from(call) << 32) | u64::from(seq);
     for (i, byte) in frame.iter_mut().take(STAMP_BYTES).enumerate() {
-        *byte = if stamp >> (63 - i) & 1 == 1 { ONE } else { ZERO };
+        *byte = if stamp >> (63 - i) & 1 == 1 {
+            ONE
+        } else {
+            ZERO
+        };
     }
     frame
 }

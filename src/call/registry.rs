@@ -5,6 +5,7 @@
 //! configured time is dropped and its upstream closed, so a call that never connects costs no
 //! more than the time-to-live.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -29,6 +30,8 @@ pub struct PendingCall {
     pub prewarm: Prewarm,
     /// When the webhook answered.
     pub created: Instant,
+    /// When the pre-warm sent the greeting's `response.create` (set once it has).
+    pub greeting_requested_at: Arc<OnceLock<Instant>>,
 }
 
 /// The shared map of pending calls (the only shared map besides read-only caches).

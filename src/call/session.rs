@@ -156,6 +156,8 @@ pub struct SessionStart {
     pub started_at: Instant,
     /// Whether the upstream was pre-warmed by the webhook.
     pub prewarmed: bool,
+    /// When the pre-warm sent the greeting's `response.create`, if it did.
+    pub greeting_requested: Option<Instant>,
     /// Prompts and session configuration.
     pub setup: CallSetup,
     /// Where guard events are recorded (`call_events`, redacted); `None` records nothing.
@@ -234,6 +236,7 @@ pub async fn run(
         },
         begin.started_at,
     );
+    let begin_greeting_requested = begin.greeting_requested;
     let guards = CallGuards::new(
         begin.setup.policy,
         begin.setup.sanitizer.clone(),
@@ -254,7 +257,12 @@ pub async fn run(
         response_requested_at: None,
         upgrade_sent_at: None,
     };
-    session.state.greet(Instant::now(), &mut session.commands);
+    if let Some(requested) = begin_greeting_requested {
+        session.state.greeting_requested_earlier(Instant::now());
+        session.response_requested_at = Some(requested);
+    } else {
+        session.state.greet(Instant::now(), &mut session.commands);
+    }
     session.dispatch();
 
     let reason = loop {

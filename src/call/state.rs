@@ -151,8 +151,19 @@ impl CallState {
 
     /// The stream started: greet.
     pub fn greet(&mut self, now: Instant, out: &mut Vec<Command>) {
-        self.timeline.push(now, TimelineEvent::GreetingRequested);
+        self.timeline
+            .push(now, TimelineEvent::GreetingRequested { early: false });
         self.request_response(ResponseKind::Plain, out);
+    }
+
+    /// The stream started, and the greeting's `response.create` went out on the pre-warmed
+    /// session before it: the response is requested, nothing is sent.
+    pub fn greeting_requested_earlier(&mut self, now: Instant) {
+        self.timeline
+            .push(now, TimelineEvent::GreetingRequested { early: true });
+        if self.response == ResponseState::Idle {
+            self.response = ResponseState::Requested;
+        }
     }
 
     /// A model audio delta of `bytes` arrived for `item_id`.

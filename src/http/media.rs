@@ -22,9 +22,25 @@ use crate::telemetry::window::LiveCall;
 use crate::twilio::media::{self as tw, Inbound, Start};
 use crate::twilio::token;
 
+/// Read buffer of the Twilio WebSocket, bytes: Media Streams messages are under 1 KiB (a 20 ms
+/// media frame is about 400 bytes of JSON), so 8 KiB instead of tungstenite's 128 KiB default,
+/// which would cost every call 120 KiB of memory for nothing.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Writes are buffered up to this before they go out (the writer flushes when its queue is
+/// empty anyway).
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+/// Largest message or frame accepted from the Twilio side, bytes: far above any Media Streams
+/// message, far below what would let a client make the proxy hold megabytes.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// The WebSocket upgrade handler.
 pub async fn stream(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| handle(state, socket))
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| handle(state, socket))
 }
 
 async fn close_with(mut socket: WebSocket, code: u16, reason: &'static str) {
@@ -91,10 +107,15 @@ async fn handle(state: AppState, mut socket: WebSocket) {
         }
     };
 
+    // Whether the pre-warm already asked for the greeting (see `upstream.early_greeting`).
+    let mut greeting_requested: Option<Instant> = None;
     let prepared = match state.registry.claim(&start.call_sid) {
         Some(pending) => {
             let upstream = match pending.prewarm.await {
-                Ok(Ok(socket)) => Ok(socket),
+                Ok(Ok(socket)) => {
+                    greeting_requested = pending.greeting_requested_at.get().copied();
+                    Ok(socket)
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm failed; dialling again");
                     state.dial_upstream(&pending.setup.session).await
@@ -178,6 +199,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
             start,
             started_at,
             prewarmed: since_webhook.is_some(),
+            greeting_requested,
             setup,
             store: Some(state.store.clone()),
         },

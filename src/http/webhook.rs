@@ -11,6 +11,7 @@
 //! Sources: <https://www.twilio.com/docs/voice/twiml>,
 //! <https://www.twilio.com/docs/usage/security#validating-requests> (`shared/protocol/twilio.md`).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -139,10 +140,34 @@ pub async fn voice(
     let settings = state.upstream.clone();
     let metrics = state.metrics.clone();
     let session = setup.session.clone();
+    let early_greeting = state.config.upstream.early_greeting;
     let prewarm_sid = call_sid.clone();
+    let greeting_requested_at = Arc::new(OnceLock::new());
+    let greeted = greeting_requested_at.clone();
     let prewarm = tokio::spawn(async move {
         let started = Instant::now();
-        let result = crate::http::dial(&settings, &session, &metrics).await;
+        let mut result = crate::http::dial(&settings, &session, &metrics).await;
+        if early_greeting && let Ok(socket) = &mut result {
+            // The greeting, asked for now: its audio waits in the socket for the stream.
+            use futures_util::SinkExt as _;
+            let greeting = crate::realtime::events::ClientEvent::ResponseCreate.to_json();
+            match socket
+                .send(tokio_tungstenite::tungstenite::Message::Text(
+                    greeting.into(),
+                ))
+                .await
+            {
+                Ok(()) => {
+                    let _ = greeted.set(Instant::now());
+                }
+                Err(e) => {
+                    result = Err(crate::realtime::UpstreamError::Connect {
+                        url: settings.url.clone(),
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
         match &result {
             Ok(_) => tracing::debug!(call_sid = %prewarm_sid,
                 connect_ms = started.elapsed().as_secs_f64() * 1000.0, "upstream pre-warmed"),
@@ -160,6 +185,7 @@ pub async fn voice(
             to,
             prewarm,
             created: Instant::now(),
+            greeting_requested_at,
         },
     );
 

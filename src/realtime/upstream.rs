@@ -107,7 +107,7 @@ pub async fn connect(settings: &UpstreamSettings) -> Result<UpstreamSocket, Upst
     let timeout = Duration::from_millis(settings.connect_timeout_ms);
     match tokio::time::timeout(
         timeout,
-        tokio_tungstenite::connect_async_with_config(request, None, true),
+        tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), true),
     )
     .await
     {
@@ -121,4 +121,18 @@ pub async fn connect(settings: &UpstreamSettings) -> Result<UpstreamSocket, Upst
             timeout_ms: settings.connect_timeout_ms,
         }),
     }
+}
+
+/// Buffer sizes of the upstream WebSocket, bytes. tungstenite's defaults reserve 128 KiB for
+/// reading per connection, which a call's Realtime traffic (events of a few KiB; audio deltas
+/// of about 1 KiB) never needs: 8 KiB, grown on demand for a larger event. Writes are
+/// buffered up to 16 KiB before they go out (the writer flushes when its queue is empty).
+pub const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// See [`READ_BUFFER_BYTES`].
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
 }

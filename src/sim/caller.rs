@@ -272,7 +272,10 @@ pub fn account_sid() -> String {
 /// which media stream the TwiML connects.
 ///
 /// Errors: [`CallerError::Webhook`] when the request fails.
-pub async fn answer(config: &CallerConfig, client: &reqwest::Client) -> Result<Answer, CallerError> {
+pub async fn answer(
+    config: &CallerConfig,
+    client: &reqwest::Client,
+) -> Result<Answer, CallerError> {
     let account_sid = account_sid();
     let params: Vec<(String, String)> = [
         ("AccountSid", account_sid.as_str()),

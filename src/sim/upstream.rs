@@ -536,11 +536,21 @@ async fn serve_connection(
                 .map(|(_, value)| value.into_owned())
         });
         handshake.authorization = request.headers().contains_key(header::AUTHORIZATION);
-        handshake.beta_header = request.headers().contains_key("openai-beta")
-            && shared_dialect == Dialect::Ga;
+        handshake.beta_header =
+            request.headers().contains_key("openai-beta") && shared_dialect == Dialect::Ga;
         Ok(response)
     };
-    let ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
+    // Small buffers: a load test holds a thousand of these connections in one process.
+    let socket_config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024);
+    let ws = match tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(socket_config),
+    )
+    .await
+    {
         Ok(ws) => ws,
         Err(e) => {
             tracing::debug!(error = %e, "simulated upstream handshake failed");
@@ -691,6 +701,17 @@ struct UsageHistory {
     assistant_audio_tokens: u64,
     /// Instructions and input tokens of the previous response, for `cached_tokens`.
     previous: Option<(String, u64)>,
+}
+
+/// The fields of an `input_audio_buffer.append` the simulator reads, borrowed.
+#[derive(serde::Deserialize)]
+struct AppendEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    audio: Option<&'a str>,
+    #[serde(borrow, default)]
+    event_id: Option<&'a str>,
 }
 
 struct Connection {
@@ -869,6 +890,13 @@ impl Connection {
 
     async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
         self.write_event_log(text);
+        // Caller audio is most of the traffic: read it without building a JSON tree.
+        if text.contains(r#""type":"input_audio_buffer.append""#)
+            && let Ok(append) = serde_json::from_str::<AppendEvent<'_>>(text)
+            && append.kind == "input_audio_buffer.append"
+        {
+            return self.on_append(append.audio, append.event_id).await;
+        }
         let event: Value = match serde_json::from_str(text) {
             Ok(event) => event,
             Err(e) => {
@@ -897,7 +925,10 @@ impl Connection {
         let id = client_id.as_deref();
         match event_type {
             "session.update" => self.on_session_update(&event, id).await,
-            "input_audio_buffer.append" => self.on_append(&event, id).await,
+            "input_audio_buffer.append" => {
+                self.on_append(event.get("audio").and_then(Value::as_str), id)
+                    .await
+            }
             "input_audio_buffer.commit" => self.on_commit(id).await,
             "input_audio_buffer.clear" => self.on_clear().await,
             "response.create" => self.on_response_create(&event, id).await,
@@ -977,11 +1008,12 @@ impl Connection {
 
     // --- input audio ---------------------------------------------------------------------------
 
-    async fn on_append(&mut self, event: &Value, id: Option<&str>) -> Result<(), WsError> {
-        let decoded = event
-            .get("audio")
-            .and_then(Value::as_str)
-            .map(|audio| BASE64.decode(audio));
+    async fn on_append(
+        &mut self,
+        audio_text: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<(), WsError> {
+        let decoded = audio_text.map(|audio| BASE64.decode(audio));
         if self.config().keep_logs {
             let mut log = self.log();
             let entry = &mut log[self.index];
@@ -1008,8 +1040,10 @@ impl Connection {
             }
         };
         self.buffer_bytes += audio.len() as u64;
-        if self.echoing {
-            self.echo(event, audio.len()).await?;
+        if self.echoing
+            && let Some(text) = audio_text
+        {
+            self.echo(text, audio.len()).await?;
         }
         let events = self.vad.push(&audio);
         let turn = self.turn_settings();
@@ -1032,8 +1066,9 @@ impl Connection {
         Ok(())
     }
 
-    /// Echo mode: sends the appended audio back at once as model audio.
-    async fn echo(&mut self, append: &Value, bytes: usize) -> Result<(), WsError> {
+    /// Echo mode: sends the appended audio (its base64 text, unchanged) back at once as model
+    /// audio.
+    async fn echo(&mut self, audio: &str, bytes: usize) -> Result<(), WsError> {
         let item_id = match &self.echo_item {
             Some(id) => id.clone(),
             None => {
@@ -1048,17 +1083,19 @@ impl Connection {
         if let Some(record) = self.items.get_mut(&item_id) {
             record.audio_bytes += bytes;
         }
-        let delta = append.get("audio").cloned().unwrap_or(Value::Null);
-        self.out
-            .send(json!({
-                "type": "response.output_audio.delta",
-                "response_id": "resp_echo",
-                "item_id": item_id,
-                "output_index": 0,
-                "content_index": 0,
-                "delta": delta,
-            }))
-            .await
+        // Written directly rather than through a JSON value: this runs once per caller frame.
+        // The ids and the base64 alphabet need no escaping.
+        let kind = if self.out.beta {
+            "response.audio.delta"
+        } else {
+            "response.output_audio.delta"
+        };
+        self.out.next_event += 1;
+        let text = format!(
+            r#"{{"type":"{kind}","event_id":"event_sim{:03}{:07}","response_id":"resp_echo","item_id":"{item_id}","output_index":0,"content_index":0,"delta":"{audio}"}}"#,
+            self.out.connection, self.out.next_event
+        );
+        self.out.ws.send(Message::text(text)).await
     }
 
     async fn on_speech_started(

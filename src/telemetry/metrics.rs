@@ -1,9 +1,9 @@
 //! Prometheus metrics of one instance (prometheus-client), served at `GET /metrics` in the
 //! OpenMetrics text format.
 //!
-//! Latencies are histograms in seconds. Caller-facing ones (greeting, turn, barge-in reaction,
-//! upstream timings) use [`VOICE_BUCKETS`], 1 ms to 10 s; the relay overhead of one media frame
-//! uses [`RELAY_BUCKETS`], 5 µs to 100 ms. Labels are bounded: a business id (the tenants an
+//! Latencies are histograms in seconds. Caller-facing ones (greeting, turn, upstream timings)
+//! use [`VOICE_BUCKETS`], 1 ms to 10 s; what the proxy does in microseconds (the relay overhead
+//! of one media frame, the barge-in reaction) uses [`RELAY_BUCKETS`], 5 µs to 100 ms. Labels are bounded: a business id (the tenants an
 //! operator configured), the direction, a leg of the relay, an end reason or error code from a
 //! fixed set. No CallSid, number or transcript ever becomes a label.
 //!
@@ -189,7 +189,7 @@ impl Metrics {
             greeting_from_webhook: Family::new_with_constructor(voice_histogram),
             turn: Family::new_with_constructor(voice_histogram),
             turn_heard: Family::new_with_constructor(voice_histogram),
-            barge_in_reaction: Family::new_with_constructor(voice_histogram),
+            barge_in_reaction: Family::new_with_constructor(relay_histogram),
             relay_overhead: Family::new_with_constructor(relay_histogram),
             upstream_connect: voice_histogram(),
             upstream_first_audio: voice_histogram(),

@@ -24,7 +24,11 @@ pub enum TimelineEvent {
         full_tokens: usize,
     },
     /// `response.create` for the greeting.
-    GreetingRequested,
+    GreetingRequested {
+        /// The `response.create` went out on the pre-warmed session, before the stream started
+        /// (`upstream.early_greeting`).
+        early: bool,
+    },
     /// The first model audio frame went to Twilio.
     GreetingAudio {
         /// Stream start to first audio frame out, ms.
@@ -131,7 +135,13 @@ impl fmt::Display for TimelineEvent {
                 f,
                 "prompts: COMPACT {compact_tokens} tokens, FULL {full_tokens} tokens"
             ),
-            TimelineEvent::GreetingRequested => write!(f, "greeting requested (response.create)"),
+            TimelineEvent::GreetingRequested { early: false } => {
+                write!(f, "greeting requested (response.create)")
+            }
+            TimelineEvent::GreetingRequested { early: true } => write!(
+                f,
+                "greeting already requested on the pre-warmed session (response.create at the webhook)"
+            ),
             TimelineEvent::GreetingAudio { latency_ms } => {
                 write!(f, "greeting audio out: greeting latency {latency_ms:.1} ms")
             }
