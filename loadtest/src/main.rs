@@ -33,7 +33,9 @@ use serde::Serialize;
 
 use voxrelay::sim::caller::CallerConfig;
 use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::upstream::{Clip, Dialect, SimUpstream, SimUpstreamConfig, default_clip};
+use voxrelay::sim::upstream::{
+    Clip, Dialect, ECHO_GREETING_MS, SimUpstream, SimUpstreamConfig, default_clip,
+};
 
 use call::{CallPlan, CallResult};
 
@@ -214,13 +216,7 @@ fn main() -> anyhow::Result<()> {
 /// The greeting every call hears: the first 500 ms of the simulated upstream's reply, so the
 /// echo (which starts when the greeting is done) covers nearly all of each call.
 fn greeting_clip() -> anyhow::Result<Clip> {
-    let full = default_clip()?;
-    let ms = 500.min(full.duration_ms());
-    let bytes = (ms as usize) * voxrelay::audio::mulaw::BYTES_PER_MS;
-    Ok(Clip::new(
-        full.mulaw[..bytes.min(full.mulaw.len())].to_vec(),
-        "Hello.",
-    ))
+    Ok(default_clip()?.first_ms(ECHO_GREETING_MS, "Hello."))
 }
 
 /// A free loopback port (bound, read, released).
@@ -595,7 +591,7 @@ fn table(r: &Report) -> String {
         (
             "load generator CPU",
             r.load_generator_cpu_percent.map_or("-".into(), |c| {
-                format!("{c:.1}% of one core (with the simulated upstream)")
+                format!("{c:.1}% of one core (this process: the simulated calls, and the simulated upstream unless --proxy)")
             }),
         ),
         ("wall time", format!("{:.1} s", r.wall_s)),

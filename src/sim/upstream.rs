@@ -105,6 +105,15 @@ pub struct Clip {
 }
 
 impl Clip {
+    /// The first `ms` of this clip (all of it when shorter), saying `transcript`.
+    pub fn first_ms(&self, ms: u64, transcript: impl Into<String>) -> Clip {
+        let bytes = (ms as usize).saturating_mul(crate::audio::mulaw::BYTES_PER_MS);
+        Clip::new(
+            self.mulaw[..bytes.min(self.mulaw.len())].to_vec(),
+            transcript,
+        )
+    }
+
     /// A clip from mu-law bytes (8 kHz) and the words they say.
     pub fn new(mulaw: Vec<u8>, transcript: impl Into<String>) -> Clip {
         Clip {
@@ -248,6 +257,9 @@ pub struct SimUpstreamConfig {
     /// off so memory and the shared lock do not grow with traffic.
     pub keep_logs: bool,
 }
+
+/// Length of the greeting in echo mode without `--clip`, ms.
+pub const ECHO_GREETING_MS: u64 = 500;
 
 /// The Realtime API's event names the simulated server uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -2169,6 +2181,10 @@ impl SimUpstreamArgs {
     pub fn into_config(self) -> anyhow::Result<(SocketAddr, SimUpstreamConfig)> {
         anyhow::ensure!(self.chunk_ms > 0, "--chunk-ms must be at least 1");
         let clip = match &self.clip {
+            // Echo mode greets briefly: the echo starts when the greeting is done.
+            None if self.echo => default_clip()
+                .context("loading the built-in agent reply")?
+                .first_ms(ECHO_GREETING_MS, "Hello."),
             None => default_clip().context("loading the built-in agent reply")?,
             Some(path) => {
                 let text = match self.clip_text {
