@@ -17,10 +17,10 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use common::api::Api;
+use common::{dental_world, tool_missing};
 use voxrelay::sim::caller;
 use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::upstream::SimUpstreamConfig;
-use voxrelay::sim::world::{SIM_VIEWER_TOKEN, World, WorldOptions};
+use voxrelay::sim::world::SIM_VIEWER_TOKEN;
 
 /// The Chromium binary, if one is installed.
 fn chromium() -> Option<&'static str> {
@@ -66,25 +66,7 @@ fn artifact_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_live_calls_and_latency_figures_in_a_browser() {
-    let mut world = World::start(WorldOptions {
-        upstream: SimUpstreamConfig {
-            first_audio_delay_ms: 300,
-            ..SimUpstreamConfig::default()
-        },
-        ..WorldOptions::default()
-    })
-    .await
-    .expect("world starts");
-    world
-        .add_business(
-            "dental",
-            "Bright Smile Dental",
-            "We clean teeth.",
-            "Hello.",
-            "+15005550006",
-        )
-        .await
-        .expect("business");
+    let mut world = dental_world(300).await;
     let api = Api::new(&world);
 
     // A finished call gives the latency figures; a second one stays live while the page loads.
@@ -198,15 +180,7 @@ async fn the_dashboard_shows_live_calls_and_latency_figures_in_a_browser() {
             assert!(bytes.len() > 10_000, "{} bytes", bytes.len());
             let _ = writeln!(std::io::stderr(), "dashboard screenshot: {}", png.display());
         }
-        None if std::env::var("VOXRELAY_REQUIRE_TOOLS").as_deref() == Ok("1") => {
-            panic!("chromium is not installed and VOXRELAY_REQUIRE_TOOLS=1");
-        }
-        None => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped the browser part: chromium is not installed (.ci/run installs it)"
-            );
-        }
+        None => tool_missing("chromium", "the dashboard in a browser", "not on PATH"),
     }
 
     let _ = live.await;

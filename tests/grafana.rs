@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+mod common;
+
 use regex::Regex;
 use serde_json::Value;
 use voxrelay::telemetry::metrics::{
@@ -140,7 +142,6 @@ fn every_query_names_an_exposed_metric_and_the_dashboard_panels_are_there() {
 /// Every query parses as PromQL: written as recording rules (Grafana's variables replaced by
 /// values) and checked with `promtool check rules`, when promtool is installed.
 fn check_promql(panels: &[Value]) {
-    use std::io::Write as _;
     let mut rules = String::from("groups:\n  - name: grafana_queries\n    rules:\n");
     let mut n = 0;
     for panel in panels {
@@ -171,14 +172,6 @@ fn check_promql(panels: &[Value]) {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(_) if std::env::var("VOXRELAY_REQUIRE_TOOLS").as_deref() == Ok("1") => {
-            panic!("promtool is not installed and VOXRELAY_REQUIRE_TOOLS=1")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped the PromQL check: promtool is not installed ({e})"
-            );
-        }
+        Err(e) => common::tool_missing("promtool", "the PromQL check", e),
     }
 }

@@ -7,31 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::upstream::SimUpstreamConfig;
-use voxrelay::sim::world::{World, WorldOptions};
+use voxrelay::sim::world::World;
 
-async fn world() -> World {
-    let world = World::start(WorldOptions {
-        upstream: SimUpstreamConfig {
-            first_audio_delay_ms: 300,
-            ..SimUpstreamConfig::default()
-        },
-        ..WorldOptions::default()
-    })
-    .await
-    .expect("world starts");
-    world
-        .add_business(
-            "dental",
-            "Bright Smile Dental",
-            "We clean teeth.",
-            "Hello.",
-            "+15005550006",
-        )
-        .await
-        .expect("business");
-    world
-}
+mod common;
+use common::{dental_world, tool_missing};
 
 async fn scrape(world: &World, accept: &str) -> (String, String) {
     let response = reqwest::Client::new()
@@ -59,7 +38,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_after_two_calls_count_them_and_pass_promtool() {
-    let mut world = world().await;
+    let mut world = dental_world(300).await;
     for n in 1..=2u32 {
         let mut caller = world.caller(
             &format!("CA{n:032x}"),
@@ -188,15 +167,7 @@ async fn metrics_after_two_calls_count_them_and_pass_promtool() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Err(_) if std::env::var("VOXRELAY_REQUIRE_TOOLS").as_deref() == Ok("1") => {
-            panic!("promtool is not installed and VOXRELAY_REQUIRE_TOOLS=1")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped promtool check: promtool is not installed ({e}); .ci/run installs it"
-            );
-        }
+        Err(e) => tool_missing("promtool", "the promtool check of /metrics", e),
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     world.stop().await;

@@ -327,14 +327,7 @@ pub async fn run(
     })
     .await;
     let (greeting_latency_ms, turn_latencies_ms, counters, timeline) = state.into_parts();
-    let turn_heard_ms = timeline
-        .entries()
-        .iter()
-        .filter_map(|(_, event)| match event {
-            TimelineEvent::TurnHeard { latency_ms } => Some(*latency_ms),
-            _ => None,
-        })
-        .collect();
+    let turn_heard_ms = timeline.heard_latencies_ms();
     let guard_counters = guards.counters();
     let echo = guards.echo_stats();
     tracing::info!(

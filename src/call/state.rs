@@ -731,15 +731,7 @@ mod tests {
         // An unknown mark changes nothing; the answer's mark, played 0.5 s later, is heard.
         s.on_mark("vr99.0", first + ms(100));
         s.on_mark(&mark, first + ms(520));
-        let heard: Vec<f64> = s
-            .timeline
-            .entries()
-            .iter()
-            .filter_map(|(_, e)| match e {
-                TimelineEvent::TurnHeard { latency_ms } => Some(*latency_ms),
-                _ => None,
-            })
-            .collect();
+        let heard = s.timeline.heard_latencies_ms();
         assert_eq!(heard.len(), 1, "{heard:?}");
         assert!((heard[0] - 820.0).abs() < 1.0, "{heard:?}");
     }

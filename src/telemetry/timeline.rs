@@ -235,6 +235,17 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// The caller-side turn latencies recorded ([`TimelineEvent::TurnHeard`]), ms, in order.
+    pub fn heard_latencies_ms(&self) -> Vec<f64> {
+        self.entries()
+            .iter()
+            .filter_map(|(_, event)| match event {
+                TimelineEvent::TurnHeard { latency_ms } => Some(*latency_ms),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A timeline whose clock starts at `start` (the Twilio `start` message).
     pub fn new(start: Instant) -> Timeline {
         Timeline {

@@ -93,3 +93,44 @@ pub fn with_search_path(base_url: &str, schema: &str) -> String {
     let separator = if base_url.contains('?') { '&' } else { '?' };
     format!("{base_url}{separator}options=-c%20search_path%3D{schema}")
 }
+
+/// A proxy world whose simulated model takes `first_audio_ms` to its first audio, with the
+/// business `dental` ("Bright Smile Dental") on +15005550006.
+pub async fn dental_world(first_audio_ms: u64) -> voxrelay::sim::world::World {
+    use voxrelay::sim::upstream::SimUpstreamConfig;
+    use voxrelay::sim::world::{World, WorldOptions};
+    let world = World::start(WorldOptions {
+        upstream: SimUpstreamConfig {
+            first_audio_delay_ms: first_audio_ms,
+            ..SimUpstreamConfig::default()
+        },
+        ..WorldOptions::default()
+    })
+    .await
+    .expect("world starts");
+    world
+        .add_business(
+            "dental",
+            "Bright Smile Dental",
+            "We clean teeth.",
+            "Hello.",
+            "+15005550006",
+        )
+        .await
+        .expect("business");
+    world
+}
+
+/// A check that needs an outside tool (promtool, Chromium) cannot run because the tool is
+/// missing (`why`). With `VOXRELAY_REQUIRE_TOOLS=1` (as `.ci/run` sets) that fails the test;
+/// otherwise the check is skipped, and the terminal is told so.
+pub fn tool_missing(tool: &str, check: &str, why: impl std::fmt::Display) {
+    if std::env::var("VOXRELAY_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{tool} is needed for {check} and VOXRELAY_REQUIRE_TOOLS=1: {why}");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {check}: {tool} is not installed ({why}); .ci/run installs it"
+    );
+}
