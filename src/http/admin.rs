@@ -245,6 +245,9 @@ pub enum ApiError {
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something on our side failed (logged; the client sees no detail).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The JSON body of an error.
@@ -275,6 +278,10 @@ impl IntoResponse for ApiError {
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error in an admin API request");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "internal error in an admin API request");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
@@ -972,7 +979,7 @@ async fn experiment_results(
     // The bootstrap is CPU work: off the async workers.
     let results = tokio::task::spawn_blocking(move || results::results(&experiment, &calls))
         .await
-        .map_err(|e| ApiError::BadRequest(format!("results could not be computed: {e}")))?;
+        .map_err(|e| ApiError::Internal(format!("computing experiment results: {e}")))?;
     Ok(Json(results))
 }
 
