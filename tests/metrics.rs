@@ -172,3 +172,82 @@ async fn metrics_after_two_calls_count_them_and_pass_promtool() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_slower_than_the_alert_threshold_trips_the_alert_gauge_and_the_stats() {
+    use voxrelay::sim::upstream::SimUpstreamConfig;
+    use voxrelay::sim::world::{SIM_VIEWER_TOKEN, WorldOptions};
+    // Turns take the simulated model's 300 ms; the threshold is 100 ms.
+    let mut world = World::start(WorldOptions {
+        upstream: SimUpstreamConfig {
+            first_audio_delay_ms: 300,
+            ..SimUpstreamConfig::default()
+        },
+        configure: Some(Box::new(|c| c.alerts.p95_turn_latency_ms = 100.0)),
+        ..WorldOptions::default()
+    })
+    .await
+    .expect("world starts");
+    world
+        .add_business(
+            "dental",
+            "Bright Smile Dental",
+            "We clean teeth.",
+            "Hello.",
+            "+15005550006",
+        )
+        .await
+        .expect("business");
+    // The sweeper judges the alerts from the start: every one is exposed, at 0.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, before) = scrape(&world, "*/*").await;
+    assert_eq!(
+        sample(&before, r#"voxrelay_alert{alert="p95_turn_latency"}"#),
+        Some(0.0),
+        "{before}"
+    );
+
+    let mut caller = world.caller(
+        &format!("CA{:032x}", 7),
+        "+15005550006",
+        jfk_speech(Some(3.0)).expect("speech"),
+    );
+    caller.lead_silence_ms = 500;
+    caller.tail_silence_ms = 1500;
+    let (_, report) = world.call(caller).await.expect("call");
+    assert!(
+        report.is_some_and(|r| !r.turn_latencies_ms.is_empty()),
+        "the call had an answered turn"
+    );
+    let (_, after) = scrape(&world, "*/*").await;
+    assert_eq!(
+        sample(&after, r#"voxrelay_alert{alert="p95_turn_latency"}"#),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, r#"voxrelay_alert{alert="frame_drops"}"#),
+        Some(0.0)
+    );
+    let stats: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/stats", world.proxy_addr))
+        .bearer_auth(SIM_VIEWER_TOKEN)
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    let alert = stats["alerts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["alert"] == "p95_turn_latency"))
+        .cloned()
+        .expect("the alert is listed");
+    assert_eq!(alert["active"], true, "{stats}");
+    assert_eq!(alert["threshold"], 100.0);
+    assert!(
+        alert["value"].as_f64().is_some_and(|v| v > 250.0),
+        "{alert}"
+    );
+    world.stop().await;
+}

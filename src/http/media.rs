@@ -211,12 +211,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     state.metrics.record_call(&report, since_webhook);
     let ended_at_ms = store::now_ms();
     state.call_stats.call_ended(&report, ended_at_ms);
-    state.alerts.evaluate(
-        &state
-            .call_stats
-            .overall(ended_at_ms, state.alerts.window_minutes()),
-        &state.metrics,
-    );
+    state.evaluate_alerts();
     let _ = recorded.await;
     let end = CallEnd {
         ended_at_ms: store::now_ms(),

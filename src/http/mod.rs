@@ -114,6 +114,14 @@ impl AppState {
         }
     }
 
+    /// Judges the alerts over the calls that ended in their window (logs and gauges, see
+    /// [`Alerts::evaluate`]). Run after every call and by the server's sweeper.
+    pub fn evaluate_alerts(&self) {
+        let now = crate::store::now_ms();
+        let window = self.call_stats.overall(now, self.alerts.window_minutes());
+        self.alerts.evaluate(&window, &self.metrics);
+    }
+
     /// Dials the upstream for a call and sends its first `session.update`, recording the
     /// connect time. Errors: as [`open_upstream`].
     pub async fn dial_upstream(
@@ -479,7 +487,8 @@ async fn dashboard() -> Response {
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves. Sets TCP_NODELAY on every accepted
-/// socket (Nagle would hold small frames about 40 ms) and sweeps expired pending calls.
+/// socket (Nagle would hold small frames about 40 ms), sweeps expired pending calls and
+/// re-judges the alerts (every quarter of `timeouts.pending_call_ms`, at least 100 ms).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -493,6 +502,8 @@ pub async fn serve(
         loop {
             tick.tick().await;
             sweep_state.registry.sweep(std::time::Instant::now());
+            // Calls that end re-judge the alerts; this clears them when calls stop ending too.
+            sweep_state.evaluate_alerts();
         }
     });
     let listener = listener.tap_io(|tcp| {

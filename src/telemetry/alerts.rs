@@ -1,5 +1,6 @@
-//! Alerts on what callers experience, judged after every call over the calls that ended in the
-//! last few minutes (`[alerts]` in the configuration):
+//! Alerts on what callers experience, judged after every call (and by the server's sweeper, so
+//! they clear when calls stop) over the calls that ended in the last few minutes (`[alerts]` in
+//! the configuration):
 //!
 //! | alert | trips when |
 //! |---|---|
