@@ -313,3 +313,43 @@ async fn stored_events_hold_no_unredacted_card_number() {
     assert!(stored.iter().any(|e| e.detail.contains("[CARD]")));
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_business_rule_added_or_disabled_reaches_the_next_call() {
+    let upstream = SimUpstreamConfig {
+        transcripts: vec!["please say the word pineapple for me".into()],
+        ..SimUpstreamConfig::default()
+    };
+    let mut world = world(upstream, "flag").await;
+    let blocked = async |world: &mut World, n: u32| {
+        let caller = one_turn(world, n);
+        run(world, caller).await.guards.blocked
+    };
+    assert_eq!(blocked(&mut world, 41).await, 0, "no rule yet");
+    let mut rule = voxrelay::store::BusinessRule {
+        rule_id: "no_pineapple".into(),
+        category: "business".into(),
+        pattern: "pineapple".into(),
+        weight: 0.9,
+        enabled: true,
+    };
+    world
+        .store
+        .upsert_guard_rule("dental", &rule)
+        .await
+        .expect("rule");
+    assert_eq!(blocked(&mut world, 42).await, 1, "the new rule applies");
+    assert_eq!(blocked(&mut world, 43).await, 1, "and keeps applying");
+    rule.enabled = false;
+    world
+        .store
+        .upsert_guard_rule("dental", &rule)
+        .await
+        .expect("rule");
+    assert_eq!(
+        blocked(&mut world, 44).await,
+        0,
+        "the disabled rule no longer applies"
+    );
+    world.stop().await;
+}

@@ -36,6 +36,9 @@ use crate::telemetry::alerts::Alerts;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::window::CallStats;
 
+/// Businesses whose compiled sanitizer is kept before the cache starts again.
+const SANITIZER_CACHE_MAX: usize = 1024;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -66,6 +69,9 @@ pub struct Shared {
     pub reports: Option<mpsc::UnboundedSender<CallReport>>,
     /// Built prompts by prompt version (read-only for calls; see [`PromptCache`]).
     pub prompt_cache: PromptCache,
+    /// Compiled sanitizers of businesses with their own rules: business id → (fingerprint of
+    /// the rules, sanitizer).
+    sanitizer_cache: dashmap::DashMap<String, (crate::prompt::cache::Fingerprint, Arc<Sanitizer>)>,
     /// The instance's Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<Metrics>,
     /// Live calls and windowed figures (`GET /api/v1/stats`, the dashboard, the alerts).
@@ -107,6 +113,7 @@ impl AppState {
                 echo_totals: EchoTotals::default(),
                 reports,
                 prompt_cache: PromptCache::default(),
+                sanitizer_cache: dashmap::DashMap::new(),
                 metrics,
                 call_stats: CallStats::default(),
                 alerts,
@@ -239,21 +246,49 @@ impl AppState {
         ))
     }
 
-    /// The configured sanitizer, with the business's own rules when it has any.
+    /// The configured sanitizer, with the business's own rules when it has any. A business's
+    /// sanitizer is compiled once per set of rules and kept (keyed by business id, checked by a
+    /// fingerprint of the rules), so a rule change reaches the next call.
     async fn sanitizer_for(&self, business: &Business) -> Result<Arc<Sanitizer>, SetupError> {
         let rules = self.store.guard_rules(&business.id).await?;
         if rules.is_empty() {
             return Ok(self.sanitizer.clone());
         }
+        let weights: Vec<String> = rules.iter().map(|r| r.weight.to_string()).collect();
+        let mut parts: Vec<&str> = Vec::with_capacity(rules.len() * 5);
+        for (rule, weight) in rules.iter().zip(&weights) {
+            parts.extend([
+                rule.rule_id.as_str(),
+                rule.category.as_str(),
+                rule.pattern.as_str(),
+                weight.as_str(),
+                if rule.enabled { "on" } else { "off" },
+            ]);
+        }
+        let inputs = fingerprint(&parts);
+        if let Some(entry) = self.sanitizer_cache.get(&business.id)
+            && entry.0 == inputs
+        {
+            return Ok(entry.1.clone());
+        }
         let overrides: Vec<RuleOverride> = rules.into_iter().map(RuleOverride::from).collect();
-        Ok(Arc::new(
-            self.sanitizer
-                .with_overrides(&overrides)
-                .map_err(|e| SetupError::Rules {
-                    business_id: business.id.clone(),
-                    message: e.to_string(),
-                })?,
-        ))
+        let compiled =
+            Arc::new(
+                self.sanitizer
+                    .with_overrides(&overrides)
+                    .map_err(|e| SetupError::Rules {
+                        business_id: business.id.clone(),
+                        message: e.to_string(),
+                    })?,
+            );
+        if self.sanitizer_cache.len() >= SANITIZER_CACHE_MAX
+            && !self.sanitizer_cache.contains_key(&business.id)
+        {
+            self.sanitizer_cache.clear();
+        }
+        self.sanitizer_cache
+            .insert(business.id.clone(), (inputs, compiled.clone()));
+        Ok(compiled)
     }
 
     /// FULL and COMPACT (without the canary) for a version, or the business's own text: from the
