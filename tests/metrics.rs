@@ -10,7 +10,7 @@ use voxrelay::sim::demo::jfk_speech;
 use voxrelay::sim::world::World;
 
 mod common;
-use common::{dental_world, tool_missing};
+use common::{dental_world, dental_world_configured, tool_missing};
 
 async fn scrape(world: &World, accept: &str) -> (String, String) {
     let response = reqwest::Client::new()
@@ -175,29 +175,13 @@ async fn metrics_after_two_calls_count_them_and_pass_promtool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_turn_slower_than_the_alert_threshold_trips_the_alert_gauge_and_the_stats() {
-    use voxrelay::sim::upstream::SimUpstreamConfig;
-    use voxrelay::sim::world::{SIM_VIEWER_TOKEN, WorldOptions};
+    use voxrelay::sim::world::SIM_VIEWER_TOKEN;
     // Turns take the simulated model's 300 ms; the threshold is 100 ms.
-    let mut world = World::start(WorldOptions {
-        upstream: SimUpstreamConfig {
-            first_audio_delay_ms: 300,
-            ..SimUpstreamConfig::default()
-        },
-        configure: Some(Box::new(|c| c.alerts.p95_turn_latency_ms = 100.0)),
-        ..WorldOptions::default()
-    })
-    .await
-    .expect("world starts");
-    world
-        .add_business(
-            "dental",
-            "Bright Smile Dental",
-            "We clean teeth.",
-            "Hello.",
-            "+15005550006",
-        )
-        .await
-        .expect("business");
+    let mut world = dental_world_configured(
+        300,
+        Some(Box::new(|c| c.alerts.p95_turn_latency_ms = 100.0)),
+    )
+    .await;
     // The sweeper judges the alerts from the start: every one is exposed, at 0.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, before) = scrape(&world, "*/*").await;
