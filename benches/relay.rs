@@ -8,10 +8,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use std::sync::Arc;
 
-use voxrelay::call::Direction;
 use voxrelay::call::setup::{CallSetup, PromptSource};
 use voxrelay::call::state::{CallSettings, CallState};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
+use voxrelay::domain::Direction;
 use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::prompt::cache::{PromptCache, fingerprint};
 use voxrelay::prompt::{BusinessLayer, PromptLibrary};
@@ -64,7 +64,7 @@ fn relay(c: &mut Criterion) {
                 state.greet(t0, &mut out);
                 state.on_response_created("resp_1", t0);
                 for _ in 0..30 {
-                    state.on_audio_delta(Some("resp_1"), "item_1", 800, t0);
+                    state.on_audio_queued("item_1", 800, t0);
                 }
                 (state, t0 + Duration::from_millis(1200), out)
             },

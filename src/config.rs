@@ -72,6 +72,11 @@ pub struct ServerConfig {
     pub public_host: String,
     /// `https` or `http`: the scheme of the webhook URL Twilio signs.
     pub public_scheme: String,
+    /// SO_SNDBUF of every accepted socket, bytes; 0 (the default; may be left out of a file)
+    /// leaves the kernel's own sizing. A small value bounds what a peer that stops reading
+    /// can make the kernel hold for it, and lets the relay see the stall sooner.
+    #[serde(default)]
+    pub socket_send_buffer_bytes: usize,
 }
 
 /// `[database]`.
@@ -117,8 +122,24 @@ pub struct AudioConfig {
     pub default_voice: String,
     /// Model audio between marks, ms.
     pub mark_interval_ms: u64,
-    /// Audio messages allowed to wait per writer queue.
+    /// Audio messages allowed to wait in each leg's queue while its socket pushes back.
     pub queue_frames: usize,
+    /// Places kept in each leg's queue for control messages (mark, clear, session.update,
+    /// truncate, cancel), apart from the audio's. Default 256; may be left out of a file.
+    #[serde(default = "default_control_queue")]
+    pub control_queue: usize,
+    /// How long a socket may take nothing while messages wait for it before the call ends with
+    /// `twilio_stalled` or `upstream_stalled`, ms. Default 5000; may be left out of a file.
+    #[serde(default = "default_stall_limit_ms")]
+    pub stall_limit_ms: u64,
+}
+
+fn default_control_queue() -> usize {
+    256
+}
+
+fn default_stall_limit_ms() -> u64 {
+    5000
 }
 
 /// `[vad]`: server VAD settings for `session.update`.
@@ -520,6 +541,13 @@ impl Config {
         if self.audio.queue_frames == 0 {
             return Err(bad("audio.queue_frames", "must be at least 1".into()));
         }
+        if self.audio.control_queue < 8 {
+            return Err(bad(
+                "audio.control_queue",
+                "must be at least 8 (a barge-in alone queues a clear, a truncate and a cancel)"
+                    .into(),
+            ));
+        }
         if !(0.0..=1.0).contains(&self.vad.threshold) {
             return Err(bad("vad.threshold", "must be between 0.0 and 1.0".into()));
         }
@@ -531,6 +559,7 @@ impl Config {
                 "upstream.connect_timeout_ms",
                 self.upstream.connect_timeout_ms,
             ),
+            ("audio.stall_limit_ms", self.audio.stall_limit_ms),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0".into()));

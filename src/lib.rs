@@ -20,6 +20,7 @@
 pub mod audio;
 pub mod call;
 pub mod config;
+pub mod domain;
 pub mod guard;
 pub mod http;
 pub mod prompt;

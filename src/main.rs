@@ -440,6 +440,8 @@ async fn call_sim(args: CallSimArgs) -> anyhow::Result<()> {
         stream_url_override: None,
         token_override: None,
         inject: Vec::new(),
+        stop_reading: None,
+        recv_buffer_bytes: None,
     })
     .await?;
     println!(

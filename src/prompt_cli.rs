@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use voxrelay::call::Direction;
+use voxrelay::domain::Direction;
 use voxrelay::prompt::diff::unified_diff;
 use voxrelay::prompt::results::{self, ExperimentResults};
 use voxrelay::prompt::validate::{BusinessInfo, Limits, Report, validate};

@@ -6,7 +6,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use voxrelay::call::Direction;
+use voxrelay::domain::Direction;
 use voxrelay::http::admin::route_table;
 use voxrelay::sim::world::{SIM_ADMIN_TOKEN, SIM_VIEWER_TOKEN, World, WorldOptions};
 use voxrelay::store::{NewCall, NewCallEvent, NewPromptVersion};

@@ -71,7 +71,7 @@ async fn a_full_call_greets_and_upgrades_to_the_full_prompt_once() {
         "the caller heard the greeting"
     );
     assert!(proxy.greeting_latency_ms.is_some());
-    assert_eq!(proxy.end_reason, "stop");
+    assert_eq!(proxy.end_reason, voxrelay::domain::EndReason::Stop);
 
     let sessions = world.upstream.sessions();
     assert_eq!(sessions.len(), 1, "one upstream session for one call");
@@ -264,7 +264,7 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
         &CallToken {
             call_sid: call.clone(),
             business_id: "dental".into(),
-            direction: voxrelay::call::Direction::Inbound,
+            direction: voxrelay::domain::Direction::Inbound,
             expires_at_ms: 1,
             caller: String::new(),
             prompt_version_id: None,
@@ -276,7 +276,7 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
         &CallToken {
             call_sid: sid(99),
             business_id: "dental".into(),
-            direction: voxrelay::call::Direction::Inbound,
+            direction: voxrelay::domain::Direction::Inbound,
             expires_at_ms: i64::MAX,
             caller: String::new(),
             prompt_version_id: None,
@@ -288,7 +288,7 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
         &CallToken {
             call_sid: call.clone(),
             business_id: "dental".into(),
-            direction: voxrelay::call::Direction::Inbound,
+            direction: voxrelay::domain::Direction::Inbound,
             expires_at_ms: i64::MAX,
             caller: String::new(),
             prompt_version_id: None,
@@ -327,7 +327,7 @@ async fn malformed_and_unknown_twilio_frames_are_skipped_and_the_call_goes_on() 
     let (heard, proxy) = world.call(caller).await.expect("call runs");
     let proxy = proxy.expect("report");
     assert_eq!(proxy.counters.malformed_twilio, 4, "{:?}", proxy.counters);
-    assert_eq!(proxy.end_reason, "stop");
+    assert_eq!(proxy.end_reason, voxrelay::domain::EndReason::Stop);
     assert!(heard.first_audio_ms().is_some());
     assert_eq!(
         proxy.counters.frames_in as usize, heard.frames_sent,

@@ -40,7 +40,7 @@ fn exposed_names() -> BTreeSet<String> {
         .get_or_create(&EndLabels {
             business_id: "b".into(),
             direction: "inbound".into(),
-            end_reason: "stop".into(),
+            end_reason: "stop",
         })
         .inc();
     m.frames_relayed.get_or_create(&leg).inc();

@@ -111,7 +111,11 @@ async fn an_injection_in_monitor_mode_is_cancelled_cleared_deleted_corrected_and
     );
     assert!(report.counters.barge_ins >= 1, "Twilio was cleared");
     assert_eq!(report.guards.blocked, 1);
-    assert_eq!(report.end_reason, "stop", "the call goes on to its end");
+    assert_eq!(
+        report.end_reason,
+        voxrelay::domain::EndReason::Stop,
+        "the call goes on to its end"
+    );
 
     let stored = world.store.call_events(&sid(1)).await.expect("events");
     assert!(

@@ -1,7 +1,7 @@
 //! Prompt templates, validation and diffs: the checks a prompt version goes through on create
 //! and promote.
 
-use voxrelay::call::Direction;
+use voxrelay::domain::Direction;
 use voxrelay::prompt::diff::unified_diff;
 use voxrelay::prompt::template::{self, TemplateError};
 use voxrelay::prompt::validate::{

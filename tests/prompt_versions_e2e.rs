@@ -11,7 +11,8 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use voxrelay::prompt::experiment::{self, Arm};
+use voxrelay::domain::Arm;
+use voxrelay::prompt::experiment;
 use voxrelay::sim::caller::{self, CallerConfig};
 use voxrelay::sim::demo::jfk_speech;
 use voxrelay::sim::world::{World, WorldOptions};

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
-use voxrelay::call::Direction;
 use voxrelay::call::registry::{PendingCall, Registry};
 use voxrelay::call::setup::{CallSetup, PromptSource, open_upstream};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
+use voxrelay::domain::Direction;
 use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::prompt::PromptLibrary;
 use voxrelay::realtime::{Provider, UpstreamSettings};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyConnection, Connection, SqlSafeStr};
-use voxrelay::call::Direction;
+use voxrelay::domain::Direction;
 use voxrelay::guard::redact::contains_card_number;
 use voxrelay::store::{
     Business, BusinessRule, CallEnd, CallEvent, CallRecord, CallSummary, NewBusiness, NewCall,

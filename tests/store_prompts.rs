@@ -12,7 +12,7 @@
 use std::future::Future;
 
 use sqlx::{AnyConnection, Connection};
-use voxrelay::call::Direction;
+use voxrelay::domain::Direction;
 use voxrelay::store::{
     ExperimentStatus, NewBusiness, NewCall, NewPromptVersion, PromptStatus, PromptVersion, Store,
     StoreError,

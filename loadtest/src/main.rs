@@ -11,6 +11,11 @@
 //! calls, talking over the model once. It prints what it measured and exits 0 when every call
 //! streamed and no frame was lost.
 //!
+//! `--floor` runs the same load twice in one invocation: through the proxy, then through the
+//! floor relay (`floor.rs`: one task per call doing only the envelope swap, between the same
+//! kinds of sockets), and reports the proxy's CPU per call and p99 round trip as ratios to the
+//! floor's.
+//!
 //! `--proxy URL` measures a proxy that is already running instead (give `--auth-token`,
 //! `--to`, and `--proxy-pid` for its CPU and memory); the upstream that proxy uses is its own
 //! business, e.g. `voxrelay sim-upstream --echo`.
@@ -19,6 +24,7 @@
 //! names another one.
 
 mod call;
+mod floor;
 mod proxy;
 mod stamp;
 
@@ -53,6 +59,34 @@ enum Command {
     /// Run the proxy server in this process (what the load test starts as its child).
     #[command(hide = true)]
     Proxy,
+    /// Run the floor relay in this process (what `--floor` starts as its child).
+    #[command(hide = true)]
+    Floor {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// The upstream's WebSocket URL.
+        #[arg(long)]
+        upstream: String,
+    },
+}
+
+/// What carries the calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// voxrelay itself.
+    Proxy,
+    /// The floor relay (`floor.rs`).
+    Floor,
+}
+
+impl Relay {
+    fn name(self) -> &'static str {
+        match self {
+            Relay::Proxy => "voxrelay",
+            Relay::Floor => "floor",
+        }
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -93,6 +127,9 @@ struct RunArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Run the load through the proxy and then through the floor relay, and report the ratios.
+    #[arg(long, conflicts_with = "proxy")]
+    floor: bool,
 }
 
 /// Upper bounds, so a typo cannot start a run that never ends.
@@ -143,6 +180,8 @@ impl Bound {
 /// Everything a run measured.
 #[derive(Debug, Serialize)]
 struct Report {
+    /// `voxrelay` or `floor`.
+    relay: &'static str,
     calls: u32,
     ramp_s: f64,
     duration_s: f64,
@@ -188,29 +227,94 @@ fn main() -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     match cli.command {
         Some(Command::Proxy) => runtime.block_on(proxy::serve_here()),
+        Some(Command::Floor { listen, upstream }) => {
+            runtime.block_on(floor::serve(listen, upstream))
+        }
+        None if cli.run.floor => {
+            let proxy = runtime.block_on(run(cli.run.clone(), Relay::Proxy))?;
+            let floor = runtime.block_on(run(cli.run.clone(), Relay::Floor))?;
+            let ratio = Ratio::of(&proxy, &floor);
+            if cli.run.json {
+                let both = serde_json::json!({ "proxy": proxy, "floor": floor, "ratio": ratio });
+                println!("{}", serde_json::to_string_pretty(&both)?);
+            } else {
+                print!("{}\n{}\n{}", table(&proxy), table(&floor), ratio.table());
+            }
+            check(&proxy)?;
+            check(&floor)
+        }
         None => {
-            let report = runtime.block_on(run(cli.run.clone()))?;
+            let report = runtime.block_on(run(cli.run.clone(), Relay::Proxy))?;
             if cli.run.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", table(&report));
             }
-            if report.calls_failed > 0 || report.calls_without_echo > 0 || report.frames_lost > 0 {
-                bail!(
-                    "{} call(s) failed, {} got no echo, {} frame(s) lost{}",
-                    report.calls_failed,
-                    report.calls_without_echo,
-                    report.frames_lost,
-                    report
-                        .first_error
-                        .as_deref()
-                        .map(|e| format!("; first error: {e}"))
-                        .unwrap_or_default()
-                );
-            }
-            Ok(())
+            check(&report)
         }
     }
+}
+
+/// The proxy's figures as multiples of the floor's, measured in the same invocation.
+#[derive(Debug, Serialize)]
+struct Ratio {
+    /// Proxy CPU per call ÷ floor CPU per call.
+    cpu_per_call: Option<f64>,
+    /// Proxy p99 round trip ÷ floor p99 round trip.
+    round_trip_p99: Option<f64>,
+    /// Proxy CPU per call, % of one core.
+    proxy_cpu_per_call_percent: Option<f64>,
+    /// Floor CPU per call, % of one core.
+    floor_cpu_per_call_percent: Option<f64>,
+}
+
+impl Ratio {
+    fn of(proxy: &Report, floor: &Report) -> Ratio {
+        let per_call = |r: &Report| r.proxy_cpu_percent.map(|c| c / f64::from(r.calls));
+        let divide = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        Ratio {
+            cpu_per_call: divide(per_call(proxy), per_call(floor)),
+            round_trip_p99: divide(proxy.round_trip_us.p99, floor.round_trip_us.p99),
+            proxy_cpu_per_call_percent: per_call(proxy),
+            floor_cpu_per_call_percent: per_call(floor),
+        }
+    }
+
+    fn table(&self) -> String {
+        let f =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        format!(
+            "voxrelay against the floor, same load, same run\n{:<34}{}x ({}% vs {}% of one core per call)\n{:<34}{}x\n",
+            "CPU per call",
+            f(self.cpu_per_call, 2),
+            f(self.proxy_cpu_per_call_percent, 3),
+            f(self.floor_cpu_per_call_percent, 3),
+            "p99 round trip",
+            f(self.round_trip_p99, 2),
+        )
+    }
+}
+
+/// Fails when a run lost calls or frames.
+fn check(report: &Report) -> anyhow::Result<()> {
+    if report.calls_failed > 0 || report.calls_without_echo > 0 || report.frames_lost > 0 {
+        bail!(
+            "{}: {} call(s) failed, {} got no echo, {} frame(s) lost{}",
+            report.relay,
+            report.calls_failed,
+            report.calls_without_echo,
+            report.frames_lost,
+            report
+                .first_error
+                .as_deref()
+                .map(|e| format!("; first error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// The greeting every call hears: the first 500 ms of the simulated upstream's reply, so the
@@ -237,7 +341,7 @@ fn memory_gib() -> f64 {
         .map_or(0.0, |kib| kib / (1024.0 * 1024.0))
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<Report> {
+async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
     voxrelay::install_crypto_provider();
     if args.calls == 0 || args.calls > MAX_CALLS {
         bail!("--calls must be 1 to {MAX_CALLS}");
@@ -280,14 +384,19 @@ async fn run(args: RunArgs) -> anyhow::Result<Report> {
                 },
             )
             .await?;
-            let db = format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("loadtest.db").display()
-            );
-            proxy::seed_database(&db).await?;
             let listen = free_port()?;
-            let log = dir.path().join("proxy.log");
-            let process = proxy::spawn(listen, &db, &sim.url(), &log).await?;
+            let log = dir.path().join("relay.log");
+            let process = match relay {
+                Relay::Proxy => {
+                    let db = format!(
+                        "sqlite://{}?mode=rwc",
+                        dir.path().join("loadtest.db").display()
+                    );
+                    proxy::seed_database(&db).await?;
+                    proxy::spawn(listen, &db, &sim.url(), &log).await?
+                }
+                Relay::Floor => proxy::spawn_floor(listen, &sim.url(), &log).await?,
+            };
             let pid = process.pid;
             upstream = Some(sim);
             child = Some(process);
@@ -365,6 +474,8 @@ async fn run(args: RunArgs) -> anyhow::Result<Report> {
                 stream_url_override: None,
                 token_override: None,
                 inject: Vec::new(),
+                stop_reading: None,
+                recv_buffer_bytes: None,
             },
             duration,
             stream_connect_delay: Duration::from_millis(args.stream_delay_ms),
@@ -414,6 +525,7 @@ async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let mut rtt = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut greeting = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut report = Report {
+        relay: relay.name(),
         calls: args.calls,
         ramp_s: args.ramp,
         duration_s: args.duration,
@@ -508,8 +620,8 @@ fn table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "voxrelay-loadtest: {} calls, ramp {} s, {} s each, barge-in rate {}, upstream {} (echo)",
-        r.calls, r.ramp_s, r.duration_s, r.barge_in_rate, r.upstream_dialect
+        "voxrelay-loadtest through {}: {} calls, ramp {} s, {} s each, barge-in rate {}, upstream {} (echo)",
+        r.relay, r.calls, r.ramp_s, r.duration_s, r.barge_in_rate, r.upstream_dialect
     );
     let _ = writeln!(
         out,

@@ -55,10 +55,8 @@ pub async fn spawn(
     upstream_url: &str,
     log: &Path,
 ) -> anyhow::Result<ProxyProcess> {
-    let exe = std::env::current_exe().context("finding this binary to start the proxy")?;
-    let log_file = std::fs::File::create(log)
-        .with_context(|| format!("creating the proxy log {}", log.display()))?;
-    let child = Command::new(exe)
+    let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
+    command
         .arg("proxy")
         .env("VOXRELAY_SERVER_LISTEN", listen.to_string())
         .env("VOXRELAY_SERVER_PUBLIC_HOST", listen.to_string())
@@ -68,12 +66,41 @@ pub async fn spawn(
         .env("VOXRELAY_UPSTREAM_TRANSCRIPTION_MODEL", "")
         .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
         .env("VOXRELAY_SIGNING_KEY", SIGNING_KEY)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    start_and_wait(command, listen, log).await
+}
+
+/// Starts the floor relay (`voxrelay-loadtest floor`, see [`crate::floor`]) on `listen`,
+/// relaying to `upstream_url`, and waits until it answers `/healthz` (10 s at most).
+pub async fn spawn_floor(
+    listen: std::net::SocketAddr,
+    upstream_url: &str,
+    log: &Path,
+) -> anyhow::Result<ProxyProcess> {
+    let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
+    command
+        .arg("floor")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--upstream")
+        .arg(upstream_url);
+    start_and_wait(command, listen, log).await
+}
+
+/// Runs `command` with its standard error in `log` and waits for `/healthz` on `listen`.
+async fn start_and_wait(
+    mut command: Command,
+    listen: std::net::SocketAddr,
+    log: &Path,
+) -> anyhow::Result<ProxyProcess> {
+    let log_file = std::fs::File::create(log)
+        .with_context(|| format!("creating the log {}", log.display()))?;
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
         .spawn()
-        .context("starting the proxy process")?;
+        .context("starting the relay process")?;
     let pid = child.id();
     let proxy = ProxyProcess { child, pid };
     let health = format!("http://{listen}/healthz");
@@ -87,7 +114,7 @@ pub async fn spawn(
         }
         if Instant::now() > deadline {
             let said = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("the proxy did not answer {health} within 10 s; it said:\n{said}");
+            bail!("the relay did not answer {health} within 10 s; it said:\n{said}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

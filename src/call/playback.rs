@@ -30,7 +30,8 @@ struct ItemAudio {
     item_id: String,
     /// Position of the item's first byte in the call's playback stream.
     start: u64,
-    /// Bytes of the item received from upstream (what the server generated so far).
+    /// Bytes of the item sent to Twilio (accepted by its leg); audio dropped on a full queue
+    /// is not in it, so a truncation never goes past what was sent.
     received: u64,
 }
 
@@ -90,7 +91,8 @@ impl Playback {
         }
     }
 
-    /// Records `bytes` of model audio of `item_id` going to Twilio at `now`. Returns the name of
+    /// Records `bytes` of model audio of `item_id` accepted for Twilio at `now` (call it only
+    /// for audio its leg accepted). Returns the name of
     /// a mark to send after it when a mark interval has filled up.
     pub fn on_audio_sent(&mut self, item_id: &str, bytes: u64, now: Instant) -> Option<String> {
         if self.played(now) >= self.sent {
@@ -113,14 +115,6 @@ impl Playback {
             Some(self.new_mark())
         } else {
             None
-        }
-    }
-
-    /// Records model audio that was received for `item_id` but not sent (dropped on a full
-    /// queue): it counts toward what the server generated, not toward what plays.
-    pub fn on_audio_dropped(&mut self, item_id: &str, bytes: u64) {
-        if let Some(item) = self.item.as_mut().filter(|i| i.item_id == item_id) {
-            item.received += bytes;
         }
     }
 

@@ -1,29 +1,37 @@
 //! One call's task: relays audio both ways and carries out what [`CallState`] decides.
 //!
-//! The task owns every piece of the call's state. Each socket is written by its own writer task
-//! behind a queue ([`Outbox`]): audio beyond `queue_frames` waiting messages is dropped and
-//! counted, control messages (mark, clear, session.update, truncate, cancel) are never dropped,
-//! and a stalled peer never blocks reading from the other one.
+//! The task owns every piece of the call's state, both sockets' reading halves, and both
+//! writing halves as [`Leg`]s. A message is written into its socket by this task as soon as the
+//! socket can take it; only under backpressure does it wait in the leg's bounded queue, where
+//! audio beyond its share is dropped and counted, control messages (mark, clear,
+//! session.update, truncate, cancel) keep room of their own, and a peer that takes nothing for
+//! `audio.stall_limit_ms` ends the call ([`EndReason::TwilioStalled`],
+//! [`EndReason::UpstreamStalled`]). Reading never waits for writing: a stalled Twilio socket
+//! does not stop upstream reads, nor the reverse.
+//!
+//! Model audio counts as sent (playback position, marks, greeting and turn latency) only once
+//! the Twilio leg has accepted it.
 //!
 //! The hot path does as little as possible: a Twilio media payload is moved into an
 //! `input_audio_buffer.append` without decoding, and a model audio delta into a Twilio `media`
 //! message the same way.
 
+use std::future::poll_fn;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{Sink, SinkExt, StreamExt};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use futures_util::StreamExt;
+use futures_util::stream::SplitSink;
 
 use axum::extract::ws::{Message as TwMessage, WebSocket};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 
 use crate::call::guards::{self, CallGuards, GuardOutcome};
+use crate::call::leg::{Leg, LegFault, LegLimits};
 use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command};
+use crate::domain::EndReason;
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::{NewCallEvent, Store};
@@ -31,117 +39,24 @@ use crate::telemetry::metrics::{LEG_TWILIO_TO_UPSTREAM, LEG_UPSTREAM_TO_TWILIO, 
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
 
-/// A message for a writer task.
-enum Outgoing {
-    /// Droppable audio, with when its frame was read from the other socket.
-    Audio(String, Instant),
-    /// Never dropped.
-    Control(String),
-    /// Close the socket and stop.
-    Close,
-}
+/// The leg that writes to Twilio.
+type TwilioLeg = Leg<SplitSink<WebSocket, TwMessage>, TwMessage>;
+/// The leg that writes to the upstream.
+type UpstreamLeg = Leg<SplitSink<UpstreamSocket, UpMessage>, UpMessage>;
 
-/// The sending side of a writer task's queue.
-struct Outbox {
-    tx: mpsc::UnboundedSender<Outgoing>,
-    /// Audio messages waiting in the queue; bounded by `cap`.
-    audio_waiting: Arc<AtomicUsize>,
-    cap: usize,
-}
-
-impl Outbox {
-    /// Queues audio read at `received` unless `cap` audio messages already wait. Returns false
-    /// when dropped.
-    fn audio(&self, text: String, received: Instant) -> bool {
-        if self.audio_waiting.load(Ordering::Relaxed) >= self.cap {
-            return false;
-        }
-        self.audio_waiting.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Outgoing::Audio(text, received)).is_err() {
-            self.audio_waiting.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Queues a control message (never dropped while the writer runs).
-    fn control(&self, text: String) {
-        let _ = self.tx.send(Outgoing::Control(text));
-    }
-
-    fn close(&self) {
-        let _ = self.tx.send(Outgoing::Close);
-    }
-}
-
-/// Starts a writer task for `sink`; `text` wraps a JSON string in the socket's message type.
-/// Each audio frame's time from being read to being flushed to the socket is recorded in
-/// `metrics` as the relay overhead of `leg`.
-fn spawn_writer<S, M>(
-    mut sink: S,
-    cap: usize,
-    text: fn(String) -> M,
-    close: fn() -> M,
-    metrics: Arc<Metrics>,
-    leg: &'static str,
-) -> (Outbox, JoinHandle<()>)
-where
-    S: Sink<M> + Unpin + Send + 'static,
-    M: Send + 'static,
-{
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
-    let audio_waiting = Arc::new(AtomicUsize::new(0));
-    let waiting = audio_waiting.clone();
-    let task = tokio::spawn(async move {
-        // When each audio frame fed since the last flush was read.
-        let mut unflushed: Vec<Instant> = Vec::with_capacity(16);
-        while let Some(out) = rx.recv().await {
-            let message = match out {
-                Outgoing::Audio(t, received) => {
-                    waiting.fetch_sub(1, Ordering::Relaxed);
-                    unflushed.push(received);
-                    text(t)
-                }
-                Outgoing::Control(t) => text(t),
-                Outgoing::Close => {
-                    let _ = sink.send(close()).await;
-                    let _ = sink.close().await;
-                    return;
-                }
-            };
-            // Batch writes while more is queued; flush when the queue is empty.
-            if sink.feed(message).await.is_err() {
-                return;
-            }
-            if rx.is_empty() {
-                if sink.flush().await.is_err() {
-                    return;
-                }
-                let flushed = Instant::now();
-                for received in unflushed.drain(..) {
-                    metrics.relay(leg, flushed.saturating_duration_since(received));
-                }
-            }
-        }
-        let _ = sink.close().await;
-    });
-    (
-        Outbox {
-            tx,
-            audio_waiting,
-            cap,
-        },
-        task,
-    )
-}
+/// How long a healthy leg may take to write what is still queued, and its close frame, at the
+/// end of a call.
+const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+/// The same for a leg whose peer failed or stalled.
+const FAULTED_CLOSE_LIMIT: Duration = Duration::from_millis(100);
 
 /// Per-call tuning from the configuration.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     /// Audio between marks, ms.
     pub mark_interval_ms: u64,
-    /// Audio messages allowed to wait per writer.
-    pub queue_frames: usize,
+    /// What each leg may hold while its socket pushes back, and how long it may push back.
+    pub leg_limits: LegLimits,
     /// The session's VAD has `interrupt_response: true`.
     pub server_cancels_on_speech: bool,
     /// Where the relay overhead and upstream timings are recorded.
@@ -171,8 +86,8 @@ struct Session {
     state: CallState,
     guards: CallGuards,
     store: Option<Store>,
-    twilio_out: Outbox,
-    upstream_out: Outbox,
+    twilio_out: TwilioLeg,
+    upstream_out: UpstreamLeg,
     commands: Vec<Command>,
     metrics: Arc<Metrics>,
     /// When our last `response.create` went out, until its first audio arrives.
@@ -184,36 +99,83 @@ struct Session {
 /// Why the loop stopped.
 enum Flow {
     Continue,
-    End(&'static str),
+    End(EndReason),
 }
 
-/// Runs the call until Twilio stops or either socket closes, then closes both and reports.
+/// What woke the call's task.
+enum Wake {
+    Twilio(Option<Result<TwMessage, axum::Error>>),
+    Upstream(Option<Result<UpMessage, tokio_tungstenite::tungstenite::Error>>),
+    /// A leg finished writing what waited, or cannot go on.
+    Written(Result<(), EndReason>),
+}
+
+/// The end reason of a leg's fault.
+fn leg_end(fault: &LegFault, twilio: bool) -> EndReason {
+    match (fault, twilio) {
+        (LegFault::Socket(_), true) => EndReason::TwilioError,
+        (LegFault::Socket(_), false) => EndReason::UpstreamError,
+        (LegFault::Stalled(_) | LegFault::NoRoom, true) => EndReason::TwilioStalled,
+        (LegFault::Stalled(_) | LegFault::NoRoom, false) => EndReason::UpstreamStalled,
+    }
+}
+
+/// Writes what both legs can take now, without waiting. `Err` names the first leg that
+/// cannot go on.
+fn poll_legs(
+    twilio: &mut TwilioLeg,
+    upstream: &mut UpstreamLeg,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<(), EndReason>> {
+    let mut pending = false;
+    if twilio.needs_write() {
+        match twilio.poll_write(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(fault)) => {
+                tracing::warn!(error = %fault, "Twilio leg cannot go on");
+                return Poll::Ready(Err(leg_end(&fault, true)));
+            }
+            Poll::Pending => pending = true,
+        }
+    }
+    if upstream.needs_write() {
+        match upstream.poll_write(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(fault)) => {
+                tracing::warn!(error = %fault, "upstream leg cannot go on");
+                return Poll::Ready(Err(leg_end(&fault, false)));
+            }
+            Poll::Pending => pending = true,
+        }
+    }
+    if pending {
+        Poll::Pending
+    } else {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs the call until Twilio stops, either socket closes or fails, or a peer stalls; then
+/// closes both and reports.
 pub async fn run(
     twilio: WebSocket,
     upstream: UpstreamSocket,
     begin: SessionStart,
     options: &SessionOptions,
 ) -> CallReport {
-    let (twilio_sink, mut twilio_stream): (
-        SplitSink<WebSocket, TwMessage>,
-        SplitStream<WebSocket>,
-    ) = twilio.split();
+    let (twilio_sink, mut twilio_stream) = twilio.split();
     let (upstream_sink, mut upstream_stream) = upstream.split();
-    let (twilio_out, twilio_writer) = spawn_writer(
+    let twilio_out = Leg::new(
         twilio_sink,
-        options.queue_frames,
         |t| TwMessage::Text(t.into()),
-        || TwMessage::Close(None),
-        options.metrics.clone(),
-        LEG_UPSTREAM_TO_TWILIO,
+        options.leg_limits,
+        options.metrics.relay_leg(LEG_UPSTREAM_TO_TWILIO),
     );
-    let (upstream_out, upstream_writer) = spawn_writer(
+    let upstream_out = Leg::new(
         upstream_sink,
-        options.queue_frames,
         |t| UpMessage::Text(t.into()),
-        || UpMessage::Close(None),
-        options.metrics.clone(),
-        LEG_TWILIO_TO_UPSTREAM,
+        options.leg_limits,
+        options.metrics.relay_leg(LEG_TWILIO_TO_UPSTREAM),
     );
     let mut state = CallState::new(
         CallSettings {
@@ -265,68 +227,84 @@ pub async fn run(
     }
     session.dispatch();
 
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let reason = loop {
-        let flow = tokio::select! {
-            message = twilio_stream.next() => match message {
-                Some(Ok(TwMessage::Text(text))) => session.on_twilio(text.as_str()),
-                Some(Ok(TwMessage::Binary(_))) => {
-                    tracing::warn!(call_sid = %session.call_sid, "binary frame from Twilio skipped");
-                    session.state.on_malformed(true);
-                    Flow::Continue
-                }
-                Some(Ok(TwMessage::Close(_))) | None => Flow::End("twilio_closed"),
-                Some(Ok(_)) => Flow::Continue,
-                Some(Err(e)) => {
-                    tracing::warn!(call_sid = %session.call_sid, error = %e, "Twilio socket error");
-                    Flow::End("twilio_error")
-                }
-            },
-            message = upstream_stream.next() => match message {
-                Some(Ok(UpMessage::Text(text))) => session.on_upstream(text.as_str()),
-                Some(Ok(UpMessage::Close(frame))) => {
-                    tracing::warn!(call_sid = %session.call_sid, ?frame, "upstream closed the session");
-                    Flow::End("upstream_closed")
-                }
-                None => Flow::End("upstream_closed"),
-                Some(Ok(UpMessage::Binary(_))) => {
-                    session.state.on_malformed(false);
-                    Flow::Continue
-                }
-                Some(Ok(_)) => Flow::Continue,
-                Some(Err(e)) => {
-                    tracing::warn!(call_sid = %session.call_sid, error = %e, "upstream socket error");
-                    Flow::End("upstream_error")
-                }
-            },
+        // The direct write: whatever the last event queued goes out now, on this task.
+        let written = poll_fn(|cx| {
+            Poll::Ready(
+                match poll_legs(&mut session.twilio_out, &mut session.upstream_out, cx) {
+                    Poll::Ready(Err(reason)) => Err(reason),
+                    _ => Ok(()),
+                },
+            )
+        })
+        .await;
+        if let Err(reason) = written {
+            break reason;
+        }
+        let waiting = session.twilio_out.needs_write() || session.upstream_out.needs_write();
+        let stall_deadline = [
+            session.twilio_out.stall_deadline(),
+            session.upstream_out.stall_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(tokio::time::Instant::from_std);
+        let wake = tokio::select! {
+            message = twilio_stream.next() => Wake::Twilio(message),
+            message = upstream_stream.next() => Wake::Upstream(message),
+            written = poll_fn(|cx| poll_legs(&mut session.twilio_out, &mut session.upstream_out, cx)),
+                if waiting => Wake::Written(written),
+            // A leg that takes nothing faults in `poll_legs` once its limit has passed.
+            _ = tokio::time::sleep_until(stall_deadline.unwrap_or(far)), if stall_deadline.is_some()
+                => Wake::Written(Ok(())),
+        };
+        let flow = match wake {
+            Wake::Twilio(message) => session.on_twilio_message(message),
+            Wake::Upstream(message) => session.on_upstream_message(message),
+            Wake::Written(Ok(())) => Flow::Continue,
+            Wake::Written(Err(reason)) => Flow::End(reason),
         };
         if let Flow::End(reason) = flow {
             break reason;
         }
     };
 
-    session.state.record(
-        TimelineEvent::Ended {
-            reason: reason.to_string(),
-        },
-        Instant::now(),
-    );
-    session.upstream_out.close();
-    session.twilio_out.close();
+    session
+        .state
+        .record(TimelineEvent::Ended { reason }, Instant::now());
     let Session {
         call_sid,
         stream_sid,
         setup,
         state,
         guards,
+        twilio_out,
+        upstream_out,
         ..
     } = session;
-    // Give the writers a moment to send their close frames.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = upstream_writer.await;
-        let _ = twilio_writer.await;
-    })
-    .await;
-    let (greeting_latency_ms, turn_latencies_ms, counters, timeline) = state.into_parts();
+    let limit = |faulted: bool| {
+        if faulted {
+            FAULTED_CLOSE_LIMIT
+        } else {
+            CLOSE_LIMIT
+        }
+    };
+    let twilio_faulted = matches!(reason, EndReason::TwilioError | EndReason::TwilioStalled);
+    let upstream_faulted = matches!(
+        reason,
+        EndReason::UpstreamError | EndReason::UpstreamStalled
+    );
+    let peak_twilio = twilio_out.peak_waiting();
+    let peak_upstream = upstream_out.peak_waiting();
+    tokio::join!(
+        upstream_out.close(UpMessage::Close(None), limit(upstream_faulted)),
+        twilio_out.close(TwMessage::Close(None), limit(twilio_faulted)),
+    );
+    let (greeting_latency_ms, turn_latencies_ms, mut counters, timeline) = state.into_parts();
+    counters.peak_waiting_twilio = peak_twilio as u64;
+    counters.peak_waiting_upstream = peak_upstream as u64;
     let turn_heard_ms = timeline.heard_latencies_ms();
     let guard_counters = guards.counters();
     let echo = guards.echo_stats();
@@ -334,12 +312,14 @@ pub async fn run(
         call_sid = %call_sid,
         business_id = %setup.business_id,
         direction = %setup.direction,
-        end_reason = reason,
+        end_reason = %reason,
         greeting_latency_ms = greeting_latency_ms.unwrap_or(-1.0),
         barge_ins = counters.barge_ins,
         turns = counters.turns,
         dropped_out = counters.dropped_out,
         dropped_in = counters.dropped_in,
+        peak_waiting_twilio = peak_twilio,
+        peak_waiting_upstream = peak_upstream,
         echo_rate = echo.echo_rate(),
         guard_blocked = guard_counters.blocked,
         "call ended"
@@ -352,7 +332,7 @@ pub async fn run(
         greeting_latency_ms,
         turn_latencies_ms,
         turn_heard_ms,
-        end_reason: reason.to_string(),
+        end_reason: reason,
         counters,
         guards: guard_counters,
         echo,
@@ -361,6 +341,46 @@ pub async fn run(
 }
 
 impl Session {
+    fn on_twilio_message(&mut self, message: Option<Result<TwMessage, axum::Error>>) -> Flow {
+        match message {
+            Some(Ok(TwMessage::Text(text))) => self.on_twilio(text.as_str()),
+            Some(Ok(TwMessage::Binary(_))) => {
+                tracing::warn!(call_sid = %self.call_sid, "binary frame from Twilio skipped");
+                self.state.on_malformed(true);
+                Flow::Continue
+            }
+            Some(Ok(TwMessage::Close(_))) | None => Flow::End(EndReason::TwilioClosed),
+            Some(Ok(_)) => Flow::Continue,
+            Some(Err(e)) => {
+                tracing::warn!(call_sid = %self.call_sid, error = %e, "Twilio socket error");
+                Flow::End(EndReason::TwilioError)
+            }
+        }
+    }
+
+    fn on_upstream_message(
+        &mut self,
+        message: Option<Result<UpMessage, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Flow {
+        match message {
+            Some(Ok(UpMessage::Text(text))) => self.on_upstream(text.as_str()),
+            Some(Ok(UpMessage::Close(frame))) => {
+                tracing::warn!(call_sid = %self.call_sid, ?frame, "upstream closed the session");
+                Flow::End(EndReason::UpstreamClosed)
+            }
+            None => Flow::End(EndReason::UpstreamClosed),
+            Some(Ok(UpMessage::Binary(_))) => {
+                self.state.on_malformed(false);
+                Flow::Continue
+            }
+            Some(Ok(_)) => Flow::Continue,
+            Some(Err(e)) => {
+                tracing::warn!(call_sid = %self.call_sid, error = %e, "upstream socket error");
+                Flow::End(EndReason::UpstreamError)
+            }
+        }
+    }
+
     fn on_twilio(&mut self, text: &str) -> Flow {
         let received = Instant::now();
         match tw::parse(text) {
@@ -371,7 +391,7 @@ impl Session {
                 self.state.on_caller_frame(queued);
             }
             Ok(Inbound::Mark { name }) => self.state.on_mark(&name, Instant::now()),
-            Ok(Inbound::Stop) => return Flow::End("stop"),
+            Ok(Inbound::Stop) => return Flow::End(EndReason::Stop),
             Ok(Inbound::Dtmf { digit }) => {
                 tracing::info!(call_sid = %self.call_sid, digit = %digit, "DTMF from caller");
             }
@@ -403,25 +423,23 @@ impl Session {
                 item_id,
                 delta,
             } => {
-                let bytes = rt::base64_decoded_len(&delta) as u64;
-                let decision =
-                    self.state
-                        .on_audio_delta(response_id.as_deref(), &item_id, bytes, now);
                 if let Some(requested) = self.response_requested_at.take() {
                     self.metrics
                         .upstream_first_audio
                         .observe(now.saturating_duration_since(requested).as_secs_f64());
                 }
-                if decision.forward {
-                    let queued = self
+                if self.state.should_forward(response_id.as_deref()) {
+                    if self
                         .twilio_out
-                        .audio(tw::media(&self.stream_sid, &delta), now);
-                    if !queued {
-                        self.state.on_audio_delta_dropped(&item_id, bytes);
+                        .audio(tw::media(&self.stream_sid, &delta), now)
+                    {
+                        let bytes = rt::base64_decoded_len(&delta) as u64;
+                        if let Some(name) = self.state.on_audio_queued(&item_id, bytes, now) {
+                            self.twilio_out.control(tw::mark(&self.stream_sid, &name));
+                        }
+                    } else {
+                        self.state.on_audio_dropped();
                     }
-                }
-                if let Some(name) = decision.mark {
-                    self.twilio_out.control(tw::mark(&self.stream_sid, &name));
                 }
             }
             ServerEvent::SpeechStarted { .. } => {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::call::Direction;
-use crate::call::guards::GuardPolicy;
 use crate::config::Config;
+use crate::domain::Direction;
+use crate::domain::GuardPolicy;
 use crate::guard::leak;
 use crate::guard::sanitizer::Sanitizer;
 use crate::prompt::{BuiltPrompts, BusinessLayer, PromptError, PromptLibrary, count_tokens};
@@ -129,11 +129,14 @@ impl CallSetup {
         let canary = leak::new_canary();
         let prompts = with_canary(prompts, &leak::canary_instruction(&canary));
         let prompts_full_for_leak = prompts.full.clone();
-        let policy = GuardPolicy::parse(&business.guard_policy).unwrap_or_else(|| {
-            tracing::warn!(business_id = %business.id, policy = %business.guard_policy,
+        let policy = business
+            .guard_policy
+            .parse::<GuardPolicy>()
+            .unwrap_or_else(|_| {
+                tracing::warn!(business_id = %business.id, policy = %business.guard_policy,
                 "unknown guard policy; using monitor");
-            GuardPolicy::Monitor
-        });
+                GuardPolicy::Monitor
+            });
         let mut turn_detection = config.turn_detection();
         if policy == GuardPolicy::Gate {
             turn_detection.create_response = false;

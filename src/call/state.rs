@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+use crate::audio::mulaw::BYTES_PER_MS;
 use crate::call::guards::{self, Reaction};
 use crate::call::playback::Playback;
 use crate::realtime::events::{BENIGN_ERROR_CODES, Usage};
@@ -57,15 +58,6 @@ enum ResponseKind {
     Plain,
     /// With the safe per-response instructions, after a blocked injection attempt.
     Safe,
-}
-
-/// What to do with one model audio delta.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeltaDecision {
-    /// Send it to Twilio; false for audio of a response the caller interrupted.
-    pub forward: bool,
-    /// A mark to send right after it.
-    pub mark: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -166,21 +158,20 @@ impl CallState {
         }
     }
 
-    /// A model audio delta of `bytes` arrived for `item_id`.
-    pub fn on_audio_delta(
-        &mut self,
-        response_id: Option<&str>,
-        item_id: &str,
-        bytes: u64,
-        now: Instant,
-    ) -> DeltaDecision {
+    /// Whether a model audio delta of `response_id` goes to the caller: false for the rest of
+    /// a response the caller interrupted (counted as discarded).
+    pub fn should_forward(&mut self, response_id: Option<&str>) -> bool {
         if response_id.is_some() && self.muted_response.as_deref() == response_id {
             self.counters.discarded_after_barge_in += 1;
-            return DeltaDecision {
-                forward: false,
-                mark: None,
-            };
+            return false;
         }
+        true
+    }
+
+    /// The Twilio leg accepted `bytes` of model audio of `item_id` at `now`: from here on they
+    /// count as sent (greeting and turn latency, the playback position, marks). Returns the
+    /// name of a mark to send right after it, when a mark interval has filled up.
+    pub fn on_audio_queued(&mut self, item_id: &str, bytes: u64, now: Instant) -> Option<String> {
         let start = self.timeline.start();
         if self.greeting_latency_ms.is_none() {
             let ms = now.saturating_duration_since(start).as_secs_f64() * 1000.0;
@@ -200,17 +191,13 @@ impl CallState {
         if mark.is_some() {
             self.counters.marks_sent += 1;
         }
-        DeltaDecision {
-            forward: true,
-            mark,
-        }
+        mark
     }
 
-    /// A delta that was to be forwarded could not be queued (Twilio writer full).
-    pub fn on_audio_delta_dropped(&mut self, item_id: &str, bytes: u64) {
-        self.counters.frames_out = self.counters.frames_out.saturating_sub(1);
+    /// The Twilio leg refused a model audio delta (its queue is full): it is dropped and
+    /// counted, and it counts toward nothing the caller hears.
+    pub fn on_audio_dropped(&mut self) {
         self.counters.dropped_out += 1;
-        self.playback.on_audio_dropped(item_id, bytes);
     }
 
     /// A caller frame could not be queued upstream (upstream writer full).
@@ -230,7 +217,10 @@ impl CallState {
         }
     }
 
-    /// Twilio echoed a mark.
+    /// Twilio echoed a mark at `now`. When it is the first counted mark past the start of the
+    /// last turn's answer, the caller-heard turn latency is recorded: the audio between the
+    /// answer's first byte and the mark has just finished playing, so the answer began to play
+    /// that much audio before `now` (Twilio plays in real time, 8 bytes of mu-law per ms).
     pub fn on_mark(&mut self, name: &str, now: Instant) {
         let Some(position) = self.playback.on_mark_position(name, now) else {
             return;
@@ -240,9 +230,14 @@ impl CallState {
             && position > first_audio_at
         {
             self.heard_pending = None;
-            let ms = now.saturating_duration_since(ended).as_secs_f64() * 1000.0;
+            let before_mark_ms = (position - first_audio_at) / BYTES_PER_MS as u64;
+            let began = now
+                .checked_sub(std::time::Duration::from_millis(before_mark_ms))
+                .unwrap_or(ended)
+                .max(ended);
+            let ms = began.saturating_duration_since(ended).as_secs_f64() * 1000.0;
             self.timeline
-                .push(now, TimelineEvent::TurnHeard { latency_ms: ms });
+                .push(began, TimelineEvent::TurnHeard { latency_ms: ms });
         }
     }
 
@@ -519,7 +514,7 @@ mod tests {
         assert_eq!(out, vec![Command::ResponseCreate]);
         s.on_response_created("resp_1", t0 + ms(5));
         for _ in 0..audio_ms / 100 {
-            s.on_audio_delta(Some("resp_1"), "item_1", 800, t0 + ms(10));
+            s.on_audio_queued("item_1", 800, t0 + ms(10));
         }
         (s, t0)
     }
@@ -548,8 +543,7 @@ mod tests {
             "the server cancels by itself: no response.cancel"
         );
         // Deltas of the interrupted response still in flight are discarded.
-        let d = s.on_audio_delta(Some("resp_1"), "item_1", 800, t0 + ms(1020));
-        assert!(!d.forward);
+        assert!(!s.should_forward(Some("resp_1")));
     }
 
     #[test]
@@ -706,16 +700,18 @@ mod tests {
         );
         s.on_speech_stopped(t0 + ms(2000));
         s.on_response_created("resp_2", t0 + ms(2100));
-        s.on_audio_delta(Some("resp_2"), "item_2", 800, t0 + ms(2250));
+        assert!(s.should_forward(Some("resp_2")));
+        s.on_audio_queued("item_2", 800, t0 + ms(2250));
         let (_, turns, _, _) = s.into_parts();
         assert_eq!(turns.len(), 1);
         assert!((249.0..=251.0).contains(&turns[0]), "{turns:?}");
     }
 
     #[test]
-    fn the_caller_hears_the_answer_when_twilio_acknowledges_the_mark_after_its_first_audio() {
+    fn the_caller_hears_the_answer_when_its_playback_began_not_when_the_mark_came_back() {
         let (mut s, t0) = greeting_playing(true, 100);
         let mut out = Vec::new();
+        s.on_audio_done(&mut out);
         s.on_response_done(Some("resp_1"), Some("completed"), None, t0, &mut out);
         let stopped = t0 + ms(5_000);
         s.on_speech_stopped(stopped);
@@ -724,15 +720,46 @@ mod tests {
         let mut marks = Vec::new();
         for n in 0..6 {
             let at = first + ms(100 * n);
-            let decision = s.on_audio_delta(Some("resp_2"), "item_2", 800, at);
-            marks.extend(decision.mark);
+            marks.extend(s.on_audio_queued("item_2", 800, at));
         }
         let mark = marks.first().cloned().expect("a mark after 0.5 s of audio");
-        // An unknown mark changes nothing; the answer's mark, played 0.5 s later, is heard.
+        // An unknown mark changes nothing. The answer's mark comes back 520 ms after its first
+        // audio went out: 500 ms of it played before the mark, so playback began 20 ms after
+        // the audio went out (Twilio's buffer and the network), 320 ms after the turn.
         s.on_mark("vr99.0", first + ms(100));
         s.on_mark(&mark, first + ms(520));
         let heard = s.timeline.heard_latencies_ms();
         assert_eq!(heard.len(), 1, "{heard:?}");
-        assert!((heard[0] - 820.0).abs() < 1.0, "{heard:?}");
+        assert!((heard[0] - 320.0).abs() < 1.0, "{heard:?}");
+        let (at, _) = s
+            .timeline
+            .entries()
+            .iter()
+            .find(|(_, e)| matches!(e, TimelineEvent::TurnHeard { .. }))
+            .expect("recorded");
+        assert_eq!(*at, ms(5_320), "placed on the timeline when playback began");
+    }
+
+    #[test]
+    fn dropped_audio_counts_toward_nothing_the_caller_hears() {
+        let (mut s, t0) = greeting_playing(true, 1000);
+        // The Twilio queue was full for two more seconds of the answer: dropped, not sent.
+        for _ in 0..20 {
+            s.on_audio_dropped();
+        }
+        let mut out = Vec::new();
+        // 1 s was sent at t0 + 10 ms; its marks are still out, so Twilio may still be playing.
+        assert!(s.on_speech_started(t0 + ms(1200), &mut out));
+        assert_eq!(
+            out[1],
+            Command::Truncate {
+                item_id: "item_1".into(),
+                audio_end_ms: 1000,
+            },
+            "truncated at the audio that was sent, not at what the server generated"
+        );
+        let (_, _, counters, _) = s.into_parts();
+        assert_eq!(counters.dropped_out, 20);
+        assert_eq!(counters.frames_out, 10);
     }
 }

@@ -37,10 +37,11 @@ use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
 
 use super::AppState;
-use crate::call::Direction;
 use crate::config::Role;
+use crate::domain::Arm;
+use crate::domain::Direction;
 use crate::prompt::diff::unified_diff;
-use crate::prompt::experiment::{self, Arm};
+use crate::prompt::experiment;
 use crate::prompt::results::{self, ExperimentResults};
 use crate::prompt::validate::{BusinessInfo, Limits, Report, validate};
 use crate::store::{

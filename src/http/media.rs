@@ -11,11 +11,11 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 
-use crate::call::Direction;
 use crate::call::session::{self, SessionStart};
 use crate::call::setup::CallSetup;
+use crate::domain::Arm;
+use crate::domain::Direction;
 use crate::http::AppState;
-use crate::prompt::experiment::Arm;
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::{self, CallEnd, NewCall};
 use crate::telemetry::window::LiveCall;
@@ -216,7 +216,7 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     let end = CallEnd {
         ended_at_ms: store::now_ms(),
         greeting_latency_ms: report.greeting_latency_ms.map(|ms| ms.round() as i64),
-        end_reason: Some(report.end_reason.clone()),
+        end_reason: Some(report.end_reason.as_str().to_string()),
         summary: report.summary(),
     };
     if let Err(e) = state.store.finish_call(&report.call_sid, &end).await {

@@ -19,14 +19,15 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::call::Direction;
 use crate::call::registry::Registry;
 use crate::call::session::SessionOptions;
 use crate::call::setup::{CallSetup, PromptSource, open_upstream};
 use crate::config::{Config, Secrets};
+use crate::domain::Arm;
+use crate::domain::Direction;
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
 use crate::prompt::cache::{PromptCache, fingerprint};
-use crate::prompt::experiment::{self, Arm};
+use crate::prompt::experiment;
 use crate::prompt::template::{self, TemplateVars};
 use crate::prompt::{BuiltPrompts, PromptLibrary};
 use crate::realtime::UpstreamSettings;
@@ -95,7 +96,11 @@ impl AppState {
         let alerts = Alerts::new(config.alerts.clone());
         let session = SessionOptions {
             mark_interval_ms: config.audio.mark_interval_ms,
-            queue_frames: config.audio.queue_frames,
+            leg_limits: crate::call::leg::LegLimits {
+                audio: config.audio.queue_frames,
+                control: config.audio.control_queue,
+                stall: Duration::from_millis(config.audio.stall_limit_ms),
+            },
             server_cancels_on_speech: config.vad.interrupt_response,
             metrics: metrics.clone(),
         };
@@ -541,8 +546,14 @@ pub async fn serve(
             sweep_state.evaluate_alerts();
         }
     });
-    let listener = listener.tap_io(|tcp| {
+    let send_buffer = state.config.server.socket_send_buffer_bytes;
+    let listener = listener.tap_io(move |tcp| {
         let _ = tcp.set_nodelay(true);
+        if send_buffer > 0
+            && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+        {
+            tracing::warn!(error = %e, send_buffer, "cannot set SO_SNDBUF");
+        }
     });
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

@@ -19,8 +19,8 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::call::Direction;
 use crate::call::registry::PendingCall;
+use crate::domain::Direction;
 use crate::http::{AppError, AppState, SetupError};
 use crate::store::{self, Business};
 use crate::twilio::{signature, token, twiml};

@@ -8,25 +8,7 @@
 
 use sha2::{Digest, Sha256};
 
-/// Which side of an experiment a call is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arm {
-    /// The control version.
-    Control,
-    /// The variant version.
-    Variant,
-}
-
-impl Arm {
-    /// `control` or `variant`, as stored on the call.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arm::Control => "control",
-            Arm::Variant => "variant",
-        }
-    }
-}
+use crate::domain::Arm;
 
 /// The bucket, 0–99, of `caller` in experiment `experiment_id`.
 pub fn bucket(experiment_id: &str, caller: &str) -> u8 {

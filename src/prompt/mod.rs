@@ -25,7 +25,7 @@ pub mod validate;
 
 use std::path::Path;
 
-use crate::call::Direction;
+use crate::domain::Direction;
 
 /// The line in `universal.md` that ends the part COMPACT keeps.
 pub const CORE_END_MARKER: &str = "<!-- end-of-core -->";

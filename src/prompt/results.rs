@@ -248,7 +248,7 @@ pub fn results(experiment: &Experiment, calls: &[ExperimentCall]) -> ExperimentR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::Direction;
+    use crate::domain::Direction;
     use crate::store::ExperimentStatus;
 
     fn experiment() -> Experiment {

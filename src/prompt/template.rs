@@ -29,7 +29,7 @@ use minijinja::value::{Serde, Value};
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::call::Direction;
+use crate::domain::Direction;
 
 /// The variables a body may use, as dotted names.
 pub const ALLOWED_VARIABLES: [&str; 5] = [

@@ -24,7 +24,7 @@
 
 use super::template::{self, TemplateError};
 use super::{BuiltPrompts, BusinessLayer, PromptError, PromptLibrary, count_tokens};
-use crate::call::Direction;
+use crate::domain::Direction;
 
 /// Default hard cap on FULL, in o200k_base tokens.
 pub const DEFAULT_HARD_CAP_TOKENS: usize = 3500;

@@ -56,6 +56,12 @@ pub struct CallerConfig {
     /// Raw text frames to send right before the media frame with this index (for tests of
     /// malformed input).
     pub inject: Vec<(usize, String)>,
+    /// Stop reading the proxy's messages from this many ms after `start`, for the second
+    /// number of ms (a Twilio that stalls; it still sends its media frames meanwhile).
+    pub stop_reading: Option<(u64, u64)>,
+    /// SO_RCVBUF of the media WebSocket's socket, bytes (a small one makes a stall reach the
+    /// proxy quickly); `None` leaves the kernel's own sizing.
+    pub recv_buffer_bytes: Option<usize>,
 }
 
 /// Something the simulated Twilio saw, timed from the `start` it sent.
@@ -63,6 +69,9 @@ pub struct CallerConfig {
 pub enum CallerEvent {
     /// The first proxy audio arrived.
     FirstAudio,
+    /// A stretch of proxy audio began to play (into an empty buffer, after a pause of more
+    /// than 300 ms): Twilio's own record of when the caller began to hear an answer.
+    PlaybackStarts,
     /// The caller's speech begins (after the lead silence).
     SpeechBegins,
     /// The caller's speech ends.
@@ -178,7 +187,8 @@ impl Speaker {
         }
     }
 
-    fn push(&mut self, bytes: &[u8], now: Instant) {
+    /// Buffers `bytes` at `now`; true when they begin a new stretch of playback.
+    fn push(&mut self, bytes: &[u8], now: Instant) -> bool {
         let end = self.audio.len() as u64;
         if self.played(now) >= end {
             // The buffer ran dry. A new stretch of audio begins unless it only ran dry for a
@@ -194,8 +204,11 @@ impl Speaker {
                 self.segment_start = end;
             }
             self.anchor = Some((now, end));
+            self.audio.extend_from_slice(bytes);
+            return new_stretch;
         }
         self.audio.extend_from_slice(bytes);
+        false
     }
 
     /// When the first pending mark is due.
@@ -340,7 +353,7 @@ pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
         return Ok(report);
     };
     tokio::time::sleep(Duration::from_millis(config.stream_connect_delay_ms)).await;
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
+    let socket = connect(&url, config.recv_buffer_bytes)
         .await
         .map_err(|source| CallerError::Connect {
             url: url.clone(),
@@ -349,6 +362,44 @@ pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
     report.streamed = true;
     stream(socket, &config, token, &account_sid, &mut report).await;
     Ok(report)
+}
+
+/// Opens the media WebSocket, with a receive buffer of `recv_buffer` bytes when given.
+async fn connect(
+    url: &str,
+    recv_buffer: Option<usize>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let Some(bytes) = recv_buffer else {
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        return Ok(socket);
+    };
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
+        .unwrap_or(url);
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .map_err(WsError::Io)?
+        .next()
+        .ok_or_else(|| WsError::Io(std::io::Error::other("no address for the stream URL")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(WsError::Io)?;
+    socket
+        .set_recv_buffer_size(bytes as u32)
+        .map_err(WsError::Io)?;
+    let tcp = socket.connect(addr).await.map_err(WsError::Io)?;
+    tcp.set_nodelay(true).map_err(WsError::Io)?;
+    let (socket, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await?;
+    Ok(socket)
 }
 
 async fn stream(
@@ -420,6 +471,19 @@ async fn stream(
     let mut stopped = false;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let reading_stops = config
+        .stop_reading
+        .map(|(after, _)| tokio::time::Instant::now() + Duration::from_millis(after));
+    let reading_resumes = config
+        .stop_reading
+        .map(|(after, pause)| tokio::time::Instant::now() + Duration::from_millis(after + pause));
+    let reading = || {
+        let now = tokio::time::Instant::now();
+        match (reading_stops, reading_resumes) {
+            (Some(stops), Some(resumes)) => now < stops || now >= resumes,
+            _ => true,
+        }
+    };
 
     loop {
         let mark_due = speaker
@@ -476,7 +540,10 @@ async fn stream(
                 let _ = sink.close().await;
                 break;
             }
-            message = incoming.next() => {
+            // A stalled Twilio: wake when reading stops and when it resumes.
+            _ = tokio::time::sleep_until(reading_stops.unwrap_or(far)), if reading() && reading_stops.is_some_and(|t| t > tokio::time::Instant::now()) => {}
+            _ = tokio::time::sleep_until(reading_resumes.unwrap_or(far)), if !reading() => {}
+            message = incoming.next(), if reading() => {
                 let now = Instant::now();
                 match message {
                     Some(Ok(Message::Text(text))) => {
@@ -493,7 +560,9 @@ async fn stream(
                                     report.events.push((since(now), CallerEvent::FirstAudio));
                                 }
                                 report.media_received += 1;
-                                speaker.push(&bytes, now);
+                                if speaker.push(&bytes, now) {
+                                    report.events.push((since(now), CallerEvent::PlaybackStarts));
+                                }
                             }
                             Some("mark") => {
                                 let name = value["mark"]["name"].as_str().unwrap_or("").to_string();

@@ -193,6 +193,7 @@ pub fn render(outcome: &DemoOutcome) -> String {
             CallerEvent::FirstAudio => "first model audio reaches the caller".to_string(),
             CallerEvent::SpeechBegins => "jfk.wav starts (the caller speaks)".to_string(),
             CallerEvent::SpeechEnds => "jfk.wav ends".to_string(),
+            CallerEvent::PlaybackStarts => "model audio begins to play".to_string(),
             CallerEvent::Clear {
                 heard_ms,
                 dropped_ms,
@@ -322,8 +323,68 @@ pub fn render(outcome: &DemoOutcome) -> String {
         p.guards.leaks,
         p.echo.echo_rate() * 100.0
     );
+    let heard = heard_against_twilio(&p.timeline, &outcome.caller);
+    let _ = writeln!(
+        out,
+        "  caller hears       {} answer(s) begin (heard latency ms, and how far from when the simulated Twilio began playing them: {})",
+        heard.len(),
+        if heard.is_empty() {
+            "-".to_string()
+        } else {
+            heard
+                .iter()
+                .map(|h| match h.twilio_apart_ms {
+                    Some(apart) => format!("{:.0} ({apart:+.1})", h.latency_ms),
+                    None => format!("{:.0} (no playback start seen)", h.latency_ms),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
     let _ = writeln!(out, "  end                {}", p.end_reason);
     out
+}
+
+/// One caller-heard turn latency, set against the simulated Twilio's own record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeardCheck {
+    /// When the proxy says the answer began to play, from the call's start.
+    pub at: Duration,
+    /// The caller-heard turn latency the proxy recorded (and the metric received), ms.
+    pub latency_ms: f64,
+    /// The proxy's moment minus the nearest [`CallerEvent::PlaybackStarts`] of the simulated
+    /// Twilio, ms; `None` when Twilio recorded none.
+    pub twilio_apart_ms: Option<f64>,
+}
+
+/// Each [`TimelineEvent::TurnHeard`] of `timeline` against the nearest moment the simulated
+/// Twilio began playing a stretch of audio. Both clocks start at the stream's `start` (the
+/// proxy's when it read it, Twilio's when it sent it: within a millisecond on loopback).
+pub fn heard_against_twilio(
+    timeline: &crate::telemetry::timeline::Timeline,
+    caller: &CallerReport,
+) -> Vec<HeardCheck> {
+    let starts: Vec<Duration> = caller
+        .events
+        .iter()
+        .filter(|(_, e)| *e == CallerEvent::PlaybackStarts)
+        .map(|(at, _)| *at)
+        .collect();
+    timeline
+        .entries()
+        .iter()
+        .filter_map(|(at, e)| match e {
+            TimelineEvent::TurnHeard { latency_ms } => Some(HeardCheck {
+                at: *at,
+                latency_ms: *latency_ms,
+                twilio_apart_ms: starts
+                    .iter()
+                    .map(|s| ms(*at) - ms(*s))
+                    .min_by(|a, b| a.abs().total_cmp(&b.abs())),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Checks that the demo showed what it exists to show; returns what is missing.
@@ -339,8 +400,20 @@ pub fn check(outcome: &DemoOutcome) -> Result<(), String> {
     if p.counters.barge_ins == 0 {
         missing.push("no barge-in");
     }
-    if p.end_reason != "stop" {
+    if p.end_reason != crate::domain::EndReason::Stop {
         missing.push("the call did not end with Twilio's stop");
+    }
+    let heard = heard_against_twilio(&p.timeline, &outcome.caller);
+    if heard.is_empty() {
+        missing.push("no caller-heard turn latency");
+    }
+    if heard
+        .iter()
+        .any(|h| h.twilio_apart_ms.is_none_or(|apart| apart.abs() > 20.0))
+    {
+        missing.push(
+            "a caller-heard moment is more than 20 ms from when the simulated Twilio began playing",
+        );
     }
     if missing.is_empty() {
         Ok(())

@@ -167,6 +167,8 @@ impl World {
             stream_url_override: None,
             token_override: None,
             inject: Vec::new(),
+            stop_reading: None,
+            recv_buffer_bytes: None,
         }
     }
 

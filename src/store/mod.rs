@@ -31,7 +31,7 @@ use sqlx::error::ErrorKind;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::{Row, SqlSafeStr};
 
-use crate::call::Direction;
+use crate::domain::Direction;
 use crate::guard::redact::redact;
 
 pub use backend::Backend;
@@ -857,12 +857,10 @@ fn call_from_row(row: &AnyRow) -> Result<CallRecord, sqlx::Error> {
     let direction: String = row.try_get("direction")?;
     let direction: Direction = direction
         .parse()
-        .map_err(
-            |e: crate::call::UnknownDirection| sqlx::Error::ColumnDecode {
-                index: "direction".to_string(),
-                source: Box::new(e),
-            },
-        )?;
+        .map_err(|e: crate::domain::UnknownValue| sqlx::Error::ColumnDecode {
+            index: "direction".to_string(),
+            source: Box::new(e),
+        })?;
     Ok(CallRecord {
         call_sid: row.try_get("call_sid")?,
         stream_sid: row.try_get("stream_sid")?,

@@ -2,7 +2,7 @@
 //!
 //! Times are milliseconds since the Unix epoch (UTC) as `i64`, the way they are stored.
 
-use crate::call::Direction;
+use crate::domain::Direction;
 
 /// Language given to a business created without one (BCP 47 tag).
 pub const DEFAULT_LANGUAGE: &str = "en";

@@ -16,7 +16,7 @@ use sqlx::any::AnyRow;
 use sqlx::error::ErrorKind;
 
 use super::{ExperimentCall, Store, StoreError, now_ms, require_non_empty, require_non_negative};
-use crate::call::Direction;
+use crate::domain::Direction;
 
 /// How many times an insert or a promote is tried when it loses a race (unique violation,
 /// deadlock, serialization failure or a busy SQLite database) before giving up.

@@ -44,17 +44,6 @@ pub const KNOWN_ERROR_CODES: [&str; 6] = [
     "server_error",
 ];
 
-/// Why calls end, as counted; any other reason counts as `other`.
-pub const END_REASONS: [&str; 7] = [
-    "stop",
-    "twilio_closed",
-    "twilio_error",
-    "upstream_closed",
-    "upstream_error",
-    "shutdown",
-    "other",
-];
-
 /// A business and direction.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -71,8 +60,8 @@ pub struct EndLabels {
     pub business_id: String,
     /// `inbound` or `outbound`.
     pub direction: String,
-    /// One of [`END_REASONS`].
-    pub end_reason: String,
+    /// [`crate::domain::EndReason::as_str`].
+    pub end_reason: &'static str,
 }
 
 /// One leg of the relay.
@@ -129,8 +118,12 @@ pub struct Metrics {
     pub greeting_from_webhook: HistogramFamily<CallLabels>,
     /// `speech_stopped` → the answer's first audio frame sent to Twilio.
     pub turn: HistogramFamily<CallLabels>,
-    /// `speech_stopped` → Twilio acknowledged the mark after the answer's first audio: what
-    /// the caller hears.
+    /// `speech_stopped` → the moment the answer began to play at Twilio: what the caller hears.
+    /// Twilio echoes a mark once the audio before it has played
+    /// (<https://www.twilio.com/docs/voice/media-streams/websocket-messages#mark-message>), so
+    /// the answer began to play at the acknowledgement of the first mark past its first audio,
+    /// less the audio queued between the answer's first byte and that mark (8 bytes of mu-law
+    /// per ms). See [`crate::call::state::CallState::on_mark`].
     pub turn_heard: HistogramFamily<CallLabels>,
     /// `speech_started` received → Twilio `clear` written.
     pub barge_in_reaction: HistogramFamily<CallLabels>,
@@ -226,7 +219,7 @@ impl Metrics {
         );
         r.register(
             "turn_heard_latency_seconds",
-            "End of caller speech to Twilio's acknowledgement of the mark after the answer's first audio",
+            "End of caller speech to the moment the caller began to hear the answer: Twilio's acknowledgement of the first mark past the answer's first audio, less the audio queued between the two",
             m.turn_heard.clone(),
         );
         r.register(
@@ -325,11 +318,12 @@ impl Metrics {
         openmetrics_to_text(&self.encode())
     }
 
-    /// Records a media frame's time inside the proxy on `leg`.
-    pub fn relay(&self, leg: &'static str, inside: Duration) {
+    /// The relay-overhead histogram of `leg` (see [`LegLabels`]), to keep for a call instead
+    /// of looking it up per frame; it records into the same series.
+    pub fn relay_leg(&self, leg: &'static str) -> Histogram {
         self.relay_overhead
             .get_or_create(&LegLabels { leg })
-            .observe(inside.as_secs_f64());
+            .clone()
     }
 
     /// Records a finished call's figures: latencies from its timeline, counts from its
@@ -382,15 +376,11 @@ impl Metrics {
             }
         }
         drop(barge);
-        let reason = END_REASONS
-            .into_iter()
-            .find(|r| *r == report.end_reason)
-            .unwrap_or("other");
         self.calls
             .get_or_create(&EndLabels {
                 business_id: call.business_id.clone(),
                 direction: call.direction.clone(),
-                end_reason: reason.to_string(),
+                end_reason: report.end_reason.as_str(),
             })
             .inc();
         let c = &report.counters;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::call::Direction;
+use crate::domain::Direction;
 
 /// Something that happened in a call, as the proxy saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,9 +48,11 @@ pub enum TimelineEvent {
         /// `speech_stopped` to first audio frame out, ms.
         latency_ms: f64,
     },
-    /// Twilio acknowledged the mark after the answer's first audio: the caller has heard it.
+    /// The caller began to hear the answer, as Twilio reports it: the acknowledgement of the
+    /// first mark past the answer's first audio, less the audio queued between the two
+    /// (recorded when the mark comes back, placed at the moment playback began).
     TurnHeard {
-        /// `speech_stopped` to that acknowledgement, ms.
+        /// `speech_stopped` to the moment the answer began to play, ms.
         latency_ms: f64,
     },
     /// The caller interrupted model audio.
@@ -111,8 +113,8 @@ pub enum TimelineEvent {
     },
     /// The call ended.
     Ended {
-        /// `stop`, `twilio_closed`, `upstream_closed`, `shutdown`, …
-        reason: String,
+        /// Why.
+        reason: crate::domain::EndReason,
     },
 }
 
@@ -157,7 +159,7 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::TurnHeard { latency_ms } => {
                 write!(
                     f,
-                    "caller hears the answer (mark acknowledged): {latency_ms:.1} ms after their turn"
+                    "caller hears the answer (playback began, from its mark): {latency_ms:.1} ms after their turn"
                 )
             }
             TimelineEvent::BargeIn {
@@ -255,9 +257,17 @@ impl Timeline {
     }
 
     /// Records `event` at `at`.
+    ///
+    /// Entries stay in time order: an event timed before ones already recorded (the moment an
+    /// answer began to play is known only once its mark comes back) goes in its place.
     pub fn push(&mut self, at: Instant, event: TimelineEvent) {
-        self.entries
-            .push((at.saturating_duration_since(self.start), event));
+        let at = at.saturating_duration_since(self.start);
+        let place = self
+            .entries
+            .iter()
+            .rposition(|(t, _)| *t <= at)
+            .map_or(0, |i| i + 1);
+        self.entries.insert(place, (at, event));
     }
 
     /// The clock's zero.
@@ -309,6 +319,11 @@ pub struct CallCounters {
     pub total_tokens: u64,
     /// Of the input tokens, those served from the prompt cache.
     pub cached_tokens: u64,
+    /// The most messages that ever waited in the Twilio leg's queue at once (bounded by
+    /// `audio.queue_frames + audio.control_queue`).
+    pub peak_waiting_twilio: u64,
+    /// The same for the upstream leg.
+    pub peak_waiting_upstream: u64,
 }
 
 /// Everything known about a call when it ends.
@@ -326,11 +341,11 @@ pub struct CallReport {
     pub greeting_latency_ms: Option<f64>,
     /// Turn latencies, ms.
     pub turn_latencies_ms: Vec<f64>,
-    /// Caller-side turn latencies, ms: end of caller speech to Twilio's acknowledgement of the
-    /// mark after the answer's first audio (what the caller hears).
+    /// Caller-side turn latencies, ms: end of caller speech to the moment the answer began to
+    /// play at Twilio (what the caller hears; see [`TimelineEvent::TurnHeard`]).
     pub turn_heard_ms: Vec<f64>,
     /// Why it ended.
-    pub end_reason: String,
+    pub end_reason: crate::domain::EndReason,
     /// Counters.
     pub counters: CallCounters,
     /// Guard counters.

@@ -89,7 +89,7 @@ impl Bucket {
         }
         let c = &report.counters;
         self.calls += 1;
-        if c.upstream_errors > 0 || report.end_reason.ends_with("error") {
+        if c.upstream_errors > 0 || report.end_reason.is_fault() {
             self.calls_with_errors += 1;
         }
         self.frames += c.frames_in + c.frames_out + c.dropped_in + c.dropped_out;
@@ -289,7 +289,7 @@ pub struct RecentCall {
     /// Slowest turn latency, ms.
     pub turn_max_ms: Option<f64>,
     /// Why it ended.
-    pub end_reason: String,
+    pub end_reason: crate::domain::EndReason,
 }
 
 impl RecentCall {
@@ -344,7 +344,7 @@ impl CallStats {
             ended_at_ms: now_ms,
             greeting_ms: report.greeting_latency_ms,
             turn_max_ms: report.turn_latencies_ms.iter().copied().reduce(f64::max),
-            end_reason: report.end_reason.clone(),
+            end_reason: report.end_reason,
         });
         while inner.recent.len() > RECENT_CALLS {
             inner.recent.pop_front();
@@ -401,7 +401,7 @@ impl CallStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::Direction;
+    use crate::domain::Direction;
     use crate::telemetry::timeline::{CallCounters, Timeline};
 
     fn report(sid: &str, business: &str, greeting: f64, turns: &[f64]) -> CallReport {
@@ -413,7 +413,7 @@ mod tests {
             greeting_latency_ms: Some(greeting),
             turn_latencies_ms: turns.to_vec(),
             turn_heard_ms: Vec::new(),
-            end_reason: "stop".into(),
+            end_reason: crate::domain::EndReason::Stop,
             counters: CallCounters {
                 frames_in: 100,
                 frames_out: 50,

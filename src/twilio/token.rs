@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::call::Direction;
+use crate::domain::Direction;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -1,0 +1,237 @@
+//! The call vocabulary: the fixed sets of values a call, its records and its metrics speak of.
+//!
+//! Each type converts to and from its database and wire form here and nowhere else: `as_str`
+//! gives the form stored in the database, carried in stream tokens and used as a metric label
+//! value; [`std::str::FromStr`] reads it back and names the accepted values when it cannot.
+//! `ALL` lists every value, so metric label sets and validation messages cannot drift from the
+//! type.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A value that is not one of a vocabulary type's forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}: expected one of {expected}")]
+pub struct UnknownValue {
+    /// What was being read, e.g. `"direction"`.
+    pub what: &'static str,
+    /// The text given.
+    pub value: String,
+    /// The accepted forms, comma-separated.
+    pub expected: String,
+}
+
+/// Declares a fieldless enum with one stored form per variant: `as_str`, `ALL`, `Display`,
+/// `FromStr` (errors: [`UnknownValue`]), serde as that form and an OpenAPI string enum.
+macro_rules! vocabulary {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $what:literal {
+            $( $(#[$vmeta:meta])* $variant:ident = $form:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored, wire and metric-label form.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $form, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $form => Ok($name::$variant), )+
+                    other => Err(UnknownValue {
+                        what: $what,
+                        value: other.to_string(),
+                        expected: [$($form),+].join(", "),
+                    }),
+                }
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($form),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// Who placed the call.
+    ///
+    /// Twilio's `Direction` webhook field is `inbound` for calls to our numbers, and
+    /// `outbound-api` (REST-created) or `outbound-dial` (a `<Dial>` leg) for calls the business
+    /// places (source: <https://www.twilio.com/docs/voice/api/call-resource>); see
+    /// [`Direction::from_twilio`].
+    Direction, "direction" {
+        /// The customer called the business.
+        Inbound = "inbound",
+        /// The business calls the customer.
+        Outbound = "outbound",
+    }
+}
+
+impl Direction {
+    /// Maps Twilio's `Direction` field; `None` for values we do not serve
+    /// (`trunking-*` and anything unknown).
+    pub fn from_twilio(value: &str) -> Option<Direction> {
+        match value {
+            "inbound" => Some(Direction::Inbound),
+            "outbound-api" | "outbound-dial" => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+}
+
+vocabulary! {
+    /// Why a call's session ended. Stored in `calls.end_reason` and used as the `end_reason`
+    /// label of `voxrelay_calls_total`.
+    EndReason, "end reason" {
+        /// Twilio sent `stop`: the call hung up or the stream was stopped
+        /// (`shared/protocol/twilio.md` §4.2).
+        Stop = "stop",
+        /// The Twilio WebSocket closed without a `stop`.
+        TwilioClosed = "twilio_closed",
+        /// The Twilio WebSocket failed (a protocol violation, an oversized message, a reset).
+        TwilioError = "twilio_error",
+        /// Twilio stopped taking our messages for longer than `audio.stall_limit_ms`, or left
+        /// no room for a control message; ending beats holding ever more of its audio.
+        TwilioStalled = "twilio_stalled",
+        /// The upstream closed the session.
+        UpstreamClosed = "upstream_closed",
+        /// The upstream WebSocket failed.
+        UpstreamError = "upstream_error",
+        /// The upstream stopped taking our messages for longer than `audio.stall_limit_ms`, or
+        /// left no room for a control message.
+        UpstreamStalled = "upstream_stalled",
+    }
+}
+
+impl EndReason {
+    /// Whether a socket failed or stalled (a call "with errors" in the windowed figures); a
+    /// hang-up or a peer closing the session is not a fault.
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            EndReason::TwilioError
+                | EndReason::TwilioStalled
+                | EndReason::UpstreamError
+                | EndReason::UpstreamStalled
+        )
+    }
+}
+
+vocabulary! {
+    /// How a business wants caller transcripts that score *block* handled
+    /// (`businesses.guard_policy`).
+    GuardPolicy, "guard policy" {
+        /// Answer at once; interrupt when a transcript scores block (the default: no added
+        /// latency).
+        Monitor = "monitor",
+        /// Answer only after the transcript is scored.
+        Gate = "gate",
+        /// Log and count only.
+        Flag = "flag",
+    }
+}
+
+vocabulary! {
+    /// Which side of a prompt experiment a call is on (`calls.variant`, the stream token).
+    Arm, "experiment arm" {
+        /// The control version.
+        Control = "control",
+        /// The variant version.
+        Variant = "variant",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_value_reads_back_from_its_stored_form() {
+        for d in Direction::ALL {
+            assert_eq!(d.as_str().parse::<Direction>(), Ok(*d));
+        }
+        for r in EndReason::ALL {
+            assert_eq!(r.as_str().parse::<EndReason>(), Ok(*r));
+        }
+        for p in GuardPolicy::ALL {
+            assert_eq!(p.as_str().parse::<GuardPolicy>(), Ok(*p));
+        }
+        for a in Arm::ALL {
+            assert_eq!(a.as_str().parse::<Arm>(), Ok(*a));
+        }
+    }
+
+    #[test]
+    fn an_unknown_form_names_what_was_expected() {
+        let err = "strict".parse::<GuardPolicy>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown guard policy \"strict\": expected one of monitor, gate, flag"
+        );
+    }
+
+    #[test]
+    fn twilio_directions_map_to_ours() {
+        assert_eq!(Direction::from_twilio("inbound"), Some(Direction::Inbound));
+        assert_eq!(
+            Direction::from_twilio("outbound-api"),
+            Some(Direction::Outbound)
+        );
+        assert_eq!(
+            Direction::from_twilio("outbound-dial"),
+            Some(Direction::Outbound)
+        );
+        assert_eq!(Direction::from_twilio("trunking-originating"), None);
+    }
+
+    #[test]
+    fn serde_uses_the_stored_form() {
+        let json = serde_json::to_string(&EndReason::TwilioStalled).unwrap();
+        assert_eq!(json, "\"twilio_stalled\"");
+        let back: EndReason = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, EndReason::TwilioStalled);
+        assert!(serde_json::from_str::<Arm>("\"both\"").is_err());
+    }
+}

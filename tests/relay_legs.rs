@@ -1,0 +1,249 @@
+//! The relay legs under backpressure, over real loopback sockets: a simulated Twilio that stops
+//! reading (with small socket buffers, so the stall reaches the proxy within a second), a
+//! simulated upstream that sends a long answer faster than real time, and the ways a call ends.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use voxrelay::domain::EndReason;
+use voxrelay::sim::caller::{CallerConfig, CallerEvent, CallerReport};
+use voxrelay::sim::demo::jfk_speech;
+use voxrelay::sim::upstream::{Clip, SimUpstreamConfig};
+use voxrelay::sim::world::{World, WorldOptions};
+use voxrelay::telemetry::timeline::{CallReport, TimelineEvent};
+
+/// Audio waiting in the Twilio leg before audio is dropped, frames.
+const QUEUE_FRAMES: usize = 10;
+/// Places kept for control messages.
+const CONTROL_QUEUE: usize = 64;
+/// Socket buffers on both sides of the Twilio connection, bytes.
+const SOCKET_BUFFER: usize = 4096;
+
+/// A world whose Twilio leg holds little, with the given stall limit, whose model answers with
+/// `answer_s` seconds of audio per response, sent at once or at real-time pace.
+async fn tight_world(stall_limit_ms: u64, answer_s: usize, realtime_pace: bool) -> World {
+    // A tone-like, non-silent clip (its content does not matter to the relay).
+    let clip = Clip::new(
+        (0..answer_s * 8000).map(|i| (i % 64) as u8 + 32).collect(),
+        "Thanks for calling, how can I help?",
+    );
+    let world = World::start(WorldOptions {
+        upstream: SimUpstreamConfig {
+            clip,
+            realtime_pace,
+            chunk_ms: 100,
+            ..SimUpstreamConfig::default()
+        },
+        database_url: None,
+        configure: Some(Box::new(move |c| {
+            c.audio.queue_frames = QUEUE_FRAMES;
+            c.audio.control_queue = CONTROL_QUEUE;
+            c.audio.stall_limit_ms = stall_limit_ms;
+            c.server.socket_send_buffer_bytes = SOCKET_BUFFER;
+        })),
+    })
+    .await
+    .expect("world starts");
+    world
+        .add_business(
+            "dental",
+            "Bright Smile Dental",
+            "Bright Smile Dental cleans teeth.",
+            "Say hello.",
+            "+15005550006",
+        )
+        .await
+        .expect("business");
+    world
+}
+
+fn caller(world: &World, n: u32) -> CallerConfig {
+    let mut c = world.caller(
+        &format!("CA{n:032x}"),
+        "+15005550006",
+        jfk_speech(Some(2.0)).expect("speech"),
+    );
+    c.recv_buffer_bytes = Some(SOCKET_BUFFER);
+    c
+}
+
+/// The proxy's messages as Twilio received them, up to the first `clear`: (event, mark name).
+fn received_until_clear(report: &CallerReport) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for (_, text) in &report.received {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        let event = value["event"].as_str().unwrap_or("").to_string();
+        let mark = value["mark"]["name"].as_str().map(str::to_string);
+        let clear = event == "clear";
+        out.push((event, mark));
+        if clear {
+            break;
+        }
+    }
+    out
+}
+
+fn barge_in_truncate(proxy: &CallReport) -> Option<u64> {
+    proxy.timeline.entries().iter().find_map(|(_, e)| match e {
+        TimelineEvent::BargeIn { truncate_ms, .. } => Some(truncate_ms.unwrap_or(0)),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_twilio_queue_drops_audio_that_then_counts_toward_nothing_and_barge_in_still_works()
+{
+    // 30 s of greeting arrive at once; Twilio reads nothing for the first 2.5 s, then plays
+    // what reached it; the caller talks over it at 3.5 s and hangs up before their turn ends
+    // (so no second answer adds to the counts).
+    let mut world = tight_world(10_000, 30, false).await;
+    let mut c = caller(&world, 1);
+    c.stop_reading = Some((0, 2_500));
+    c.lead_silence_ms = 3_500;
+    c.tail_silence_ms = 200;
+    let (twilio, proxy) = world.call(c).await.expect("call runs");
+    let proxy = proxy.expect("proxy reported the call");
+
+    // The drop is counted, and it is most of the 30 s answer.
+    assert!(proxy.counters.dropped_out >= 200, "{:?}", proxy.counters);
+    let seen = received_until_clear(&twilio);
+    assert_eq!(
+        seen.last().map(|(e, _)| e.as_str()),
+        Some("clear"),
+        "the clear went out after the queued audio: {seen:?}"
+    );
+    // What the leg accepted reached Twilio in order before the clear: every media frame is
+    // 100 ms, and each mark follows the audio it covers. No mark covers dropped audio: the
+    // k-th mark (0-based) comes after at least (k + 1) × 500 ms of audio, and there are no
+    // more marks than the accepted audio fills.
+    let mut audio_ms = 0u64;
+    let mut marks = 0u64;
+    for (event, mark) in &seen {
+        match event.as_str() {
+            "media" => audio_ms += 100,
+            "mark" => {
+                assert!(
+                    audio_ms >= (marks + 1) * 500,
+                    "mark {mark:?} after {audio_ms} ms of audio covers audio that was never sent"
+                );
+                marks += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(marks >= 1, "marks went out: {seen:?}");
+    // Every one of the answer's 300 deltas either reached Twilio or was dropped and counted.
+    assert_eq!(
+        audio_ms,
+        (300 - proxy.counters.dropped_out) * 100,
+        "{:?}",
+        proxy.counters
+    );
+    // The truncate position is what Twilio played of the audio that was queued: never more
+    // than that audio, and within 40 ms of what the simulated Twilio says it played.
+    let truncate = barge_in_truncate(&proxy).expect("a barge-in");
+    assert!(
+        truncate <= audio_ms,
+        "truncate {truncate} > queued {audio_ms}"
+    );
+    let heard = twilio
+        .clears()
+        .first()
+        .map(|(_, heard)| *heard)
+        .expect("Twilio saw the clear");
+    assert!(
+        truncate.abs_diff(heard) <= 40,
+        "truncate {truncate} ms, Twilio played {heard} ms"
+    );
+    assert!(
+        proxy.counters.peak_waiting_twilio <= (QUEUE_FRAMES + CONTROL_QUEUE) as u64,
+        "{:?}",
+        proxy.counters
+    );
+    assert_eq!(proxy.end_reason, EndReason::Stop);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_that_stops_reading_past_the_stall_limit_ends_the_call_with_a_record() {
+    // The model talks at real-time pace for a minute; Twilio stops reading at 0.5 s for 20 s.
+    let mut world = tight_world(1_500, 60, true).await;
+    let mut c = caller(&world, 2);
+    c.stop_reading = Some((500, 20_000));
+    c.lead_silence_ms = 12_000;
+    c.tail_silence_ms = 0;
+    let started = std::time::Instant::now();
+    let (twilio, proxy) = world.call(c).await.expect("call runs");
+    let proxy = proxy.expect("proxy reported the call");
+
+    assert_eq!(proxy.end_reason, EndReason::TwilioStalled);
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "the proxy ended the call instead of waiting for Twilio"
+    );
+    // Memory stays bounded: the queue never held more than its caps.
+    assert!(
+        proxy.counters.peak_waiting_twilio <= (QUEUE_FRAMES + CONTROL_QUEUE) as u64,
+        "{:?}",
+        proxy.counters
+    );
+    assert!(
+        proxy.counters.peak_waiting_twilio >= QUEUE_FRAMES as u64,
+        "the queue filled: {:?}",
+        proxy.counters
+    );
+    // The upstream leg kept being read while Twilio stalled: its deltas kept arriving (and,
+    // with nowhere to go, were dropped and counted), and Twilio's own frames kept going up.
+    assert!(proxy.counters.dropped_out > 0, "{:?}", proxy.counters);
+    assert!(
+        proxy.counters.frames_in >= 100,
+        "caller audio was relayed during the stall: {:?}",
+        proxy.counters
+    );
+    assert!(
+        twilio
+            .events
+            .iter()
+            .all(|(_, e)| !matches!(e, CallerEvent::Stop)),
+        "Twilio never hung up: the proxy ended it"
+    );
+    let record = world
+        .store
+        .call(&proxy.call_sid)
+        .await
+        .expect("store")
+        .expect("call recorded");
+    assert_eq!(record.end_reason.as_deref(), Some("twilio_stalled"));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_twilio_message_ends_the_call_as_a_twilio_error() {
+    let mut world = tight_world(5_000, 2, true).await;
+    let mut c = caller(&world, 3);
+    c.recv_buffer_bytes = None;
+    // Far above the 64 KiB the proxy accepts from Twilio.
+    c.inject = vec![(
+        10,
+        format!(
+            "{{\"event\":\"media\",\"pad\":\"{}\"}}",
+            "x".repeat(100_000)
+        ),
+    )];
+    c.lead_silence_ms = 1_000;
+    c.tail_silence_ms = 1_000;
+    let (_, proxy) = world.call(c).await.expect("call runs");
+    let proxy = proxy.expect("proxy reported the call");
+    assert_eq!(proxy.end_reason, EndReason::TwilioError);
+    let record = world
+        .store
+        .call(&proxy.call_sid)
+        .await
+        .expect("store")
+        .expect("call recorded");
+    assert_eq!(record.end_reason.as_deref(), Some("twilio_error"));
+    world.stop().await;
+}
