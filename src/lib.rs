@@ -23,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod guard;
 pub mod http;
+pub mod ops;
 pub mod prompt;
 pub mod realtime;
 pub mod sim;

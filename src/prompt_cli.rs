@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 
 use voxrelay::domain::Direction;
+use voxrelay::ops::{self, OpsError};
+use voxrelay::prompt::PromptLibrary;
 use voxrelay::prompt::diff::unified_diff;
 use voxrelay::prompt::results::{self, ExperimentResults};
-use voxrelay::prompt::validate::{BusinessInfo, Limits, Report, validate};
-use voxrelay::prompt::{BusinessLayer, PromptLibrary};
-use voxrelay::store::{Business, NewPromptVersion, PromptStatus, Store};
+use voxrelay::prompt::validate::Report;
+use voxrelay::store::{PromptStatus, Store};
 
 /// `voxrelay prompt` subcommands.
 #[derive(Subcommand)]
@@ -93,11 +94,21 @@ fn print_report(report: &Report) {
     );
 }
 
-async fn business(store: &Store, id: &str) -> anyhow::Result<Business> {
-    store
-        .business(id)
-        .await?
-        .with_context(|| format!("no business with id {id:?}"))
+/// An operator use case's refusal as a CLI error: what was not done, and why (each problem of
+/// a rejected body on a line of its own).
+fn refused(what: &str, e: OpsError) -> anyhow::Error {
+    match e {
+        OpsError::InvalidPrompt { problems, warnings } => {
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            for p in &problems {
+                println!("error: {p}");
+            }
+            anyhow::anyhow!("{what}: the prompt has {} problem(s)", problems.len())
+        }
+        other => anyhow::anyhow!("{what}: {other}"),
+    }
 }
 
 /// Runs one `prompt` subcommand.
@@ -108,44 +119,31 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     match command {
         PromptCommand::Create {
-            business: id,
+            business,
             direction,
             file,
             author,
             note,
         } => {
-            let business = business(store, &id).await?;
             let body = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let report = validate(
+            let done = ops::prompts::create_version(
+                store,
                 library,
-                &body,
-                &BusinessInfo::from(&business),
-                direction,
-                &Limits::for_business(library, &business),
-            );
-            print_report(&report);
-            if !report.is_ok() {
-                bail!("not created: the body has {} error(s)", report.errors.len());
-            }
-            let version = store
-                .create_prompt_version(&NewPromptVersion {
-                    business_id: business.id.clone(),
+                ops::prompts::NewDraft {
+                    business_id: business,
                     direction,
                     body,
-                    parent_version_id: store
-                        .production_version(&business.id, direction)
-                        .await?
-                        .map(|v| v.id),
-                    compact_tokens: Some(report.compact_tokens as i64),
-                    full_tokens: Some(report.full_tokens as i64),
                     author,
                     note,
-                })
-                .await?;
+                },
+            )
+            .await
+            .map_err(|e| refused("not created", e))?;
+            print_report(&done.report);
             println!(
                 "created {} (version {}, draft)",
-                version.id, version.version
+                done.version.id, done.version.version
             );
         }
         PromptCommand::List {
@@ -185,31 +183,15 @@ pub async fn run(
             );
         }
         PromptCommand::Promote { id, to } => {
-            let version = store
-                .prompt_version(&id)
-                .await?
-                .with_context(|| format!("no version {id}"))?;
-            let business = business(store, &version.business_id).await?;
-            let report = validate(
-                library,
-                &version.body,
-                &BusinessInfo::from(&business),
-                version.direction,
-                &Limits::for_business(library, &business),
-            );
-            print_report(&report);
-            if !report.is_ok() {
-                bail!(
-                    "not promoted: the body has {} error(s)",
-                    report.errors.len()
-                );
-            }
-            let promoted = store.promote(&id, to).await?;
+            let done = ops::prompts::promote(store, library, &id, to)
+                .await
+                .map_err(|e| refused("not promoted", e))?;
+            print_report(&done.report);
             println!(
                 "{} (v{}) is now {}",
-                promoted.id,
-                promoted.version,
-                promoted.status.as_str()
+                done.version.id,
+                done.version.version,
+                done.version.status.as_str()
             );
         }
         PromptCommand::Rollback {
@@ -217,50 +199,30 @@ pub async fn run(
             direction,
             to,
         } => {
-            let version = store.rollback(&business, direction, &to).await?;
-            println!("{} (v{}) is production again", version.id, version.version);
+            let done = ops::prompts::rollback(store, library, &business, direction, &to)
+                .await
+                .map_err(|e| refused("not rolled back", e))?;
+            println!(
+                "{} (v{}) is production again",
+                done.version.id, done.version.version
+            );
         }
         PromptCommand::Preview {
-            business: id,
+            business,
             direction,
             version,
         } => {
-            let business = business(store, &id).await?;
-            let body = match version {
-                Some(vid) => {
-                    store
-                        .prompt_version(&vid)
-                        .await?
-                        .with_context(|| format!("no version {vid}"))?
-                        .body
-                }
-                None => match store.production_version(&business.id, direction).await? {
-                    Some(v) => v.body,
-                    None => business.ai_prompt.clone(),
-                },
-            };
-            let report = validate(
-                library,
-                &body,
-                &BusinessInfo::from(&business),
-                direction,
-                &Limits::for_business(library, &business),
-            );
-            print_report(&report);
-            let built = library.build(
-                &BusinessLayer {
-                    id: &business.id,
-                    name: &business.name,
-                    language: &business.language,
-                    text: &body,
-                    greeting: &business.greeting_instructions,
-                },
-                direction,
-            )?;
-            println!(
-                "\n===== FULL =====\n{}\n\n===== COMPACT =====\n{}",
-                built.full, built.compact
-            );
+            let preview =
+                ops::prompts::preview(store, library, &business, direction, version.as_deref())
+                    .await
+                    .map_err(|e| refused("no preview", e))?;
+            print_report(&preview.report);
+            if let Some(built) = &preview.report.prompts {
+                println!(
+                    "\n===== FULL =====\n{}\n\n===== COMPACT =====\n{}",
+                    built.full, built.compact
+                );
+            }
         }
     }
     Ok(())

@@ -303,7 +303,11 @@ async fn experiments_and_calls_are_served(api: Api, world: &World) {
         .expect("call");
     world
         .store
-        .set_call_prompt(sid, Some(&variant), Some((&id, "variant")))
+        .set_call_prompt(
+            sid,
+            Some(&variant),
+            Some((&id, voxrelay::domain::Arm::Variant)),
+        )
         .await
         .expect("prompt");
     world

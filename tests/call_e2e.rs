@@ -372,6 +372,28 @@ async fn an_outbound_call_resolves_its_business_from_signed_parameters() {
     caller.direction = "outbound-api".into();
     caller.webhook_url = format!("{}?{query}", caller.webhook_url);
     caller.signed_url = caller.webhook_url.clone();
+    // The bakery has an inbound text only: it takes no outbound call (the inbound text is
+    // never used for one), and Twilio hears the apology.
+    let (refused, _) = world.call(caller.clone()).await.expect("request runs");
+    assert!(
+        !refused.streamed && refused.twiml.contains("<Hangup/>"),
+        "{}",
+        refused.twiml
+    );
+    assert_eq!(world.upstream.connections(), 0, "no upstream cost");
+
+    world
+        .store
+        .update_business(
+            "bakery",
+            &voxrelay::store::BusinessUpdate {
+                outbound_ai_prompt: Some("Corner Bakery calls to confirm bread orders.".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("outbound text");
+    caller.call_sid = sid(15);
     let (heard, proxy) = world.call(caller.clone()).await.expect("call runs");
     assert!(heard.streamed, "{}", heard.twiml);
     assert_eq!(proxy.expect("report").business_id, "bakery");
@@ -380,6 +402,14 @@ async fn an_outbound_call_resolves_its_business_from_signed_parameters() {
     assert!(
         instructions.contains("You are calling"),
         "outbound direction layer"
+    );
+    assert!(
+        instructions.contains("confirm bread orders"),
+        "{instructions}"
+    );
+    assert!(
+        !instructions.contains("sells sourdough"),
+        "the inbound text never reaches an outbound call"
     );
 
     // The same parameters signed with another key are not trusted.

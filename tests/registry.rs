@@ -62,6 +62,7 @@ fn setup() -> CallSetup {
         &config,
         &business,
         Direction::Inbound,
+        &business.ai_prompt,
         sanitizer,
         PromptSource::default(),
     )

@@ -739,7 +739,11 @@ async fn a_call_records_its_prompt_version_and_variant(store: Store) {
     );
 
     store
-        .set_call_prompt("CA_prompt", Some(&version.id), Some(("exp_1", "variant")))
+        .set_call_prompt(
+            "CA_prompt",
+            Some(&version.id),
+            Some(("exp_1", voxrelay::domain::Arm::Variant)),
+        )
         .await
         .unwrap();
     assert_eq!(

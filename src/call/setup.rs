@@ -38,9 +38,9 @@ pub struct CallSetup {
     pub sanitizer: Arc<Sanitizer>,
     /// The prompt version the call runs (`None`: the business's own prompt text).
     pub prompt_version_id: Option<String>,
-    /// The running experiment that chose the version, and the arm (`"control"` or
-    /// `"variant"`), when the call is part of one.
-    pub experiment: Option<(String, &'static str)>,
+    /// The running experiment that chose the version, and the arm, when the call is part of
+    /// one.
+    pub experiment: Option<(String, crate::domain::Arm)>,
     /// The customer's number (`From` inbound, `To` outbound) the prompt was rendered for.
     pub caller: String,
 }
@@ -51,25 +51,15 @@ pub struct PromptSource {
     /// The version's id; `None`: the business's own prompt text.
     pub version_id: Option<String>,
     /// The running experiment and arm that chose it.
-    pub experiment: Option<(String, &'static str)>,
+    pub experiment: Option<(String, crate::domain::Arm)>,
     /// The customer's number the prompt is rendered for.
     pub caller: String,
 }
 
 impl CallSetup {
-    /// The business layer a call without a prompt version uses: the business's own text for
-    /// `direction`, the outbound prompt falling back to the inbound one when it is empty.
-    pub fn own_text(business: &Business, direction: Direction) -> &str {
-        match direction {
-            Direction::Outbound if !business.outbound_ai_prompt.trim().is_empty() => {
-                &business.outbound_ai_prompt
-            }
-            _ => &business.ai_prompt,
-        }
-    }
-
     /// Builds FULL and COMPACT for `business` and `direction` with `text` as the business layer
-    /// (a rendered version body, or [`CallSetup::own_text`]), without the per-call canary: what
+    /// (a rendered version body, or the business's own text, as
+    /// [`crate::prompt::resolve`] chose), without the per-call canary: what
     /// [`PromptCache`](crate::prompt::cache::PromptCache) keeps.
     ///
     /// Errors: [`PromptError`] when the text cannot be used.
@@ -91,8 +81,8 @@ impl CallSetup {
         )
     }
 
-    /// Builds the prompts for `business` and `direction` from the business's own text (see
-    /// [`CallSetup::own_text`]) and sets the call up with them; see [`CallSetup::with_prompts`].
+    /// Builds the prompts for `business` and `direction` with `text` as the business layer and
+    /// sets the call up with them; see [`CallSetup::with_prompts`].
     ///
     /// Errors: [`PromptError`] when the business's text cannot be used.
     pub fn build(
@@ -100,15 +90,11 @@ impl CallSetup {
         config: &Config,
         business: &Business,
         direction: Direction,
+        text: &str,
         sanitizer: Arc<Sanitizer>,
         source: PromptSource,
     ) -> Result<CallSetup, PromptError> {
-        let prompts = Self::build_prompts(
-            library,
-            business,
-            direction,
-            Self::own_text(business, direction),
-        )?;
+        let prompts = Self::build_prompts(library, business, direction, text)?;
         Ok(Self::with_prompts(
             config, business, direction, sanitizer, &prompts, source,
         ))
@@ -177,8 +163,8 @@ impl CallSetup {
         }
     }
 
-    /// The experiment arm, `"control"` or `"variant"`, if the call is part of an experiment.
-    pub fn variant(&self) -> Option<&'static str> {
+    /// The experiment arm, if the call is part of an experiment.
+    pub fn variant(&self) -> Option<crate::domain::Arm> {
         self.experiment.as_ref().map(|(_, arm)| *arm)
     }
 }

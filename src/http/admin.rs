@@ -38,16 +38,15 @@ use utoipa::OpenApi;
 
 use super::AppState;
 use crate::config::Role;
-use crate::domain::Arm;
-use crate::domain::Direction;
+use crate::domain::{Arm, Direction};
+use crate::ops;
 use crate::prompt::diff::unified_diff;
 use crate::prompt::experiment;
 use crate::prompt::results::{self, ExperimentResults};
-use crate::prompt::validate::{BusinessInfo, Limits, Report, validate};
 use crate::store::{
     Business, BusinessUpdate, CallEvent, CallRecord, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE,
-    DEFAULT_VOICE, Experiment, NewBusiness, NewPromptVersion, PromptStatus, PromptVersion,
-    StoreError, normalize_e164,
+    DEFAULT_VOICE, Experiment, NewBusiness, PromptStatus, PromptVersion, StoreError,
+    normalize_e164,
 };
 use crate::telemetry::alerts::AlertStatus;
 use crate::telemetry::window::{
@@ -249,6 +248,18 @@ pub enum ApiError {
     /// Something on our side failed (logged; the client sees no detail).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<ops::OpsError> for ApiError {
+    fn from(e: ops::OpsError) -> Self {
+        match e {
+            ops::OpsError::NotFound(what) => ApiError::NotFound(what),
+            ops::OpsError::InvalidPrompt { problems, warnings } => {
+                ApiError::InvalidPrompt { problems, warnings }
+            }
+            ops::OpsError::Store(e) => ApiError::Store(e),
+        }
+    }
 }
 
 /// The JSON body of an error.
@@ -555,22 +566,6 @@ pub struct CallDetail {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-async fn business(state: &AppState, id: &str) -> Result<Business, ApiError> {
-    state
-        .store
-        .business(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("business {id:?}")))
-}
-
-async fn version(state: &AppState, id: &str) -> Result<PromptVersion, ApiError> {
-    state
-        .store
-        .prompt_version(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("prompt version {id:?}")))
-}
-
 async fn experiment(state: &AppState, id: &str) -> Result<Experiment, ApiError> {
     state
         .store
@@ -579,34 +574,10 @@ async fn experiment(state: &AppState, id: &str) -> Result<Experiment, ApiError> 
         .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))
 }
 
-/// Validates `body` as `business`'s `direction` prompt; an error when it is rejected.
-fn check(
-    state: &AppState,
-    business: &Business,
-    body: &str,
-    direction: Direction,
-) -> Result<Report, ApiError> {
-    let limits = Limits::for_business(&state.prompts, business);
-    let report = validate(
-        &state.prompts,
-        body,
-        &BusinessInfo::from(business),
-        direction,
-        &limits,
-    );
-    if report.is_ok() {
-        Ok(report)
-    } else {
-        Err(ApiError::InvalidPrompt {
-            problems: report.errors.iter().map(ToString::to_string).collect(),
-            warnings: report.warnings.iter().map(ToString::to_string).collect(),
-        })
-    }
-}
-
-fn validated(version: PromptVersion, report: &Report) -> ValidatedVersion {
+fn validated(done: ops::prompts::Validated) -> ValidatedVersion {
+    let report = done.report;
     ValidatedVersion {
-        version,
+        version: done.version,
         warnings: report.warnings.iter().map(ToString::to_string).collect(),
         full_tokens: report.full_tokens,
         compact_tokens: report.compact_tokens,
@@ -669,7 +640,7 @@ async fn show_business(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BusinessDetail>, ApiError> {
-    let business = business(&state, &id).await?;
+    let business = ops::business(&state.store, &id).await?;
     let numbers = state.store.numbers_for_business(&id).await?;
     Ok(Json(BusinessDetail { business, numbers }))
 }
@@ -686,7 +657,7 @@ async fn set_policy(
     Body(body): Body<SetPolicy>,
 ) -> Result<Json<Business>, ApiError> {
     state.store.set_guard_policy(&id, &body.policy).await?;
-    Ok(Json(business(&state, &id).await?))
+    Ok(Json(ops::business(&state.store, &id).await?))
 }
 
 /// Routes a phone number to a business.
@@ -768,27 +739,19 @@ async fn create_prompt(
     Path(id): Path<String>,
     Body(new): Body<CreatePrompt>,
 ) -> Result<(StatusCode, Json<ValidatedVersion>), ApiError> {
-    let business = business(&state, &id).await?;
-    let report = check(&state, &business, &new.body, new.direction)?;
-    let parent = state
-        .store
-        .production_version(&business.id, new.direction)
-        .await?
-        .map(|v| v.id);
-    let version = state
-        .store
-        .create_prompt_version(&NewPromptVersion {
-            business_id: business.id,
+    let done = ops::prompts::create_version(
+        &state.store,
+        &state.prompts,
+        ops::prompts::NewDraft {
+            business_id: id,
             direction: new.direction,
             body: new.body,
-            parent_version_id: parent,
-            compact_tokens: i64::try_from(report.compact_tokens).ok(),
-            full_tokens: i64::try_from(report.full_tokens).ok(),
             author: new.author.unwrap_or_else(|| DEFAULT_AUTHOR.into()),
             note: new.note,
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(validated(version, &report))))
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(validated(done))))
 }
 
 /// A business's prompt versions, newest first.
@@ -801,7 +764,7 @@ async fn list_prompts(
     Path(id): Path<String>,
     Query(filter): Query<DirectionFilter>,
 ) -> Result<Json<Vec<PromptVersion>>, ApiError> {
-    business(&state, &id).await?;
+    ops::business(&state.store, &id).await?;
     Ok(Json(
         state.store.prompt_versions(&id, filter.direction).await?,
     ))
@@ -819,9 +782,9 @@ async fn rollback(
     Path(id): Path<String>,
     Body(body): Body<Rollback>,
 ) -> Result<Json<PromptVersion>, ApiError> {
-    Ok(Json(
-        state.store.rollback(&id, body.direction, &body.to).await?,
-    ))
+    let done =
+        ops::prompts::rollback(&state.store, &state.prompts, &id, body.direction, &body.to).await?;
+    Ok(Json(done.version))
 }
 
 /// The built FULL and COMPACT prompts of a business for a direction and version.
@@ -835,38 +798,21 @@ async fn preview(
     Path(id): Path<String>,
     Query(query): Query<PreviewQuery>,
 ) -> Result<Json<Preview>, ApiError> {
-    let business = business(&state, &id).await?;
     let direction = query.direction.unwrap_or(Direction::Inbound);
-    let body = match &query.version {
-        Some(vid) => {
-            let version = version(&state, vid).await?;
-            if version.business_id != business.id {
-                return Err(ApiError::NotFound(format!(
-                    "prompt version {vid:?} of business {:?}",
-                    business.id
-                )));
-            }
-            version.body
-        }
-        None => match state
-            .store
-            .production_version(&business.id, direction)
-            .await?
-        {
-            Some(v) => v.body,
-            None => match direction {
-                Direction::Inbound => business.ai_prompt.clone(),
-                Direction::Outbound => business.outbound_ai_prompt.clone(),
-            },
-        },
-    };
-    let report = check(&state, &business, &body, direction)?;
+    let preview = ops::prompts::preview(
+        &state.store,
+        &state.prompts,
+        &id,
+        direction,
+        query.version.as_deref(),
+    )
+    .await?;
+    let report = preview.report;
     let warnings = report.warnings.iter().map(ToString::to_string).collect();
     let Some(built) = report.prompts else {
-        return Err(ApiError::InvalidPrompt {
-            problems: vec!["the prompt cannot be built".into()],
-            warnings,
-        });
+        return Err(ApiError::Internal(
+            "a previewed prompt was not built".into(),
+        ));
     };
     Ok(Json(Preview {
         full: built.full,
@@ -911,7 +857,7 @@ async fn show_prompt(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<PromptVersion>, ApiError> {
-    Ok(Json(version(&state, &id).await?))
+    Ok(Json(ops::prompts::version(&state.store, &id).await?))
 }
 
 /// Unified diff from version `a` to version `b`: `text/plain`, or JSON `{diff}` when the
@@ -927,8 +873,8 @@ async fn diff(
     Path((a, b)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let old = version(&state, &a).await?;
-    let new = version(&state, &b).await?;
+    let old = ops::prompts::version(&state.store, &a).await?;
+    let new = ops::prompts::version(&state.store, &b).await?;
     let diff = unified_diff(
         &old.body,
         &new.body,
@@ -958,11 +904,8 @@ async fn promote(
     Path(id): Path<String>,
     Body(body): Body<Promote>,
 ) -> Result<Json<ValidatedVersion>, ApiError> {
-    let current = version(&state, &id).await?;
-    let business = business(&state, &current.business_id).await?;
-    let report = check(&state, &business, &current.body, current.direction)?;
-    let promoted = state.store.promote(&id, body.to).await?;
-    Ok(Json(validated(promoted, &report)))
+    let done = ops::prompts::promote(&state.store, &state.prompts, &id, body.to).await?;
+    Ok(Json(validated(done)))
 }
 
 /// How each arm of an experiment did, with the difference in each figure and its 95%

@@ -13,7 +13,6 @@ use axum::response::Response;
 
 use crate::call::session::{self, SessionStart};
 use crate::call::setup::CallSetup;
-use crate::domain::Arm;
 use crate::domain::Direction;
 use crate::http::AppState;
 use crate::realtime::upstream::UpstreamSocket;
@@ -257,14 +256,7 @@ async fn rebuild(
             return None;
         }
     };
-    let experiment = claims.experiment.as_ref().map(|(id, arm)| {
-        let arm = if arm == Arm::Variant.as_str() {
-            Arm::Variant
-        } else {
-            Arm::Control
-        };
-        (id.clone(), arm.as_str())
-    });
+    let experiment = claims.experiment.clone();
     let setup = match state
         .call_setup_chosen(
             &business,

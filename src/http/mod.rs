@@ -27,7 +27,7 @@ use crate::domain::Arm;
 use crate::domain::Direction;
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
 use crate::prompt::cache::{PromptCache, fingerprint};
-use crate::prompt::experiment;
+use crate::prompt::resolve;
 use crate::prompt::template::{self, TemplateVars};
 use crate::prompt::{BuiltPrompts, PromptLibrary};
 use crate::realtime::UpstreamSettings;
@@ -143,28 +143,26 @@ impl AppState {
         dial(&self.upstream, session, &self.metrics).await
     }
 
-    /// Builds a call's setup: the prompt version it runs (the running experiment's arm for this
-    /// caller, else the production version, else the business's own text), the business's
-    /// sanitizer (the configured rules plus the business's own from the database), prompts with
-    /// a fresh canary, session configuration. Read per call, so a promote takes effect with the
-    /// next call and never changes a call in progress.
+    /// Builds a call's setup: the business layer it runs (as [`resolve::for_new_call`] chooses),
+    /// the business's sanitizer (the configured rules plus the business's own from the
+    /// database), prompts with a fresh canary, session configuration. Read per call, so a
+    /// promote takes effect with the next call and never changes a call in progress.
     ///
-    /// Errors: the database failed, a business rule does not compile, or the business's
-    /// prompt is unusable — each as a message naming the business.
+    /// Errors: the database failed, the business has no prompt for the direction, a business
+    /// rule does not compile, or the business's prompt is unusable — each as a message naming
+    /// the business.
     pub async fn call_setup(
         &self,
         business: &Business,
         direction: Direction,
         caller: &str,
     ) -> Result<CallSetup, SetupError> {
-        let (version, experiment) = self.choose_version(business, direction, caller).await?;
-        self.setup_with(business, direction, caller, version, experiment)
-            .await
+        let resolved = resolve::for_new_call(&self.store, business, direction, caller).await?;
+        self.setup_with(business, direction, caller, resolved).await
     }
 
     /// Builds the setup of a call whose prompt was chosen already (by the instance that took
-    /// the webhook, as the stream token says): that version, or the business's own text when
-    /// `version_id` is `None`. A version deleted since is replaced by a fresh choice.
+    /// the webhook, as the stream token says); see [`resolve::chosen`].
     ///
     /// Errors: as [`AppState::call_setup`].
     pub async fn call_setup_chosen(
@@ -173,70 +171,31 @@ impl AppState {
         direction: Direction,
         caller: &str,
         version_id: Option<&str>,
-        experiment: Option<(String, &'static str)>,
+        experiment: Option<(String, Arm)>,
     ) -> Result<CallSetup, SetupError> {
-        let Some(version_id) = version_id else {
-            return self
-                .setup_with(business, direction, caller, None, None)
-                .await;
-        };
-        match self.store.prompt_version(version_id).await? {
-            Some(version) if version.business_id == business.id => {
-                self.setup_with(business, direction, caller, Some(version), experiment)
-                    .await
-            }
-            _ => {
-                tracing::warn!(business_id = %business.id, version_id,
-                    "the chosen prompt version is gone; choosing again");
-                self.call_setup(business, direction, caller).await
-            }
-        }
+        let resolved = resolve::chosen(
+            &self.store,
+            business,
+            direction,
+            caller,
+            version_id,
+            experiment,
+        )
+        .await?;
+        self.setup_with(business, direction, caller, resolved).await
     }
 
-    /// The prompt version a new call runs, with the experiment and arm that chose it.
-    async fn choose_version(
-        &self,
-        business: &Business,
-        direction: Direction,
-        caller: &str,
-    ) -> Result<(Option<PromptVersion>, Option<(String, &'static str)>), SetupError> {
-        match self
-            .store
-            .running_experiment(&business.id, direction)
-            .await?
-        {
-            Some(exp) => {
-                let arm = experiment::assign(&exp.id, caller, exp.traffic_percent);
-                let id = match arm {
-                    Arm::Control => &exp.control_version_id,
-                    Arm::Variant => &exp.variant_version_id,
-                };
-                Ok((
-                    self.store.prompt_version(id).await?,
-                    Some((exp.id, arm.as_str())),
-                ))
-            }
-            None => Ok((
-                self.store
-                    .production_version(&business.id, direction)
-                    .await?,
-                None,
-            )),
-        }
-    }
-
-    /// The setup for a chosen version: prompts from the cache (or built and cached), the
-    /// business's sanitizer, the canary.
+    /// The setup for a resolved business layer: prompts from the cache (or built and cached),
+    /// the business's sanitizer, the canary.
     async fn setup_with(
         &self,
         business: &Business,
         direction: Direction,
         caller: &str,
-        version: Option<PromptVersion>,
-        experiment: Option<(String, &'static str)>,
+        resolved: resolve::Resolved,
     ) -> Result<CallSetup, SetupError> {
         let sanitizer = self.sanitizer_for(business).await?;
-        let prompts = self.prompts_for(business, direction, caller, version.as_ref())?;
+        let prompts = self.prompts_for(business, direction, caller, &resolved)?;
         Ok(CallSetup::with_prompts(
             &self.config,
             business,
@@ -244,8 +203,8 @@ impl AppState {
             sanitizer,
             &prompts,
             PromptSource {
-                version_id: version.map(|v| v.id),
-                experiment,
+                version_id: resolved.version.map(|v| v.id),
+                experiment: resolved.experiment,
                 caller: caller.to_string(),
             },
         ))
@@ -303,12 +262,13 @@ impl AppState {
         business: &Business,
         direction: Direction,
         caller: &str,
-        version: Option<&PromptVersion>,
+        resolved: &resolve::Resolved,
     ) -> Result<Arc<BuiltPrompts>, SetupError> {
+        let version = resolved.version.as_ref();
         let build = || -> Result<BuiltPrompts, SetupError> {
             let text = match version {
                 Some(v) => render_version(business, direction, caller, v)?,
-                None => CallSetup::own_text(business, direction).to_string(),
+                None => resolved.text(business, direction).to_string(),
             };
             Ok(CallSetup::build_prompts(
                 &self.prompts,
@@ -322,7 +282,7 @@ impl AppState {
             Some(v) => (v.id.clone(), v.body.as_str()),
             None => (
                 format!("business:{}:{direction}", business.id),
-                CallSetup::own_text(business, direction),
+                resolved.text(business, direction),
             ),
         };
         let inputs = fingerprint(&[
@@ -402,6 +362,9 @@ pub enum SetupError {
     /// The database failed.
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// No business layer can be had (no prompt for the direction, or the database failed).
+    #[error(transparent)]
+    Resolve(#[from] resolve::ResolveError),
     /// A business's own guard rule does not compile.
     #[error("guard rules of business {business_id}: {message}")]
     Rules {

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use crate::call::registry::PendingCall;
 use crate::domain::Direction;
 use crate::http::{AppError, AppState, SetupError};
+use crate::prompt::resolve::ResolveError;
 use crate::store::{self, Business};
 use crate::twilio::{signature, token, twiml};
 
@@ -100,7 +101,9 @@ pub async fn voice(
     };
     let setup = match state.call_setup(&business, direction, caller).await {
         Ok(setup) => setup,
-        Err(SetupError::Store(e)) => return Err(e.into()),
+        Err(SetupError::Store(e) | SetupError::Resolve(ResolveError::Store(e))) => {
+            return Err(e.into());
+        }
         Err(e) => {
             tracing::error!(call_sid = %call_sid, business_id = %business.id, error = %e,
                 "cannot set the call up");
@@ -113,7 +116,7 @@ pub async fn voice(
         direction = %direction,
         policy = ?setup.policy,
         prompt_version = setup.prompt_version_id.as_deref().unwrap_or("business"),
-        variant = setup.variant().unwrap_or(""),
+        variant = setup.variant().map_or("", crate::domain::Arm::as_str),
         compact_tokens = setup.prompts.compact_tokens,
         full_tokens = setup.prompts.full_tokens,
         "prompts built"
@@ -129,10 +132,7 @@ pub async fn voice(
             expires_at_ms,
             caller: setup.caller.clone(),
             prompt_version_id: setup.prompt_version_id.clone(),
-            experiment: setup
-                .experiment
-                .as_ref()
-                .map(|(id, arm)| (id.clone(), arm.to_string())),
+            experiment: setup.experiment.clone(),
         },
     );
 

@@ -19,6 +19,7 @@
 pub mod cache;
 pub mod diff;
 pub mod experiment;
+pub mod resolve;
 pub mod results;
 pub mod template;
 pub mod validate;

@@ -710,20 +710,19 @@ impl Store {
     /// it again overwrites.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for an empty version id, experiment id or variant;
+    /// [`StoreError::Invalid`] for an empty version id or experiment id;
     /// [`StoreError::NotFound`] if no call has this CallSid.
     pub async fn set_call_prompt(
         &self,
         call_sid: &str,
         prompt_version_id: Option<&str>,
-        experiment: Option<(&str, &str)>,
+        experiment: Option<(&str, crate::domain::Arm)>,
     ) -> Result<(), StoreError> {
         if let Some(id) = prompt_version_id {
             require_non_empty("prompt_version_id", id)?;
         }
-        if let Some((experiment_id, variant)) = experiment {
+        if let Some((experiment_id, _)) = experiment {
             require_non_empty("experiment_id", experiment_id)?;
-            require_non_empty("variant", variant)?;
         }
         let result = sqlx::query(
             "UPDATE calls SET prompt_version_id = $2, experiment_id = $3, variant = $4 \
@@ -732,7 +731,7 @@ impl Store {
         .bind(call_sid)
         .bind(prompt_version_id)
         .bind(experiment.map(|(id, _)| id))
-        .bind(experiment.map(|(_, variant)| variant))
+        .bind(experiment.map(|(_, arm)| arm.as_str()))
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {

@@ -61,8 +61,8 @@ pub struct CallToken {
     /// The prompt version the webhook chose, so an instance that rebuilds the call runs the
     /// same version even if a promote happened in between; `None`: the business's own text.
     pub prompt_version_id: Option<String>,
-    /// The running experiment and arm (`"control"` or `"variant"`) that chose the version.
-    pub experiment: Option<(String, String)>,
+    /// The running experiment and arm that chose the version.
+    pub experiment: Option<(String, crate::domain::Arm)>,
 }
 
 /// Why a token or a set of outbound parameters was rejected.
@@ -183,7 +183,10 @@ pub fn verify(key: &[u8], token: &str, now_ms: i64) -> Result<CallToken, TokenEr
         caller: payload.caller.into_owned(),
         prompt_version_id: payload.prompt_version_id.map(std::borrow::Cow::into_owned),
         experiment: match (payload.experiment_id, payload.variant) {
-            (Some(id), Some(arm)) => Some((id.into_owned(), arm.into_owned())),
+            (Some(id), Some(arm)) => Some((
+                id.into_owned(),
+                arm.parse().map_err(|_| TokenError::Malformed)?,
+            )),
             (None, None) => None,
             _ => return Err(TokenError::Malformed),
         },
@@ -305,7 +308,10 @@ mod tests {
             business_id: "b".repeat(64),
             caller: "+123456789012345".to_string(),
             prompt_version_id: Some(format!("pv_{}", "a".repeat(32))),
-            experiment: Some((format!("exp_{}", "e".repeat(32)), "control".to_string())),
+            experiment: Some((
+                format!("exp_{}", "e".repeat(32)),
+                crate::domain::Arm::Control,
+            )),
             ..sample()
         }
     }

@@ -1,0 +1,55 @@
+//! Operator use cases, shared by the CLI (`voxrelay prompt …`) and the admin API
+//! (`/api/v1/…`): both call these functions, so their behaviour cannot drift. Each takes the
+//! store and what else it needs, and returns domain values or an [`OpsError`]; the CLI prints
+//! them, the API maps them to JSON and status codes.
+//!
+//! - [`prompts`]: prompt versions (create, promote, rollback, preview).
+
+pub mod prompts;
+
+use crate::prompt::resolve::ResolveError;
+use crate::store::{Business, Store, StoreError};
+
+/// The business `id`.
+///
+/// Errors: [`OpsError::NotFound`]; the store's own.
+pub async fn business(store: &Store, id: &str) -> Result<Business, OpsError> {
+    store
+        .business(id)
+        .await?
+        .ok_or_else(|| OpsError::NotFound(format!("business {id:?}")))
+}
+
+/// An operator use case could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Something the request names does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A prompt body failed validation, or there is no prompt to use.
+    #[error("the prompt is invalid: {}", problems.join("; "))]
+    InvalidPrompt {
+        /// Each problem's message.
+        problems: Vec<String>,
+        /// Each warning's message.
+        warnings: Vec<String>,
+    },
+    /// The store failed or refused (its own not-found, invalid and conflict cases included).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ResolveError> for OpsError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::Store(e) => OpsError::Store(e),
+            ResolveError::VersionNotFound(_) | ResolveError::NotThisPrompt { .. } => {
+                OpsError::NotFound(e.to_string())
+            }
+            ResolveError::NoPrompt { .. } => OpsError::InvalidPrompt {
+                problems: vec![e.to_string()],
+                warnings: Vec::new(),
+            },
+        }
+    }
+}
