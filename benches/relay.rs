@@ -8,12 +8,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use std::sync::Arc;
 
+use voxrelay::call::cache::{FingerprintCache, fingerprint};
 use voxrelay::call::setup::{CallSetup, PromptSource};
 use voxrelay::call::state::{CallSettings, CallState};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
 use voxrelay::domain::Direction;
 use voxrelay::guard::sanitizer::Sanitizer;
-use voxrelay::prompt::cache::{PromptCache, fingerprint};
 use voxrelay::prompt::{BusinessLayer, PromptLibrary};
 use voxrelay::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use voxrelay::store::Business;
@@ -111,7 +111,7 @@ fn relay(c: &mut Criterion) {
         updated_at_ms: 0,
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
-    let cache = PromptCache::default();
+    let cache: FingerprintCache<voxrelay::prompt::BuiltPrompts> = FingerprintCache::default();
     let inputs = fingerprint(&["pv_bench", text]);
     let build = || CallSetup::build_prompts(&library, &business, Direction::Inbound, text);
     c.bench_function("call prompts: cached version (lookup + canary)", |b| {

@@ -8,10 +8,12 @@
 //! - [`playback`]: what the caller heard (marks, playback clock, truncation point);
 //! - [`session`]: the task that relays audio and carries out the state machine's commands.
 
+pub mod cache;
 pub mod guards;
 pub mod leg;
 pub mod playback;
 pub mod registry;
+pub mod service;
 pub mod session;
 pub mod setup;
 pub mod state;

@@ -60,7 +60,7 @@ impl CallSetup {
     /// Builds FULL and COMPACT for `business` and `direction` with `text` as the business layer
     /// (a rendered version body, or the business's own text, as
     /// [`crate::prompt::resolve`] chose), without the per-call canary: what
-    /// [`PromptCache`](crate::prompt::cache::PromptCache) keeps.
+    /// the prompt cache ([`crate::call::cache::FingerprintCache`]) keeps.
     ///
     /// Errors: [`PromptError`] when the text cannot be used.
     pub fn build_prompts(

@@ -1015,8 +1015,8 @@ pub struct Stats {
     responses((status = 200, description = "The dashboard's figures", body = Stats)))]
 async fn stats(State(state): State<AppState>) -> Json<Stats> {
     let now = crate::store::now_ms();
-    let stats = &state.call_stats;
-    let alert_window = stats.overall(now, state.alerts.window_minutes());
+    let stats = &state.calls.call_stats;
+    let alert_window = stats.overall(now, state.calls.alerts.window_minutes());
     Json(Stats {
         generated_at_ms: now,
         live_calls: stats.live_calls(),
@@ -1026,7 +1026,7 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
             .map(|&minutes| stats.overall(now, minutes))
             .collect(),
         slowest_calls: stats.slowest_calls(),
-        alerts: state.alerts.current(&alert_window),
+        alerts: state.calls.alerts.current(&alert_window),
     })
 }
 

@@ -16,7 +16,6 @@
 //! reach it, and it is verified to carry its business id before use. Sizes are counted in
 //! o200k_base tokens, the encoding of the realtime models' family.
 
-pub mod cache;
 pub mod diff;
 pub mod experiment;
 pub mod resolve;

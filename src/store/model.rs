@@ -177,9 +177,10 @@ pub struct CallSummary {
     pub turn_max_ms: Option<i64>,
     /// Barge-ins (the caller interrupted the model; Twilio `clear` sent).
     pub barge_ins: i64,
-    /// Audio frames dropped because a socket writer's queue was full, both directions.
+    /// Audio frames dropped because a leg's queue was full, both directions.
     pub frames_dropped: i64,
-    /// Upstream `error` events, benign ones included.
+    /// Upstream `error` events that are not benign (see
+    /// [`crate::telemetry::outcome::CallOutcome`]).
     pub upstream_errors: i64,
     /// Tokens reported in `response.done` usage, summed.
     pub total_tokens: i64,

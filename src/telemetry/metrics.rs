@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::outcome::CallOutcome;
 use super::timeline::{CallReport, TimelineEvent};
 
 /// Bucket bounds for what a caller notices, seconds: 1 ms to 10 s.
@@ -326,9 +327,15 @@ impl Metrics {
             .clone()
     }
 
-    /// Records a finished call's figures: latencies from its timeline, counts from its
-    /// counters. `since_webhook` is how long before the stream start the webhook ran, when known.
-    pub fn record_call(&self, report: &CallReport, since_webhook: Option<Duration>) {
+    /// Records a finished call's figures: latencies and upstream error codes from its
+    /// timeline, frame counts per leg from its counters, the rest from its `outcome`.
+    /// `since_webhook` is how long before the stream start the webhook ran, when known.
+    pub fn record_call(
+        &self,
+        report: &CallReport,
+        outcome: &CallOutcome,
+        since_webhook: Option<Duration>,
+    ) {
         let call = CallLabels {
             business_id: report.business_id.clone(),
             direction: report.direction.as_str().to_string(),
@@ -337,7 +344,7 @@ impl Metrics {
             business_id: report.business_id.clone(),
             kind,
         };
-        if let Some(ms) = report.greeting_latency_ms {
+        if let Some(ms) = outcome.greeting_ms {
             self.greeting.get_or_create(&call).observe(ms / 1000.0);
             if let Some(before) = since_webhook {
                 self.greeting_from_webhook
@@ -346,7 +353,7 @@ impl Metrics {
             }
         }
         let turn = self.turn.get_or_create(&call);
-        for ms in &report.turn_latencies_ms {
+        for ms in &outcome.turn_latencies_ms {
             turn.observe(ms / 1000.0);
         }
         drop(turn);
@@ -380,7 +387,7 @@ impl Metrics {
             .get_or_create(&EndLabels {
                 business_id: call.business_id.clone(),
                 direction: call.direction.clone(),
-                end_reason: report.end_reason.as_str(),
+                end_reason: outcome.end_reason.as_str(),
             })
             .inc();
         let c = &report.counters;

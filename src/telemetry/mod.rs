@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod metrics;
+pub mod outcome;
 pub mod stats;
 pub mod timeline;
 pub mod window;

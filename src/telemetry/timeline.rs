@@ -355,28 +355,3 @@ pub struct CallReport {
     /// The timeline.
     pub timeline: Timeline,
 }
-
-impl CallReport {
-    /// The summary stored with the call's end: turn latency median and maximum rounded to whole
-    /// ms, and the counts the caller's experience and the call's cost are judged by.
-    pub fn summary(&self) -> crate::store::CallSummary {
-        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let ms = |v: f64| v.round().max(0.0) as i64;
-        crate::store::CallSummary {
-            turns: count(self.counters.turns),
-            turn_p50_ms: super::stats::quantile_unsorted(&self.turn_latencies_ms, 0.5).map(ms),
-            turn_max_ms: self
-                .turn_latencies_ms
-                .iter()
-                .copied()
-                .reduce(f64::max)
-                .map(ms),
-            barge_ins: count(self.counters.barge_ins),
-            frames_dropped: count(self.counters.dropped_in + self.counters.dropped_out),
-            upstream_errors: count(self.counters.benign_errors + self.counters.upstream_errors),
-            total_tokens: count(self.counters.total_tokens),
-            echo_events: count(self.echo.echoes + self.echo.self_echoes),
-            guard_blocks: count(self.guards.blocked),
-        }
-    }
-}

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
-use super::timeline::CallReport;
+use super::outcome::CallOutcome;
 
 /// The windows the dashboard shows, minutes.
 pub const WINDOWS_MINUTES: [i64; 3] = [5, 60, 1440];
@@ -80,24 +80,23 @@ impl Bucket {
         }
     }
 
-    fn add_call(&mut self, report: &CallReport) {
-        if let Some(ms) = report.greeting_latency_ms {
+    fn add_call(&mut self, outcome: &CallOutcome) {
+        if let Some(ms) = outcome.greeting_ms {
             record_ms(&mut self.greeting, ms);
         }
-        for ms in &report.turn_latencies_ms {
+        for ms in &outcome.turn_latencies_ms {
             record_ms(&mut self.turn, *ms);
         }
-        let c = &report.counters;
         self.calls += 1;
-        if c.upstream_errors > 0 || report.end_reason.is_fault() {
+        if outcome.with_errors {
             self.calls_with_errors += 1;
         }
-        self.frames += c.frames_in + c.frames_out + c.dropped_in + c.dropped_out;
-        self.frames_dropped += c.dropped_in + c.dropped_out;
-        self.model_turns += report.echo.model_turns;
-        self.echo_events += report.echo.echoes + report.echo.self_echoes;
-        self.scored += report.guards.scored;
-        self.blocked += report.guards.blocked;
+        self.frames += outcome.frames;
+        self.frames_dropped += outcome.frames_dropped;
+        self.model_turns += outcome.model_turns;
+        self.echo_events += outcome.echo_events;
+        self.scored += outcome.scored;
+        self.blocked += outcome.guard_blocks;
     }
 
     fn merge(&mut self, other: &Bucket) {
@@ -122,12 +121,12 @@ struct BusinessBuckets {
 }
 
 impl BusinessBuckets {
-    fn add(&mut self, minute: i64, report: &CallReport) {
+    fn add(&mut self, minute: i64, outcome: &CallOutcome) {
         match self.minutes.back_mut() {
-            Some(last) if last.start_minute == minute => last.add_call(report),
+            Some(last) if last.start_minute == minute => last.add_call(outcome),
             _ => {
                 let mut bucket = Bucket::new(minute);
-                bucket.add_call(report);
+                bucket.add_call(outcome);
                 self.minutes.push_back(bucket);
             }
         }
@@ -329,22 +328,22 @@ impl CallStats {
     }
 
     /// A call ended at `now_ms` (epoch ms): it leaves the live list and counts in its minute.
-    pub fn call_ended(&self, report: &CallReport, now_ms: i64) {
+    pub fn call_ended(&self, outcome: &CallOutcome, now_ms: i64) {
         let minute = now_ms.div_euclid(60_000);
         let mut inner = self.lock();
-        inner.live.remove(&report.call_sid);
+        inner.live.remove(&outcome.call_sid);
         inner
             .businesses
-            .entry(report.business_id.clone())
+            .entry(outcome.business_id.clone())
             .or_default()
-            .add(minute, report);
+            .add(minute, outcome);
         inner.recent.push_back(RecentCall {
-            call_sid: report.call_sid.clone(),
-            business_id: report.business_id.clone(),
+            call_sid: outcome.call_sid.clone(),
+            business_id: outcome.business_id.clone(),
             ended_at_ms: now_ms,
-            greeting_ms: report.greeting_latency_ms,
-            turn_max_ms: report.turn_latencies_ms.iter().copied().reduce(f64::max),
-            end_reason: report.end_reason,
+            greeting_ms: outcome.greeting_ms,
+            turn_max_ms: outcome.turn_max_ms,
+            end_reason: outcome.end_reason,
         });
         while inner.recent.len() > RECENT_CALLS {
             inner.recent.pop_front();
@@ -402,7 +401,11 @@ impl CallStats {
 mod tests {
     use super::*;
     use crate::domain::Direction;
-    use crate::telemetry::timeline::{CallCounters, Timeline};
+    use crate::telemetry::timeline::{CallCounters, CallReport, Timeline};
+
+    fn outcome(sid: &str, business: &str, greeting: f64, turns: &[f64]) -> CallOutcome {
+        CallOutcome::of(&report(sid, business, greeting, turns))
+    }
 
     fn report(sid: &str, business: &str, greeting: f64, turns: &[f64]) -> CallReport {
         CallReport {
@@ -439,7 +442,10 @@ mod tests {
             (4, 2880, 900.0),
         ] {
             let at = T0 - ago_min * MINUTE;
-            stats.call_ended(&report(&format!("CA{n}"), "dental", greeting, &[250.0]), at);
+            stats.call_ended(
+                &outcome(&format!("CA{n}"), "dental", greeting, &[250.0]),
+                at,
+            );
         }
         let now = T0 + 10_000;
         let figures = stats.businesses(now);
@@ -469,8 +475,8 @@ mod tests {
             });
         }
         assert_eq!(stats.live_calls().len(), 3);
-        stats.call_ended(&report("CA1", "dental", 300.0, &[900.0]), T0);
-        stats.call_ended(&report("CA2", "dental", 1200.0, &[200.0]), T0);
+        stats.call_ended(&outcome("CA1", "dental", 300.0, &[900.0]), T0);
+        stats.call_ended(&outcome("CA2", "dental", 1200.0, &[200.0]), T0);
         let live: Vec<String> = stats.live_calls().into_iter().map(|c| c.call_sid).collect();
         assert_eq!(live, ["CA0"]);
         let slowest: Vec<String> = stats
@@ -485,7 +491,7 @@ mod tests {
     fn an_hour_of_minutes_is_merged_into_quarter_hours_without_losing_calls() {
         let stats = CallStats::default();
         for m in 0..180 {
-            stats.call_ended(&report("CA", "dental", 300.0, &[]), T0 + m * MINUTE);
+            stats.call_ended(&outcome("CA", "dental", 300.0, &[]), T0 + m * MINUTE);
         }
         let now = T0 + 179 * MINUTE + 1;
         let figures = stats.businesses(now);

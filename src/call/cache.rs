@@ -1,24 +1,24 @@
-//! Built prompts cached by prompt version, shared read-only by every call of an instance.
+//! The fingerprinted cache the call path keeps its read-only, per-call-expensive values in:
+//! built prompts by prompt version, compiled sanitizers by business. Shared by every call of an
+//! instance.
 //!
-//! Building FULL and COMPACT (assembling the layers, rendering the body's template, counting
-//! o200k_base tokens) costs a few hundred microseconds; the result depends only on the prompt
-//! version (or, without one, the business's own text), the direction, and the business fields
-//! that enter the layers. Versions never change once created, so an entry keyed by version id
-//! stays right for as long as those business fields do; the entry also keeps a fingerprint
-//! (SHA-256) of every input, and a lookup whose fingerprint differs builds again and replaces
-//! it. A promote therefore reaches the next call without a restart (the next call asks for
-//! another version id), and never a call in progress (a call holds its own `Arc` of what it was
-//! built with).
+//! Each entry keeps a fingerprint (SHA-256) of every input it was made from; a lookup whose
+//! fingerprint differs makes the value again and replaces the entry. Prompt versions never
+//! change once created, so an entry keyed by version id stays right for as long as the business
+//! fields that enter the layers do, and a promote reaches the next call without a restart (the
+//! next call asks for another version id), never a call in progress (a call holds its own
+//! `Arc` of what it was built with). A business's guard rules are fingerprinted the same way,
+//! so a rule added or disabled reaches the next call.
 //!
-//! A body that uses a `call.*` variable renders differently for each call and is not cached.
-//! The per-call canary is appended after the cache, by the caller.
+//! Building FULL and COMPACT costs a few hundred microseconds (layers, template, o200k_base
+//! token counts); compiling a business's sanitizer about a millisecond. A body that uses a
+//! `call.*` variable renders differently for each call and is not cached; the per-call canary
+//! is appended after the cache, by the caller.
 
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
-
-use super::BuiltPrompts;
 
 /// Entries kept before the cache is emptied and starts again: far more than the versions that
 /// are in production or in an experiment at once, so in practice it never fills.
@@ -37,18 +37,19 @@ pub fn fingerprint(parts: &[&str]) -> Fingerprint {
     hash.finalize().into()
 }
 
-/// Built prompts by key (a prompt version id, or a business's own-text key).
+/// Values by key (a prompt version id, a business's own-text key, a business id), each with
+/// the fingerprint of the inputs it was made from.
 #[derive(Debug)]
-pub struct PromptCache {
-    /// Key → fingerprint of the inputs and what they built.
-    entries: DashMap<String, (Fingerprint, Arc<BuiltPrompts>)>,
+pub struct FingerprintCache<V> {
+    /// Key → fingerprint of the inputs and what they made.
+    entries: DashMap<String, (Fingerprint, Arc<V>)>,
     /// Emptied when it would pass this many entries, so it cannot grow without bound.
     max_entries: usize,
 }
 
-impl Default for PromptCache {
+impl<V> Default for FingerprintCache<V> {
     fn default() -> Self {
-        PromptCache::new(DEFAULT_MAX_ENTRIES)
+        FingerprintCache::new(DEFAULT_MAX_ENTRIES)
     }
 }
 
@@ -61,25 +62,25 @@ pub enum Lookup {
     Built,
 }
 
-impl PromptCache {
+impl<V> FingerprintCache<V> {
     /// An empty cache that keeps at most `max_entries` (at least 1).
-    pub fn new(max_entries: usize) -> PromptCache {
-        PromptCache {
+    pub fn new(max_entries: usize) -> FingerprintCache<V> {
+        FingerprintCache {
             entries: DashMap::new(),
             max_entries: max_entries.max(1),
         }
     }
 
-    /// The prompts cached under `key` for exactly these inputs, or what `build` makes of them
-    /// (then cached under `key`, replacing an entry built from other inputs).
+    /// The value cached under `key` for exactly these inputs, or what `build` makes of them
+    /// (then cached under `key`, replacing an entry made from other inputs).
     ///
     /// Errors: whatever `build` returns; nothing is cached then.
     pub fn get_or_build<E>(
         &self,
         key: &str,
         inputs: Fingerprint,
-        build: impl FnOnce() -> Result<BuiltPrompts, E>,
-    ) -> Result<(Arc<BuiltPrompts>, Lookup), E> {
+        build: impl FnOnce() -> Result<V, E>,
+    ) -> Result<(Arc<V>, Lookup), E> {
         if let Some(entry) = self.entries.get(key)
             && entry.0 == inputs
         {
@@ -108,6 +109,9 @@ impl PromptCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompt::BuiltPrompts;
+
+    type PromptCache = FingerprintCache<BuiltPrompts>;
 
     fn prompts(full: &str) -> Result<BuiltPrompts, String> {
         Ok(BuiltPrompts {

@@ -1,0 +1,877 @@
+//! The call service: everything a call needs from the instance, and the lifecycle of a call
+//! from Twilio's webhook to its record.
+//!
+//! - [`CallService::prepare`] (the voice webhook): find the business, choose and build the
+//!   prompts, sign the stream token, park the call in the registry and pre-warm the upstream.
+//! - [`CallService::admit`] (the media stream's `start`): check the token before any upstream
+//!   cost is spent, claim the pending call (or rebuild it from the database when another
+//!   instance took the webhook) and have its upstream socket ready.
+//! - [`CallService::run`]: record the call's start, run its session, and write what it ended as
+//!   (metrics, windowed figures, alerts, the call record, the echo totals).
+//!
+//! The HTTP handlers only translate requests into these calls and their answers into TwiML or a
+//! WebSocket close. Sources: `shared/protocol/twilio.md` (webhook, Media Streams),
+//! `shared/protocol/openai-realtime.md` (the upstream session).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::WebSocket;
+use tokio::sync::mpsc;
+
+use crate::call::cache::{FingerprintCache, fingerprint};
+use crate::call::leg::LegLimits;
+use crate::call::registry::{PendingCall, Registry};
+use crate::call::session::{self, SessionOptions, SessionStart};
+use crate::call::setup::{CallSetup, PromptSource, open_upstream};
+use crate::config::Config;
+use crate::domain::{Arm, Direction};
+use crate::guard::sanitizer::{RuleOverride, Sanitizer};
+use crate::prompt::resolve::{self, ResolveError};
+use crate::prompt::template::{self, TemplateVars};
+use crate::prompt::{BuiltPrompts, PromptLibrary};
+use crate::realtime::events::{ClientEvent, SessionConfig};
+use crate::realtime::upstream::UpstreamSocket;
+use crate::realtime::{UpstreamError, UpstreamSettings};
+use crate::store::{self, Business, CallEnd, NewCall, PromptVersion, Store, StoreError};
+use crate::telemetry::CallReport;
+use crate::telemetry::alerts::Alerts;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::outcome::CallOutcome;
+use crate::telemetry::window::{CallStats, LiveCall};
+use crate::twilio::media::Start;
+use crate::twilio::token::{self, CallToken};
+
+/// Businesses whose compiled sanitizer is kept before the cache starts again.
+const SANITIZER_CACHE_MAX: usize = 1024;
+
+/// A voice webhook, as far as the call is concerned (its signature already checked).
+#[derive(Debug, Clone)]
+pub struct IncomingCall {
+    /// `CA…`.
+    pub call_sid: String,
+    /// Twilio's `From`.
+    pub from: String,
+    /// Twilio's `To`.
+    pub to: String,
+    /// Twilio's `Direction` field (`inbound`, `outbound-api`, `outbound-dial`, …).
+    pub twilio_direction: String,
+    /// The webhook URL's query: an outbound call's signed business parameters.
+    pub query: Option<String>,
+}
+
+/// What the webhook answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// Connect the call's media stream to `url`, with `token` as its `token` parameter.
+    Stream {
+        /// `wss://PUBLIC_HOST/twilio/media` (`ws://` for a local `http` setup).
+        url: String,
+        /// The signed, expiring stream token.
+        token: String,
+    },
+    /// Take no call; say `Refusal::apology` and hang up.
+    Refused(Refusal),
+}
+
+/// Why a webhook's call is not taken. Each is logged with its reason where it is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Twilio's direction is one we do not serve (`trunking-*`, unknown).
+    UnsupportedDirection,
+    /// No business owns the number, or the outbound parameters are not ours.
+    UnknownBusiness,
+    /// The business cannot take the call: no prompt for the direction, an unusable prompt, or
+    /// a guard rule that does not compile.
+    SetupFailed,
+}
+
+/// Spoken to callers of a number no business owns.
+pub const UNKNOWN_NUMBER_SORRY: &str =
+    "Sorry, this number is not in service. Please check the number and try again. Goodbye.";
+
+/// Spoken when the call cannot be set up (a business's prompt is unusable).
+pub const SETUP_FAILED_SORRY: &str =
+    "Sorry, we cannot take your call right now. Please try again later. Goodbye.";
+
+impl Refusal {
+    /// What the caller hears before the hang-up.
+    pub fn apology(self) -> &'static str {
+        match self {
+            Refusal::UnknownBusiness => UNKNOWN_NUMBER_SORRY,
+            Refusal::UnsupportedDirection | Refusal::SetupFailed => SETUP_FAILED_SORRY,
+        }
+    }
+}
+
+/// A media stream that may go on: its setup and its upstream socket.
+pub struct Admitted {
+    setup: CallSetup,
+    upstream: UpstreamSocket,
+    /// How long before `start` the webhook ran, when this instance took it.
+    since_webhook: Option<Duration>,
+    /// When the pre-warm sent the greeting's `response.create`, if it did.
+    greeting_requested: Option<Instant>,
+    from: String,
+    to: String,
+}
+
+/// Why a media stream is closed at `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdmitted {
+    /// The token is missing, forged, expired or malformed.
+    #[error("invalid token")]
+    InvalidToken,
+    /// The token is another call's.
+    #[error("token mismatch")]
+    TokenMismatch,
+    /// The call could not be rebuilt (its business is gone, or the database failed).
+    #[error("unknown business")]
+    CannotRebuild,
+    /// No upstream could be had.
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+}
+
+impl NotAdmitted {
+    /// The WebSocket close reason Twilio is sent.
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            NotAdmitted::InvalidToken => "invalid token",
+            NotAdmitted::TokenMismatch => "token mismatch",
+            NotAdmitted::CannotRebuild => "unknown business",
+            NotAdmitted::UpstreamUnavailable => "upstream unavailable",
+        }
+    }
+}
+
+/// A call could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The database failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// No business layer can be had (no prompt for the direction, or the database failed).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// A business's own guard rule does not compile.
+    #[error("guard rules of business {business_id}: {message}")]
+    Rules {
+        /// The business.
+        business_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A prompt version does not render (validation should have caught it).
+    #[error("prompt version {version_id} of business {business_id}: {message}")]
+    Template {
+        /// The business.
+        business_id: String,
+        /// The version.
+        version_id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The business's prompt is unusable.
+    #[error("prompt: {0}")]
+    Prompt(#[from] crate::prompt::PromptError),
+}
+
+impl SetupError {
+    /// The database failure underneath, if that is what this is (an answer of 500, so
+    /// Twilio's fallback URL applies, rather than an apology).
+    fn into_store(self) -> Result<StoreError, SetupError> {
+        match self {
+            SetupError::Store(e) | SetupError::Resolve(ResolveError::Store(e)) => Ok(e),
+            other => Err(other),
+        }
+    }
+}
+
+/// Everything a call needs from the instance.
+pub struct CallService {
+    /// The configuration (timeouts, session settings, the public host for stream URLs).
+    config: Arc<Config>,
+    /// Signs and checks stream tokens and outbound parameters (`VOXRELAY_SIGNING_KEY`).
+    signing_key: Vec<u8>,
+    /// The database: businesses, versions, rules, call records.
+    store: Store,
+    /// Universal and direction layers.
+    prompts: Arc<PromptLibrary>,
+    /// Calls between webhook and media stream.
+    registry: Registry,
+    /// How to dial the upstream.
+    upstream: UpstreamSettings,
+    /// Per-call tuning.
+    session: SessionOptions,
+    /// The sanitizer with the configured rules (businesses may add their own).
+    sanitizer: Arc<Sanitizer>,
+    /// Built prompts by prompt version (or own-text key), read-only for calls.
+    prompt_cache: FingerprintCache<BuiltPrompts>,
+    /// Compiled sanitizers of businesses with their own rules, by business id.
+    sanitizer_cache: FingerprintCache<Sanitizer>,
+    /// Echo counts over every call this instance has finished (the overall echo rate).
+    echo_totals: EchoTotals,
+    /// Where finished calls' reports go (the demo and tests read them); `None` in production.
+    reports: Option<mpsc::UnboundedSender<CallReport>>,
+    /// The instance's Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Live calls and windowed figures (`GET /api/v1/stats`, the dashboard, the alerts).
+    pub call_stats: CallStats,
+    /// Alerts on the windowed figures.
+    pub alerts: Alerts,
+}
+
+impl CallService {
+    /// Assembles the service. `upstream` is how to dial the model; `reports` receives every
+    /// finished call's report when given.
+    pub fn new(
+        config: Arc<Config>,
+        signing_key: Vec<u8>,
+        store: Store,
+        prompts: Arc<PromptLibrary>,
+        sanitizer: Sanitizer,
+        upstream: UpstreamSettings,
+        reports: Option<mpsc::UnboundedSender<CallReport>>,
+    ) -> CallService {
+        let metrics = Arc::new(Metrics::new());
+        let session = SessionOptions {
+            mark_interval_ms: config.audio.mark_interval_ms,
+            leg_limits: LegLimits {
+                audio: config.audio.queue_frames,
+                control: config.audio.control_queue,
+                stall: Duration::from_millis(config.audio.stall_limit_ms),
+            },
+            server_cancels_on_speech: config.vad.interrupt_response,
+            metrics: metrics.clone(),
+        };
+        CallService {
+            registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),
+            alerts: Alerts::new(config.alerts.clone()),
+            config,
+            signing_key,
+            store,
+            prompts,
+            upstream,
+            session,
+            sanitizer: Arc::new(sanitizer),
+            prompt_cache: FingerprintCache::default(),
+            sanitizer_cache: FingerprintCache::new(SANITIZER_CACHE_MAX),
+            echo_totals: EchoTotals::default(),
+            reports,
+            metrics,
+            call_stats: CallStats::default(),
+        }
+    }
+
+    /// Drops pending calls nobody claimed and re-judges the alerts (so they clear when calls
+    /// stop ending too). Run by the server's sweeper.
+    pub fn sweep(&self, now: Instant) {
+        self.registry.sweep(now);
+        self.evaluate_alerts();
+    }
+
+    /// Judges the alerts over the calls that ended in their window (logs and gauges, see
+    /// [`Alerts::evaluate`]). Run after every call and by the sweeper.
+    pub fn evaluate_alerts(&self) {
+        let now = store::now_ms();
+        let window = self.call_stats.overall(now, self.alerts.window_minutes());
+        self.alerts.evaluate(&window, &self.metrics);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The webhook
+
+    /// The voice webhook's call: find its business, set it up, sign its stream token, park it
+    /// and pre-warm its upstream; or refuse it (logged with the reason).
+    ///
+    /// Errors: the database failed (answered with a 500, so Twilio's fallback URL applies).
+    pub async fn prepare(&self, call: IncomingCall) -> Result<Prepared, StoreError> {
+        let Some(direction) = Direction::from_twilio(&call.twilio_direction) else {
+            tracing::warn!(call_sid = %call.call_sid, direction = %call.twilio_direction,
+                "unsupported call direction");
+            return Ok(Prepared::Refused(Refusal::UnsupportedDirection));
+        };
+        let Some(business) = self
+            .business_of(direction, &call.to, call.query.as_deref())
+            .await?
+        else {
+            tracing::warn!(call_sid = %call.call_sid, %direction,
+                "no business for this call; answering with a sorry");
+            return Ok(Prepared::Refused(Refusal::UnknownBusiness));
+        };
+        let caller = match direction {
+            Direction::Inbound => call.from.as_str(),
+            Direction::Outbound => call.to.as_str(),
+        };
+        let setup = match self.call_setup(&business, direction, caller).await {
+            Ok(setup) => setup,
+            Err(e) => match e.into_store() {
+                Ok(database) => return Err(database),
+                Err(e) => {
+                    tracing::error!(call_sid = %call.call_sid, business_id = %business.id,
+                        error = %e, "cannot set the call up");
+                    return Ok(Prepared::Refused(Refusal::SetupFailed));
+                }
+            },
+        };
+        tracing::info!(
+            call_sid = %call.call_sid,
+            business_id = %setup.business_id,
+            direction = %direction,
+            policy = %setup.policy,
+            prompt_version = setup.prompt_version_id.as_deref().unwrap_or("business"),
+            variant = setup.variant().map_or("", Arm::as_str),
+            compact_tokens = setup.prompts.compact_tokens,
+            full_tokens = setup.prompts.full_tokens,
+            "prompts built"
+        );
+        let expires_at_ms = store::now_ms() + self.config.timeouts.stream_token_ms as i64;
+        let stream_token = token::sign(
+            &self.signing_key,
+            &CallToken {
+                call_sid: call.call_sid.clone(),
+                business_id: setup.business_id.clone(),
+                direction,
+                expires_at_ms,
+                caller: setup.caller.clone(),
+                prompt_version_id: setup.prompt_version_id.clone(),
+                experiment: setup.experiment.clone(),
+            },
+        );
+        let greeting_requested_at = Arc::new(OnceLock::new());
+        let prewarm = tokio::spawn(prewarm(
+            self.upstream.clone(),
+            setup.session.clone(),
+            self.metrics.clone(),
+            self.config.upstream.early_greeting,
+            call.call_sid.clone(),
+            greeting_requested_at.clone(),
+        ));
+        self.registry.insert(
+            call.call_sid,
+            PendingCall {
+                setup,
+                from: call.from,
+                to: call.to,
+                prewarm,
+                created: Instant::now(),
+                greeting_requested_at,
+            },
+        );
+        let scheme = if self.config.server.public_scheme == "https" {
+            "wss"
+        } else {
+            "ws"
+        };
+        Ok(Prepared::Stream {
+            url: format!("{scheme}://{}/twilio/media", self.config.server.public_host),
+            token: stream_token,
+        })
+    }
+
+    /// The call's business; `None` when nobody owns it (or the outbound parameters are not
+    /// ours): inbound by the `To` number, outbound by the business id in the webhook URL's
+    /// signed query parameters.
+    async fn business_of(
+        &self,
+        direction: Direction,
+        to: &str,
+        query: Option<&str>,
+    ) -> Result<Option<Business>, StoreError> {
+        match direction {
+            Direction::Inbound => {
+                let Ok(number) = store::normalize_e164(to) else {
+                    return Ok(None);
+                };
+                self.store.business_for_number(&number).await
+            }
+            Direction::Outbound => {
+                let pairs: Vec<(String, String)> =
+                    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                        .into_owned()
+                        .collect();
+                match token::verify_outbound(&self.signing_key, &pairs, store::now_ms()) {
+                    Ok(business_id) => self.store.business(&business_id).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbound webhook without valid signed business parameters");
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The media stream
+
+    /// A media stream's `start`: its token must be valid and this call's before anything is
+    /// spent; then the pending call is claimed (its pre-warmed upstream awaited, or dialled
+    /// again if the pre-warm failed), or rebuilt from the database when another instance took
+    /// the webhook.
+    ///
+    /// Errors: [`NotAdmitted`], logged with the reason.
+    pub async fn admit(&self, start: &Start) -> Result<Admitted, NotAdmitted> {
+        let presented = start
+            .custom_parameters
+            .get("token")
+            .map(String::as_str)
+            .unwrap_or("");
+        let claims = match token::verify(&self.signing_key, presented, store::now_ms()) {
+            Ok(claims) if claims.call_sid == start.call_sid => claims,
+            Ok(_) => {
+                tracing::warn!(call_sid = %start.call_sid, "stream token belongs to another call; closing");
+                return Err(NotAdmitted::TokenMismatch);
+            }
+            Err(e) => {
+                tracing::warn!(call_sid = %start.call_sid, error = %e, "media stream without a valid token; closing");
+                return Err(NotAdmitted::InvalidToken);
+            }
+        };
+        let (setup, upstream, since_webhook, greeting_requested, from, to) = match self
+            .registry
+            .claim(&start.call_sid)
+        {
+            Some(pending) => {
+                let mut greeting_requested = None;
+                let upstream = match pending.prewarm.await {
+                    Ok(Ok(socket)) => {
+                        greeting_requested = pending.greeting_requested_at.get().copied();
+                        Ok(socket)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm failed; dialling again");
+                        self.dial(&pending.setup.session).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm task ended; dialling again");
+                        self.dial(&pending.setup.session).await
+                    }
+                };
+                let since = Instant::now().saturating_duration_since(pending.created);
+                (
+                    pending.setup,
+                    upstream,
+                    Some(since),
+                    greeting_requested,
+                    pending.from,
+                    pending.to,
+                )
+            }
+            None => {
+                let setup = self.rebuild(&claims, &start.call_sid).await?;
+                let upstream = self.dial(&setup.session).await;
+                // The token carries the customer's number only; the other side stays unknown.
+                let (from, to) = match claims.direction {
+                    Direction::Inbound => (claims.caller.clone(), String::new()),
+                    Direction::Outbound => (String::new(), claims.caller.clone()),
+                };
+                (setup, upstream, None, None, from, to)
+            }
+        };
+        let upstream = upstream.map_err(|e| {
+            tracing::error!(call_sid = %start.call_sid, error = %e, "upstream unavailable; ending the call");
+            NotAdmitted::UpstreamUnavailable
+        })?;
+        Ok(Admitted {
+            setup,
+            upstream,
+            since_webhook,
+            greeting_requested,
+            from,
+            to,
+        })
+    }
+
+    /// Another instance took the webhook (or this one restarted): build the call again from the
+    /// database, with the business, direction, caller and prompt version the signed token
+    /// vouches for, so the call runs what the webhook chose.
+    async fn rebuild(&self, claims: &CallToken, call_sid: &str) -> Result<CallSetup, NotAdmitted> {
+        let business_id = claims.business_id.as_str();
+        let business = match self.store.business(business_id).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                tracing::error!(
+                    call_sid,
+                    business_id,
+                    "token names a business that does not exist"
+                );
+                return Err(NotAdmitted::CannotRebuild);
+            }
+            Err(e) => {
+                tracing::error!(call_sid, business_id, error = %e, "cannot load the business");
+                return Err(NotAdmitted::CannotRebuild);
+            }
+        };
+        let resolved = resolve::chosen(
+            &self.store,
+            &business,
+            claims.direction,
+            &claims.caller,
+            claims.prompt_version_id.as_deref(),
+            claims.experiment.clone(),
+        )
+        .await;
+        let setup = match resolved {
+            Ok(resolved) => {
+                self.setup_with(&business, claims.direction, &claims.caller, resolved)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let setup = setup.map_err(|e| {
+            tracing::error!(call_sid, business_id, error = %e, "cannot set the call up");
+            NotAdmitted::CannotRebuild
+        })?;
+        tracing::info!(call_sid, business_id, direction = %claims.direction,
+            prompt_version = setup.prompt_version_id.as_deref().unwrap_or("business"),
+            "call not pending here; rebuilt from the database");
+        Ok(setup)
+    }
+
+    /// Runs an admitted call to its end on the Twilio socket `twilio`, whose `start` was read
+    /// at `started_at`; then writes what it ended as.
+    pub async fn run(
+        &self,
+        twilio: WebSocket,
+        start: Start,
+        started_at: Instant,
+        admitted: Admitted,
+    ) {
+        let Admitted {
+            setup,
+            upstream,
+            since_webhook,
+            greeting_requested,
+            from,
+            to,
+        } = admitted;
+        let record = NewCall {
+            call_sid: start.call_sid.clone(),
+            stream_sid: Some(start.stream_sid.clone()),
+            business_id: setup.business_id.clone(),
+            direction: setup.direction,
+            from_number: from,
+            to_number: to,
+            started_at_ms: store::now_ms(),
+        };
+        // Record the start beside the call, not before it: the greeting must not wait for the
+        // disk.
+        let store = self.store.clone();
+        let prompt_version = setup.prompt_version_id.clone();
+        let experiment = setup.experiment.clone();
+        let recorded = tokio::spawn(async move {
+            if let Err(e) = store.insert_call(&record).await {
+                tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call start");
+                return;
+            }
+            let experiment = experiment.as_ref().map(|(id, arm)| (id.as_str(), *arm));
+            if prompt_version.is_some()
+                && let Err(e) = store
+                    .set_call_prompt(&record.call_sid, prompt_version.as_deref(), experiment)
+                    .await
+            {
+                tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call's prompt version");
+            }
+        });
+
+        self.metrics.live_calls.inc();
+        self.call_stats.call_started(LiveCall {
+            call_sid: start.call_sid.clone(),
+            business_id: setup.business_id.clone(),
+            direction: setup.direction.as_str().to_string(),
+            started_at_ms: store::now_ms(),
+        });
+        let report = session::run(
+            twilio,
+            upstream,
+            SessionStart {
+                start,
+                started_at,
+                prewarmed: since_webhook.is_some(),
+                greeting_requested,
+                setup,
+                store: Some(self.store.clone()),
+            },
+            &self.session,
+        )
+        .await;
+
+        self.metrics.live_calls.dec();
+        let outcome = CallOutcome::of(&report);
+        self.metrics.record_call(&report, &outcome, since_webhook);
+        self.call_stats.call_ended(&outcome, store::now_ms());
+        self.evaluate_alerts();
+        let _ = recorded.await;
+        let end = CallEnd {
+            ended_at_ms: store::now_ms(),
+            greeting_latency_ms: report.greeting_latency_ms.map(|ms| ms.round() as i64),
+            end_reason: Some(report.end_reason.as_str().to_string()),
+            summary: outcome.summary(),
+        };
+        if let Err(e) = self.store.finish_call(&report.call_sid, &end).await {
+            tracing::error!(call_sid = %report.call_sid, error = %e, "cannot record the call end");
+        }
+        let overall = self.echo_totals.add(&report.echo);
+        tracing::info!(call_sid = %report.call_sid, echo_rate = report.echo.echo_rate(),
+            echo_rate_overall = overall, "echo rate");
+        if let Some(reports) = &self.reports {
+            let _ = reports.send(report);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Setup
+
+    /// Dials the upstream for a call and sends its first `session.update`, recording the
+    /// connect time. Errors: as [`open_upstream`].
+    pub async fn dial(&self, session: &SessionConfig) -> Result<UpstreamSocket, UpstreamError> {
+        dial(&self.upstream, session, &self.metrics).await
+    }
+
+    /// Builds a call's setup: the business layer it runs (as [`resolve::for_new_call`]
+    /// chooses), the business's sanitizer (the configured rules plus the business's own from
+    /// the database), prompts with a fresh canary, session configuration. Read per call, so a
+    /// promote takes effect with the next call and never changes a call in progress.
+    ///
+    /// Errors: the database failed, the business has no prompt for the direction, a business
+    /// rule does not compile, or the business's prompt is unusable — each as a message naming
+    /// the business.
+    pub async fn call_setup(
+        &self,
+        business: &Business,
+        direction: Direction,
+        caller: &str,
+    ) -> Result<CallSetup, SetupError> {
+        let resolved = resolve::for_new_call(&self.store, business, direction, caller).await?;
+        self.setup_with(business, direction, caller, resolved).await
+    }
+
+    /// The setup for a resolved business layer: prompts from the cache (or built and cached),
+    /// the business's sanitizer, the canary.
+    async fn setup_with(
+        &self,
+        business: &Business,
+        direction: Direction,
+        caller: &str,
+        resolved: resolve::Resolved,
+    ) -> Result<CallSetup, SetupError> {
+        let sanitizer = self.sanitizer_for(business).await?;
+        let prompts = self.prompts_for(business, direction, caller, &resolved)?;
+        Ok(CallSetup::with_prompts(
+            &self.config,
+            business,
+            direction,
+            sanitizer,
+            &prompts,
+            PromptSource {
+                version_id: resolved.version.map(|v| v.id),
+                experiment: resolved.experiment,
+                caller: caller.to_string(),
+            },
+        ))
+    }
+
+    /// The configured sanitizer, with the business's own rules when it has any: compiled once
+    /// per set of rules and kept (keyed by business id, checked by a fingerprint of the rules),
+    /// so a rule change reaches the next call.
+    async fn sanitizer_for(&self, business: &Business) -> Result<Arc<Sanitizer>, SetupError> {
+        let rules = self.store.guard_rules(&business.id).await?;
+        if rules.is_empty() {
+            return Ok(self.sanitizer.clone());
+        }
+        let weights: Vec<String> = rules.iter().map(|r| r.weight.to_string()).collect();
+        let mut parts: Vec<&str> = Vec::with_capacity(rules.len() * 5);
+        for (rule, weight) in rules.iter().zip(&weights) {
+            parts.extend([
+                rule.rule_id.as_str(),
+                rule.category.as_str(),
+                rule.pattern.as_str(),
+                weight.as_str(),
+                if rule.enabled { "on" } else { "off" },
+            ]);
+        }
+        let inputs = fingerprint(&parts);
+        let (compiled, _) = self
+            .sanitizer_cache
+            .get_or_build(&business.id, inputs, || {
+                let overrides: Vec<RuleOverride> =
+                    rules.iter().cloned().map(RuleOverride::from).collect();
+                self.sanitizer
+                    .with_overrides(&overrides)
+                    .map_err(|e| SetupError::Rules {
+                        business_id: business.id.clone(),
+                        message: e.to_string(),
+                    })
+            })?;
+        Ok(compiled)
+    }
+
+    /// FULL and COMPACT (without the canary) for a resolved business layer: from the prompt
+    /// cache, keyed by version id (or the business's own-text key), unless the body renders
+    /// per call (`call.*` variables).
+    fn prompts_for(
+        &self,
+        business: &Business,
+        direction: Direction,
+        caller: &str,
+        resolved: &resolve::Resolved,
+    ) -> Result<Arc<BuiltPrompts>, SetupError> {
+        let version = resolved.version.as_ref();
+        let build = || -> Result<BuiltPrompts, SetupError> {
+            let text = match version {
+                Some(v) => render_version(business, direction, caller, v)?,
+                None => resolved.text(business, direction).to_string(),
+            };
+            Ok(CallSetup::build_prompts(
+                &self.prompts,
+                business,
+                direction,
+                &text,
+            )?)
+        };
+        let (key, text) = match version {
+            Some(v) if template::uses_call_variables(&v.body) => return Ok(Arc::new(build()?)),
+            Some(v) => (v.id.clone(), v.body.as_str()),
+            None => (
+                format!("business:{}:{direction}", business.id),
+                resolved.text(business, direction),
+            ),
+        };
+        let inputs = fingerprint(&[
+            &key,
+            direction.as_str(),
+            &business.id,
+            &business.name,
+            &business.language,
+            &business.hours,
+            &business.greeting_instructions,
+            text,
+        ]);
+        let (prompts, _) = self.prompt_cache.get_or_build(&key, inputs, build)?;
+        Ok(prompts)
+    }
+}
+
+/// Dials the upstream while Twilio is still connecting the stream and, with `early_greeting`,
+/// asks for the greeting at once, so its audio waits in the socket for the stream.
+async fn prewarm(
+    settings: UpstreamSettings,
+    session: SessionConfig,
+    metrics: Arc<Metrics>,
+    early_greeting: bool,
+    call_sid: String,
+    greeted: Arc<OnceLock<Instant>>,
+) -> Result<UpstreamSocket, UpstreamError> {
+    let started = Instant::now();
+    let mut result = dial(&settings, &session, &metrics).await;
+    if early_greeting && let Ok(socket) = &mut result {
+        use futures_util::SinkExt as _;
+        let greeting = ClientEvent::ResponseCreate.to_json();
+        match socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                greeting.into(),
+            ))
+            .await
+        {
+            Ok(()) => {
+                let _ = greeted.set(Instant::now());
+            }
+            Err(e) => {
+                result = Err(UpstreamError::Connect {
+                    url: settings.url.clone(),
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    match &result {
+        Ok(_) => tracing::debug!(%call_sid,
+            connect_ms = started.elapsed().as_secs_f64() * 1000.0, "upstream pre-warmed"),
+        Err(e) => tracing::warn!(%call_sid, error = %e, "upstream pre-warm failed"),
+    }
+    result
+}
+
+/// [`open_upstream`] with its duration recorded as the upstream connect time.
+async fn dial(
+    settings: &UpstreamSettings,
+    session: &SessionConfig,
+    metrics: &Metrics,
+) -> Result<UpstreamSocket, UpstreamError> {
+    let started = Instant::now();
+    let socket = open_upstream(settings, session).await?;
+    metrics
+        .upstream_connect
+        .observe(started.elapsed().as_secs_f64());
+    Ok(socket)
+}
+
+/// A version's body rendered with the call's values.
+fn render_version(
+    business: &Business,
+    direction: Direction,
+    caller: &str,
+    version: &PromptVersion,
+) -> Result<String, SetupError> {
+    let vars = TemplateVars {
+        business_name: business.name.clone(),
+        business_hours: Some(business.hours.clone()).filter(|h| !h.trim().is_empty()),
+        language: business.language.clone(),
+        caller: caller.to_string(),
+        direction,
+    };
+    template::render(&version.body, &vars).map_err(|e| SetupError::Template {
+        business_id: business.id.clone(),
+        version_id: version.id.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Echo counts summed over finished calls.
+#[derive(Debug, Default)]
+struct EchoTotals {
+    model_turns: std::sync::atomic::AtomicU64,
+    echoes: std::sync::atomic::AtomicU64,
+}
+
+impl EchoTotals {
+    /// Adds a finished call's counts; returns the overall echo rate (echoes per model turn,
+    /// 0–1).
+    fn add(&self, call: &crate::guard::echo::EchoStats) -> f64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let turns = self.model_turns.fetch_add(call.model_turns, Relaxed) + call.model_turns;
+        let echoes = self.echoes.fetch_add(call.echoes, Relaxed) + call.echoes;
+        if turns == 0 {
+            0.0
+        } else {
+            echoes as f64 / turns as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::echo::EchoStats;
+
+    #[test]
+    fn the_overall_echo_rate_sums_every_finished_call() {
+        let totals = EchoTotals::default();
+        let call = |model_turns, echoes| EchoStats {
+            model_turns,
+            echoes,
+            ..EchoStats::default()
+        };
+        assert_eq!(totals.add(&call(0, 0)), 0.0);
+        assert_eq!(totals.add(&call(10, 1)), 0.1);
+        assert!((totals.add(&call(30, 1)) - 0.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn each_refusal_has_its_apology() {
+        assert_eq!(Refusal::UnknownBusiness.apology(), UNKNOWN_NUMBER_SORRY);
+        assert_eq!(Refusal::SetupFailed.apology(), SETUP_FAILED_SORRY);
+        assert_eq!(Refusal::UnsupportedDirection.apology(), SETUP_FAILED_SORRY);
+    }
+}
