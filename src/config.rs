@@ -106,6 +106,11 @@ pub struct UpstreamConfig {
     /// may be left out of a file.
     #[serde(default = "default_true")]
     pub early_greeting: bool,
+    /// SO_SNDBUF of each upstream socket, bytes; 0 (the default; may be left out of a file)
+    /// leaves the kernel's own sizing. A small value bounds what an upstream that stops
+    /// reading makes the kernel hold, and shows the stall sooner.
+    #[serde(default)]
+    pub socket_send_buffer_bytes: usize,
 }
 
 fn default_true() -> bool {
@@ -586,6 +591,7 @@ impl Config {
             provider: self.upstream.provider,
             api_key,
             connect_timeout_ms: self.upstream.connect_timeout_ms,
+            send_buffer_bytes: self.upstream.socket_send_buffer_bytes,
         }
     }
 

@@ -442,6 +442,7 @@ async fn call_sim(args: CallSimArgs) -> anyhow::Result<()> {
         inject: Vec::new(),
         stop_reading: None,
         recv_buffer_bytes: None,
+        close_without_stop: false,
     })
     .await?;
     println!(

@@ -235,3 +235,52 @@ async fn a_turn_slower_than_the_alert_threshold_trips_the_alert_gauge_and_the_st
     );
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_heard_latency_is_when_twilio_began_playing_the_answer() {
+    let mut world = dental_world(300).await;
+    let mut caller = world.caller(
+        &format!("CA{:032x}", 77),
+        "+15005550006",
+        jfk_speech(Some(3.0)).expect("speech"),
+    );
+    caller.lead_silence_ms = 500;
+    caller.tail_silence_ms = 2500;
+    let (twilio, proxy) = world.call(caller).await.expect("call");
+    let proxy = proxy.expect("the proxy reported the call");
+    let checks = voxrelay::sim::demo::heard_against_twilio(&proxy.timeline, &twilio);
+    assert!(
+        !checks.is_empty(),
+        "the answer was heard: {:?}",
+        proxy.timeline
+    );
+    for check in &checks {
+        let apart = check
+            .twilio_apart_ms
+            .expect("Twilio began playing an answer");
+        assert!(
+            apart.abs() <= 20.0,
+            "the proxy says the answer began {apart:+.1} ms from when Twilio began playing it"
+        );
+    }
+    // The metric received exactly these values.
+    let (_, text) = scrape(&world, "*/*").await;
+    let call = r#"{business_id="dental",direction="inbound"}"#;
+    let count = sample(
+        &text,
+        &format!("voxrelay_turn_heard_latency_seconds_count{call}"),
+    )
+    .expect("count");
+    let sum = sample(
+        &text,
+        &format!("voxrelay_turn_heard_latency_seconds_sum{call}"),
+    )
+    .expect("sum");
+    assert_eq!(count, checks.len() as f64);
+    let expected: f64 = checks.iter().map(|c| c.latency_ms / 1000.0).sum();
+    assert!(
+        (sum - expected).abs() < 1e-6,
+        "{sum} s against {expected} s"
+    );
+    world.stop().await;
+}

@@ -76,6 +76,7 @@ fn pending(url: String, setup: CallSetup) -> PendingCall {
         provider: Provider::Openai,
         api_key: None,
         connect_timeout_ms: 2000,
+        send_buffer_bytes: 0,
     };
     let session = setup.session.clone();
     PendingCall {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use voxrelay::domain::EndReason;
 use voxrelay::sim::caller::{CallerConfig, CallerEvent, CallerReport};
 use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::upstream::{Clip, SimUpstreamConfig};
+use voxrelay::sim::upstream::{Clip, Fault, SimUpstreamConfig};
 use voxrelay::sim::world::{World, WorldOptions};
 use voxrelay::telemetry::timeline::{CallReport, TimelineEvent};
 
@@ -28,19 +28,30 @@ async fn tight_world(stall_limit_ms: u64, answer_s: usize, realtime_pace: bool) 
         (0..answer_s * 8000).map(|i| (i % 64) as u8 + 32).collect(),
         "Thanks for calling, how can I help?",
     );
-    let world = World::start(WorldOptions {
-        upstream: SimUpstreamConfig {
+    world_with(
+        SimUpstreamConfig {
             clip,
             realtime_pace,
             chunk_ms: 100,
             ..SimUpstreamConfig::default()
         },
+        stall_limit_ms,
+    )
+    .await
+}
+
+/// A world with this simulated upstream, small leg queues and socket buffers, and the given
+/// stall limit.
+async fn world_with(upstream: SimUpstreamConfig, stall_limit_ms: u64) -> World {
+    let world = World::start(WorldOptions {
+        upstream,
         database_url: None,
         configure: Some(Box::new(move |c| {
             c.audio.queue_frames = QUEUE_FRAMES;
             c.audio.control_queue = CONTROL_QUEUE;
             c.audio.stall_limit_ms = stall_limit_ms;
             c.server.socket_send_buffer_bytes = SOCKET_BUFFER;
+            c.upstream.socket_send_buffer_bytes = SOCKET_BUFFER;
         })),
     })
     .await
@@ -255,5 +266,99 @@ async fn an_oversized_twilio_message_ends_the_call_as_a_twilio_error() {
         .expect("store")
         .expect("call recorded");
     assert_eq!(record.end_reason.as_deref(), Some("twilio_error"));
+    world.stop().await;
+}
+
+/// Places a 4-second call on `world` and returns how the proxy says it ended, checking that
+/// the call record says the same.
+async fn ending_of(
+    world: &mut World,
+    n: u32,
+    configure: impl FnOnce(&mut CallerConfig),
+) -> EndReason {
+    let mut c = caller(world, n);
+    c.recv_buffer_bytes = None;
+    c.lead_silence_ms = 1_000;
+    c.tail_silence_ms = 3_000;
+    configure(&mut c);
+    let (_, proxy) = world.call(c).await.expect("call runs");
+    let proxy = proxy.expect("proxy reported the call");
+    let record = world
+        .store
+        .call(&proxy.call_sid)
+        .await
+        .expect("store")
+        .expect("call recorded");
+    assert_eq!(
+        record.end_reason.as_deref(),
+        Some(proxy.end_reason.as_str())
+    );
+    proxy.end_reason
+}
+
+#[tokio::test]
+async fn a_twilio_socket_closed_without_stop_ends_as_twilio_closed() {
+    let mut world = tight_world(5_000, 2, true).await;
+    let reason = ending_of(&mut world, 4, |c| c.close_without_stop = true).await;
+    assert_eq!(reason, EndReason::TwilioClosed);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_the_session_ends_the_call_as_upstream_closed() {
+    let mut world = world_with(
+        SimUpstreamConfig {
+            fault: Some(Fault::Close(1_500)),
+            ..SimUpstreamConfig::default()
+        },
+        5_000,
+    )
+    .await;
+    assert_eq!(
+        ending_of(&mut world, 5, |_| {}).await,
+        EndReason::UpstreamClosed
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_connection_that_drops_ends_the_call_as_upstream_error() {
+    let mut world = world_with(
+        SimUpstreamConfig {
+            fault: Some(Fault::Reset(1_500)),
+            ..SimUpstreamConfig::default()
+        },
+        5_000,
+    )
+    .await;
+    assert_eq!(
+        ending_of(&mut world, 6, |_| {}).await,
+        EndReason::UpstreamError
+    );
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stops_reading_past_the_stall_limit_ends_the_call_as_upstream_stalled() {
+    let mut world = world_with(
+        SimUpstreamConfig {
+            fault: Some(Fault::StopReading(500)),
+            recv_buffer_bytes: Some(SOCKET_BUFFER),
+            ..SimUpstreamConfig::default()
+        },
+        1_000,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let reason = ending_of(&mut world, 7, |c| {
+        c.lead_silence_ms = 1_000;
+        c.tail_silence_ms = 40_000;
+    })
+    .await;
+    assert_eq!(reason, EndReason::UpstreamStalled);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the proxy ended the call, not the caller"
+    );
     world.stop().await;
 }

@@ -9,6 +9,10 @@
 //! take a URL instead (modules `sqlite_file` and `postgres_url`); on SQLite that is a file in a
 //! temporary directory.
 
+// Test scenarios live in plain async functions shared by both backends, which clippy does not
+// see as tests: unwrapping is as fine here as in any test.
+#![allow(clippy::unwrap_used)]
+
 use std::future::Future;
 
 use sqlx::{AnyConnection, Connection};

@@ -476,6 +476,7 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
                 inject: Vec::new(),
                 stop_reading: None,
                 recv_buffer_bytes: None,
+                close_without_stop: false,
             },
             duration,
             stream_connect_delay: Duration::from_millis(args.stream_delay_ms),

@@ -63,10 +63,20 @@ pub enum ModelCheck {
     /// An answer of its own (or too short to judge).
     Fine,
     /// The model repeated the caller's last line; `consecutive` echoes in a row so far.
-    Echo { similarity: f64, consecutive: u32 },
+    Echo {
+        /// Word-level similarity to the caller's last line, 0..=1.
+        similarity: f64,
+        /// Echoes in a row, this one included.
+        consecutive: u32,
+    },
     /// The echo that reached [`EchoConfig::consecutive_limit`]: tell the model to answer rather
     /// than repeat. The count starts again from zero.
-    Intervene { similarity: f64, consecutive: u32 },
+    Intervene {
+        /// Word-level similarity to the caller's last line, 0..=1.
+        similarity: f64,
+        /// Echoes in a row, this one included.
+        consecutive: u32,
+    },
 }
 
 /// What a caller transcript turned out to be.
@@ -76,7 +86,10 @@ pub enum CallerCheck {
     Fine,
     /// The model's recent words coming back: drop the user item and cancel what it triggered.
     /// `similarity` is the best match (0..=1) against a recent model utterance.
-    SelfEcho { similarity: f64 },
+    SelfEcho {
+        /// The best match against a recent model utterance, 0..=1.
+        similarity: f64,
+    },
 }
 
 /// Counts over one call, for the echo rate (target: under 2 %; critical above 5 %).

@@ -93,7 +93,12 @@ pub enum Leak {
     Canary,
     /// The output recites the instructions: `ngrams` of its word n-grams appear verbatim in them,
     /// a share of `overlap` (0..=1) of all its n-grams.
-    Verbatim { overlap: f64, ngrams: usize },
+    Verbatim {
+        /// Share of the output's word n-grams found in the instructions, 0..=1.
+        overlap: f64,
+        /// How many of them.
+        ngrams: usize,
+    },
 }
 
 /// One call's leak guard, built from its canary and FULL instructions.

@@ -40,6 +40,8 @@ pub struct UpstreamSettings {
     pub api_key: Option<String>,
     /// Limit on TCP + TLS + WebSocket handshake, ms.
     pub connect_timeout_ms: u64,
+    /// SO_SNDBUF of the socket, bytes; 0 leaves the kernel's own sizing.
+    pub send_buffer_bytes: usize,
 }
 
 /// Dialling the upstream failed.
@@ -105,13 +107,8 @@ pub async fn connect(settings: &UpstreamSettings) -> Result<UpstreamSocket, Upst
         request.headers_mut().insert(name, value);
     }
     let timeout = Duration::from_millis(settings.connect_timeout_ms);
-    match tokio::time::timeout(
-        timeout,
-        tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), true),
-    )
-    .await
-    {
-        Ok(Ok((socket, _response))) => Ok(socket),
+    match tokio::time::timeout(timeout, dial(request, settings.send_buffer_bytes)).await {
+        Ok(Ok(socket)) => Ok(socket),
         Ok(Err(e)) => Err(UpstreamError::Connect {
             url,
             source: Box::new(e),
@@ -121,6 +118,48 @@ pub async fn connect(settings: &UpstreamSettings) -> Result<UpstreamSocket, Upst
             timeout_ms: settings.connect_timeout_ms,
         }),
     }
+}
+
+/// TCP (TCP_NODELAY on, SO_SNDBUF as asked), then TLS for `wss://`, then the WebSocket
+/// handshake.
+async fn dial(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    send_buffer_bytes: usize,
+) -> Result<UpstreamSocket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    if send_buffer_bytes == 0 {
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), true)
+                .await?;
+        return Ok(socket);
+    }
+    let uri = request.uri();
+    let host = uri
+        .host()
+        .ok_or(WsError::Url(
+            tokio_tungstenite::tungstenite::error::UrlError::NoHostName,
+        ))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(WsError::Io)?;
+    tcp.set_nodelay(true).map_err(WsError::Io)?;
+    socket2::SockRef::from(&tcp)
+        .set_send_buffer_size(send_buffer_bytes)
+        .map_err(WsError::Io)?;
+    let (socket, _) =
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(socket_config()), None)
+            .await?;
+    Ok(socket)
 }
 
 /// Buffer sizes of the upstream WebSocket, bytes. tungstenite's defaults reserve 128 KiB for

@@ -62,6 +62,9 @@ pub struct CallerConfig {
     /// SO_RCVBUF of the media WebSocket's socket, bytes (a small one makes a stall reach the
     /// proxy quickly); `None` leaves the kernel's own sizing.
     pub recv_buffer_bytes: Option<usize>,
+    /// At the end of the media, close the WebSocket without sending `stop` (a connection that
+    /// goes away rather than a hang-up).
+    pub close_without_stop: bool,
 }
 
 /// Something the simulated Twilio saw, timed from the `start` it sent.
@@ -503,6 +506,11 @@ async fn stream(
                 }
                 if next_frame == lead_frames + speech_frames && speech_frames > 0 {
                     report.events.push((since(now), CallerEvent::SpeechEnds));
+                }
+                if next_frame >= total_frames && config.close_without_stop {
+                    let _ = sink.close().await;
+                    report.events.push((since(now), CallerEvent::Closed { code: None, reason: "closed by the caller".into() }));
+                    break;
                 }
                 if next_frame >= total_frames {
                     seq += 1;

@@ -256,6 +256,23 @@ pub struct SimUpstreamConfig {
     /// Keep every client event in [`SimUpstream::sessions`]. Default true; a load test turns it
     /// off so memory and the shared lock do not grow with traffic.
     pub keep_logs: bool,
+    /// A fault every connection suffers, timed from its handshake (for the tests of how a call
+    /// ends). Default `None`.
+    pub fault: Option<Fault>,
+    /// SO_RCVBUF of accepted sockets, bytes (a small one makes a server that stops reading
+    /// push back on the client quickly); `None` leaves the kernel's own sizing.
+    pub recv_buffer_bytes: Option<usize>,
+}
+
+/// Something that goes wrong with a connection, this many ms after its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The server closes the WebSocket (close code 1011, internal error).
+    Close(u64),
+    /// The TCP connection drops with no WebSocket close.
+    Reset(u64),
+    /// The server stops reading and writing, holding the connection open.
+    StopReading(u64),
 }
 
 /// Length of the greeting in echo mode without `--clip`, ms.
@@ -308,6 +325,8 @@ impl Default for SimUpstreamConfig {
             echo: false,
             dialect: Dialect::Ga,
             keep_logs: true,
+            fault: None,
+            recv_buffer_bytes: None,
         }
     }
 }
@@ -403,7 +422,20 @@ impl SimUpstream {
         listen: SocketAddr,
         config: SimUpstreamConfig,
     ) -> std::io::Result<SimUpstream> {
-        let listener = TcpListener::bind(listen).await?;
+        let listener = match config.recv_buffer_bytes {
+            None => TcpListener::bind(listen).await?,
+            Some(bytes) => {
+                let socket = if listen.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                // Accepted sockets inherit it, so the window is small from the handshake on.
+                socket.set_recv_buffer_size(bytes as u32)?;
+                socket.bind(listen)?;
+                socket.listen(1024)?
+            }
+        };
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             config,
@@ -822,10 +854,33 @@ impl Connection {
         self.out
             .send(json!({"type": "session.created", "session": session}))
             .await?;
+        let fault = self.config().fault.map(|f| match f {
+            Fault::Close(ms) | Fault::Reset(ms) | Fault::StopReading(ms) => {
+                (f, Instant::now() + Duration::from_millis(ms))
+            }
+        });
         loop {
             let due = self.response.as_ref().map(|r| r.next_at);
             let transcription_due = self.pending_transcriptions.front().map(|(at, _)| *at);
             tokio::select! {
+                _ = tokio::time::sleep_until(fault.map_or_else(Instant::now, |(_, at)| at)), if fault.is_some() => {
+                    match fault.map(|(f, _)| f) {
+                        Some(Fault::Close(_)) => {
+                            let frame = CloseFrame {
+                                code: CloseCode::Error,
+                                reason: "simulated upstream fault".into(),
+                            };
+                            let _ = self.out.ws.send(Message::Close(Some(frame))).await;
+                            return Ok(());
+                        }
+                        // Dropping the socket ends the TCP connection without a close frame.
+                        Some(Fault::Reset(_)) => return Ok(()),
+                        _ => {
+                            stopped(shutdown).await;
+                            return Ok(());
+                        }
+                    }
+                }
                 _ = tokio::time::sleep_until(transcription_due.unwrap_or_else(Instant::now)), if transcription_due.is_some() => {
                     if let Some((_, event)) = self.pending_transcriptions.pop_front() {
                         self.out.send(event).await?;
@@ -2214,6 +2269,8 @@ impl SimUpstreamArgs {
             echo: self.echo,
             dialect: self.dialect,
             keep_logs: !self.echo,
+            fault: None,
+            recv_buffer_bytes: None,
         };
         Ok((self.listen, config))
     }

@@ -169,6 +169,7 @@ impl World {
             inject: Vec::new(),
             stop_reading: None,
             recv_buffer_bytes: None,
+            close_without_stop: false,
         }
     }
 
