@@ -41,7 +41,7 @@ macro_rules! vocabulary {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The stored, wire and metric-label form.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self {
                     $( $name::$variant => $form, )+
                 }
@@ -183,6 +183,38 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// What a guard detected (`call_events.kind`).
+    GuardKind, "guard kind" {
+        /// A caller transcript that tries to change the agent's instructions or role.
+        Injection = "injection",
+        /// The model repeated the caller.
+        Echo = "echo",
+        /// A caller line that was the model hearing itself.
+        SelfEcho = "self_echo",
+        /// The model said its canary or recited its instructions.
+        Leak = "leak",
+    }
+}
+
+vocabulary! {
+    /// What the proxy did about it (`call_events.action`).
+    GuardAction, "guard action" {
+        /// The turn was stopped and answered safely.
+        Blocked = "blocked",
+        /// Recorded and counted; the call went on.
+        Flagged = "flagged",
+        /// The caller item was deleted and what it triggered cancelled.
+        Dropped = "dropped",
+        /// Recorded; nothing done yet.
+        Observed = "observed",
+        /// The model was told to stop repeating.
+        Intervened = "intervened",
+        /// The model's answer was stopped and corrected.
+        Stopped = "stopped",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +232,12 @@ mod tests {
         }
         for a in Arm::ALL {
             assert_eq!(a.as_str().parse::<Arm>(), Ok(*a));
+        }
+        for k in GuardKind::ALL {
+            assert_eq!(k.as_str().parse::<GuardKind>(), Ok(*k));
+        }
+        for a in GuardAction::ALL {
+            assert_eq!(a.as_str().parse::<GuardAction>(), Ok(*a));
         }
     }
 

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::domain::GuardPolicy;
+use crate::domain::{GuardAction, GuardKind, GuardPolicy};
 use crate::guard::echo::{CallerCheck, EchoConfig, EchoMonitor, EchoStats, ModelCheck};
 use crate::guard::leak::{Leak, LeakConfig, LeakGuard};
 use crate::guard::sanitizer::{Sanitizer, Verdict};
@@ -55,14 +55,14 @@ pub enum Reaction {
 /// A guard decision worth recording (`call_events`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardRecord {
-    /// `injection`, `self_echo`, `echo`, `leak`.
-    pub kind: &'static str,
+    /// What was detected.
+    pub kind: GuardKind,
     /// Risk or similarity score, 0–1.
     pub score: Option<f64>,
     /// Rule ids that fired.
     pub rules: Vec<String>,
-    /// `blocked`, `flagged`, `dropped`, `observed`, `intervened`, `stopped`.
-    pub action: &'static str,
+    /// What the proxy did.
+    pub action: GuardAction,
     /// The transcript concerned (redacted by the store before it is written).
     pub detail: String,
 }
@@ -139,10 +139,10 @@ impl CallGuards {
             return GuardOutcome {
                 reaction: Reaction::DropSelfEcho,
                 record: Some(GuardRecord {
-                    kind: "self_echo",
+                    kind: GuardKind::SelfEcho,
                     score: Some(similarity),
                     rules: Vec::new(),
-                    action: "dropped",
+                    action: GuardAction::Dropped,
                     detail: text.to_string(),
                 }),
             };
@@ -154,8 +154,8 @@ impl CallGuards {
         } else {
             Reaction::None
         };
-        let record = |action: &'static str| GuardRecord {
-            kind: "injection",
+        let record = |action: GuardAction| GuardRecord {
+            kind: GuardKind::Injection,
             score: Some(f64::from(assessment.score)),
             rules: assessment.rules.clone(),
             action,
@@ -167,7 +167,7 @@ impl CallGuards {
                 self.counters.flagged += 1;
                 GuardOutcome {
                     reaction: allow,
-                    record: Some(record("flagged")),
+                    record: Some(record(GuardAction::Flagged)),
                 }
             }
             Verdict::Block => {
@@ -175,12 +175,12 @@ impl CallGuards {
                 if self.policy == GuardPolicy::Flag {
                     GuardOutcome {
                         reaction: Reaction::None,
-                        record: Some(record("flagged")),
+                        record: Some(record(GuardAction::Flagged)),
                     }
                 } else {
                     GuardOutcome {
                         reaction: Reaction::BlockInjection,
-                        record: Some(record("blocked")),
+                        record: Some(record(GuardAction::Blocked)),
                     }
                 }
             }
@@ -210,10 +210,10 @@ impl CallGuards {
             return GuardOutcome {
                 reaction: Reaction::StopLeak,
                 record: Some(GuardRecord {
-                    kind: "leak",
+                    kind: GuardKind::Leak,
                     score: Some(score),
                     rules,
-                    action: "stopped",
+                    action: GuardAction::Stopped,
                     detail: text.to_string(),
                 }),
             };
@@ -223,20 +223,20 @@ impl CallGuards {
             ModelCheck::Echo { similarity, .. } => GuardOutcome {
                 reaction: Reaction::None,
                 record: Some(GuardRecord {
-                    kind: "echo",
+                    kind: GuardKind::Echo,
                     score: Some(similarity),
                     rules: Vec::new(),
-                    action: "observed",
+                    action: GuardAction::Observed,
                     detail: text.to_string(),
                 }),
             },
             ModelCheck::Intervene { similarity, .. } => GuardOutcome {
                 reaction: Reaction::CorrectEcho,
                 record: Some(GuardRecord {
-                    kind: "echo",
+                    kind: GuardKind::Echo,
                     score: Some(similarity),
                     rules: Vec::new(),
-                    action: "intervened",
+                    action: GuardAction::Intervened,
                     detail: text.to_string(),
                 }),
             },

@@ -521,16 +521,16 @@ impl Session {
             tracing::info!(
                 call_sid = %self.call_sid,
                 business_id = %self.setup.business_id,
-                kind = record.kind,
-                action = record.action,
+                kind = %record.kind,
+                action = %record.action,
                 score = record.score.unwrap_or(0.0),
                 rules = %record.rules.join(","),
                 "guard decision"
             );
             self.state.record(
                 TimelineEvent::Guard {
-                    kind: record.kind.to_string(),
-                    action: record.action.to_string(),
+                    kind: record.kind,
+                    action: record.action,
                     score: record.score,
                     rules: record.rules.clone(),
                 },

@@ -31,15 +31,15 @@ use sqlx::error::ErrorKind;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::{Row, SqlSafeStr};
 
-use crate::domain::Direction;
+use crate::domain::{Direction, GuardPolicy};
 use crate::guard::redact::redact;
 
 pub use backend::Backend;
 pub use e164::normalize_e164;
 pub use model::{
     Business, BusinessRule, BusinessUpdate, CallEnd, CallEvent, CallRecord, CallSummary,
-    DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, ExperimentCall, GUARD_POLICIES,
-    NewBusiness, NewCall, NewCallEvent,
+    DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, ExperimentCall, NewBusiness, NewCall,
+    NewCallEvent,
 };
 pub use prompts::{
     Experiment, ExperimentStatus, NewPromptVersion, PromptStatus, PromptVersion,
@@ -714,17 +714,12 @@ fn validate_id(what: &str, id: &str) -> Result<(), StoreError> {
     }
 }
 
-/// The policy as one of [`GUARD_POLICIES`] (exact, lower-case match).
+/// The policy's stored form, when it is one of [`GuardPolicy`]'s (exact, lower-case match).
 fn validate_guard_policy(policy: &str) -> Result<&'static str, StoreError> {
-    GUARD_POLICIES
-        .into_iter()
-        .find(|known| *known == policy)
-        .ok_or_else(|| {
-            StoreError::Invalid(format!(
-                "guard policy {policy:?}: expected one of {}",
-                GUARD_POLICIES.join(", ")
-            ))
-        })
+    policy
+        .parse::<GuardPolicy>()
+        .map(GuardPolicy::as_str)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// The required section names, trimmed; each must be non-empty and on one line.

@@ -12,10 +12,7 @@ pub const DEFAULT_VOICE: &str = "marin";
 
 /// Guard policy given to a business created without one: score caller transcripts while the
 /// model answers, and correct the model when one scores block.
-pub const DEFAULT_GUARD_POLICY: &str = "monitor";
-
-/// Every accepted guard policy, see [`Business::guard_policy`].
-pub const GUARD_POLICIES: [&str; 3] = ["monitor", "gate", "flag"];
+pub const DEFAULT_GUARD_POLICY: &str = crate::domain::GuardPolicy::Monitor.as_str();
 
 /// A business (tenant): who answers the calls to its numbers, and how.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

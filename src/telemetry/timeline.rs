@@ -90,10 +90,10 @@ pub enum TimelineEvent {
     },
     /// A guard decision (injection, echo, self-echo, leak).
     Guard {
-        /// `injection`, `echo`, `self_echo`, `leak`.
-        kind: String,
-        /// `blocked`, `flagged`, `dropped`, `observed`, `intervened`, `stopped`.
-        action: String,
+        /// What was detected.
+        kind: crate::domain::GuardKind,
+        /// What the proxy did.
+        action: crate::domain::GuardAction,
         /// Score, 0–1.
         score: Option<f64>,
         /// Rules that fired.
