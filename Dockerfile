@@ -2,7 +2,7 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p voxrelay
+RUN cargo build --release --locked -p voxrelay-cli
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -5,17 +5,25 @@
 //! back. On the way it builds each call's instructions from isolated layers, greets fast with a
 //! compact prompt and upgrades to the full one, and handles barge-in.
 //!
-//! Module map (see `ARCHITECTURE.md` in the repository for the shape and the properties it keeps):
+//! Module map (the README's "Layout" has one line per file; `ARCHITECTURE.md` in `shared/`
+//! the shape and the properties it keeps):
 //! - [`config`]: file + environment configuration, secrets only from the environment;
-//! - [`http`]: axum routes (Twilio webhook, media WebSocket);
+//! - [`domain`]: the call vocabulary (direction, end reason, guard policy, kind and action,
+//!   experiment arm), with their stored and wire forms;
+//! - [`http`]: axum adapters (Twilio webhook, media WebSocket, admin API, metrics, dashboard);
+//! - [`call`]: the call service (prepare, admit, run), session, legs, state machine, playback,
+//!   guards' reactions, caches and registry;
+//! - [`ops`]: operator use cases shared by the CLI and the admin API;
 //! - [`twilio`]: Media Streams wire format, X-Twilio-Signature, TwiML, call token;
 //! - [`realtime`]: Realtime API wire format and upstream connection;
-//! - [`call`]: the per-call session (state machine, playback and mark tracking, response tracking);
-//! - [`audio`]: G.711 mu-law, WAV reading, resampling;
-//! - [`prompt`]: layers, compact builder, token counts;
+//! - [`audio`]: G.711 mu-law;
+//! - [`prompt`]: layers, compact builder, templates, validation, experiments, the resolver;
+//! - [`guard`]: sanitizer, echo monitor, leak guard, PII redaction;
 //! - [`store`]: sqlx repositories and migrations (SQLite and PostgreSQL);
-//! - [`telemetry`]: tracing setup and the per-call timeline;
-//! - [`sim`]: simulated realtime upstream and simulated Twilio caller (tests, demo, load test).
+//! - [`telemetry`]: tracing, metrics, per-call timeline and outcome, windows, alerts.
+//!
+//! The simulated upstream and Twilio caller, the demo and WAV handling live in the
+//! `voxrelay-sim` crate (`sim/`); the `voxrelay` command in `voxrelay-cli` (`cli/`).
 
 pub mod audio;
 pub mod call;
@@ -26,7 +34,6 @@ pub mod http;
 pub mod ops;
 pub mod prompt;
 pub mod realtime;
-pub mod sim;
 pub mod store;
 pub mod telemetry;
 pub mod twilio;

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use voxrelay::domain::Direction;
 use voxrelay::http::admin::route_table;
-use voxrelay::sim::world::{SIM_ADMIN_TOKEN, SIM_VIEWER_TOKEN, World, WorldOptions};
 use voxrelay::store::{NewCall, NewCallEvent, NewPromptVersion};
+use voxrelay_sim::world::{SIM_ADMIN_TOKEN, SIM_VIEWER_TOKEN, World, WorldOptions};
 
 mod common;
 use common::api::{Api, status_of};

@@ -7,11 +7,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use voxrelay::sim::caller::{self, CallerConfig, CallerEvent};
-use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::upstream::SimUpstreamConfig;
-use voxrelay::sim::world::{SIM_SIGNING_KEY, World, WorldOptions};
 use voxrelay::twilio::token::{self, CallToken};
+use voxrelay_sim::caller::{self, CallerConfig, CallerEvent};
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::upstream::SimUpstreamConfig;
+use voxrelay_sim::world::{SIM_SIGNING_KEY, World, WorldOptions};
 
 const DENTAL: &str = "Bright Smile Dental cleans teeth. Opening hours are eight to six.";
 const BAKERY: &str = "Corner Bakery sells sourdough bread. Orders close at noon.";

@@ -18,9 +18,9 @@ use serde_json::Value;
 
 use common::api::Api;
 use common::{dental_world, tool_missing};
-use voxrelay::sim::caller;
-use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::world::SIM_VIEWER_TOKEN;
+use voxrelay_sim::caller;
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::world::SIM_VIEWER_TOKEN;
 
 /// The Chromium binary, if one is installed.
 fn chromium() -> Option<&'static str> {

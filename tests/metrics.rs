@@ -6,8 +6,8 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::world::World;
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::world::World;
 
 mod common;
 use common::{dental_world, dental_world_configured, tool_missing};
@@ -175,7 +175,7 @@ async fn metrics_after_two_calls_count_them_and_pass_promtool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_turn_slower_than_the_alert_threshold_trips_the_alert_gauge_and_the_stats() {
-    use voxrelay::sim::world::SIM_VIEWER_TOKEN;
+    use voxrelay_sim::world::SIM_VIEWER_TOKEN;
     // Turns take the simulated model's 300 ms; the threshold is 100 ms.
     let mut world = dental_world_configured(
         300,
@@ -248,7 +248,7 @@ async fn the_caller_heard_latency_is_when_twilio_began_playing_the_answer() {
     caller.tail_silence_ms = 2500;
     let (twilio, proxy) = world.call(caller).await.expect("call");
     let proxy = proxy.expect("the proxy reported the call");
-    let checks = voxrelay::sim::demo::heard_against_twilio(&proxy.timeline, &twilio);
+    let checks = voxrelay_sim::demo::heard_against_twilio(&proxy.timeline, &twilio);
     assert!(
         !checks.is_empty(),
         "the answer was heard: {:?}",

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use voxrelay::domain::Arm;
 use voxrelay::prompt::experiment;
-use voxrelay::sim::caller::{self, CallerConfig};
-use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::world::{World, WorldOptions};
 use voxrelay::telemetry::stats;
+use voxrelay_sim::caller::{self, CallerConfig};
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::world::{World, WorldOptions};
 
 mod common;
 use common::api::Api;

@@ -7,11 +7,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use voxrelay::domain::EndReason;
-use voxrelay::sim::caller::{CallerConfig, CallerEvent, CallerReport};
-use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::upstream::{Clip, Fault, SimUpstreamConfig};
-use voxrelay::sim::world::{World, WorldOptions};
 use voxrelay::telemetry::timeline::{CallReport, TimelineEvent};
+use voxrelay_sim::caller::{CallerConfig, CallerEvent, CallerReport};
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::upstream::{Clip, Fault, SimUpstreamConfig};
+use voxrelay_sim::world::{World, WorldOptions};
 
 /// Audio waiting in the Twilio leg before audio is dropped, frames.
 const QUEUE_FRAMES: usize = 10;
@@ -304,38 +304,35 @@ async fn a_twilio_socket_closed_without_stop_ends_as_twilio_closed() {
     world.stop().await;
 }
 
-#[tokio::test]
-async fn an_upstream_that_closes_the_session_ends_the_call_as_upstream_closed() {
+/// How a call ends when every upstream connection suffers `fault`.
+async fn ending_with_upstream(fault: Fault, n: u32) -> EndReason {
     let mut world = world_with(
         SimUpstreamConfig {
-            fault: Some(Fault::Close(1_500)),
+            fault: Some(fault),
             ..SimUpstreamConfig::default()
         },
         5_000,
     )
     .await;
+    let reason = ending_of(&mut world, n, |_| {}).await;
+    world.stop().await;
+    reason
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_the_session_ends_the_call_as_upstream_closed() {
     assert_eq!(
-        ending_of(&mut world, 5, |_| {}).await,
+        ending_with_upstream(Fault::Close(1_500), 5).await,
         EndReason::UpstreamClosed
     );
-    world.stop().await;
 }
 
 #[tokio::test]
 async fn an_upstream_connection_that_drops_ends_the_call_as_upstream_error() {
-    let mut world = world_with(
-        SimUpstreamConfig {
-            fault: Some(Fault::Reset(1_500)),
-            ..SimUpstreamConfig::default()
-        },
-        5_000,
-    )
-    .await;
     assert_eq!(
-        ending_of(&mut world, 6, |_| {}).await,
+        ending_with_upstream(Fault::Reset(1_500), 6).await,
         EndReason::UpstreamError
     );
-    world.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use voxrelay::audio::mulaw;
-use voxrelay::sim::upstream::{Clip, SimUpstream, SimUpstreamConfig, Truncation};
+use voxrelay_sim::upstream::{Clip, SimUpstream, SimUpstreamConfig, Truncation};
 
 type Result<T = ()> = anyhow::Result<T>;
 
@@ -851,7 +851,7 @@ async fn echo_mode_returns_each_appended_frame_once_the_first_response_is_done()
 async fn the_beta_dialect_speaks_the_beta_audio_event_names_and_accepts_the_beta_header() -> Result
 {
     let sim = start(SimUpstreamConfig {
-        dialect: voxrelay::sim::upstream::Dialect::Beta,
+        dialect: voxrelay_sim::upstream::Dialect::Beta,
         ..config(200, false)
     })
     .await?;

@@ -1,5 +1,5 @@
 //! One simulated Twilio call under load: the signed webhook (through the caller simulator's
-//! [`answer`](voxrelay::sim::caller::answer)), then the media stream as Twilio runs it: 20 ms
+//! [`answer`](voxrelay_sim::caller::answer)), then the media stream as Twilio runs it: 20 ms
 //! frames at real-time pace, marks echoed when the audio before them has played, marks returned
 //! at once on a `clear`. Frames are stamped ([`crate::stamp`]); with the simulated upstream in
 //! echo mode each comes back as model audio, and its round trip is timed.
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
 use voxrelay::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES};
-use voxrelay::sim::caller::{self, CallerConfig};
+use voxrelay_sim::caller::{self, CallerConfig};
 
 use crate::stamp;
 

@@ -37,9 +37,9 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use voxrelay::sim::caller::CallerConfig;
-use voxrelay::sim::demo::jfk_speech;
-use voxrelay::sim::upstream::{
+use voxrelay_sim::caller::CallerConfig;
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::upstream::{
     Clip, Dialect, ECHO_GREETING_MS, SimUpstream, SimUpstreamConfig, default_clip,
 };
 

@@ -2,7 +2,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use voxrelay::sim::world::{SIM_ADMIN_TOKEN, World};
+use voxrelay_sim::world::{SIM_ADMIN_TOKEN, World};
 
 /// An admin API client for one world.
 pub struct Api {

@@ -96,17 +96,17 @@ pub fn with_search_path(base_url: &str, schema: &str) -> String {
 
 /// A proxy world whose simulated model takes `first_audio_ms` to its first audio, with the
 /// business `dental` ("Bright Smile Dental") on +15005550006.
-pub async fn dental_world(first_audio_ms: u64) -> voxrelay::sim::world::World {
+pub async fn dental_world(first_audio_ms: u64) -> voxrelay_sim::world::World {
     dental_world_configured(first_audio_ms, None).await
 }
 
 /// [`dental_world`] with `configure` applied to the proxy's configuration.
 pub async fn dental_world_configured(
     first_audio_ms: u64,
-    configure: Option<voxrelay::sim::world::Configure>,
-) -> voxrelay::sim::world::World {
-    use voxrelay::sim::upstream::SimUpstreamConfig;
-    use voxrelay::sim::world::{World, WorldOptions};
+    configure: Option<voxrelay_sim::world::Configure>,
+) -> voxrelay_sim::world::World {
+    use voxrelay_sim::upstream::SimUpstreamConfig;
+    use voxrelay_sim::world::{World, WorldOptions};
     let world = World::start(WorldOptions {
         upstream: SimUpstreamConfig {
             first_audio_delay_ms: first_audio_ms,

@@ -19,8 +19,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES, SILENCE};
-use crate::twilio::signature;
+use voxrelay::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES, SILENCE};
+use voxrelay::twilio::signature;
 
 /// How the simulated call is placed.
 #[derive(Debug, Clone)]
@@ -346,7 +346,7 @@ pub async fn answer(
 ///
 /// Errors: [`CallerError`] when the webhook or the WebSocket connection fails.
 pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
-    crate::install_crypto_provider();
+    voxrelay::install_crypto_provider();
     let mut report = CallerReport::default();
     let account_sid = account_sid();
     let answered = answer(&config, &reqwest::Client::new()).await?;

@@ -13,7 +13,7 @@
 //! - Sends `session.created`, applies `session.update` (rejecting unknown parameters with
 //!   `unknown_parameter`, as the live server does, in which case nothing is applied) and answers
 //!   `session.updated` with the full effective session.
-//! - Runs an energy VAD ([`crate::sim::vad`]) over the caller's `input_audio_buffer.append` audio
+//! - Runs an energy VAD ([`crate::vad`]) over the caller's `input_audio_buffer.append` audio
 //!   and turns it into `speech_started`, `speech_stopped`, `committed`, the user item, an optional
 //!   scripted transcription, and (with `create_response`) a response.
 //! - Every response speaks the configured [`Clip`]: `response.output_audio.delta` events of
@@ -57,10 +57,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::audio::mulaw::{self, BYTES_PER_MS};
-use crate::sim::vad::{EnergyVad, VadEvent};
+use crate::vad::{EnergyVad, VadEvent};
+use voxrelay::audio::mulaw::{self, BYTES_PER_MS};
 
-pub use crate::sim::vad::VadConfig;
+pub use crate::vad::VadConfig;
 
 /// The only path the simulator serves, as the live API does.
 pub const REALTIME_PATH: &str = "/v1/realtime";
@@ -107,7 +107,7 @@ pub struct Clip {
 impl Clip {
     /// The first `ms` of this clip (all of it when shorter), saying `transcript`.
     pub fn first_ms(&self, ms: u64, transcript: impl Into<String>) -> Clip {
-        let bytes = (ms as usize).saturating_mul(crate::audio::mulaw::BYTES_PER_MS);
+        let bytes = (ms as usize).saturating_mul(voxrelay::audio::mulaw::BYTES_PER_MS);
         Clip::new(
             self.mulaw[..bytes.min(self.mulaw.len())].to_vec(),
             transcript,

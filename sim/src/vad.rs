@@ -7,7 +7,7 @@
 //! It is deliberately simple and deterministic, so tests can predict exactly where turns begin and
 //! end: a real model's VAD is neither.
 
-use crate::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES, rms_dbfs};
+use voxrelay::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES, rms_dbfs};
 
 /// Milliseconds of audio in one VAD frame ([`FRAME_BYTES`] of mu-law).
 pub const FRAME_MS: u64 = (FRAME_BYTES / BYTES_PER_MS) as u64;
@@ -227,7 +227,7 @@ impl EnergyVad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audio::mulaw::{SILENCE, encode};
+    use voxrelay::audio::mulaw::{SILENCE, encode};
 
     /// `ms` of a 400 Hz tone at about -12 dBFS, as mu-law.
     fn tone(ms: usize) -> Vec<u8> {

@@ -9,7 +9,7 @@
 //! - Resampling: `rubato` 5 FFT resampler (<https://docs.rs/rubato/5.0.1>), whole clips at once,
 //!   with the resampler delay trimmed so output sample `i` lines up with input time
 //!   `i / to_hz` seconds.
-//! - Mu-law: G.711 via [`crate::audio::mulaw`]; Twilio Media Streams carry `audio/x-mulaw`,
+//! - Mu-law: G.711 via [`voxrelay::audio::mulaw`]; Twilio Media Streams carry `audio/x-mulaw`,
 //!   8000 Hz, mono (<https://www.twilio.com/docs/voice/media-streams/websocket-messages>).
 
 use std::io::Read;
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 
-use crate::audio::mulaw;
+use voxrelay::audio::mulaw;
 
 /// Sample rate of Twilio Media Streams audio, in Hz.
 pub const TWILIO_RATE_HZ: u32 = 8000;
@@ -227,7 +227,7 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>, A
 /// Twilio (one byte per sample; 160 bytes per 20 ms frame).
 ///
 /// Resamples with [`resample`], clamps to `-1.0..=1.0`, scales by 32768 (rounding, saturating at
-/// `i16::MAX`) and encodes with [`crate::audio::mulaw::encode`].
+/// `i16::MAX`) and encodes with [`voxrelay::audio::mulaw::encode`].
 ///
 /// # Errors
 /// [`AudioError::Resample`] as for [`resample`].

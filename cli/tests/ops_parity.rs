@@ -1,7 +1,8 @@
 //! The CLI (`voxrelay prompt …`, the real binary against the world's database) and the admin
 //! API (over HTTP, against the running router) give the same answers, because both call the
 //! same operator use cases: which business text a preview and a call use, version create and
-//! promote (validation and token counts), and rollback (which validates too).
+//! promote (validation and token counts), and rollback (which validates too). The scenarios use
+//! the root tests' helpers (`tests/common`).
 
 use std::process::Command;
 
@@ -9,9 +10,10 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use voxrelay::domain::Direction;
-use voxrelay::sim::world::World;
 use voxrelay::store::BusinessUpdate;
+use voxrelay_sim::world::World;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 use common::api::Api;
 use common::dental_world;
@@ -26,7 +28,7 @@ struct Said {
 /// Runs `voxrelay --config config/voxrelay.toml ARGS` on the world's database.
 fn cli(world: &World, args: &[&str]) -> Said {
     let output = Command::new(env!("CARGO_BIN_EXE_voxrelay"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .arg("--config")
         .arg("config/voxrelay.toml")
         .args(args)

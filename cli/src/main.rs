@@ -8,15 +8,15 @@ mod prompt_cli;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use voxrelay::audio::wav;
 use voxrelay::config::{self, Config, Secrets};
 use voxrelay::guard::sanitizer::{RuleOverride, Sanitizer, scan_lines};
 use voxrelay::http::{self, AppState};
 use voxrelay::prompt::PromptLibrary;
-use voxrelay::sim::caller::{self, CallerConfig};
-use voxrelay::sim::demo::{self, DemoOptions};
-use voxrelay::sim::upstream::{SimUpstream, SimUpstreamArgs};
 use voxrelay::store::{BusinessRule, BusinessUpdate, NewBusiness, Store};
+use voxrelay_sim::caller::{self, CallerConfig};
+use voxrelay_sim::demo::{self, DemoOptions};
+use voxrelay_sim::upstream::{SimUpstream, SimUpstreamArgs};
+use voxrelay_sim::wav;
 
 #[derive(Parser)]
 #[command(

@@ -9,11 +9,11 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::audio::wav;
-use crate::sim::caller::{CallerEvent, CallerReport};
-use crate::sim::upstream::SimUpstreamConfig;
-use crate::sim::world::{World, WorldOptions};
-use crate::telemetry::{CallReport, TimelineEvent};
+use crate::caller::{CallerEvent, CallerReport};
+use crate::upstream::SimUpstreamConfig;
+use crate::wav;
+use crate::world::{World, WorldOptions};
+use voxrelay::telemetry::{CallReport, TimelineEvent};
 
 /// The caller's speech built into the binary: 11 s of JFK's inaugural address, 16 kHz WAV.
 pub const JFK_WAV: &[u8] = include_bytes!("../../tests/fixtures/audio/jfk.wav");
@@ -361,7 +361,7 @@ pub struct HeardCheck {
 /// Twilio began playing a stretch of audio. Both clocks start at the stream's `start` (the
 /// proxy's when it read it, Twilio's when it sent it: within a millisecond on loopback).
 pub fn heard_against_twilio(
-    timeline: &crate::telemetry::timeline::Timeline,
+    timeline: &voxrelay::telemetry::timeline::Timeline,
     caller: &CallerReport,
 ) -> Vec<HeardCheck> {
     let starts: Vec<Duration> = caller
@@ -400,7 +400,7 @@ pub fn check(outcome: &DemoOutcome) -> Result<(), String> {
     if p.counters.barge_ins == 0 {
         missing.push("no barge-in");
     }
-    if p.end_reason != crate::domain::EndReason::Stop {
+    if p.end_reason != voxrelay::domain::EndReason::Stop {
         missing.push("the call did not end with Twilio's stop");
     }
     let heard = heard_against_twilio(&p.timeline, &outcome.caller);

@@ -10,14 +10,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, DEFAULT_PATH, DEFAULT_TOML, Role, Secrets};
-use crate::guard::sanitizer::Sanitizer;
-use crate::http::{self, AppState};
-use crate::prompt::PromptLibrary;
-use crate::sim::caller::{self, CallerConfig, CallerReport};
-use crate::sim::upstream::{SimUpstream, SimUpstreamConfig};
-use crate::store::{Business, NewBusiness, Store};
-use crate::telemetry::CallReport;
+use crate::caller::{self, CallerConfig, CallerReport};
+use crate::upstream::{SimUpstream, SimUpstreamConfig};
+use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML, Role, Secrets};
+use voxrelay::guard::sanitizer::Sanitizer;
+use voxrelay::http::{self, AppState};
+use voxrelay::prompt::PromptLibrary;
+use voxrelay::store::{Business, NewBusiness, Store};
+use voxrelay::telemetry::CallReport;
 
 /// Twilio auth token used by the simulated world.
 pub const SIM_TWILIO_AUTH_TOKEN: &str = "sim-twilio-auth-token";
@@ -64,7 +64,7 @@ impl World {
     ///
     /// Errors: binding, the database, migrations or the prompt files failed.
     pub async fn start(options: WorldOptions) -> anyhow::Result<World> {
-        crate::install_crypto_provider();
+        voxrelay::install_crypto_provider();
         let dir = tempfile::tempdir()?;
         let upstream = SimUpstream::start(([127, 0, 0, 1], 0).into(), options.upstream).await?;
         let listener = http::bind(([127, 0, 0, 1], 0).into()).await?;
@@ -100,7 +100,7 @@ impl World {
             Some(dir) => PromptLibrary::from_dir(&dir, config.prompt.compact_business_chars)?,
             None => PromptLibrary::embedded(config.prompt.compact_business_chars)?,
         };
-        crate::prompt::warm_tokenizer();
+        voxrelay::prompt::warm_tokenizer();
         let sanitizer = match config.guard_rules_file() {
             Some(path) => Sanitizer::from_file(&path)?,
             None => Sanitizer::builtin()?,

@@ -1,0 +1,17 @@
+//! voxrelay's simulated world: a Realtime API upstream and a Twilio caller, so that everything
+//! runs with no network access and no API keys (the tests, `voxrelay demo`, the load
+//! generator). Kept out of the production library: the proxy ships no test harness.
+//!
+//! - [`upstream`]: the simulated Realtime API (GA and beta event names, VAD, faults, echo mode);
+//! - [`vad`]: its energy VAD;
+//! - [`caller`]: the simulated Twilio (webhook, Media Streams, playback buffer, marks);
+//! - [`world`]: a proxy, an upstream and a database for a test or the demo;
+//! - [`demo`]: the demo call and its timeline;
+//! - [`wav`]: WAV reading and writing, resampling to 8 kHz mu-law.
+
+pub mod caller;
+pub mod demo;
+pub mod upstream;
+pub mod vad;
+pub mod wav;
+pub mod world;
