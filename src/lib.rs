@@ -8,6 +8,7 @@
 //! Module map (the README's "Layout" has one line per file; `ARCHITECTURE.md` in `shared/`
 //! the shape and the properties it keeps):
 //! - [`config`]: file + environment configuration, secrets only from the environment;
+//! - [`bootstrap`]: the store, prompt library and sanitizer every entry point starts from;
 //! - [`domain`]: the call vocabulary (direction, end reason, guard policy, kind and action,
 //!   experiment arm), with their stored and wire forms;
 //! - [`http`]: axum adapters (Twilio webhook, media WebSocket, admin API, metrics, dashboard);
@@ -26,6 +27,7 @@
 //! `voxrelay-sim` crate (`sim/`); the `voxrelay` command in `voxrelay-cli` (`cli/`).
 
 pub mod audio;
+pub mod bootstrap;
 pub mod call;
 pub mod config;
 pub mod domain;

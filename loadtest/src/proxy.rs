@@ -128,11 +128,10 @@ pub async fn serve_here() -> anyhow::Result<()> {
     voxrelay::telemetry::init(false, "warn");
     let config = Config::defaults_with_env()?;
     let secrets = Secrets::from_env(config.upstream_is_local())?;
-    let store = voxrelay::store::Store::connect(&config.database.url).await?;
-    store.migrate().await?;
-    let prompts = voxrelay::prompt::PromptLibrary::embedded(config.prompt.compact_business_chars)?;
+    let store = voxrelay::bootstrap::store(&config).await?;
+    let prompts = voxrelay::bootstrap::prompts(&config)?;
     voxrelay::prompt::warm_tokenizer();
-    let sanitizer = voxrelay::guard::sanitizer::Sanitizer::builtin()?;
+    let sanitizer = voxrelay::bootstrap::sanitizer(&config)?;
     let listener = voxrelay::http::bind(config.server.listen).await?;
     let state = voxrelay::http::AppState::new(config, secrets, store, prompts, sanitizer, None);
     voxrelay::http::serve(listener, state, async {

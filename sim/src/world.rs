@@ -13,9 +13,7 @@ use tokio::task::JoinHandle;
 use crate::caller::{self, CallerConfig, CallerReport};
 use crate::upstream::{SimUpstream, SimUpstreamConfig};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML, Role, Secrets};
-use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::http::{self, AppState};
-use voxrelay::prompt::PromptLibrary;
 use voxrelay::store::{Business, NewBusiness, Store};
 use voxrelay::telemetry::CallReport;
 
@@ -94,17 +92,10 @@ impl World {
                 (SIM_VIEWER_TOKEN.into(), Role::Viewer),
             ],
         };
-        let store = Store::connect(&config.database.url).await?;
-        store.migrate().await?;
-        let prompts = match config.prompt_dir() {
-            Some(dir) => PromptLibrary::from_dir(&dir, config.prompt.compact_business_chars)?,
-            None => PromptLibrary::embedded(config.prompt.compact_business_chars)?,
-        };
+        let store = voxrelay::bootstrap::store(&config).await?;
+        let prompts = voxrelay::bootstrap::prompts(&config)?;
         voxrelay::prompt::warm_tokenizer();
-        let sanitizer = match config.guard_rules_file() {
-            Some(path) => Sanitizer::from_file(&path)?,
-            None => Sanitizer::builtin()?,
-        };
+        let sanitizer = voxrelay::bootstrap::sanitizer(&config)?;
         let (report_tx, reports) = mpsc::unbounded_channel();
         let state = AppState::new(
             config.clone(),

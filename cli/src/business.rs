@@ -1,0 +1,254 @@
+//! `voxrelay business …` and `voxrelay number …`: businesses (tenants) and the numbers that
+//! reach them.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use voxrelay::store::{BusinessRule, BusinessUpdate, NewBusiness, Store};
+
+/// `voxrelay business` subcommands.
+#[derive(Subcommand)]
+pub enum BusinessCommand {
+    /// Add a business.
+    Add {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Id (letters, digits, '_', '-', '.'); generated when omitted.
+        #[arg(long)]
+        id: Option<String>,
+        /// Main language (BCP 47, e.g. en).
+        #[arg(long, default_value = "en")]
+        language: String,
+        /// Realtime voice.
+        #[arg(long, default_value = "marin")]
+        voice: String,
+        /// File with the inbound business prompt.
+        #[arg(long)]
+        prompt_file: Option<PathBuf>,
+        /// File with the outbound business prompt.
+        #[arg(long)]
+        outbound_prompt_file: Option<PathBuf>,
+        /// How to greet callers.
+        #[arg(long, default_value = "")]
+        greeting: String,
+    },
+    /// Change a business; only the options given change. Calls in progress keep what they
+    /// started with.
+    Update {
+        /// Business id.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Main language (BCP 47).
+        #[arg(long)]
+        language: Option<String>,
+        /// Realtime voice.
+        #[arg(long)]
+        voice: Option<String>,
+        /// Opening hours as free text (`business.hours` in prompt bodies); "" clears them.
+        #[arg(long)]
+        hours: Option<String>,
+        /// How to greet callers.
+        #[arg(long)]
+        greeting: Option<String>,
+        /// A section every prompt version must have (repeat for several); replaces the list.
+        #[arg(long = "require-section")]
+        require_section: Vec<String>,
+        /// Require no sections.
+        #[arg(long, conflicts_with = "require_section")]
+        no_required_sections: bool,
+    },
+    /// Delete a business with its numbers, rules, prompt versions and experiments (its call
+    /// records stay).
+    Delete {
+        /// Business id.
+        id: String,
+    },
+    /// List businesses.
+    List,
+    /// Show one business with its numbers and prompts.
+    Show {
+        /// Business id.
+        id: String,
+    },
+    /// Set how injection attempts are handled: monitor (default), gate or flag.
+    Policy {
+        /// Business id.
+        id: String,
+        /// monitor | gate | flag.
+        policy: String,
+    },
+    /// Add or replace one of the business's own sanitizer rules.
+    Rule {
+        /// Business id.
+        id: String,
+        /// Rule id (replaces a built-in rule with the same id).
+        #[arg(long)]
+        rule_id: String,
+        /// Regular expression over normalised (lower-case) transcript text.
+        #[arg(long, default_value = "")]
+        pattern: String,
+        /// Weight, 0–1.
+        #[arg(long, default_value_t = 0.8)]
+        weight: f64,
+        /// Category for reports.
+        #[arg(long, default_value = "business")]
+        category: String,
+        /// Disable the rule with this id instead.
+        #[arg(long)]
+        disable: bool,
+    },
+}
+
+/// `voxrelay number` subcommands.
+#[derive(Subcommand)]
+pub enum NumberCommand {
+    /// Route calls to an E.164 number to a business.
+    Add {
+        /// The number, E.164 (+14155550100).
+        number: String,
+        /// Business id.
+        #[arg(long)]
+        business: String,
+    },
+    /// Stop routing a number to a business.
+    Remove {
+        /// The number, E.164 (+14155550100).
+        number: String,
+        /// Business id.
+        #[arg(long)]
+        business: String,
+    },
+}
+
+/// Runs one `number` subcommand.
+pub async fn number(store: &Store, command: NumberCommand) -> anyhow::Result<()> {
+    match command {
+        NumberCommand::Add { number, business } => {
+            store.add_number(&number, &business).await?;
+            println!("{number} -> {business}");
+        }
+        NumberCommand::Remove { number, business } => {
+            let number = store.remove_number(&business, &number).await?;
+            println!("{number} no longer routed to {business}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs one `business` subcommand.
+pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> {
+    match command {
+        BusinessCommand::Add {
+            name,
+            id,
+            language,
+            voice,
+            prompt_file,
+            outbound_prompt_file,
+            greeting,
+        } => {
+            let read = |p: Option<PathBuf>| -> anyhow::Result<String> {
+                match p {
+                    Some(p) => std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display())),
+                    None => Ok(String::new()),
+                }
+            };
+            let mut new = NewBusiness::named(name);
+            new.id = id;
+            new.language = language;
+            new.voice = voice;
+            new.ai_prompt = read(prompt_file)?;
+            new.outbound_ai_prompt = read(outbound_prompt_file)?;
+            new.greeting_instructions = greeting;
+            let b = store.add_business(&new).await?;
+            println!("{}", b.id);
+        }
+        BusinessCommand::List => {
+            for b in store.list_businesses().await? {
+                let numbers = store.numbers_for_business(&b.id).await?;
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    b.id,
+                    b.name,
+                    b.language,
+                    numbers.join(",")
+                );
+            }
+        }
+        BusinessCommand::Update {
+            id,
+            name,
+            language,
+            voice,
+            hours,
+            greeting,
+            require_section,
+            no_required_sections,
+        } => {
+            let update = BusinessUpdate {
+                name,
+                language,
+                voice,
+                hours,
+                greeting_instructions: greeting,
+                required_sections: if no_required_sections {
+                    Some(Vec::new())
+                } else {
+                    Some(require_section).filter(|s| !s.is_empty())
+                },
+                ..BusinessUpdate::default()
+            };
+            let b = store.update_business(&id, &update).await?;
+            println!("{}", serde_json::to_string_pretty(&b)?);
+        }
+        BusinessCommand::Delete { id } => {
+            store.delete_business(&id).await?;
+            println!("{id}: deleted");
+        }
+        BusinessCommand::Policy { id, policy } => {
+            store.set_guard_policy(&id, &policy).await?;
+            println!("{id}: guard policy {policy}");
+        }
+        BusinessCommand::Rule {
+            id,
+            rule_id,
+            pattern,
+            weight,
+            category,
+            disable,
+        } => {
+            let rule = BusinessRule {
+                rule_id: rule_id.clone(),
+                category,
+                pattern: if disable && pattern.is_empty() {
+                    "(?:disabled)".into()
+                } else {
+                    pattern
+                },
+                weight,
+                enabled: !disable,
+            };
+            store.upsert_guard_rule(&id, &rule).await?;
+            println!(
+                "{id}: rule {rule_id} {}",
+                if disable { "disabled" } else { "set" }
+            );
+        }
+        BusinessCommand::Show { id } => match store.business(&id).await? {
+            Some(b) => {
+                let numbers = store.numbers_for_business(&b.id).await?;
+                let mut value = serde_json::to_value(&b)?;
+                value["numbers"] = serde_json::json!(numbers);
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            }
+            None => anyhow::bail!("no business with id {id:?}"),
+        },
+    }
+    Ok(())
+}
