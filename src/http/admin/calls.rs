@@ -1,0 +1,123 @@
+//! `/api/v1/calls` and `/api/v1/stats`: call records and the instance's live figures.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ErrorBody};
+use crate::http::AppState;
+use crate::store::{CallEvent, CallRecord};
+use crate::telemetry::alerts::AlertStatus;
+use crate::telemetry::window::{
+    BusinessFigures, LiveCall, RecentCall, WINDOWS_MINUTES, WindowFigures,
+};
+
+/// Filter of the call list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CallsQuery {
+    /// Only this business's calls.
+    pub business_id: Option<String>,
+    /// At most this many (1 to 500, default 50).
+    pub limit: Option<i64>,
+}
+
+/// Calls listed when the request gives no `limit`.
+pub(super) const DEFAULT_CALLS_LIMIT: i64 = 50;
+
+/// A call with the prompt it ran and its guard events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallDetail {
+    /// The call record.
+    #[schema(value_type = Object)]
+    pub call: CallRecord,
+    /// The prompt version the call ran, if recorded.
+    pub prompt_version_id: Option<String>,
+    /// The experiment arm (`control`, `variant`), if any.
+    pub variant: Option<String>,
+    /// Guard decisions, oldest first.
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<CallEvent>,
+}
+
+/// What the dashboard shows: this instance's live calls, and per business the latency
+/// percentiles and rates of the calls that ended in the last 5, 60 and 1,440 minutes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    /// When the figures were taken, epoch ms.
+    pub generated_at_ms: i64,
+    /// Calls whose media stream is open, oldest first.
+    pub live_calls: Vec<LiveCall>,
+    /// Per business (by id), one entry per window.
+    pub businesses: Vec<BusinessFigures>,
+    /// Every business together, one entry per window.
+    pub overall: Vec<WindowFigures>,
+    /// The slowest of the last 200 finished calls, slowest first.
+    pub slowest_calls: Vec<RecentCall>,
+    /// Every alert with its current figure and threshold.
+    pub alerts: Vec<AlertStatus>,
+}
+
+/// Live calls, latency percentiles and rates per business over the last 5, 60 and 1,440
+/// minutes, the slowest recent calls and the alerts (this instance's calls).
+#[utoipa::path(get, path = "/api/v1/stats", tag = "calls",
+    responses((status = 200, description = "The dashboard's figures", body = Stats)))]
+pub(super) async fn stats(State(state): State<AppState>) -> Json<Stats> {
+    let now = crate::store::now_ms();
+    let stats = &state.calls.call_stats;
+    let alert_window = stats.overall(now, state.calls.alerts.window_minutes());
+    Json(Stats {
+        generated_at_ms: now,
+        live_calls: stats.live_calls(),
+        businesses: stats.businesses(now),
+        overall: WINDOWS_MINUTES
+            .iter()
+            .map(|&minutes| stats.overall(now, minutes))
+            .collect(),
+        slowest_calls: stats.slowest_calls(),
+        alerts: state.calls.alerts.current(&alert_window),
+    })
+}
+
+/// The most recent calls, newest first.
+#[utoipa::path(get, path = "/api/v1/calls", tag = "calls", params(CallsQuery),
+    responses((status = 200, description = "Calls, newest first", body = Vec<Object>)))]
+pub(super) async fn list_calls(
+    State(state): State<AppState>,
+    Query(query): Query<CallsQuery>,
+) -> Result<Json<Vec<CallRecord>>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_CALLS_LIMIT);
+    Ok(Json(
+        state
+            .store
+            .list_calls(query.business_id.as_deref(), limit)
+            .await?,
+    ))
+}
+
+/// A call with the prompt version and arm it ran and its guard events.
+#[utoipa::path(get, path = "/api/v1/calls/{call_sid}", tag = "calls",
+    params(("call_sid" = String, Path, description = "Twilio CallSid")),
+    responses((status = 200, description = "The call", body = CallDetail),
+        (status = 404, description = "No such call", body = ErrorBody)))]
+pub(super) async fn show_call(
+    State(state): State<AppState>,
+    Path(call_sid): Path<String>,
+) -> Result<Json<CallDetail>, ApiError> {
+    let call = state
+        .store
+        .call(&call_sid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("call {call_sid:?}")))?;
+    let (prompt_version_id, variant) = state
+        .store
+        .call_prompt(&call_sid)
+        .await?
+        .unwrap_or_default();
+    let events = state.store.call_events(&call_sid).await?;
+    Ok(Json(CallDetail {
+        call,
+        prompt_version_id,
+        variant,
+        events,
+    }))
+}
