@@ -1,10 +1,10 @@
 //! `voxrelay experiment …`: prompt experiments (A/B) for operators.
 
-use anyhow::Context;
 use clap::Subcommand;
 
 use voxrelay::domain::Direction;
-use voxrelay::prompt::results::{self, ExperimentResults};
+use voxrelay::ops;
+use voxrelay::prompt::results::ExperimentResults;
 use voxrelay::store::Store;
 
 /// `voxrelay experiment` subcommands.
@@ -57,12 +57,7 @@ pub enum ExperimentCommand {
 pub async fn run(store: &Store, command: ExperimentCommand) -> anyhow::Result<()> {
     let experiment = match command {
         ExperimentCommand::Results { id, json } => {
-            let experiment = store
-                .experiment(&id)
-                .await?
-                .with_context(|| format!("no experiment {id}"))?;
-            let calls = store.experiment_calls(&id).await?;
-            let results = results::results(&experiment, &calls);
+            let results = ops::experiments::results(store, &id).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&results)?);
             } else {
@@ -83,10 +78,7 @@ pub async fn run(store: &Store, command: ExperimentCommand) -> anyhow::Result<()
         }
         ExperimentCommand::Start { id } => store.start_experiment(&id).await?,
         ExperimentCommand::Stop { id } => store.stop_experiment(&id).await?,
-        ExperimentCommand::Show { id } => store
-            .experiment(&id)
-            .await?
-            .with_context(|| format!("no experiment {id}"))?,
+        ExperimentCommand::Show { id } => ops::experiments::experiment(store, &id).await?,
     };
     println!(
         "{}\t{} {}\tcontrol {}\tvariant {} ({}%)\t{:?}",

@@ -3,8 +3,10 @@
 //! store and what else it needs, and returns domain values or an [`OpsError`]; the CLI prints
 //! them, the API maps them to JSON and status codes.
 //!
-//! - [`prompts`]: prompt versions (create, promote, rollback, preview).
+//! - [`prompts`]: prompt versions (create, promote, rollback, preview);
+//! - [`experiments`]: prompt experiments (read one, results per arm).
 
+pub mod experiments;
 pub mod prompts;
 
 use crate::prompt::resolve::ResolveError;
@@ -37,6 +39,9 @@ pub enum OpsError {
     /// The store failed or refused (its own not-found, invalid and conflict cases included).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Something on our side failed (a computation that could not run).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<ResolveError> for OpsError {

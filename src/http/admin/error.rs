@@ -49,6 +49,7 @@ impl From<ops::OpsError> for ApiError {
                 ApiError::InvalidPrompt { problems, warnings }
             }
             ops::OpsError::Store(e) => ApiError::Store(e),
+            ops::OpsError::Internal(e) => ApiError::Internal(e),
         }
     }
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, Body, ErrorBody};
 use crate::domain::{Arm, Direction};
 use crate::http::AppState;
+use crate::ops;
 use crate::prompt::experiment;
-use crate::prompt::results::{self, ExperimentResults};
+use crate::prompt::results::ExperimentResults;
 use crate::store::Experiment;
 
 /// An experiment to create (as a draft).
@@ -48,14 +49,6 @@ pub struct Assignment {
     pub bucket: u8,
 }
 
-pub(super) async fn experiment(state: &AppState, id: &str) -> Result<Experiment, ApiError> {
-    state
-        .store
-        .experiment(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("experiment {id:?}")))
-}
-
 /// Creates a draft experiment.
 #[utoipa::path(post, path = "/api/v1/businesses/{id}/experiments", tag = "experiments",
     params(("id" = String, Path, description = "Business id")), request_body = CreateExperiment,
@@ -90,12 +83,7 @@ pub(super) async fn experiment_results(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ExperimentResults>, ApiError> {
-    let experiment = experiment(&state, &id).await?;
-    let calls = state.store.experiment_calls(&id).await?;
-    // The bootstrap is CPU work: off the async workers.
-    let results = tokio::task::spawn_blocking(move || results::results(&experiment, &calls))
-        .await
-        .map_err(|e| ApiError::Internal(format!("computing experiment results: {e}")))?;
+    let results = ops::experiments::results(&state.store, &id).await?;
     Ok(Json(results))
 }
 
@@ -111,7 +99,7 @@ pub(super) async fn experiment_assignment(
     Path(id): Path<String>,
     Query(query): Query<AssignmentQuery>,
 ) -> Result<Json<Assignment>, ApiError> {
-    let experiment = experiment(&state, &id).await?;
+    let experiment = ops::experiments::experiment(&state.store, &id).await?;
     let arm = experiment::assign(&experiment.id, &query.caller, experiment.traffic_percent);
     let version_id = match arm {
         Arm::Control => experiment.control_version_id,
@@ -135,7 +123,7 @@ pub(super) async fn show_experiment(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Experiment>, ApiError> {
-    Ok(Json(experiment(&state, &id).await?))
+    Ok(Json(ops::experiments::experiment(&state.store, &id).await?))
 }
 
 /// Starts an experiment (one running per business and direction).

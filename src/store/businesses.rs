@@ -1,0 +1,395 @@
+//! Businesses and their phone numbers: add, read, change, delete; route a number to a
+//! business, find the business a number reaches, stop routing it.
+//!
+//! Deleting a business removes everything configured for it (numbers, guard rules, prompt
+//! versions, experiments) in one transaction. The record of its calls (`calls`, `call_events`)
+//! is history and stays; a call in progress keeps running on the prompts it was built with.
+
+use super::*;
+
+/// The tables that hang off a business, in the order they are emptied when it is deleted:
+/// experiments before the prompt versions they name, versions before the business.
+const BUSINESS_CHILD_TABLES: [&str; 4] = [
+    "experiments",
+    "prompt_versions",
+    "business_guard_rules",
+    "phone_numbers",
+];
+
+impl Store {
+    /// Applies `update` to a business (each `Some` field replaces the stored value) and sets its
+    /// `updated_at_ms` to now; returns the business as stored. An empty update returns the
+    /// business unchanged. Calls in progress keep what they started with.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty name, language or voice, an unknown guard policy, or
+    /// a required section that is empty or spans lines; [`StoreError::NotFound`] if the business
+    /// does not exist.
+    pub async fn update_business(
+        &self,
+        id: &str,
+        update: &BusinessUpdate,
+    ) -> Result<Business, StoreError> {
+        let mut business = self
+            .business(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("business {id:?}")))?;
+        if update.is_empty() {
+            return Ok(business);
+        }
+        let text = |field: &str, value: &Option<String>, current: &mut String| {
+            if let Some(value) = value {
+                require_non_empty(field, value)?;
+                *current = value.trim().to_string();
+            }
+            Ok::<(), StoreError>(())
+        };
+        text("business name", &update.name, &mut business.name)?;
+        text(
+            "business language",
+            &update.language,
+            &mut business.language,
+        )?;
+        text("business voice", &update.voice, &mut business.voice)?;
+        if let Some(policy) = &update.guard_policy {
+            business.guard_policy = validate_guard_policy(policy)?.to_string();
+        }
+        if let Some(sections) = &update.required_sections {
+            business.required_sections = validate_sections(sections)?;
+        }
+        if let Some(hours) = &update.hours {
+            business.hours = hours.trim().to_string();
+        }
+        for (value, current) in [
+            (&update.ai_prompt, &mut business.ai_prompt),
+            (&update.outbound_ai_prompt, &mut business.outbound_ai_prompt),
+            (
+                &update.greeting_instructions,
+                &mut business.greeting_instructions,
+            ),
+        ] {
+            if let Some(value) = value {
+                current.clone_from(value);
+            }
+        }
+        business.updated_at_ms = now_ms();
+        let sql = format!(
+            "UPDATE businesses SET name = $2, language = $3, voice = $4, ai_prompt = $5, \
+             outbound_ai_prompt = $6, greeting_instructions = $7, guard_policy = $8, hours = $9, \
+             required_sections = $10, updated_at_ms = $11 WHERE id = $1 \
+             RETURNING {BUSINESS_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&business.id)
+            .bind(&business.name)
+            .bind(&business.language)
+            .bind(&business.voice)
+            .bind(&business.ai_prompt)
+            .bind(&business.outbound_ai_prompt)
+            .bind(&business.greeting_instructions)
+            .bind(&business.guard_policy)
+            .bind(&business.hours)
+            .bind(join_sections(&business.required_sections))
+            .bind(business.updated_at_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(business_from_row(&row)?),
+            // Deleted between the read and the write.
+            None => Err(StoreError::NotFound(format!("business {id:?}"))),
+        }
+    }
+
+    /// Deletes a business with its numbers, guard rules, prompt versions and experiments, in one
+    /// transaction. Its call records and guard events are kept.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the business does not exist; [`StoreError::Query`] if the
+    /// database fails (nothing is deleted then).
+    pub async fn delete_business(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for table in BUSINESS_CHILD_TABLES {
+            let sql = format!("DELETE FROM {table} WHERE business_id = $1");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let deleted = sqlx::query("DELETE FROM businesses WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound(format!("business {id:?}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stops routing the phone number `e164` (normalised first) to `business_id`; returns the
+    /// number as it was stored. Calls to it get the unknown-number answer from then on.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed number; [`StoreError::NotFound`] if the number is
+    /// not routed to that business.
+    pub async fn remove_number(&self, business_id: &str, e164: &str) -> Result<String, StoreError> {
+        let number = normalize_e164(e164)?;
+        let result = sqlx::query("DELETE FROM phone_numbers WHERE e164 = $1 AND business_id = $2")
+            .bind(&number)
+            .bind(business_id)
+            .execute(&self.pool)
+            .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "phone number {number} of business {business_id:?}"
+            )));
+        }
+        Ok(number)
+    }
+}
+
+impl Store {
+    /// Creates a business and returns it as stored, with `created_at_ms = updated_at_ms = now`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty name, language or voice, a guard policy other than
+    /// `monitor`, `gate` or `flag`, a required section that is empty or spans lines, or a
+    /// malformed id (see [`NewBusiness::id`]); [`StoreError::Conflict`] if the id is taken.
+    pub async fn add_business(&self, new: &NewBusiness) -> Result<Business, StoreError> {
+        let id = match &new.id {
+            Some(id) => {
+                validate_business_id(id)?;
+                id.clone()
+            }
+            None => generate_business_id(),
+        };
+        require_non_empty("business name", &new.name)?;
+        require_non_empty("business language", &new.language)?;
+        require_non_empty("business voice", &new.voice)?;
+        let guard_policy = validate_guard_policy(&new.guard_policy)?;
+        let required_sections = validate_sections(&new.required_sections)?;
+
+        let now = now_ms();
+        let business = Business {
+            id,
+            name: new.name.trim().to_string(),
+            language: new.language.trim().to_string(),
+            voice: new.voice.trim().to_string(),
+            ai_prompt: new.ai_prompt.clone(),
+            outbound_ai_prompt: new.outbound_ai_prompt.clone(),
+            greeting_instructions: new.greeting_instructions.clone(),
+            guard_policy: guard_policy.to_string(),
+            hours: new.hours.trim().to_string(),
+            required_sections,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        let sql = format!(
+            "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&business.id)
+            .bind(&business.name)
+            .bind(&business.language)
+            .bind(&business.voice)
+            .bind(&business.ai_prompt)
+            .bind(&business.outbound_ai_prompt)
+            .bind(&business.greeting_instructions)
+            .bind(&business.guard_policy)
+            .bind(&business.hours)
+            .bind(join_sections(&business.required_sections))
+            .bind(business.created_at_ms)
+            .bind(business.updated_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+                Some(ErrorKind::UniqueViolation) => {
+                    StoreError::Conflict(format!("business id {:?} already exists", business.id))
+                }
+                _ => StoreError::Query(e),
+            })?;
+        Ok(business)
+    }
+
+    /// The business with this id, or `None`.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails.
+    pub async fn business(&self, id: &str) -> Result<Option<Business>, StoreError> {
+        let sql = format!("SELECT {BUSINESS_COLUMNS} FROM businesses WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(business_from_row).transpose()?)
+    }
+
+    /// Every business, oldest first (by `created_at_ms`, then id).
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails.
+    pub async fn list_businesses(&self) -> Result<Vec<Business>, StoreError> {
+        let sql = format!("SELECT {BUSINESS_COLUMNS} FROM businesses ORDER BY created_at_ms, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(business_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Sets a business's guard policy (`"monitor"`, `"gate"` or `"flag"`, see
+    /// [`Business::guard_policy`]) and its `updated_at_ms` to now. Calls already in progress keep
+    /// the policy they started with.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for any other policy (the message quotes it);
+    /// [`StoreError::NotFound`] if the business does not exist.
+    pub async fn set_guard_policy(
+        &self,
+        business_id: &str,
+        policy: &str,
+    ) -> Result<(), StoreError> {
+        let policy = validate_guard_policy(policy)?;
+        let result = sqlx::query(
+            "UPDATE businesses SET guard_policy = $2, updated_at_ms = $3 WHERE id = $1",
+        )
+        .bind(business_id)
+        .bind(policy)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("business {business_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Routes the phone number `e164` to a business. The number is normalised first (see
+    /// [`normalize_e164`]), so `"+1 (415) 555-0100"` is stored as `"+14155550100"`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed number; [`StoreError::NotFound`] if the business
+    /// does not exist; [`StoreError::Conflict`] if the number already belongs to a business
+    /// (this one or another).
+    pub async fn add_number(&self, e164: &str, business_id: &str) -> Result<(), StoreError> {
+        let number = normalize_e164(e164)?;
+        sqlx::query("INSERT INTO phone_numbers (e164, business_id) VALUES ($1, $2)")
+            .bind(&number)
+            .bind(business_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+                Some(ErrorKind::UniqueViolation) => StoreError::Conflict(format!(
+                    "phone number {number} is already assigned to a business"
+                )),
+                Some(ErrorKind::ForeignKeyViolation) => {
+                    StoreError::NotFound(format!("business {business_id:?}"))
+                }
+                _ => StoreError::Query(e),
+            })?;
+        Ok(())
+    }
+
+    /// The business that owns the phone number `e164` (normalised first), or `None` if the
+    /// number is not routed.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed number; [`StoreError::Query`] if the database fails.
+    pub async fn business_for_number(&self, e164: &str) -> Result<Option<Business>, StoreError> {
+        let number = normalize_e164(e164)?;
+        let sql = format!(
+            "SELECT {BUSINESS_COLUMNS} FROM businesses \
+             WHERE id = (SELECT business_id FROM phone_numbers WHERE e164 = $1)"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&number)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(business_from_row).transpose()?)
+    }
+
+    /// The E.164 numbers routed to a business, sorted; empty for an unknown business.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails.
+    pub async fn numbers_for_business(&self, business_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT e164 FROM phone_numbers WHERE business_id = $1 ORDER BY e164")
+                .bind(business_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("e164"))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// `"biz_"` followed by the first 12 hex digits of a random (v4) UUID.
+pub(super) fn generate_business_id() -> String {
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    format!("biz_{}", &hex[..12])
+}
+
+/// Checks a caller-chosen business id: 1 to [`MAX_ID_LEN`] of `[A-Za-z0-9_.-]`.
+pub(super) fn validate_business_id(id: &str) -> Result<(), StoreError> {
+    validate_id("business id", id)
+}
+
+/// The policy's stored form, when it is one of [`GuardPolicy`]'s (exact, lower-case match).
+pub(super) fn validate_guard_policy(policy: &str) -> Result<&'static str, StoreError> {
+    policy
+        .parse::<GuardPolicy>()
+        .map(GuardPolicy::as_str)
+        .map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// The required section names, trimmed; each must be non-empty and on one line.
+pub(super) fn validate_sections(sections: &[String]) -> Result<Vec<String>, StoreError> {
+    sections
+        .iter()
+        .map(|name| {
+            let trimmed = name.trim();
+            if trimmed.is_empty() || trimmed.contains(['\n', '\r']) {
+                Err(StoreError::Invalid(format!(
+                    "required section {name:?}: a name must be one non-empty line"
+                )))
+            } else {
+                Ok(trimmed.to_string())
+            }
+        })
+        .collect()
+}
+
+/// The required sections as stored: one name a line.
+pub(super) fn join_sections(sections: &[String]) -> String {
+    sections.join(&SECTION_SEPARATOR.to_string())
+}
+
+/// Maps a row with the `businesses` columns, in any order.
+pub(super) fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
+    Ok(Business {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        language: row.try_get("language")?,
+        voice: row.try_get("voice")?,
+        ai_prompt: row.try_get("ai_prompt")?,
+        outbound_ai_prompt: row.try_get("outbound_ai_prompt")?,
+        greeting_instructions: row.try_get("greeting_instructions")?,
+        guard_policy: row.try_get("guard_policy")?,
+        hours: row.try_get("hours")?,
+        required_sections: {
+            let text: String = row.try_get("required_sections")?;
+            text.split(SECTION_SEPARATOR)
+                .filter(|name| !name.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        },
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}

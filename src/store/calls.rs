@@ -1,0 +1,184 @@
+//! The record of every call: its start, its end with the summary, reading one, listing the
+//! most recent.
+
+use super::*;
+
+/// The most calls [`Store::list_calls`] returns at once.
+const MAX_CALLS_LISTED: i64 = 500;
+
+impl Store {
+    /// The most recent calls (by start time, newest first, then CallSid), of one business or
+    /// (`None`) of all, at most `limit` (clamped to 1 to 500).
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails or a stored direction is not
+    /// `inbound`/`outbound`.
+    pub async fn list_calls(
+        &self,
+        business_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let limit = limit.clamp(1, MAX_CALLS_LISTED);
+        let sql = format!(
+            "SELECT {CALL_COLUMNS} FROM calls WHERE ($1 IS NULL OR business_id = $1) \
+             ORDER BY started_at_ms DESC, call_sid LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(business_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(call_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+impl Store {
+    /// Records a call when its media stream starts; it stays open (no end) until
+    /// [`Store::finish_call`].
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty CallSid or business id or a negative start time;
+    /// [`StoreError::Conflict`] if the CallSid is already recorded.
+    pub async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError> {
+        require_non_empty("call_sid", &call.call_sid)?;
+        require_non_empty("business_id", &call.business_id)?;
+        require_non_negative("started_at_ms", call.started_at_ms)?;
+        sqlx::query(
+            "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
+             to_number, started_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&call.call_sid)
+        .bind(call.stream_sid.as_deref())
+        .bind(&call.business_id)
+        .bind(call.direction.as_str())
+        .bind(&call.from_number)
+        .bind(&call.to_number)
+        .bind(call.started_at_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+            Some(ErrorKind::UniqueViolation) => {
+                StoreError::Conflict(format!("call {:?} is already recorded", call.call_sid))
+            }
+            _ => StoreError::Query(e),
+        })?;
+        Ok(())
+    }
+
+    /// Records how a call ended: its end time, greeting latency, end reason and summary.
+    /// Finishing a call twice overwrites the first end.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a negative end time, latency or count (the message names
+    /// the field); [`StoreError::NotFound`] if no call has this CallSid.
+    pub async fn finish_call(&self, call_sid: &str, end: &CallEnd) -> Result<(), StoreError> {
+        require_non_negative("ended_at_ms", end.ended_at_ms)?;
+        let s = &end.summary;
+        for (field, value) in [
+            ("greeting_latency_ms", end.greeting_latency_ms),
+            ("turn_p50_ms", s.turn_p50_ms),
+            ("turn_max_ms", s.turn_max_ms),
+            ("turns", Some(s.turns)),
+            ("barge_ins", Some(s.barge_ins)),
+            ("frames_dropped", Some(s.frames_dropped)),
+            ("upstream_errors", Some(s.upstream_errors)),
+            ("total_tokens", Some(s.total_tokens)),
+            ("echo_events", Some(s.echo_events)),
+            ("guard_blocks", Some(s.guard_blocks)),
+        ] {
+            if let Some(value) = value {
+                require_non_negative(field, value)?;
+            }
+        }
+        let result = sqlx::query(
+            "UPDATE calls SET ended_at_ms = $2, greeting_latency_ms = $3, end_reason = $4, \
+             turns = $5, turn_p50_ms = $6, turn_max_ms = $7, barge_ins = $8, \
+             frames_dropped = $9, upstream_errors = $10, total_tokens = $11, echo_events = $12, \
+             guard_blocks = $13 WHERE call_sid = $1",
+        )
+        .bind(call_sid)
+        .bind(end.ended_at_ms)
+        .bind(end.greeting_latency_ms)
+        .bind(end.end_reason.as_deref())
+        .bind(s.turns)
+        .bind(s.turn_p50_ms)
+        .bind(s.turn_max_ms)
+        .bind(s.barge_ins)
+        .bind(s.frames_dropped)
+        .bind(s.upstream_errors)
+        .bind(s.total_tokens)
+        .bind(s.echo_events)
+        .bind(s.guard_blocks)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("call {call_sid:?}")));
+        }
+        Ok(())
+    }
+
+    /// The call with this CallSid, or `None`.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails or the stored direction is not
+    /// `inbound`/`outbound`.
+    pub async fn call(&self, call_sid: &str) -> Result<Option<CallRecord>, StoreError> {
+        let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_sid = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(call_sid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(call_from_row).transpose()?)
+    }
+}
+
+/// Maps a row with the `calls` columns, in any order.
+pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord, sqlx::Error> {
+    let direction: String = row.try_get("direction")?;
+    let direction: Direction = direction
+        .parse()
+        .map_err(|e: crate::domain::UnknownValue| sqlx::Error::ColumnDecode {
+            index: "direction".to_string(),
+            source: Box::new(e),
+        })?;
+    Ok(CallRecord {
+        call_sid: row.try_get("call_sid")?,
+        stream_sid: row.try_get("stream_sid")?,
+        business_id: row.try_get("business_id")?,
+        direction,
+        from_number: row.try_get("from_number")?,
+        to_number: row.try_get("to_number")?,
+        started_at_ms: row.try_get("started_at_ms")?,
+        ended_at_ms: row.try_get("ended_at_ms")?,
+        greeting_latency_ms: row.try_get("greeting_latency_ms")?,
+        end_reason: row.try_get("end_reason")?,
+        summary: summary_from_row(row)?,
+        prompt_version_id: row.try_get("prompt_version_id")?,
+        experiment_id: row.try_get("experiment_id")?,
+        variant: row.try_get("variant")?,
+    })
+}
+
+/// The summary columns of a `calls` row; `None` while the call has none (`turns` is NULL).
+pub(super) fn summary_from_row(row: &AnyRow) -> Result<Option<CallSummary>, sqlx::Error> {
+    let Some(turns) = row.try_get::<Option<i64>, _>("turns")? else {
+        return Ok(None);
+    };
+    let count = |column: &str| -> Result<i64, sqlx::Error> {
+        Ok(row.try_get::<Option<i64>, _>(column)?.unwrap_or(0))
+    };
+    Ok(Some(CallSummary {
+        turns,
+        turn_p50_ms: row.try_get("turn_p50_ms")?,
+        turn_max_ms: row.try_get("turn_max_ms")?,
+        barge_ins: count("barge_ins")?,
+        frames_dropped: count("frames_dropped")?,
+        upstream_errors: count("upstream_errors")?,
+        total_tokens: count("total_tokens")?,
+        echo_events: count("echo_events")?,
+        guard_blocks: count("guard_blocks")?,
+    }))
+}
