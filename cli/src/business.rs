@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
-use voxrelay::store::{BusinessRule, BusinessUpdate, NewBusiness, Store};
+use voxrelay::ops;
+use voxrelay::store::{BusinessRule, BusinessUpdate, Store};
 
 /// `voxrelay business` subcommands.
 #[derive(Subcommand)]
@@ -19,12 +20,12 @@ pub enum BusinessCommand {
         /// Id (letters, digits, '_', '-', '.'); generated when omitted.
         #[arg(long)]
         id: Option<String>,
-        /// Main language (BCP 47, e.g. en).
-        #[arg(long, default_value = "en")]
-        language: String,
-        /// Realtime voice.
-        #[arg(long, default_value = "marin")]
-        voice: String,
+        /// Main language (BCP 47); default en.
+        #[arg(long)]
+        language: Option<String>,
+        /// Realtime voice; default marin.
+        #[arg(long)]
+        voice: Option<String>,
         /// File with the inbound business prompt.
         #[arg(long)]
         prompt_file: Option<PathBuf>,
@@ -159,14 +160,22 @@ pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> 
                     None => Ok(String::new()),
                 }
             };
-            let mut new = NewBusiness::named(name);
-            new.id = id;
-            new.language = language;
-            new.voice = voice;
-            new.ai_prompt = read(prompt_file)?;
-            new.outbound_ai_prompt = read(outbound_prompt_file)?;
-            new.greeting_instructions = greeting;
-            let b = store.add_business(&new).await?;
+            let b = ops::businesses::create(
+                store,
+                ops::businesses::CreateBusiness {
+                    id,
+                    name,
+                    language,
+                    voice,
+                    ai_prompt: read(prompt_file)?,
+                    outbound_ai_prompt: read(outbound_prompt_file)?,
+                    greeting_instructions: greeting,
+                    guard_policy: None,
+                    hours: String::new(),
+                    required_sections: Vec::new(),
+                },
+            )
+            .await?;
             println!("{}", b.id);
         }
         BusinessCommand::List => {
@@ -212,8 +221,8 @@ pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> 
             println!("{id}: deleted");
         }
         BusinessCommand::Policy { id, policy } => {
-            store.set_guard_policy(&id, &policy).await?;
-            println!("{id}: guard policy {policy}");
+            let b = ops::businesses::set_policy(store, &id, &policy).await?;
+            println!("{id}: guard policy {}", b.guard_policy);
         }
         BusinessCommand::Rule {
             id,
@@ -240,15 +249,12 @@ pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> 
                 if disable { "disabled" } else { "set" }
             );
         }
-        BusinessCommand::Show { id } => match store.business(&id).await? {
-            Some(b) => {
-                let numbers = store.numbers_for_business(&b.id).await?;
-                let mut value = serde_json::to_value(&b)?;
-                value["numbers"] = serde_json::json!(numbers);
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            }
-            None => anyhow::bail!("no business with id {id:?}"),
-        },
+        BusinessCommand::Show { id } => {
+            let detail = ops::businesses::detail(store, &id).await?;
+            let mut value = serde_json::to_value(&detail.business)?;
+            value["numbers"] = serde_json::json!(detail.numbers);
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
     }
     Ok(())
 }

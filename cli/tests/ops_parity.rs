@@ -345,3 +345,61 @@ async fn rollback_to_a_version_that_no_longer_validates_is_refused_on_both_doors
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_business_created_on_either_door_gets_the_same_defaults_and_detail() {
+    let world = dental_world(0).await;
+    let api = Api::new(&world);
+    let said = cli(
+        &world,
+        &[
+            "business",
+            "add",
+            "--name",
+            "Corner Bakery",
+            "--id",
+            "from_cli",
+        ],
+    );
+    assert!(said.ok, "{} {}", said.out, said.err);
+    let r = api
+        .admin_post(
+            "/businesses",
+            json!({"id": "from_api", "name": "Corner Bakery"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let from_cli = world
+        .store
+        .business("from_cli")
+        .await
+        .expect("store")
+        .expect("cli");
+    let from_api = world
+        .store
+        .business("from_api")
+        .await
+        .expect("store")
+        .expect("api");
+    assert_eq!(
+        (&from_cli.language, &from_cli.voice, &from_cli.guard_policy),
+        (&from_api.language, &from_api.voice, &from_api.guard_policy)
+    );
+    assert_eq!(from_cli.guard_policy, "monitor");
+
+    // Show: the same business and numbers from both doors.
+    let said = cli(&world, &["business", "show", "dental"]);
+    assert!(said.ok, "{} {}", said.out, said.err);
+    let shown: serde_json::Value = serde_json::from_str(&said.out).expect("JSON");
+    let r = api.admin_get("/businesses/dental").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(shown["numbers"], r.json["numbers"]);
+    assert_eq!(shown["id"], r.json["business"]["id"]);
+    let said = cli(&world, &["business", "show", "nobody"]);
+    assert!(!said.ok);
+    assert_eq!(
+        api.admin_get("/businesses/nobody").await.status,
+        StatusCode::NOT_FOUND
+    );
+    world.stop().await;
+}

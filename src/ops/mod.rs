@@ -3,9 +3,11 @@
 //! store and what else it needs, and returns domain values or an [`OpsError`]; the CLI prints
 //! them, the API maps them to JSON and status codes.
 //!
+//! - [`businesses`]: businesses (create with the shared defaults, read with numbers, policy);
 //! - [`prompts`]: prompt versions (create, promote, rollback, preview);
 //! - [`experiments`]: prompt experiments (read one, results per arm).
 
+pub mod businesses;
 pub mod experiments;
 pub mod prompts;
 

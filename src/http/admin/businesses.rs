@@ -1,5 +1,7 @@
 //! `/api/v1/businesses`: businesses, their numbers and guard policy.
 
+pub use crate::ops::businesses::{BusinessDetail, CreateBusiness};
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,50 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, Body, ErrorBody};
 use crate::http::AppState;
 use crate::ops;
-use crate::store::{
-    Business, BusinessUpdate, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, NewBusiness,
-    normalize_e164,
-};
-
-/// A business to create; everything but `name` has a default.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct CreateBusiness {
-    /// Id (1 to 64 of `[A-Za-z0-9_.-]`); generated when absent.
-    pub id: Option<String>,
-    /// Display name.
-    pub name: String,
-    /// BCP 47 language tag; default `"en"`.
-    pub language: Option<String>,
-    /// Realtime API voice; default `"marin"`.
-    pub voice: Option<String>,
-    /// Business layer of the inbound prompt.
-    #[serde(default)]
-    pub ai_prompt: String,
-    /// Business layer of the outbound prompt.
-    #[serde(default)]
-    pub outbound_ai_prompt: String,
-    /// How the model opens the call.
-    #[serde(default)]
-    pub greeting_instructions: String,
-    /// `monitor`, `gate` or `flag`; default `monitor`.
-    pub guard_policy: Option<String>,
-    /// Opening hours as free text (`business.hours` in prompt bodies).
-    #[serde(default)]
-    pub hours: String,
-    /// Sections every prompt version must have (headings or `Name:` labels); default none.
-    #[serde(default)]
-    pub required_sections: Vec<String>,
-}
-
-/// A business with its phone numbers.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BusinessDetail {
-    /// The business row.
-    #[schema(value_type = Object)]
-    pub business: Business,
-    /// Its E.164 numbers, sorted.
-    pub numbers: Vec<String>,
-}
+use crate::store::{Business, BusinessUpdate, normalize_e164};
 
 /// A new guard policy.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -94,23 +53,9 @@ pub(super) async fn create_business(
     State(state): State<AppState>,
     Body(new): Body<CreateBusiness>,
 ) -> Result<(StatusCode, Json<Business>), ApiError> {
-    let new = NewBusiness {
-        id: new.id,
-        name: new.name,
-        language: new.language.unwrap_or_else(|| DEFAULT_LANGUAGE.into()),
-        voice: new.voice.unwrap_or_else(|| DEFAULT_VOICE.into()),
-        ai_prompt: new.ai_prompt,
-        outbound_ai_prompt: new.outbound_ai_prompt,
-        greeting_instructions: new.greeting_instructions,
-        guard_policy: new
-            .guard_policy
-            .unwrap_or_else(|| DEFAULT_GUARD_POLICY.into()),
-        hours: new.hours,
-        required_sections: new.required_sections,
-    };
     Ok((
         StatusCode::CREATED,
-        Json(state.store.add_business(&new).await?),
+        Json(ops::businesses::create(&state.store, new).await?),
     ))
 }
 
@@ -123,9 +68,7 @@ pub(super) async fn show_business(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BusinessDetail>, ApiError> {
-    let business = ops::business(&state.store, &id).await?;
-    let numbers = state.store.numbers_for_business(&id).await?;
-    Ok(Json(BusinessDetail { business, numbers }))
+    Ok(Json(ops::businesses::detail(&state.store, &id).await?))
 }
 
 /// Sets a business's guard policy.
@@ -139,8 +82,9 @@ pub(super) async fn set_policy(
     Path(id): Path<String>,
     Body(body): Body<SetPolicy>,
 ) -> Result<Json<Business>, ApiError> {
-    state.store.set_guard_policy(&id, &body.policy).await?;
-    Ok(Json(ops::business(&state.store, &id).await?))
+    Ok(Json(
+        ops::businesses::set_policy(&state.store, &id, &body.policy).await?,
+    ))
 }
 
 /// Routes a phone number to a business.
