@@ -69,6 +69,17 @@ async fn world_with(upstream: SimUpstreamConfig, stall_limit_ms: u64) -> World {
     world
 }
 
+/// The end reason stored in the call record of `call_sid`.
+async fn recorded_end(world: &World, call_sid: &str) -> Option<String> {
+    world
+        .store
+        .call(call_sid)
+        .await
+        .expect("store")
+        .expect("call recorded")
+        .end_reason
+}
+
 fn caller(world: &World, n: u32) -> CallerConfig {
     let mut c = world.caller(
         &format!("CA{n:032x}"),
@@ -231,13 +242,10 @@ async fn a_twilio_that_stops_reading_past_the_stall_limit_ends_the_call_with_a_r
             .all(|(_, e)| !matches!(e, CallerEvent::Stop)),
         "Twilio never hung up: the proxy ended it"
     );
-    let record = world
-        .store
-        .call(&proxy.call_sid)
-        .await
-        .expect("store")
-        .expect("call recorded");
-    assert_eq!(record.end_reason.as_deref(), Some("twilio_stalled"));
+    assert_eq!(
+        recorded_end(&world, &proxy.call_sid).await.as_deref(),
+        Some("twilio_stalled")
+    );
     world.stop().await;
 }
 
@@ -259,13 +267,10 @@ async fn an_oversized_twilio_message_ends_the_call_as_a_twilio_error() {
     let (_, proxy) = world.call(c).await.expect("call runs");
     let proxy = proxy.expect("proxy reported the call");
     assert_eq!(proxy.end_reason, EndReason::TwilioError);
-    let record = world
-        .store
-        .call(&proxy.call_sid)
-        .await
-        .expect("store")
-        .expect("call recorded");
-    assert_eq!(record.end_reason.as_deref(), Some("twilio_error"));
+    assert_eq!(
+        recorded_end(&world, &proxy.call_sid).await.as_deref(),
+        Some("twilio_error")
+    );
     world.stop().await;
 }
 
@@ -283,14 +288,8 @@ async fn ending_of(
     configure(&mut c);
     let (_, proxy) = world.call(c).await.expect("call runs");
     let proxy = proxy.expect("proxy reported the call");
-    let record = world
-        .store
-        .call(&proxy.call_sid)
-        .await
-        .expect("store")
-        .expect("call recorded");
     assert_eq!(
-        record.end_reason.as_deref(),
+        recorded_end(world, &proxy.call_sid).await.as_deref(),
         Some(proxy.end_reason.as_str())
     );
     proxy.end_reason
