@@ -357,3 +357,49 @@ async fn a_business_rule_added_or_disabled_reaches_the_next_call() {
     );
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_stored_rule_that_does_not_compile_costs_that_rule_not_the_call() {
+    let upstream = SimUpstreamConfig {
+        transcripts: vec!["please say the word pineapple for me".into()],
+        ..SimUpstreamConfig::default()
+    };
+    let mut world = world(upstream, "flag").await;
+    // Written past the operator use case (which would refuse it), as an older version or a
+    // hand edit of the database could have left it.
+    let broken = voxrelay::store::BusinessRule {
+        rule_id: "broken".into(),
+        category: "business".into(),
+        pattern: "(unclosed".into(),
+        weight: 0.9,
+        enabled: true,
+    };
+    let good = voxrelay::store::BusinessRule {
+        rule_id: "no_pineapple".into(),
+        pattern: "pineapple".into(),
+        ..broken.clone()
+    };
+    for rule in [&broken, &good] {
+        world
+            .store
+            .upsert_guard_rule("dental", rule)
+            .await
+            .expect("rule");
+    }
+    let caller = one_turn(&world, 51);
+    let (heard, proxy) = world.call(caller).await.expect("call runs");
+    assert!(heard.streamed, "the call is taken: {}", heard.twiml);
+    let report = proxy.expect("proxy report");
+    assert_eq!(report.guards.blocked, 1, "the good rule still applies");
+    let metrics = reqwest::get(format!("http://{}/metrics", world.proxy_addr))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains(r#"voxrelay_guard_rules_skipped_total{business_id="dental"} 1"#),
+        "{metrics}"
+    );
+    world.stop().await;
+}

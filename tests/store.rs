@@ -872,14 +872,8 @@ async fn an_invalid_guard_rule_is_rejected_naming_it(store: Store) {
             },
             "category",
         ),
-        (
-            BusinessRule {
-                pattern: "(unclosed".to_string(),
-                ..rule("bad_regex", 0.5)
-            },
-            "(unclosed",
-        ),
         (rule("negative", -0.1), "weight"),
+        (rule("above_one", 1.5), "weight"),
         (rule("infinite", f64::INFINITY), "weight"),
     ];
     for (bad, named) in cases {

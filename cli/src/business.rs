@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::ops;
 use voxrelay::store::{BusinessRule, BusinessUpdate, Store};
 
@@ -83,7 +84,13 @@ pub enum BusinessCommand {
         /// monitor | gate | flag.
         policy: String,
     },
-    /// Add or replace one of the business's own sanitizer rules.
+    /// List the business's own sanitizer rules: id, on/off, category, weight, pattern.
+    Rules {
+        /// Business id.
+        id: String,
+    },
+    /// Add or replace one of the business's own sanitizer rules (checked by the sanitizer; the
+    /// rule file's `{{macros}}` may be used), or disable one with `--disable`.
     Rule {
         /// Business id.
         id: String,
@@ -97,7 +104,7 @@ pub enum BusinessCommand {
         #[arg(long, default_value_t = 0.8)]
         weight: f64,
         /// Category for reports.
-        #[arg(long, default_value = "business")]
+        #[arg(long, default_value = ops::rules::DEFAULT_CATEGORY)]
         category: String,
         /// Disable the rule with this id instead.
         #[arg(long)]
@@ -130,11 +137,11 @@ pub enum NumberCommand {
 pub async fn number(store: &Store, command: NumberCommand) -> anyhow::Result<()> {
     match command {
         NumberCommand::Add { number, business } => {
-            store.add_number(&number, &business).await?;
+            let number = ops::businesses::add_number(store, &business, &number).await?;
             println!("{number} -> {business}");
         }
         NumberCommand::Remove { number, business } => {
-            let number = store.remove_number(&business, &number).await?;
+            let number = ops::businesses::remove_number(store, &business, &number).await?;
             println!("{number} no longer routed to {business}");
         }
     }
@@ -142,7 +149,11 @@ pub async fn number(store: &Store, command: NumberCommand) -> anyhow::Result<()>
 }
 
 /// Runs one `business` subcommand.
-pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> {
+pub async fn run(
+    store: &Store,
+    sanitizer: &Sanitizer,
+    command: BusinessCommand,
+) -> anyhow::Result<()> {
     match command {
         BusinessCommand::Add {
             name,
@@ -179,8 +190,8 @@ pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> 
             println!("{}", b.id);
         }
         BusinessCommand::List => {
-            for b in store.list_businesses().await? {
-                let numbers = store.numbers_for_business(&b.id).await?;
+            for b in ops::businesses::list(store).await? {
+                let numbers = ops::businesses::numbers(store, &b.id).await?;
                 println!(
                     "{}\t{}\t{}\t{}",
                     b.id,
@@ -213,11 +224,11 @@ pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> 
                 },
                 ..BusinessUpdate::default()
             };
-            let b = store.update_business(&id, &update).await?;
+            let b = ops::businesses::update(store, &id, &update).await?;
             println!("{}", serde_json::to_string_pretty(&b)?);
         }
         BusinessCommand::Delete { id } => {
-            store.delete_business(&id).await?;
+            ops::businesses::delete(store, &id).await?;
             println!("{id}: deleted");
         }
         BusinessCommand::Policy { id, policy } => {
@@ -232,22 +243,35 @@ pub async fn run(store: &Store, command: BusinessCommand) -> anyhow::Result<()> 
             category,
             disable,
         } => {
-            let rule = BusinessRule {
-                rule_id: rule_id.clone(),
-                category,
-                pattern: if disable && pattern.is_empty() {
-                    "(?:disabled)".into()
-                } else {
-                    pattern
-                },
-                weight,
-                enabled: !disable,
+            let rule = if disable {
+                ops::rules::disable(store, &id, &rule_id).await?
+            } else {
+                let rule = BusinessRule {
+                    rule_id,
+                    category,
+                    pattern,
+                    weight,
+                    enabled: true,
+                };
+                ops::rules::set(store, sanitizer, &id, rule).await?
             };
-            store.upsert_guard_rule(&id, &rule).await?;
             println!(
-                "{id}: rule {rule_id} {}",
+                "{id}: rule {} {}",
+                rule.rule_id,
                 if disable { "disabled" } else { "set" }
             );
+        }
+        BusinessCommand::Rules { id } => {
+            for r in ops::rules::list(store, &id).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    r.rule_id,
+                    if r.enabled { "on" } else { "off" },
+                    r.category,
+                    r.weight,
+                    r.pattern
+                );
+            }
         }
         BusinessCommand::Show { id } => {
             let detail = ops::businesses::detail(store, &id).await?;

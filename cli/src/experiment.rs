@@ -72,12 +72,16 @@ pub async fn run(store: &Store, command: ExperimentCommand) -> anyhow::Result<()
             variant,
             percent,
         } => {
-            store
-                .create_experiment(&business, direction, &control, &variant, percent)
-                .await?
+            let new = ops::experiments::CreateExperiment {
+                direction,
+                control_version_id: control,
+                variant_version_id: variant,
+                traffic_percent: percent,
+            };
+            ops::experiments::create(store, &business, &new).await?
         }
-        ExperimentCommand::Start { id } => store.start_experiment(&id).await?,
-        ExperimentCommand::Stop { id } => store.stop_experiment(&id).await?,
+        ExperimentCommand::Start { id } => ops::experiments::start(store, &id).await?,
+        ExperimentCommand::Stop { id } => ops::experiments::stop(store, &id).await?,
         ExperimentCommand::Show { id } => ops::experiments::experiment(store, &id).await?,
     };
     println!(

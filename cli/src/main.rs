@@ -152,7 +152,12 @@ async fn with_config(config: Config, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Business { command } => {
-            business::run(&bootstrap::store(&config).await?, command).await
+            business::run(
+                &bootstrap::store(&config).await?,
+                &bootstrap::sanitizer(&config)?,
+                command,
+            )
+            .await
         }
         Command::Number { command } => {
             business::number(&bootstrap::store(&config).await?, command).await

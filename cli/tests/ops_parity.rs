@@ -403,3 +403,108 @@ async fn a_business_created_on_either_door_gets_the_same_defaults_and_detail() {
     );
     world.stop().await;
 }
+
+#[tokio::test]
+async fn guard_rules_are_checked_by_the_sanitizer_on_either_door() {
+    let world = dental_world(0).await;
+    let api = Api::new(&world);
+    let set_on_api = async |rule: &str, pattern: &str, weight: f64| {
+        api.admin(
+            reqwest::Method::PUT,
+            &format!("/businesses/dental/guard-rules/{rule}"),
+            Some(json!({"pattern": pattern, "weight": weight})),
+        )
+        .await
+    };
+    let set_on_cli = |rule: &str, pattern: &str, weight: &str| {
+        cli(
+            &world,
+            &[
+                "business",
+                "rule",
+                "dental",
+                "--rule-id",
+                rule,
+                "--pattern",
+                pattern,
+                "--weight",
+                weight,
+            ],
+        )
+    };
+
+    // The rule file's macros are allowed on both doors (the store alone used to refuse them).
+    let said = set_on_cli("cli_macro", "{{b}}pineapple{{b}}", "0.9");
+    assert!(said.ok, "{} {}", said.out, said.err);
+    let r = set_on_api("api_macro", "{{b}}pineapple{{b}}", 0.9).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // A weight above 1, a pattern that matches empty text, an unknown macro and a pattern that
+    // does not compile are refused on both, naming the rule.
+    for (pattern, weight, why) in [
+        ("pineapple", 1.5, "weight"),
+        ("(?:pine)?", 0.5, "empty text"),
+        ("{{nope}}apple", 0.5, "unknown macro"),
+        ("(unclosed", 0.5, "unclosed"),
+    ] {
+        let said = set_on_cli("cli_bad", pattern, &weight.to_string());
+        assert!(!said.ok, "{pattern}: {}", said.out);
+        assert!(
+            said.err.contains(why) && said.err.contains("cli_bad"),
+            "{pattern}: {}",
+            said.err
+        );
+        let r = set_on_api("api_bad", pattern, weight).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{pattern}");
+        assert!(
+            r.text.contains(why) && r.text.contains("api_bad"),
+            "{pattern}: {}",
+            r.text
+        );
+    }
+
+    // Disabling keeps the rule's fields on both doors; the two lists agree.
+    let said = cli(
+        &world,
+        &[
+            "business",
+            "rule",
+            "dental",
+            "--rule-id",
+            "cli_macro",
+            "--disable",
+        ],
+    );
+    assert!(said.ok, "{} {}", said.out, said.err);
+    let r = api
+        .admin(
+            reqwest::Method::DELETE,
+            "/businesses/dental/guard-rules/api_macro",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["enabled"], json!(false));
+    assert_eq!(r.json["pattern"], json!("{{b}}pineapple{{b}}"));
+    let said = cli(&world, &["business", "rules", "dental"]);
+    assert!(said.ok, "{} {}", said.out, said.err);
+    let listed: Vec<&str> = said.out.lines().collect();
+    assert_eq!(
+        listed,
+        [
+            "api_macro\toff\tbusiness\t0.9\t{{b}}pineapple{{b}}",
+            "cli_macro\toff\tbusiness\t0.9\t{{b}}pineapple{{b}}",
+        ]
+    );
+    let r = api.admin_get("/businesses/dental/guard-rules").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let ids: Vec<&str> = r
+        .json
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|rule| rule["rule_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["api_macro", "cli_macro"]);
+    world.stop().await;
+}

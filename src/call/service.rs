@@ -36,7 +36,7 @@ use crate::realtime::{UpstreamError, UpstreamSettings};
 use crate::store::{self, Business, CallEnd, NewCall, PromptVersion, Store, StoreError};
 use crate::telemetry::CallReport;
 use crate::telemetry::alerts::Alerts;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{BusinessLabels, Metrics};
 use crate::telemetry::outcome::CallOutcome;
 use crate::telemetry::window::{CallStats, LiveCall};
 use crate::twilio::media::Start;
@@ -623,6 +623,12 @@ impl CallService {
     // -----------------------------------------------------------------------------------------
     // Setup
 
+    /// The sanitizer with the configured rules, before any business's own: the checker
+    /// [`crate::ops::rules::set`] runs a rule through before it is stored.
+    pub fn sanitizer(&self) -> &Sanitizer {
+        &self.sanitizer
+    }
+
     /// Dials the upstream for a call and sends its first `session.update`, recording the
     /// connect time. Errors: as [`open_upstream`].
     pub async fn dial(&self, session: &SessionConfig) -> Result<UpstreamSocket, UpstreamError> {
@@ -674,7 +680,9 @@ impl CallService {
 
     /// The configured sanitizer, with the business's own rules when it has any: compiled once
     /// per set of rules and kept (keyed by business id, checked by a fingerprint of the rules),
-    /// so a rule change reaches the next call.
+    /// so a rule change reaches the next call. A stored rule that does not compile is left out,
+    /// logged and counted (`voxrelay_guard_rules_skipped_total`) each time the set is compiled:
+    /// the guard fails open for that rule, not closed for the business.
     async fn sanitizer_for(&self, business: &Business) -> Result<Arc<Sanitizer>, SetupError> {
         let rules = self.store.guard_rules(&business.id).await?;
         if rules.is_empty() {
@@ -697,12 +705,30 @@ impl CallService {
             .get_or_build(&business.id, inputs, || {
                 let overrides: Vec<RuleOverride> =
                     rules.iter().cloned().map(RuleOverride::from).collect();
-                self.sanitizer
-                    .with_overrides(&overrides)
+                let (compiled, skipped) = self
+                    .sanitizer
+                    .with_overrides_skipping(&overrides)
                     .map_err(|e| SetupError::Rules {
                         business_id: business.id.clone(),
                         message: e.to_string(),
-                    })
+                    })?;
+                for (rule, error) in &skipped {
+                    tracing::warn!(
+                        business_id = %business.id,
+                        rule,
+                        %error,
+                        "a business guard rule does not compile; calls run without it"
+                    );
+                }
+                if !skipped.is_empty() {
+                    self.metrics
+                        .guard_rules_skipped
+                        .get_or_create(&BusinessLabels {
+                            business_id: business.id.clone(),
+                        })
+                        .inc_by(skipped.len() as u64);
+                }
+                Ok::<_, SetupError>(compiled)
             })?;
         Ok(compiled)
     }

@@ -370,6 +370,59 @@ impl Sanitizer {
         )
     }
 
+    /// Checks one override the way [`with_overrides`](Self::with_overrides) will apply it: id,
+    /// weight in 0..=1, macros known, the pattern compiles and does not match empty text. A
+    /// disabled override (a removal) only needs a valid id. This is the check the store's
+    /// callers run before a business rule is written, so a stored rule cannot fail later.
+    ///
+    /// Errors: [`GuardError::BadRule`] or [`GuardError::BadPattern`], naming the rule.
+    pub fn check_override(&self, o: &RuleOverride) -> Result<(), GuardError> {
+        if !o.enabled {
+            return checked_id(&o.id, OVERRIDES_SOURCE);
+        }
+        checked_rule(
+            o.id.clone(),
+            o.category.clone(),
+            &o.pattern,
+            o.weight,
+            &self.macros,
+            OVERRIDES_SOURCE,
+        )
+        .map(|_| ())
+    }
+
+    /// [`with_overrides`](Self::with_overrides) that fails open per rule: an override that does
+    /// not pass [`check_override`](Self::check_override) (or repeats an id) is left out, and
+    /// returned with its error, instead of failing the whole set. The call path uses this, so
+    /// one bad stored rule costs that rule, not every call to the business.
+    ///
+    /// Errors: only a failure to assemble the remaining rules (which were each checked).
+    pub fn with_overrides_skipping(
+        &self,
+        overrides: &[RuleOverride],
+    ) -> Result<(Sanitizer, Vec<(String, GuardError)>), GuardError> {
+        let mut good = Vec::with_capacity(overrides.len());
+        let mut skipped = Vec::new();
+        let mut seen = HashSet::new();
+        for o in overrides {
+            if !seen.insert(o.id.as_str()) {
+                skipped.push((
+                    o.id.clone(),
+                    GuardError::DuplicateRule {
+                        file: OVERRIDES_SOURCE.to_owned(),
+                        rule: o.id.clone(),
+                    },
+                ));
+                continue;
+            }
+            match self.check_override(o) {
+                Ok(()) => good.push(o.clone()),
+                Err(e) => skipped.push((o.id.clone(), e)),
+            }
+        }
+        Ok((self.with_overrides(&good)?, skipped))
+    }
+
     /// Scores one transcript: normalise, one [`RegexSet`] pass, combine the weights.
     pub fn assess(&self, text: &str) -> Assessment {
         let normalized = normalize_detailed(text);
@@ -455,6 +508,18 @@ fn check_thresholds(t: Thresholds, file: &str) -> Result<(), GuardError> {
     }
 }
 
+/// Checks a rule id: non-empty, without spaces.
+fn checked_id(id: &str, file: &str) -> Result<(), GuardError> {
+    if id.trim().is_empty() || id.chars().any(char::is_whitespace) {
+        return Err(GuardError::BadRule {
+            file: file.to_owned(),
+            rule: id.to_owned(),
+            reason: "the id must be non-empty and without spaces".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Validates one rule and expands its macros.
 fn checked_rule(
     id: String,
@@ -469,12 +534,7 @@ fn checked_rule(
         rule: rule.to_owned(),
         reason,
     };
-    if id.trim().is_empty() || id.chars().any(char::is_whitespace) {
-        return Err(bad(
-            &id,
-            "the id must be non-empty and without spaces".into(),
-        ));
-    }
+    checked_id(&id, file)?;
     if !(0.0..=1.0).contains(&weight) {
         return Err(bad(&id, format!("weight {weight} is outside 0..=1")));
     }

@@ -1,13 +1,14 @@
-//! Businesses for operators: create one (with the defaults every door shares), read one with
-//! its numbers, set its guard policy. The rest (change, delete, numbers, rules) are the store's
-//! own functions, which hold the validation and the E.164 normalisation; the CLI and the API
-//! call them directly.
+//! Businesses and their phone numbers, for operators: create one (with the defaults every door
+//! shares), list, read one with its numbers, change, delete, set its guard policy, route and
+//! unroute numbers. The store holds the field checks and the E.164 normalisation; these are the
+//! only functions the CLI and the API call for them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ops::{OpsError, business};
 use crate::store::{
-    Business, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, NewBusiness, Store,
+    Business, BusinessUpdate, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, NewBusiness,
+    Store,
 };
 
 /// A business to create; everything but `name` has a default.
@@ -87,4 +88,54 @@ pub async fn detail(store: &Store, id: &str) -> Result<BusinessDetail, OpsError>
 pub async fn set_policy(store: &Store, id: &str, policy: &str) -> Result<Business, OpsError> {
     store.set_guard_policy(id, policy).await?;
     business(store, id).await
+}
+
+/// Every business, sorted by id.
+///
+/// Errors: the store's own.
+pub async fn list(store: &Store) -> Result<Vec<Business>, OpsError> {
+    Ok(store.list_businesses().await?)
+}
+
+/// The E.164 numbers routed to business `id`, sorted.
+///
+/// Errors: [`OpsError::NotFound`]; the store's own.
+pub async fn numbers(store: &Store, id: &str) -> Result<Vec<String>, OpsError> {
+    business(store, id).await?;
+    Ok(store.numbers_for_business(id).await?)
+}
+
+/// Changes business `id`: each field given replaces the stored one. Calls in progress keep what
+/// they started with; the next call uses the change. Returns the business as stored.
+///
+/// Errors: the store's own (an invalid field, no such business).
+pub async fn update(
+    store: &Store,
+    id: &str,
+    update: &BusinessUpdate,
+) -> Result<Business, OpsError> {
+    Ok(store.update_business(id, update).await?)
+}
+
+/// Deletes business `id` with its numbers, guard rules, prompt versions and experiments; its
+/// call records stay.
+///
+/// Errors: the store's own (no such business).
+pub async fn delete(store: &Store, id: &str) -> Result<(), OpsError> {
+    Ok(store.delete_business(id).await?)
+}
+
+/// Routes `number` (any common spelling of an E.164 number) to business `id`; returns the
+/// number as stored (`+14155550100`).
+///
+/// Errors: the store's own (a malformed number, no such business, a number already routed).
+pub async fn add_number(store: &Store, id: &str, number: &str) -> Result<String, OpsError> {
+    Ok(store.add_number(number, id).await?)
+}
+
+/// Stops routing `number` to business `id`; returns the number as it was stored.
+///
+/// Errors: the store's own (a malformed number, a number not routed to this business).
+pub async fn remove_number(store: &Store, id: &str, number: &str) -> Result<String, OpsError> {
+    Ok(store.remove_number(id, number).await?)
 }

@@ -3,13 +3,17 @@
 //! store and what else it needs, and returns domain values or an [`OpsError`]; the CLI prints
 //! them, the API maps them to JSON and status codes.
 //!
-//! - [`businesses`]: businesses (create with the shared defaults, read with numbers, policy);
+//! - [`businesses`]: businesses and their numbers (create with the shared defaults, list, read,
+//!   change, delete, policy, route and unroute numbers);
 //! - [`prompts`]: prompt versions (create, promote, rollback, preview);
-//! - [`experiments`]: prompt experiments (read one, results per arm).
+//! - [`experiments`]: prompt experiments (create, start, stop, read one, a caller's arm,
+//!   results per arm);
+//! - [`rules`]: a business's own guard rules (list, set, disable), checked by the sanitizer.
 
 pub mod businesses;
 pub mod experiments;
 pub mod prompts;
+pub mod rules;
 
 use crate::prompt::resolve::ResolveError;
 use crate::store::{Business, Store, StoreError};
@@ -38,6 +42,9 @@ pub enum OpsError {
         /// Each warning's message.
         warnings: Vec<String>,
     },
+    /// A value the request gives was rejected (a guard rule the sanitizer would not compile).
+    #[error("invalid: {0}")]
+    Invalid(String),
     /// The store failed or refused (its own not-found, invalid and conflict cases included).
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -268,14 +268,15 @@ impl Store {
         Ok(())
     }
 
-    /// Routes the phone number `e164` to a business. The number is normalised first (see
-    /// [`normalize_e164`]), so `"+1 (415) 555-0100"` is stored as `"+14155550100"`.
+    /// Routes the phone number `e164` to a business and returns it as stored. The number is
+    /// normalised first (see [`normalize_e164`]), so `"+1 (415) 555-0100"` is stored as
+    /// `"+14155550100"`.
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a malformed number; [`StoreError::NotFound`] if the business
     /// does not exist; [`StoreError::Conflict`] if the number already belongs to a business
     /// (this one or another).
-    pub async fn add_number(&self, e164: &str, business_id: &str) -> Result<(), StoreError> {
+    pub async fn add_number(&self, e164: &str, business_id: &str) -> Result<String, StoreError> {
         let number = normalize_e164(e164)?;
         sqlx::query("INSERT INTO phone_numbers (e164, business_id) VALUES ($1, $2)")
             .bind(&number)
@@ -291,7 +292,7 @@ impl Store {
                 }
                 _ => StoreError::Query(e),
             })?;
-        Ok(())
+        Ok(number)
     }
 
     /// The business that owns the phone number `e164` (normalised first), or `None` if the

@@ -296,10 +296,10 @@ pub struct BusinessRule {
     pub rule_id: String,
     /// Attack category, e.g. `"instruction_override"`; must not be empty.
     pub category: String,
-    /// Regular expression (`regex` crate syntax) matched against the normalised transcript; must
-    /// compile.
+    /// Regular expression (`regex` crate syntax, the rule file's `{{macros}}` allowed) matched
+    /// against the normalised transcript; checked by the sanitizer before it is stored.
     pub pattern: String,
-    /// How much a match adds to the risk score; finite and not negative.
+    /// How much a match adds to the risk score, 0 to 1.
     pub weight: f64,
     /// Whether the rule is applied; a disabled rule with a configured rule's id switches that
     /// rule off for the business.

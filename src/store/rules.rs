@@ -8,9 +8,10 @@ impl Store {
     /// `rule_id` (all its fields).
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for a malformed rule id (1 to 64 of `[A-Za-z0-9_.-]`), an empty
-    /// category, a pattern that is empty or does not compile as a regular expression, or a weight
-    /// that is negative or not finite; [`StoreError::NotFound`] if the business does not exist.
+    /// [`StoreError::Invalid`] for a malformed rule id (1 to 64 of `[A-Za-z0-9_.-]`) or, for an
+    /// enabled rule, an empty category or pattern or a weight outside 0..=1;
+    /// [`StoreError::NotFound`] if the business does not exist. The pattern itself is checked
+    /// by [`crate::ops::rules::set`].
     pub async fn upsert_guard_rule(
         &self,
         business_id: &str,
@@ -59,10 +60,15 @@ impl Store {
     }
 }
 
-/// Checks a business rule before it is written; messages name the rule.
+/// Checks a business rule's fields before it is written; messages name the rule. The pattern
+/// is not compiled here: it may use the rule file's `{{macros}}`, which only the sanitizer
+/// knows, so [`crate::ops::rules::set`] checks it with the sanitizer's own checker first.
 pub(super) fn validate_rule(rule: &BusinessRule) -> Result<(), StoreError> {
     validate_id("guard rule id", &rule.rule_id)?;
     let id = &rule.rule_id;
+    if !rule.enabled {
+        return Ok(());
+    }
     if rule.category.trim().is_empty() {
         return Err(StoreError::Invalid(format!(
             "guard rule {id:?}: category must not be empty"
@@ -73,15 +79,9 @@ pub(super) fn validate_rule(rule: &BusinessRule) -> Result<(), StoreError> {
             "guard rule {id:?}: pattern must not be empty"
         )));
     }
-    if let Err(e) = regex::Regex::new(&rule.pattern) {
+    if !rule.weight.is_finite() || !(0.0..=1.0).contains(&rule.weight) {
         return Err(StoreError::Invalid(format!(
-            "guard rule {id:?}: pattern {:?} is not a valid regular expression: {e}",
-            rule.pattern
-        )));
-    }
-    if !rule.weight.is_finite() || rule.weight < 0.0 {
-        return Err(StoreError::Invalid(format!(
-            "guard rule {id:?}: weight must be a finite number, not negative (got {})",
+            "guard rule {id:?}: weight must be a number from 0 to 1 (got {})",
             rule.weight
         )));
     }

@@ -88,6 +88,13 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// A business.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BusinessLabels {
+    /// The business id.
+    pub business_id: String,
+}
+
 /// An alert by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -158,6 +165,8 @@ pub struct Metrics {
     pub tokens: Family<KindLabels, Counter>,
     /// Calls whose media stream is open now.
     pub live_calls: Gauge,
+    /// Stored business guard rules left out of a compiled sanitizer because they do not compile.
+    pub guard_rules_skipped: Family<BusinessLabels, Counter>,
     /// 1 while an alert is tripped, else 0.
     pub alerts: Family<AlertLabels, Gauge>,
 }
@@ -199,6 +208,7 @@ impl Metrics {
             transcripts_scored: Family::default(),
             tokens: Family::default(),
             live_calls: Gauge::default(),
+            guard_rules_skipped: Family::default(),
             alerts: Family::default(),
             registry: Registry::default(),
         };
@@ -293,6 +303,11 @@ impl Metrics {
             "tokens",
             "Tokens reported in response.done usage",
             m.tokens.clone(),
+        );
+        r.register(
+            "guard_rules_skipped",
+            "Stored business guard rules left out of a business's sanitizer because they do not compile, counted each time the business's rules are compiled",
+            m.guard_rules_skipped.clone(),
         );
         r.register(
             "live_calls",

@@ -1,4 +1,4 @@
-//! `/api/v1/businesses`: businesses, their numbers and guard policy.
+//! `/api/v1/businesses`: businesses, their numbers, guard policy and own guard rules.
 
 pub use crate::ops::businesses::{BusinessDetail, CreateBusiness};
 
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, Body, ErrorBody};
 use crate::http::AppState;
 use crate::ops;
-use crate::store::{Business, BusinessUpdate, normalize_e164};
+use crate::store::{Business, BusinessRule, BusinessUpdate};
 
 /// A new guard policy.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -41,7 +41,7 @@ pub struct NumberAdded {
 pub(super) async fn list_businesses(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<Business>>, ApiError> {
-    Ok(Json(state.store.list_businesses().await?))
+    Ok(Json(ops::businesses::list(&state.store).await?))
 }
 
 /// Creates a business.
@@ -99,8 +99,7 @@ pub(super) async fn add_number(
     Path(id): Path<String>,
     Body(body): Body<AddNumber>,
 ) -> Result<(StatusCode, Json<NumberAdded>), ApiError> {
-    let number = normalize_e164(&body.number)?;
-    state.store.add_number(&number, &id).await?;
+    let number = ops::businesses::add_number(&state.store, &id, &body.number).await?;
     Ok((
         StatusCode::CREATED,
         Json(NumberAdded {
@@ -123,7 +122,9 @@ pub(super) async fn update_business(
     Path(id): Path<String>,
     Body(update): Body<BusinessUpdate>,
 ) -> Result<Json<Business>, ApiError> {
-    Ok(Json(state.store.update_business(&id, &update).await?))
+    Ok(Json(
+        ops::businesses::update(&state.store, &id, &update).await?,
+    ))
 }
 
 /// Deletes a business with its numbers, guard rules, prompt versions and experiments. Its call
@@ -136,7 +137,7 @@ pub(super) async fn delete_business(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_business(&id).await?;
+    ops::businesses::delete(&state.store, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -151,6 +152,77 @@ pub(super) async fn remove_number(
     State(state): State<AppState>,
     Path((id, number)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.remove_number(&id, &number).await?;
+    ops::businesses::remove_number(&state.store, &id, &number).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A guard rule to add or replace (its id is in the path).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRule {
+    /// Regular expression over the normalised (lower-case) transcript; the rule file's
+    /// `{{macros}}` may be used.
+    pub pattern: String,
+    /// How much a match adds to the risk score, 0 to 1.
+    pub weight: f64,
+    /// Category for reports; default `business`.
+    pub category: Option<String>,
+}
+
+/// The business's own guard rules, enabled or not, sorted by rule id.
+#[utoipa::path(get, path = "/api/v1/businesses/{id}/guard-rules", tag = "businesses",
+    params(("id" = String, Path, description = "Business id")),
+    responses((status = 200, description = "Rules", body = Vec<Object>),
+        (status = 404, description = "No such business", body = ErrorBody)))]
+pub(super) async fn list_rules(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<BusinessRule>>, ApiError> {
+    Ok(Json(ops::rules::list(&state.store, &id).await?))
+}
+
+/// Adds a guard rule to the business, or replaces its rule with this id (a configured rule's
+/// id replaces that rule for this business). Checked by the sanitizer before it is stored.
+#[utoipa::path(put, path = "/api/v1/businesses/{id}/guard-rules/{rule_id}", tag = "businesses",
+    params(("id" = String, Path, description = "Business id"),
+        ("rule_id" = String, Path, description = "Rule id")),
+    request_body = SetRule,
+    responses((status = 200, description = "The rule as stored", body = Object),
+        (status = 404, description = "No such business", body = ErrorBody),
+        (status = 422, description = "The sanitizer would not compile it", body = ErrorBody)))]
+pub(super) async fn set_rule(
+    State(state): State<AppState>,
+    Path((id, rule_id)): Path<(String, String)>,
+    Body(body): Body<SetRule>,
+) -> Result<Json<BusinessRule>, ApiError> {
+    let rule = BusinessRule {
+        rule_id,
+        category: body
+            .category
+            .unwrap_or_else(|| ops::rules::DEFAULT_CATEGORY.into()),
+        pattern: body.pattern,
+        weight: body.weight,
+        enabled: true,
+    };
+    let sanitizer = state.calls.sanitizer();
+    Ok(Json(
+        ops::rules::set(&state.store, sanitizer, &id, rule).await?,
+    ))
+}
+
+/// Disables a guard rule for the business: its own rule stops applying, a configured rule's id
+/// switches that rule off for it.
+#[utoipa::path(delete, path = "/api/v1/businesses/{id}/guard-rules/{rule_id}", tag = "businesses",
+    params(("id" = String, Path, description = "Business id"),
+        ("rule_id" = String, Path, description = "Rule id")),
+    responses((status = 200, description = "The rule as stored, disabled", body = Object),
+        (status = 404, description = "No such business", body = ErrorBody),
+        (status = 422, description = "Malformed rule id", body = ErrorBody)))]
+pub(super) async fn disable_rule(
+    State(state): State<AppState>,
+    Path((id, rule_id)): Path<(String, String)>,
+) -> Result<Json<BusinessRule>, ApiError> {
+    Ok(Json(
+        ops::rules::disable(&state.store, &id, &rule_id).await?,
+    ))
 }

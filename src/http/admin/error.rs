@@ -33,6 +33,9 @@ pub enum ApiError {
         /// Each warning's message.
         warnings: Vec<String>,
     },
+    /// A value the request gives was rejected (a guard rule the sanitizer would not compile).
+    #[error("invalid: {0}")]
+    Invalid(String),
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -48,6 +51,7 @@ impl From<ops::OpsError> for ApiError {
             ops::OpsError::InvalidPrompt { problems, warnings } => {
                 ApiError::InvalidPrompt { problems, warnings }
             }
+            ops::OpsError::Invalid(e) => ApiError::Invalid(e),
             ops::OpsError::Store(e) => ApiError::Store(e),
             ops::OpsError::Internal(e) => ApiError::Internal(e),
         }
@@ -76,9 +80,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) | ApiError::Store(StoreError::NotFound(_)) => {
                 StatusCode::NOT_FOUND
             }
-            ApiError::InvalidPrompt { .. } | ApiError::Store(StoreError::Invalid(_)) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidPrompt { .. }
+            | ApiError::Invalid(_)
+            | ApiError::Store(StoreError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error in an admin API request");

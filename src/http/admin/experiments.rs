@@ -1,52 +1,23 @@
 //! `/api/v1/businesses/{id}/experiments` and `/api/v1/experiments`: prompt experiments.
 
+pub use crate::ops::experiments::{Assignment, CreateExperiment};
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::error::{ApiError, Body, ErrorBody};
-use crate::domain::{Arm, Direction};
 use crate::http::AppState;
 use crate::ops;
-use crate::prompt::experiment;
 use crate::prompt::results::ExperimentResults;
 use crate::store::Experiment;
-
-/// An experiment to create (as a draft).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct CreateExperiment {
-    /// `inbound` or `outbound`.
-    #[schema(value_type = String, example = "inbound")]
-    pub direction: Direction,
-    /// Version the rest of the calls get.
-    pub control_version_id: String,
-    /// Version `traffic_percent` of the calls get.
-    pub variant_version_id: String,
-    /// Share of calls for the variant, 0–100.
-    pub traffic_percent: i64,
-}
 
 /// Which caller to look up.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct AssignmentQuery {
     /// The customer's number as Twilio sends it (`From` inbound, `To` outbound).
     pub caller: String,
-}
-
-/// The arm a caller gets in an experiment.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Assignment {
-    /// The experiment.
-    pub experiment_id: String,
-    /// The caller, as asked.
-    pub caller: String,
-    /// `control` or `variant`.
-    pub arm: String,
-    /// The prompt version of that arm.
-    pub version_id: String,
-    /// The caller's bucket, 0–99; below `traffic_percent` gets the variant.
-    pub bucket: u8,
 }
 
 /// Creates a draft experiment.
@@ -60,16 +31,7 @@ pub(super) async fn create_experiment(
     Path(id): Path<String>,
     Body(body): Body<CreateExperiment>,
 ) -> Result<(StatusCode, Json<Experiment>), ApiError> {
-    let experiment = state
-        .store
-        .create_experiment(
-            &id,
-            body.direction,
-            &body.control_version_id,
-            &body.variant_version_id,
-            body.traffic_percent,
-        )
-        .await?;
+    let experiment = ops::experiments::create(&state.store, &id, &body).await?;
     Ok((StatusCode::CREATED, Json(experiment)))
 }
 
@@ -99,19 +61,9 @@ pub(super) async fn experiment_assignment(
     Path(id): Path<String>,
     Query(query): Query<AssignmentQuery>,
 ) -> Result<Json<Assignment>, ApiError> {
-    let experiment = ops::experiments::experiment(&state.store, &id).await?;
-    let arm = experiment::assign(&experiment.id, &query.caller, experiment.traffic_percent);
-    let version_id = match arm {
-        Arm::Control => experiment.control_version_id,
-        Arm::Variant => experiment.variant_version_id,
-    };
-    Ok(Json(Assignment {
-        bucket: experiment::bucket(&experiment.id, &query.caller),
-        experiment_id: experiment.id,
-        caller: query.caller,
-        arm: arm.as_str().to_string(),
-        version_id,
-    }))
+    Ok(Json(
+        ops::experiments::assignment(&state.store, &id, &query.caller).await?,
+    ))
 }
 
 /// One experiment.
@@ -136,7 +88,7 @@ pub(super) async fn start_experiment(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Experiment>, ApiError> {
-    Ok(Json(state.store.start_experiment(&id).await?))
+    Ok(Json(ops::experiments::start(&state.store, &id).await?))
 }
 
 /// Stops an experiment.
@@ -148,5 +100,5 @@ pub(super) async fn stop_experiment(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Experiment>, ApiError> {
-    Ok(Json(state.store.stop_experiment(&id).await?))
+    Ok(Json(ops::experiments::stop(&state.store, &id).await?))
 }

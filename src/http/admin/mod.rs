@@ -1,5 +1,5 @@
 //! The admin API (JSON over HTTP, under `/api/v1`): businesses and their numbers (create, read,
-//! change, delete), prompt versions (create, list, show, diff, promote, roll back, preview),
+//! change, delete) and own guard rules (list, set, disable), prompt versions (create, list, show, diff, promote, roll back, preview),
 //! prompt experiments (create, start, stop, results, a caller's assignment), and calls (the
 //! most recent ones, and one with its prompt version, summary and guard events).
 //!
@@ -90,6 +90,21 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::POST,
             "/api/v1/businesses/{id}/numbers",
             post(add_number),
+        ),
+        (
+            Method::GET,
+            "/api/v1/businesses/{id}/guard-rules",
+            get(list_rules),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/businesses/{id}/guard-rules/{rule_id}",
+            put(set_rule),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/businesses/{id}/guard-rules/{rule_id}",
+            delete(disable_rule),
         ),
         (
             Method::POST,
@@ -205,6 +220,9 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         remove_number,
         set_policy,
         add_number,
+        list_rules,
+        set_rule,
+        disable_rule,
         create_prompt,
         list_prompts,
         rollback,
@@ -229,6 +247,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         SetPolicy,
         AddNumber,
         NumberAdded,
+        SetRule,
         CreatePrompt,
         ValidatedVersion,
         Promote,
