@@ -5,6 +5,10 @@
 //! value; [`std::str::FromStr`] reads it back and names the accepted values when it cannot.
 //! `ALL` lists every value, so metric label sets and validation messages cannot drift from the
 //! type.
+//!
+//! The identifiers a call carries ([`CallSid`], [`StreamSid`], [`BusinessId`]) are validated
+//! newtypes: read once at the edge with `parse`, so a 100 KB CallSid or one with a newline never
+//! reaches a log line, a token, TwiML or the database.
 
 use std::fmt;
 use std::str::FromStr;
@@ -215,9 +219,227 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// One direction of the relay (the `leg` label of the frame metrics).
+    RelayLeg, "relay leg" {
+        /// Caller audio, Twilio to the model.
+        TwilioToUpstream = "twilio_to_upstream",
+        /// Model audio, the model to Twilio.
+        UpstreamToTwilio = "upstream_to_twilio",
+    }
+}
+
+vocabulary! {
+    /// A guard decision counted per business (the `kind` label of
+    /// `voxrelay_guard_decisions_total`).
+    GuardDecision, "guard decision" {
+        /// An injection attempt recorded, the call went on.
+        InjectionFlagged = "injection_flagged",
+        /// An injection attempt stopped and answered safely.
+        InjectionBlocked = "injection_blocked",
+        /// The model's canary or instructions caught in its output.
+        Leak = "leak",
+    }
+}
+
+vocabulary! {
+    /// An echo event counted per business (the `kind` label of `voxrelay_echo_events_total`).
+    EchoKind, "echo kind" {
+        /// The model repeated the caller.
+        Parroting = "parroting",
+        /// A caller line that was the model hearing itself.
+        SelfEcho = "self_echo",
+    }
+}
+
+vocabulary! {
+    /// Which tokens of `response.done` usage are counted (the `kind` label of
+    /// `voxrelay_tokens_total`).
+    TokenKind, "token kind" {
+        /// Every token, input and output.
+        Total = "total",
+        /// Input tokens served from the prompt cache.
+        Cached = "cached",
+    }
+}
+
+/// An identifier that is not of the accepted form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {shown}: expected 1 to {MAX_ID_LEN} ASCII letters, digits, '_', '-' or '.'")]
+pub struct InvalidId {
+    /// What was being read, e.g. `"CallSid"`.
+    pub what: &'static str,
+    /// The text given, quoted, cut to 80 characters (it came from outside and may be huge).
+    pub shown: String,
+}
+
+/// The longest identifier accepted, bytes. Twilio's SIDs are 34 (`CA` + 32 hex digits).
+pub const MAX_ID_LEN: usize = 64;
+
+/// Checks an identifier named `what`: 1 to [`MAX_ID_LEN`] of ASCII letters, digits, `_`, `-`,
+/// `.`; so an identifier is safe in a log line, a URL, TwiML and a metric label without
+/// escaping. The one rule for every id: the newtypes here and the store's ids (business, rule,
+/// version) all check with it.
+///
+/// Errors: [`InvalidId`], with the value quoted and cut short.
+pub fn check_id(what: &'static str, text: &str) -> Result<(), InvalidId> {
+    let ok = !text.is_empty()
+        && text.len() <= MAX_ID_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        return Ok(());
+    }
+    let mut shown: String = text.chars().take(80).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    Err(InvalidId {
+        what,
+        shown: format!("{shown:?}"),
+    })
+}
+
+/// Declares a validated identifier newtype over `String`: `parse` (errors: [`InvalidId`]),
+/// `as_str`, `Deref<Target = str>`, `Display`, comparison with strings, serde as the string
+/// (deserializing validates).
+macro_rules! identifier {
+    ($(#[$meta:meta])* $name:ident, $what:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Reads one from outside (a webhook, a frame, a row, a path).
+            ///
+            /// Errors: [`InvalidId`] unless `text` is 1 to [`MAX_ID_LEN`] ASCII letters,
+            /// digits, `_`, `-` or `.`.
+            pub fn parse(text: &str) -> Result<$name, InvalidId> {
+                check_id($what, text)?;
+                Ok($name(text.to_owned()))
+            }
+
+            /// The identifier as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::parse(s)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                $name::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+identifier! {
+    /// Twilio's id of a call (`CA` + 32 hex digits on Twilio; any identifier of the accepted
+    /// form here, so test harnesses may use shorter ones). Read from the voice webhook's
+    /// `CallSid` and the media stream's `start.callSid`; the key of a call's record.
+    CallSid, "CallSid"
+}
+
+identifier! {
+    /// Twilio's id of one media stream (`MZ` + 32 hex digits on Twilio), from `start.streamSid`;
+    /// every message sent back on the stream carries it.
+    StreamSid, "StreamSid"
+}
+
+identifier! {
+    /// A business's id (a tenant): the key of its row and the label of its metrics.
+    BusinessId, "business id"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifiers_accept_twilio_sids_and_refuse_what_could_break_a_log_line() {
+        let sid = CallSid::parse("CA45397943c1c7a49f7b7713c230107a39").expect("Twilio's form");
+        assert_eq!(sid, "CA45397943c1c7a49f7b7713c230107a39");
+        assert_eq!(
+            serde_json::to_string(&sid).expect("serializes"),
+            r#""CA45397943c1c7a49f7b7713c230107a39""#
+        );
+        assert!(StreamSid::parse("MZ18ad3ab5a668481ce02b83e7395059f0").is_ok());
+        assert!(BusinessId::parse("bright-smile_dental.2").is_ok());
+        let huge = "C".repeat(100_000);
+        for bad in ["", "CA1\nfake log line", "CA\0", "CA 1", "CA1\"", &huge] {
+            let e = CallSid::parse(bad).expect_err(bad);
+            assert_eq!(e.what, "CallSid");
+            assert!(e.shown.len() < 100, "the error never echoes a huge value");
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        assert!(CallSid::parse(&"C".repeat(MAX_ID_LEN)).is_ok());
+        assert!(CallSid::parse(&"C".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(serde_json::from_str::<CallSid>(r#""CA\nX""#).is_err());
+    }
 
     #[test]
     fn every_value_reads_back_from_its_stored_form() {

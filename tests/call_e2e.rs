@@ -7,6 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use voxrelay::domain::{BusinessId, CallSid};
 use voxrelay::twilio::token::{self, CallToken};
 use voxrelay_sim::caller::{self, CallerConfig, CallerEvent};
 use voxrelay_sim::demo::jfk_speech;
@@ -262,8 +263,8 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
     let expired = token::sign(
         SIM_SIGNING_KEY.as_bytes(),
         &CallToken {
-            call_sid: call.clone(),
-            business_id: "dental".into(),
+            call_sid: CallSid::parse(&call).expect("CallSid"),
+            business_id: BusinessId::parse("dental").expect("business id"),
             direction: voxrelay::domain::Direction::Inbound,
             expires_at_ms: 1,
             caller: String::new(),
@@ -274,8 +275,8 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
     let other_call = token::sign(
         SIM_SIGNING_KEY.as_bytes(),
         &CallToken {
-            call_sid: sid(99),
-            business_id: "dental".into(),
+            call_sid: CallSid::parse(&sid(99)).expect("CallSid"),
+            business_id: BusinessId::parse("dental").expect("business id"),
             direction: voxrelay::domain::Direction::Inbound,
             expires_at_ms: i64::MAX,
             caller: String::new(),
@@ -286,8 +287,8 @@ async fn a_media_stream_without_a_valid_token_is_closed_before_any_upstream_cost
     let forged = token::sign(
         b"some-other-key-0123456789",
         &CallToken {
-            call_sid: call.clone(),
-            business_id: "dental".into(),
+            call_sid: CallSid::parse(&call).expect("CallSid"),
+            business_id: BusinessId::parse("dental").expect("business id"),
             direction: voxrelay::domain::Direction::Inbound,
             expires_at_ms: i64::MAX,
             caller: String::new(),
@@ -448,4 +449,38 @@ async fn a_stream_reaching_an_instance_without_the_pending_call_is_rebuilt_from_
     );
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_with_an_unsafe_call_sid_or_party_is_refused_before_any_cost() {
+    let world = world_with(SimUpstreamConfig::default(), true).await;
+    let client = reqwest::Client::new();
+    let huge = format!("CA{}", "0".repeat(100_000));
+    let cases: [(&str, String, &str); 4] = [
+        ("CallSid", huge, "CallSid"),
+        ("CallSid", "CA1\nINFO forged log line".into(), "CallSid"),
+        ("From", "+15550100\0".into(), "From"),
+        ("To", "+1".repeat(200), "To"),
+    ];
+    for (field, value, named) in cases {
+        let mut caller = world.caller(&sid(70), "+15005550006", Vec::new());
+        match field {
+            "CallSid" => caller.call_sid = value.clone(),
+            "From" => caller.from = value.clone(),
+            _ => caller.to = value.clone(),
+        }
+        let answered = caller::answer(&caller, &client).await.expect("answered");
+        assert_eq!(answered.status, 400, "{field}: {}", answered.twiml);
+        assert!(answered.twiml.contains(named), "{}", answered.twiml);
+        assert!(
+            answered.twiml.len() < 300,
+            "the answer does not echo the value"
+        );
+        assert!(answered.stream.is_none());
+    }
+    assert!(
+        world.upstream.sessions().is_empty(),
+        "no upstream was dialled"
+    );
+    world.stop().await;
 }

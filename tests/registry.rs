@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use voxrelay::call::registry::{PendingCall, Registry};
 use voxrelay::call::setup::{CallSetup, PromptSource, open_upstream};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
-use voxrelay::domain::Direction;
+use voxrelay::domain::{CallSid, Direction};
 use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::prompt::PromptLibrary;
 use voxrelay::realtime::{Provider, UpstreamSettings};
@@ -93,7 +93,10 @@ fn pending(url: String, setup: CallSetup) -> PendingCall {
 async fn an_unclaimed_call_is_dropped_and_its_prewarmed_upstream_closed() {
     let (url, closed) = watching_upstream().await;
     let registry = Registry::new(Duration::from_millis(200));
-    registry.insert("CA1".into(), pending(url, setup()));
+    registry.insert(
+        CallSid::parse("CA1").expect("CallSid"),
+        pending(url, setup()),
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(registry.sweep(Instant::now()), 0, "not expired yet");
     assert_eq!(registry.len(), 1);
@@ -112,7 +115,10 @@ async fn an_unclaimed_call_is_dropped_and_its_prewarmed_upstream_closed() {
 async fn a_pending_call_is_claimed_once_with_its_open_upstream() {
     let (url, closed) = watching_upstream().await;
     let registry = Registry::new(Duration::from_secs(30));
-    registry.insert("CA2".into(), pending(url, setup()));
+    registry.insert(
+        CallSid::parse("CA2").expect("CallSid"),
+        pending(url, setup()),
+    );
     let call = registry.claim("CA2").expect("claimed");
     assert!(registry.claim("CA2").is_none(), "a CallSid is claimed once");
     assert_eq!(call.setup.business_id, "dental");

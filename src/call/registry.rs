@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use tokio::task::JoinHandle;
 
 use crate::call::setup::CallSetup;
+use crate::domain::CallSid;
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
 
 /// The pre-warm task: resolves to an upstream socket with the COMPACT session sent.
@@ -37,7 +38,7 @@ pub struct PendingCall {
 /// The shared map of pending calls (the only shared map besides read-only caches).
 #[derive(Debug)]
 pub struct Registry {
-    calls: DashMap<String, PendingCall>,
+    calls: DashMap<CallSid, PendingCall>,
     ttl: Duration,
 }
 
@@ -52,7 +53,7 @@ impl Registry {
 
     /// Parks `call` under `call_sid`. A retried webhook for the same CallSid replaces the older
     /// entry, whose upstream is closed.
-    pub fn insert(&self, call_sid: String, call: PendingCall) {
+    pub fn insert(&self, call_sid: CallSid, call: PendingCall) {
         if let Some(old) = self.calls.insert(call_sid, call) {
             discard(old);
         }
@@ -70,7 +71,7 @@ impl Registry {
 
     /// Drops entries older than the time-to-live and closes their upstreams. Returns how many.
     pub fn sweep(&self, now: Instant) -> usize {
-        let expired: Vec<String> = self
+        let expired: Vec<CallSid> = self
             .calls
             .iter()
             .filter(|e| now.saturating_duration_since(e.created) > self.ttl)

@@ -25,7 +25,7 @@ use crate::call::registry::{PendingCall, Registry};
 use crate::call::session::{self, SessionOptions, SessionStart};
 use crate::call::setup::{CallSetup, PromptSource, open_upstream};
 use crate::config::Config;
-use crate::domain::{Arm, Direction};
+use crate::domain::{Arm, BusinessId, CallSid, Direction};
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
 use crate::prompt::resolve::{self, ResolveError};
 use crate::prompt::template::{self, TemplateVars};
@@ -49,7 +49,7 @@ const SANITIZER_CACHE_MAX: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct IncomingCall {
     /// `CA…`.
-    pub call_sid: String,
+    pub call_sid: CallSid,
     /// Twilio's `From`.
     pub from: String,
     /// Twilio's `To`.
@@ -326,12 +326,21 @@ impl CallService {
             full_tokens = setup.prompts.full_tokens,
             "prompts built"
         );
+        // Ids in the database were checked when written; one that is not of the form now (a
+        // hand edit) cannot travel in a token.
+        let business_id = match BusinessId::parse(&setup.business_id) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(call_sid = %call.call_sid, error = %e, "the business id cannot travel in a stream token");
+                return Ok(Prepared::Refused(Refusal::SetupFailed));
+            }
+        };
         let expires_at_ms = store::now_ms() + self.config.timeouts.stream_token_ms as i64;
         let stream_token = token::sign(
             &self.signing_key,
             &CallToken {
                 call_sid: call.call_sid.clone(),
-                business_id: setup.business_id.clone(),
+                business_id,
                 direction,
                 expires_at_ms,
                 caller: setup.caller.clone(),
@@ -547,8 +556,8 @@ impl CallService {
             to,
         } = admitted;
         let record = NewCall {
-            call_sid: start.call_sid.clone(),
-            stream_sid: Some(start.stream_sid.clone()),
+            call_sid: start.call_sid.to_string(),
+            stream_sid: Some(start.stream_sid.to_string()),
             business_id: setup.business_id.clone(),
             direction: setup.direction,
             from_number: from,
@@ -577,7 +586,7 @@ impl CallService {
 
         self.metrics.live_calls.inc();
         self.call_stats.call_started(LiveCall {
-            call_sid: start.call_sid.clone(),
+            call_sid: start.call_sid.to_string(),
             business_id: setup.business_id.clone(),
             direction: setup.direction.as_str().to_string(),
             started_at_ms: store::now_ms(),
@@ -786,7 +795,7 @@ async fn prewarm(
     session: SessionConfig,
     metrics: Arc<Metrics>,
     early_greeting: bool,
-    call_sid: String,
+    call_sid: CallSid,
     greeted: Arc<OnceLock<Instant>>,
 ) -> Result<UpstreamSocket, UpstreamError> {
     let started = Instant::now();

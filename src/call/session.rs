@@ -31,11 +31,11 @@ use crate::call::guards::{self, CallGuards, GuardOutcome};
 use crate::call::leg::{Leg, LegFault, LegLimits};
 use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command};
-use crate::domain::EndReason;
+use crate::domain::{CallSid, EndReason, RelayLeg, StreamSid};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::{NewCallEvent, Store};
-use crate::telemetry::metrics::{LEG_TWILIO_TO_UPSTREAM, LEG_UPSTREAM_TO_TWILIO, Metrics};
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
 
@@ -80,8 +80,8 @@ pub struct SessionStart {
 }
 
 struct Session {
-    call_sid: String,
-    stream_sid: String,
+    call_sid: CallSid,
+    stream_sid: StreamSid,
     setup: CallSetup,
     state: CallState,
     guards: CallGuards,
@@ -169,13 +169,13 @@ pub async fn run(
         twilio_sink,
         |t| TwMessage::Text(t.into()),
         options.leg_limits,
-        options.metrics.relay_leg(LEG_UPSTREAM_TO_TWILIO),
+        options.metrics.relay_leg(RelayLeg::UpstreamToTwilio),
     );
     let upstream_out = Leg::new(
         upstream_sink,
         |t| UpMessage::Text(t.into()),
         options.leg_limits,
-        options.metrics.relay_leg(LEG_TWILIO_TO_UPSTREAM),
+        options.metrics.relay_leg(RelayLeg::TwilioToUpstream),
     );
     let mut state = CallState::new(
         CallSettings {
@@ -325,8 +325,8 @@ pub async fn run(
         "call ended"
     );
     CallReport {
-        call_sid,
-        stream_sid,
+        call_sid: call_sid.into(),
+        stream_sid: stream_sid.into(),
         business_id: setup.business_id,
         direction: setup.direction,
         greeting_latency_ms,
@@ -392,8 +392,8 @@ impl Session {
             }
             Ok(Inbound::Mark { name }) => self.state.on_mark(&name, Instant::now()),
             Ok(Inbound::Stop) => return Flow::End(EndReason::Stop),
-            Ok(Inbound::Dtmf { digit }) => {
-                tracing::info!(call_sid = %self.call_sid, digit = %digit, "DTMF from caller");
+            Ok(Inbound::Dtmf { digit: _ }) => {
+                tracing::info!(call_sid = %self.call_sid, "DTMF from caller (the digit is not logged)");
             }
             Ok(Inbound::Connected) | Ok(Inbound::Start(_)) => {}
             Ok(Inbound::Unknown { event }) => {
@@ -539,7 +539,7 @@ impl Session {
             if let Some(store) = &self.store {
                 let store = store.clone();
                 let event = NewCallEvent {
-                    call_sid: self.call_sid.clone(),
+                    call_sid: self.call_sid.to_string(),
                     business_id: self.setup.business_id.clone(),
                     at_ms: crate::store::now_ms(),
                     kind: record.kind.to_string(),

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::call::service::{IncomingCall, Prepared};
+use crate::domain::CallSid;
 use crate::http::{AppError, AppState};
 use crate::twilio::{signature, twiml};
 
@@ -62,12 +63,12 @@ pub async fn voice(
     }
     let call_sid = field(&params, "CallSid")
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| AppError::BadRequest("CallSid is missing".into()))?
-        .to_string();
+        .ok_or_else(|| AppError::BadRequest("CallSid is missing".into()))?;
+    let call_sid = CallSid::parse(call_sid).map_err(|e| AppError::BadRequest(e.to_string()))?;
     let call = IncomingCall {
         call_sid,
-        from: field(&params, "From").unwrap_or("").to_string(),
-        to: field(&params, "To").unwrap_or("").to_string(),
+        from: party(&params, "From")?,
+        to: party(&params, "To")?,
         twilio_direction: field(&params, "Direction").unwrap_or("inbound").to_string(),
         query: uri.query().map(str::to_string),
     };
@@ -77,4 +78,22 @@ pub async fn voice(
         }
         Prepared::Refused(refusal) => twiml_response(twiml::say_and_hangup(refusal.apology())),
     })
+}
+
+/// The longest `From` or `To` accepted, bytes. E.164 numbers are at most 16 (`+` and 15
+/// digits); SIP and client addresses are longer, and 256 leaves them room.
+pub const MAX_PARTY_LEN: usize = 256;
+
+/// A webhook's `From` or `To` (empty when absent): at most [`MAX_PARTY_LEN`] bytes, no control
+/// characters, so it is safe to mask into a log line and to store.
+///
+/// Errors: [`AppError::BadRequest`] naming the field (never echoing its value).
+fn party(params: &[(String, String)], name: &str) -> Result<String, AppError> {
+    let value = field(params, name).unwrap_or("");
+    if value.len() > MAX_PARTY_LEN || value.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(format!(
+            "{name} is longer than {MAX_PARTY_LEN} bytes or has control characters"
+        )));
+    }
+    Ok(value.to_string())
 }

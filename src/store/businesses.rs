@@ -336,7 +336,7 @@ pub(super) fn generate_business_id() -> String {
     format!("biz_{}", &hex[..12])
 }
 
-/// Checks a caller-chosen business id: 1 to [`MAX_ID_LEN`] of `[A-Za-z0-9_.-]`.
+/// Checks a caller-chosen business id: 1 to [`crate::domain::MAX_ID_LEN`] of `[A-Za-z0-9_.-]`.
 pub(super) fn validate_business_id(id: &str) -> Result<(), StoreError> {
     validate_id("business id", id)
 }

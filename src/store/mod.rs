@@ -82,9 +82,6 @@ pub(crate) const CALL_COLUMNS: &str = "call_sid, stream_sid, business_id, direct
 /// Separates names in the `businesses.required_sections` column.
 const SECTION_SEPARATOR: char = '\n';
 
-/// Longest id accepted for a business or a guard rule, in bytes.
-const MAX_ID_LEN: usize = 64;
-
 /// Separates rule ids in the `call_events.rules` column.
 const RULE_SEPARATOR: &str = ",";
 
@@ -297,20 +294,9 @@ fn url_param_is(url: &str, key: &str, value: &str) -> bool {
     })
 }
 
-/// Checks an id named `what`: 1 to [`MAX_ID_LEN`] of `[A-Za-z0-9_.-]`.
-fn validate_id(what: &str, id: &str) -> Result<(), StoreError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "{what} {id:?}: expected 1 to {MAX_ID_LEN} ASCII letters, digits, '_', '-' or '.'"
-        )))
-    }
+/// Checks an id named `what` by the one rule for ids ([`crate::domain::check_id`]).
+fn validate_id(what: &'static str, id: &str) -> Result<(), StoreError> {
+    crate::domain::check_id(what, id).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 fn require_non_empty(field: &str, value: &str) -> Result<(), StoreError> {
@@ -335,6 +321,7 @@ fn require_non_negative(field: &str, value: i64) -> Result<(), StoreError> {
 mod tests {
     use super::businesses::{generate_business_id, validate_business_id};
     use super::*;
+    use crate::domain::MAX_ID_LEN;
 
     #[test]
     fn generated_business_ids_are_biz_and_12_hex_digits() {

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 
 use super::outcome::CallOutcome;
 use super::timeline::{CallReport, TimelineEvent};
+use crate::domain::{EchoKind, GuardDecision, RelayLeg, TokenKind};
 
 /// Bucket bounds for what a caller notices, seconds: 1 ms to 10 s.
 pub const VOICE_BUCKETS: [f64; 16] = [
@@ -68,7 +69,8 @@ pub struct EndLabels {
 /// One leg of the relay.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LegLabels {
-    /// `twilio_to_upstream` (caller audio) or `upstream_to_twilio` (model audio).
+    /// [`RelayLeg::as_str`]: `twilio_to_upstream` (caller audio) or `upstream_to_twilio`
+    /// (model audio).
     pub leg: &'static str,
 }
 
@@ -84,7 +86,8 @@ pub struct ErrorLabels {
 pub struct KindLabels {
     /// The business id.
     pub business_id: String,
-    /// What happened, from a fixed set per metric.
+    /// What happened: the `as_str` of the metric's vocabulary type ([`GuardDecision`],
+    /// [`EchoKind`], [`TokenKind`]).
     pub kind: &'static str,
 }
 
@@ -101,11 +104,6 @@ pub struct AlertLabels {
     /// The alert, e.g. `p95_turn_latency`.
     pub alert: &'static str,
 }
-
-/// The leg names of [`LegLabels`].
-pub const LEG_TWILIO_TO_UPSTREAM: &str = "twilio_to_upstream";
-/// See [`LEG_TWILIO_TO_UPSTREAM`].
-pub const LEG_UPSTREAM_TO_TWILIO: &str = "upstream_to_twilio";
 
 fn voice_histogram() -> Histogram {
     Histogram::new(VOICE_BUCKETS)
@@ -336,9 +334,9 @@ impl Metrics {
 
     /// The relay-overhead histogram of `leg` (see [`LegLabels`]), to keep for a call instead
     /// of looking it up per frame; it records into the same series.
-    pub fn relay_leg(&self, leg: &'static str) -> Histogram {
+    pub fn relay_leg(&self, leg: RelayLeg) -> Histogram {
         self.relay_overhead
-            .get_or_create(&LegLabels { leg })
+            .get_or_create(&LegLabels { leg: leg.as_str() })
             .clone()
     }
 
@@ -406,38 +404,42 @@ impl Metrics {
             })
             .inc();
         let c = &report.counters;
-        let leg = |leg| LegLabels { leg };
+        let leg = |leg: RelayLeg| LegLabels { leg: leg.as_str() };
         self.frames_relayed
-            .get_or_create(&leg(LEG_TWILIO_TO_UPSTREAM))
+            .get_or_create(&leg(RelayLeg::TwilioToUpstream))
             .inc_by(c.frames_in);
         self.frames_relayed
-            .get_or_create(&leg(LEG_UPSTREAM_TO_TWILIO))
+            .get_or_create(&leg(RelayLeg::UpstreamToTwilio))
             .inc_by(c.frames_out);
         self.frames_dropped
-            .get_or_create(&leg(LEG_TWILIO_TO_UPSTREAM))
+            .get_or_create(&leg(RelayLeg::TwilioToUpstream))
             .inc_by(c.dropped_in);
         self.frames_dropped
-            .get_or_create(&leg(LEG_UPSTREAM_TO_TWILIO))
+            .get_or_create(&leg(RelayLeg::UpstreamToTwilio))
             .inc_by(c.dropped_out);
         if upgrades > 0 {
             self.prompt_upgrades.get_or_create(&call).inc_by(upgrades);
         }
         let g = &report.guards;
-        for (name, n) in [
-            ("injection_flagged", g.flagged),
-            ("injection_blocked", g.blocked),
-            ("leak", g.leaks),
+        for (decision, n) in [
+            (GuardDecision::InjectionFlagged, g.flagged),
+            (GuardDecision::InjectionBlocked, g.blocked),
+            (GuardDecision::Leak, g.leaks),
         ] {
             if n > 0 {
-                self.guard_decisions.get_or_create(&kind(name)).inc_by(n);
+                self.guard_decisions
+                    .get_or_create(&kind(decision.as_str()))
+                    .inc_by(n);
             }
         }
-        for (name, n) in [
-            ("parroting", report.echo.echoes),
-            ("self_echo", report.echo.self_echoes),
+        for (echo, n) in [
+            (EchoKind::Parroting, report.echo.echoes),
+            (EchoKind::SelfEcho, report.echo.self_echoes),
         ] {
             if n > 0 {
-                self.echo_events.get_or_create(&kind(name)).inc_by(n);
+                self.echo_events
+                    .get_or_create(&kind(echo.as_str()))
+                    .inc_by(n);
             }
         }
         self.model_turns
@@ -447,10 +449,10 @@ impl Metrics {
             .get_or_create(&call)
             .inc_by(g.scored);
         self.tokens
-            .get_or_create(&kind("total"))
+            .get_or_create(&kind(TokenKind::Total.as_str()))
             .inc_by(c.total_tokens);
         self.tokens
-            .get_or_create(&kind("cached"))
+            .get_or_create(&kind(TokenKind::Cached.as_str()))
             .inc_by(c.cached_tokens);
     }
 }
@@ -499,7 +501,7 @@ mod tests {
         metrics
             .frames_relayed
             .get_or_create(&LegLabels {
-                leg: LEG_TWILIO_TO_UPSTREAM,
+                leg: RelayLeg::TwilioToUpstream.as_str(),
             })
             .inc_by(3);
         let open = metrics.encode();

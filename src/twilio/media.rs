@@ -16,6 +16,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{CallSid, InvalidId, StreamSid};
+
 /// One message from Twilio, parsed just far enough to act on it.
 #[derive(Debug, PartialEq)]
 pub enum Inbound<'a> {
@@ -54,9 +56,9 @@ pub enum Inbound<'a> {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Start {
     /// `MZ…` id of this stream; every message we send back must carry it.
-    pub stream_sid: String,
+    pub stream_sid: StreamSid,
     /// `CA…` id of the call.
-    pub call_sid: String,
+    pub call_sid: CallSid,
     /// `AC…` id of the Twilio account.
     pub account_sid: String,
     /// `<Parameter>` values from the TwiML, as strings (empty when Twilio sent none).
@@ -80,6 +82,15 @@ pub enum ParseError {
         event: &'static str,
         /// The missing field.
         field: &'static str,
+    },
+    /// A field is present but not of its form (a CallSid with a newline, a 100 KB StreamSid).
+    #[error("Twilio `{event}` frame with an invalid field: {source}")]
+    Invalid {
+        /// The event name.
+        event: &'static str,
+        /// What was wrong.
+        #[source]
+        source: InvalidId,
     },
 }
 
@@ -176,10 +187,15 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ParseError> {
                 event: "start",
                 field: "start",
             })?;
+            let invalid = |source| ParseError::Invalid {
+                event: "start",
+                source,
+            };
             let call_sid = body.call_sid.ok_or(ParseError::Missing {
                 event: "start",
                 field: "start.callSid",
             })?;
+            let call_sid = CallSid::parse(&call_sid).map_err(invalid)?;
             let stream_sid =
                 body.stream_sid
                     .or(envelope.stream_sid)
@@ -187,6 +203,7 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ParseError> {
                         event: "start",
                         field: "start.streamSid",
                     })?;
+            let stream_sid = StreamSid::parse(&stream_sid).map_err(invalid)?;
             let custom_parameters = body
                 .custom_parameters
                 .unwrap_or_default()

@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::Direction;
+use crate::domain::{BusinessId, CallSid, Direction};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -48,9 +48,9 @@ const PARAM_SIGNATURE: &str = "sig";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallToken {
     /// Twilio's `CallSid` (`CA` + 32 hex characters).
-    pub call_sid: String,
-    /// The business the call belongs to (voxrelay's own id; any text).
-    pub business_id: String,
+    pub call_sid: CallSid,
+    /// The business the call belongs to.
+    pub business_id: BusinessId,
     /// Whether the customer called in or the business called out.
     pub direction: Direction,
     /// Expiry, Unix epoch milliseconds; the token is rejected once `now_ms >= expires_at_ms`.
@@ -176,8 +176,8 @@ pub fn verify(key: &[u8], token: &str, now_ms: i64) -> Result<CallToken, TokenEr
         return Err(TokenError::Expired);
     }
     Ok(CallToken {
-        call_sid: payload.call_sid.into_owned(),
-        business_id: payload.business_id.into_owned(),
+        call_sid: CallSid::parse(&payload.call_sid).map_err(|_| TokenError::Malformed)?,
+        business_id: BusinessId::parse(&payload.business_id).map_err(|_| TokenError::Malformed)?,
         direction: payload.direction,
         expires_at_ms: payload.expires_at_ms,
         caller: payload.caller.into_owned(),
@@ -283,8 +283,8 @@ mod tests {
 
     fn sample() -> CallToken {
         CallToken {
-            call_sid: "CA0123456789abcdef0123456789abcdef".to_string(),
-            business_id: "9b2f7c1e-4d3a-4c8b-9e6f-0a1b2c3d4e5f".to_string(),
+            call_sid: CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap(),
+            business_id: BusinessId::parse("9b2f7c1e-4d3a-4c8b-9e6f-0a1b2c3d4e5f").unwrap(),
             direction: Direction::Inbound,
             expires_at_ms: NOW + 60_000,
             caller: String::new(),
@@ -305,7 +305,7 @@ mod tests {
     /// A token with every optional field set, at the longest ids voxrelay makes.
     fn longest() -> CallToken {
         CallToken {
-            business_id: "b".repeat(64),
+            business_id: BusinessId::parse(&"b".repeat(64)).unwrap(),
             caller: "+123456789012345".to_string(),
             prompt_version_id: Some(format!("pv_{}", "a".repeat(32))),
             experiment: Some((
@@ -367,7 +367,7 @@ mod tests {
         let signed = sign(KEY, &sample());
         let (payload, signature) = signed.split_once('.').unwrap();
         let forged = CallToken {
-            business_id: "another-business".to_string(),
+            business_id: BusinessId::parse("another-business").unwrap(),
             ..sample()
         };
         let forged_payload = sign(KEY, &forged);
@@ -435,8 +435,8 @@ mod tests {
     #[test]
     fn separators_in_fields_round_trip() {
         let token = CallToken {
-            call_sid: "CA.|&=\"'".to_string(),
-            business_id: "a.b|c&d=e?f#g\"h'i%j k+l/m\u{e9}".to_string(),
+            call_sid: CallSid::parse("CA.-_1").unwrap(),
+            business_id: BusinessId::parse("a.b-c_d.e").unwrap(),
             direction: Direction::Outbound,
             expires_at_ms: NOW + 1,
             caller: "+1 (415) \"&.".to_string(),
@@ -444,10 +444,11 @@ mod tests {
         };
         assert_eq!(verify(KEY, &sign(KEY, &token), NOW), Ok(token.clone()));
 
-        let query = sign_outbound(KEY, &token.business_id, NOW + 1);
+        let odd = "a.b|c&d=e?f#g\"h'i%j k+l/m\u{e9}";
+        let query = sign_outbound(KEY, odd, NOW + 1);
         assert_eq!(
             verify_outbound(KEY, &parse_query(&query), NOW),
-            Ok(token.business_id)
+            Ok(odd.to_string())
         );
     }
 
@@ -511,8 +512,8 @@ mod tests {
         let token = sign(
             KEY,
             &CallToken {
-                call_sid: "x".into(),
-                business_id: "biz".into(),
+                call_sid: CallSid::parse("x").unwrap(),
+                business_id: BusinessId::parse("biz").unwrap(),
                 direction: Direction::Inbound,
                 expires_at_ms: NOW + 1,
                 ..sample()
