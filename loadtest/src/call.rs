@@ -1,13 +1,13 @@
 //! One simulated Twilio call under load: the signed webhook (through the caller simulator's
 //! [`answer`](voxrelay_sim::caller::answer)), then the media stream as Twilio runs it: 20 ms
 //! frames at real-time pace, marks echoed when the audio before them has played, marks returned
-//! at once on a `clear`. Frames are stamped ([`crate::stamp`]); with the simulated upstream in
+//! at once on a `clear` (the simulated caller's own playback model,
+//! [`voxrelay_sim::playback::Playback`]). Frames are stamped ([`crate::stamp`]); with the simulated upstream in
 //! echo mode each comes back as model audio, and its round trip is timed.
 //!
 //! Every loop is bounded: the call streams for its duration, then sends `stop` and waits at most
 //! [`CLOSE_GRACE`] for the proxy to close.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -16,8 +16,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
-use voxrelay::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES};
+use voxrelay::audio::mulaw::FRAME_BYTES;
 use voxrelay_sim::caller::{self, CallerConfig};
+use voxrelay_sim::playback::Playback;
 
 use crate::stamp;
 
@@ -89,20 +90,6 @@ struct MediaPart<'a> {
 #[derive(Deserialize)]
 struct MarkPart {
     name: String,
-}
-
-/// The caller's earpiece: when the audio received so far finishes playing, and the marks that
-/// wait for it.
-struct Playback {
-    until: Instant,
-    marks: VecDeque<(Instant, String)>,
-}
-
-impl Playback {
-    fn audio(&mut self, bytes: usize, now: Instant) {
-        let start = self.until.max(now);
-        self.until = start + Duration::from_micros((bytes * 1000 / BYTES_PER_MS) as u64);
-    }
 }
 
 /// Runs one call to its end. Failures are reported in the result, never raised.
@@ -178,10 +165,7 @@ async fn drive(
     let mut sent_at: Vec<Option<Instant>> = Vec::with_capacity(frames_total as usize);
     let mut came_back: Vec<bool> = vec![false; frames_total as usize];
     let mut first_echo: Option<u32> = None;
-    let mut playback = Playback {
-        until: t0,
-        marks: VecDeque::new(),
-    };
+    let mut playback = Playback::new();
     let mut seq: u64 = 1;
     let mut ticker = tokio::time::interval(FRAME);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -191,9 +175,8 @@ async fn drive(
 
     loop {
         let mark_due = playback
-            .marks
-            .front()
-            .map(|(at, _)| tokio::time::Instant::from_std(*at))
+            .next_mark_due()
+            .map(tokio::time::Instant::from_std)
             .unwrap_or(far);
         tokio::select! {
             _ = ticker.tick(), if close_by.is_none() => {
@@ -229,10 +212,8 @@ async fn drive(
                 }
                 next += 1;
             }
-            _ = tokio::time::sleep_until(mark_due), if !playback.marks.is_empty() => {
-                let now = Instant::now();
-                while playback.marks.front().is_some_and(|(at, _)| *at <= now) {
-                    let Some((_, name)) = playback.marks.pop_front() else { break };
+            _ = tokio::time::sleep_until(mark_due), if playback.has_marks() => {
+                for name in playback.due_marks(Instant::now()) {
                     seq += 1;
                     let mark = format!(
                         r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"{stream_sid}","mark":{{"name":"{name}"}}}}"#
@@ -262,7 +243,7 @@ async fn drive(
                         let Some(Ok(bytes)) = event.media.map(|m| B64.decode(m.payload)) else {
                             continue;
                         };
-                        playback.audio(bytes.len(), now);
+                        playback.push(&bytes, now);
                         match stamp::read(&bytes) {
                             Some((call, frame)) if call == plan.index => {
                                 let i = frame as usize;
@@ -284,13 +265,12 @@ async fn drive(
                     }
                     "mark" => {
                         if let Some(mark) = event.mark {
-                            playback.marks.push_back((playback.until.max(now), mark.name));
+                            playback.mark(mark.name);
                         }
                     }
                     "clear" => {
                         result.clears += 1;
-                        playback.until = now;
-                        for (_, name) in playback.marks.drain(..) {
+                        for name in playback.clear(now).marks {
                             seq += 1;
                             let mark = format!(
                                 r#"{{"event":"mark","sequenceNumber":"{seq}","streamSid":"{stream_sid}","mark":{{"name":"{name}"}}}}"#

@@ -10,7 +10,7 @@
 //! (<https://www.twilio.com/docs/voice/media-streams/websocket-messages>). What was actually
 //! played is kept, so tests can compare the proxy's truncation with what "the caller" heard.
 
-use std::collections::VecDeque;
+use crate::playback::{Cleared, Playback};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -19,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use voxrelay::audio::mulaw::{BYTES_PER_MS, FRAME_BYTES, SILENCE};
+use voxrelay::audio::mulaw::{FRAME_BYTES, SILENCE};
 use voxrelay::twilio::signature;
 
 /// How the simulated call is placed.
@@ -163,82 +163,6 @@ pub enum CallerError {
         #[source]
         source: Box<tokio_tungstenite::tungstenite::Error>,
     },
-}
-
-/// A pause in the proxy's audio longer than this starts a new stretch (a new answer).
-const STRETCH_GAP: Duration = Duration::from_millis(300);
-
-/// Twilio's playback buffer, as far as the proxy can observe it.
-struct Speaker {
-    /// All audio received, by position; cut back by `clear`.
-    audio: Vec<u8>,
-    anchor: Option<(Instant, u64)>,
-    /// Where the current stretch of playback began.
-    segment_start: u64,
-    pending_marks: VecDeque<(u64, String)>,
-}
-
-impl Speaker {
-    fn played(&self, now: Instant) -> u64 {
-        let end = self.audio.len() as u64;
-        match self.anchor {
-            Some((at, pos)) => {
-                let ms = now.saturating_duration_since(at).as_micros() as u64 / 1000;
-                (pos + ms * BYTES_PER_MS as u64).min(end)
-            }
-            None => end,
-        }
-    }
-
-    /// Buffers `bytes` at `now`; true when they begin a new stretch of playback.
-    fn push(&mut self, bytes: &[u8], now: Instant) -> bool {
-        let end = self.audio.len() as u64;
-        if self.played(now) >= end {
-            // The buffer ran dry. A new stretch of audio begins unless it only ran dry for a
-            // moment (paced chunks arrive just as the previous one finishes).
-            let ran_dry_at = self.anchor.map(|(at, pos)| {
-                at + Duration::from_millis(end.saturating_sub(pos) / BYTES_PER_MS as u64)
-            });
-            let new_stretch = match ran_dry_at {
-                Some(at) => now.saturating_duration_since(at) > STRETCH_GAP,
-                None => true,
-            };
-            if new_stretch {
-                self.segment_start = end;
-            }
-            self.anchor = Some((now, end));
-            self.audio.extend_from_slice(bytes);
-            return new_stretch;
-        }
-        self.audio.extend_from_slice(bytes);
-        false
-    }
-
-    /// When the first pending mark is due.
-    fn next_mark_due(&self) -> Option<Instant> {
-        let (pos, _) = self.pending_marks.front()?;
-        match self.anchor {
-            Some((at, anchor_pos)) => {
-                let ms = pos.saturating_sub(anchor_pos) / BYTES_PER_MS as u64;
-                Some(at + Duration::from_millis(ms))
-            }
-            None => Some(Instant::now()),
-        }
-    }
-
-    fn due_marks(&mut self, now: Instant) -> Vec<String> {
-        let played = self.played(now);
-        let mut due = Vec::new();
-        while let Some((pos, _)) = self.pending_marks.front() {
-            if *pos > played {
-                break;
-            }
-            if let Some((_, name)) = self.pending_marks.pop_front() {
-                due.push(name);
-            }
-        }
-        due
-    }
 }
 
 fn xml_unescape(s: &str) -> String {
@@ -462,12 +386,7 @@ async fn stream(
         f
     };
 
-    let mut speaker = Speaker {
-        audio: Vec::new(),
-        anchor: None,
-        segment_start: 0,
-        pending_marks: VecDeque::new(),
-    };
+    let mut speaker = Playback::keeping_audio();
     let mut ticker = tokio::time::interval(Duration::from_millis(frame_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next_frame = 0usize;
@@ -574,18 +493,12 @@ async fn stream(
                             }
                             Some("mark") => {
                                 let name = value["mark"]["name"].as_str().unwrap_or("").to_string();
-                                let end = speaker.audio.len() as u64;
-                                speaker.pending_marks.push_back((end, name));
+                                speaker.mark(name);
                             }
                             Some("clear") => {
-                                let played = speaker.played(now);
-                                let heard_ms = played.saturating_sub(speaker.segment_start) / BYTES_PER_MS as u64;
-                                let dropped_ms = (speaker.audio.len() as u64 - played) / BYTES_PER_MS as u64;
-                                speaker.audio.truncate(played as usize);
-                                speaker.anchor = None;
-                                let returned: Vec<String> = speaker.pending_marks.drain(..).map(|(_, n)| n).collect();
-                                let marks_returned = returned.len();
-                                for name in returned {
+                                let Cleared { heard_ms, dropped_ms, marks } = speaker.clear(now);
+                                let marks_returned = marks.len();
+                                for name in marks {
                                     seq += 1;
                                     let mark = json!({"event":"mark","sequenceNumber":seq.to_string(),"streamSid":stream_sid,"mark":{"name":name}});
                                     let _ = sink.send(Message::Text(mark.to_string().into())).await;
@@ -613,10 +526,7 @@ async fn stream(
             }
         }
     }
-    let end = Instant::now();
-    let played = speaker.played(end) as usize;
-    speaker.audio.truncate(played);
-    report.heard = speaker.audio;
+    report.heard = speaker.into_heard(Instant::now());
 }
 
 #[cfg(test)]

@@ -4,13 +4,15 @@
 //!
 //! - [`upstream`]: the simulated Realtime API (GA and beta event names, VAD, faults, echo mode);
 //! - [`vad`]: its energy VAD;
-//! - [`caller`]: the simulated Twilio (webhook, Media Streams, playback buffer, marks);
+//! - [`caller`]: the simulated Twilio (webhook, Media Streams, marks);
+//! - [`playback`]: Twilio's playback buffer, for the caller and the load generator;
 //! - [`world`]: a proxy, an upstream and a database for a test or the demo;
 //! - [`demo`]: the demo call and its timeline;
 //! - [`wav`]: WAV reading and writing, resampling to 8 kHz mu-law.
 
 pub mod caller;
 pub mod demo;
+pub mod playback;
 pub mod upstream;
 pub mod vad;
 pub mod wav;
