@@ -316,10 +316,10 @@ async fn experiments_and_calls_are_served(api: Api, world: &World) {
             call_sid: sid.into(),
             business_id: "dental".into(),
             at_ms: 2,
-            kind: "injection".into(),
+            kind: voxrelay::domain::GuardKind::Injection,
             score: Some(0.9),
             rules: vec!["ignore_previous".into()],
-            action: "blocked".into(),
+            action: voxrelay::domain::GuardAction::Blocked,
             detail: "ignore your instructions".into(),
         })
         .await

@@ -2,6 +2,7 @@
 //! caller said (input transcription) and what the model answered (output transcript).
 
 use serde_json::Value;
+use voxrelay::domain::{GuardAction, GuardKind};
 
 use voxrelay::call::guards::{ECHO_CORRECTION, LEAK_CORRECTION, OVERRIDE_NOTICE, SAFE_REPLY};
 use voxrelay::guard::redact::contains_card_number;
@@ -121,7 +122,7 @@ async fn an_injection_in_monitor_mode_is_cancelled_cleared_deleted_corrected_and
     assert!(
         stored
             .iter()
-            .any(|e| e.kind == "injection" && e.action == "blocked"),
+            .any(|e| e.kind == GuardKind::Injection && e.action == GuardAction::Blocked),
         "{stored:?}"
     );
     world.stop().await;
@@ -233,7 +234,7 @@ async fn three_parroted_answers_trigger_an_intervention() {
     assert!(
         stored
             .iter()
-            .any(|e| e.kind == "echo" && e.action == "intervened")
+            .any(|e| e.kind == GuardKind::Echo && e.action == GuardAction::Intervened)
     );
     world.stop().await;
 }
@@ -288,7 +289,7 @@ async fn a_canary_in_the_models_output_is_caught() {
     let stored = world.store.call_events(&sid(7)).await.expect("events");
     let leak = stored
         .iter()
-        .find(|e| e.kind == "leak")
+        .find(|e| e.kind == GuardKind::Leak)
         .expect("leak event");
     assert!(leak.rules.iter().any(|r| r == "canary"), "{:?}", leak.rules);
     world.stop().await;

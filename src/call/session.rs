@@ -542,10 +542,10 @@ impl Session {
                     call_sid: self.call_sid.to_string(),
                     business_id: self.setup.business_id.clone(),
                     at_ms: crate::store::now_ms(),
-                    kind: record.kind.to_string(),
+                    kind: record.kind,
                     score: record.score,
                     rules: record.rules,
-                    action: record.action.to_string(),
+                    action: record.action,
                     detail: record.detail,
                 };
                 tokio::spawn(async move {

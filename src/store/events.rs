@@ -10,13 +10,11 @@ impl Store {
     /// does not have to be recorded (no foreign key), so a guard can log before or without it.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for an empty CallSid, business id, kind or action, a negative time,
+    /// [`StoreError::Invalid`] for an empty CallSid or business id, a negative time,
     /// a score that is not finite, or a rule id that is empty or contains a comma.
     pub async fn insert_event(&self, event: &NewCallEvent) -> Result<String, StoreError> {
         require_non_empty("call_sid", &event.call_sid)?;
         require_non_empty("business_id", &event.business_id)?;
-        require_non_empty("event kind", &event.kind)?;
-        require_non_empty("event action", &event.action)?;
         require_non_negative("at_ms", event.at_ms)?;
         if let Some(score) = event.score
             && !score.is_finite()
@@ -43,10 +41,10 @@ impl Store {
         .bind(&event.call_sid)
         .bind(&event.business_id)
         .bind(event.at_ms)
-        .bind(&event.kind)
+        .bind(event.kind.as_str())
         .bind(event.score)
         .bind(event.rules.join(RULE_SEPARATOR))
-        .bind(&event.action)
+        .bind(event.action.as_str())
         .bind(redact(&event.detail).as_ref())
         .execute(&self.pool)
         .await?;
@@ -78,14 +76,26 @@ pub(super) fn event_from_row(row: &AnyRow) -> Result<CallEvent, sqlx::Error> {
         call_sid: row.try_get("call_sid")?,
         business_id: row.try_get("business_id")?,
         at_ms: row.try_get("at_ms")?,
-        kind: row.try_get("kind")?,
+        kind: parsed(row, "kind")?,
         score: row.try_get("score")?,
         rules: if rules.is_empty() {
             Vec::new()
         } else {
             rules.split(RULE_SEPARATOR).map(str::to_string).collect()
         },
-        action: row.try_get("action")?,
+        action: parsed(row, "action")?,
         detail: row.try_get("detail")?,
+    })
+}
+
+/// Column `column` read as a vocabulary value; an unknown form is a decode error naming it.
+fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr<Err = crate::domain::UnknownValue>,
+{
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: Box::new(e),
     })
 }

@@ -2,7 +2,7 @@
 //!
 //! Times are milliseconds since the Unix epoch (UTC) as `i64`, the way they are stored.
 
-use crate::domain::Direction;
+use crate::domain::{Direction, GuardAction, GuardKind};
 
 /// Language given to a business created without one (BCP 47 tag).
 pub const DEFAULT_LANGUAGE: &str = "en";
@@ -248,17 +248,15 @@ pub struct NewCallEvent {
     pub business_id: String,
     /// When the decision was made, epoch ms; must not be negative.
     pub at_ms: i64,
-    /// What was detected, e.g. `"injection"`, `"echo"`, `"self_echo"` or `"leak"`; must not be
-    /// empty.
-    pub kind: String,
+    /// What was detected (stored as [`GuardKind::as_str`]).
+    pub kind: GuardKind,
     /// The guard's score (a sanitizer risk or a similarity, usually 0 to 1), if it has one; must
     /// be finite.
     pub score: Option<f64>,
     /// Ids of the rules that fired, in order; each must be non-empty and free of commas.
     pub rules: Vec<String>,
-    /// What the proxy did, e.g. `"blocked"`, `"flagged"`, `"intervened"` or `"dropped"`; must not
-    /// be empty.
-    pub action: String,
+    /// What the proxy did (stored as [`GuardAction::as_str`]).
+    pub action: GuardAction,
     /// The transcript or a description. Redacted (card numbers, SSNs, e-mail addresses and phone
     /// numbers replaced) before it is written.
     pub detail: String,
@@ -275,14 +273,14 @@ pub struct CallEvent {
     pub business_id: String,
     /// When the decision was made, epoch ms.
     pub at_ms: i64,
-    /// What was detected, e.g. `"injection"`.
-    pub kind: String,
+    /// What was detected.
+    pub kind: GuardKind,
     /// The guard's score, if it had one.
     pub score: Option<f64>,
     /// Ids of the rules that fired, in the order given.
     pub rules: Vec<String>,
-    /// What the proxy did, e.g. `"blocked"`.
-    pub action: String,
+    /// What the proxy did.
+    pub action: GuardAction,
     /// The redacted transcript or description.
     pub detail: String,
 }
