@@ -57,6 +57,7 @@ fn relay(c: &mut Criterion) {
                         mark_interval_ms: 500,
                         server_cancels_on_speech: true,
                         full_tokens: 1000,
+                        goodbye_limit: std::time::Duration::from_secs(10),
                     },
                     t0,
                 );
@@ -109,6 +110,8 @@ fn relay(c: &mut Criterion) {
         required_sections: Vec::new(),
         created_at_ms: 0,
         updated_at_ms: 0,
+        max_concurrent_calls: None,
+        max_call_duration_s: None,
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     let cache: FingerprintCache<voxrelay::prompt::BuiltPrompts> = FingerprintCache::default();

@@ -40,3 +40,32 @@ pub fn sanitizer(config: &Config) -> Result<Sanitizer, GuardError> {
         None => Sanitizer::builtin(),
     }
 }
+
+/// The start-up check of the `gate` policy: with caller transcription off
+/// (`upstream.transcription_model` empty), a business on `gate` would leave every turn
+/// unanswered, so the server does not start; the message names the businesses.
+///
+/// Errors: the businesses on `gate` when transcription is off, as a message; the database
+/// failed.
+pub async fn check_gate_policies(config: &Config, store: &Store) -> Result<(), anyhow::Error> {
+    if config.transcribes() {
+        return Ok(());
+    }
+    let gated: Vec<String> = store
+        .list_businesses()
+        .await?
+        .into_iter()
+        .filter(|b| b.guard_policy == crate::domain::GuardPolicy::Gate.as_str())
+        .map(|b| b.id)
+        .collect();
+    if gated.is_empty() {
+        return Ok(());
+    }
+    Err(anyhow::anyhow!(
+        "upstream.transcription_model is empty (caller transcription off), and these businesses \
+         use the guard policy \"gate\", which answers a turn only once its transcript is scored: \
+         {}. Set a transcription model, or give them the policy monitor or flag \
+         (voxrelay business policy ID monitor)",
+        gated.join(", ")
+    ))
+}

@@ -212,6 +212,64 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `[lifecycle]`: who this instance is, and how it stops. The section may be left out: the
+/// defaults below apply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// This instance's id, recorded on every call it takes; at start-up the instance closes the
+    /// calls it left open as `crashed`. It must stay the same across restarts and differ
+    /// between instances that share a database. `""` (the default) is `HOSTNAME-PORT` (the
+    /// host name and the listen port), see [`Config::instance_id`].
+    pub instance_id: String,
+    /// After SIGTERM or SIGINT, how long live calls may go on, seconds; then each is asked to
+    /// say goodbye and ends (`shutdown`). Default 900 (15 min).
+    pub drain_deadline_s: u64,
+    /// How long a goodbye (drain deadline, longest duration) may take, ms, before the call
+    /// ends anyway. Default 10000.
+    pub goodbye_limit_ms: u64,
+    /// At exit, how long the call records still waiting may take to be written, ms. Default
+    /// 10000.
+    pub flush_limit_ms: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            instance_id: String::new(),
+            drain_deadline_s: 900,
+            goodbye_limit_ms: 10_000,
+            flush_limit_ms: 10_000,
+        }
+    }
+}
+
+/// `[limits]`: how many calls this instance takes. Over a limit the webhook answers with a busy
+/// signal (`<Reject reason="busy"/>`). The section may be left out: the defaults below apply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Calls at once, from the webhook to the end of the call (a business may set a lower
+    /// `max_concurrent_calls` of its own). Default 200.
+    pub max_calls: usize,
+    /// Calls answered by the webhook whose media stream has not started yet: each holds a
+    /// pre-warmed (paid) upstream session. Default 50.
+    pub max_pending: usize,
+    /// The longest call, seconds, unless the business sets `max_call_duration_s`; then the
+    /// model says goodbye and the call ends (`max_duration`). Default 3600.
+    pub max_call_duration_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_calls: 200,
+            max_pending: 50,
+            max_call_duration_s: 3600,
+        }
+    }
+}
+
 /// `[timeouts]`, all in ms.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +305,12 @@ pub struct Config {
     /// `[alerts]` (optional).
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// `[lifecycle]` (optional).
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+    /// `[limits]` (optional).
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// Secrets, from the environment only.
@@ -467,12 +531,66 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether callers are transcribed (`upstream.transcription_model` is set), which the
+    /// sanitizer and the `gate` policy need.
+    pub fn transcribes(&self) -> bool {
+        !self.upstream.transcription_model.trim().is_empty()
+    }
+
+    /// This instance's id: `lifecycle.instance_id`, or `HOSTNAME-PORT` when it is empty (the
+    /// host name from `/proc/sys/kernel/hostname` or `$HOSTNAME`, `voxrelay` if neither is
+    /// there; characters outside `[A-Za-z0-9_.-]` become `-`).
+    pub fn instance_id(&self) -> String {
+        if !self.lifecycle.instance_id.is_empty() {
+            return self.lifecycle.instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "voxrelay".to_string());
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(crate::domain::MAX_ID_LEN - 6)
+            .collect();
+        format!("{host}-{}", self.server.listen.port())
+    }
+
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Key {
             file: file.to_string(),
             key: key.to_string(),
             message,
         };
+        if !self.lifecycle.instance_id.is_empty()
+            && let Err(e) = crate::domain::check_id("instance id", &self.lifecycle.instance_id)
+        {
+            return Err(bad("lifecycle.instance_id", e.to_string()));
+        }
+        for (key, value) in [
+            ("limits.max_calls", self.limits.max_calls as u64),
+            ("limits.max_pending", self.limits.max_pending as u64),
+            (
+                "limits.max_call_duration_s",
+                self.limits.max_call_duration_s,
+            ),
+            (
+                "lifecycle.goodbye_limit_ms",
+                self.lifecycle.goodbye_limit_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
         if !matches!(self.server.public_scheme.as_str(), "http" | "https") {
             return Err(bad(
                 "server.public_scheme",

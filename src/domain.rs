@@ -146,12 +146,31 @@ vocabulary! {
         /// The upstream stopped taking our messages for longer than `audio.stall_limit_ms`, or
         /// left no room for a control message.
         UpstreamStalled = "upstream_stalled",
+        /// The instance was draining and the drain deadline came: the model said goodbye and
+        /// the call ended (`lifecycle.drain_deadline_s`).
+        Shutdown = "shutdown",
+        /// The call reached its longest duration (the business's `max_call_duration_s`, else
+        /// `limits.max_call_duration_s`): the model said goodbye and the call ended.
+        MaxDuration = "max_duration",
+        /// The instance holding the call was killed; it closed the call when it started again.
+        Crashed = "crashed",
+        /// Refused at the webhook: a call limit (instance, business, pending pre-warms) was
+        /// reached, and the caller heard a busy signal.
+        Busy = "busy",
+        /// Refused at the webhook: the business has no usable prompt for the direction.
+        SetupFailed = "setup_failed",
+        /// The media stream started but no upstream session could be opened.
+        UpstreamUnavailable = "upstream_unavailable",
+        /// The webhook answered, but no media stream claimed the call in time
+        /// (`timeouts.pending_call_ms`).
+        NoStream = "no_stream",
     }
 }
 
 impl EndReason {
-    /// Whether a socket failed or stalled (a call "with errors" in the windowed figures); a
-    /// hang-up or a peer closing the session is not a fault.
+    /// Whether a socket failed or stalled, or the instance died (a call "with errors" in the
+    /// windowed figures); a hang-up, a peer closing the session or an ending on purpose
+    /// (drain, longest duration) is not a fault.
     pub fn is_fault(self) -> bool {
         matches!(
             self,
@@ -159,7 +178,26 @@ impl EndReason {
                 | EndReason::TwilioStalled
                 | EndReason::UpstreamError
                 | EndReason::UpstreamStalled
+                | EndReason::Crashed
         )
+    }
+
+    /// Whether the call never became a conversation: refused at the webhook, or its stream
+    /// never reached a model.
+    pub fn is_failed_setup(self) -> bool {
+        matches!(
+            self,
+            EndReason::Busy
+                | EndReason::SetupFailed
+                | EndReason::UpstreamUnavailable
+                | EndReason::NoStream
+        )
+    }
+
+    /// Whether the call failed: a failed setup or a fault. The share of these is the
+    /// `call_failure_rate` alert.
+    pub fn is_failure(self) -> bool {
+        self.is_fault() || self.is_failed_setup()
     }
 }
 
@@ -261,6 +299,20 @@ vocabulary! {
         /// Input tokens served from the prompt cache.
         Cached = "cached",
     }
+}
+
+/// A phone number as logs may show it: every digit but the last 4 replaced by `*`, other
+/// characters dropped (`+14155550123` → `*******0123`); text with 4 digits or fewer shows none
+/// (`****`). Numbers never reach a log line in clear.
+pub fn masked_number(number: &str) -> String {
+    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() <= 4 {
+        return "****".to_string();
+    }
+    let hidden = digits.len() - 4;
+    std::iter::repeat_n('*', hidden)
+        .chain(digits[hidden..].iter().copied())
+        .collect()
 }
 
 /// An identifier that is not of the accepted form.
@@ -418,6 +470,14 @@ identifier! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_masked_to_their_last_four_digits() {
+        assert_eq!(masked_number("+14155550123"), "*******0123");
+        assert_eq!(masked_number("+1 (415) 555-0123"), "*******0123");
+        assert_eq!(masked_number("1234"), "****");
+        assert_eq!(masked_number("anonymous"), "****");
+    }
 
     #[test]
     fn identifiers_accept_twilio_sids_and_refuse_what_could_break_a_log_line() {

@@ -298,6 +298,7 @@ async fn experiments_and_calls_are_served(api: Api, world: &World) {
             from_number: "+14155550100".into(),
             to_number: "+15005550006".into(),
             started_at_ms: 1,
+            instance_id: String::new(),
         })
         .await
         .expect("call");
@@ -464,6 +465,7 @@ async fn businesses_are_changed_and_deleted_with_what_hangs_off_them(api: Api, w
             from_number: "+14155550100".into(),
             to_number: "+15005550006".into(),
             started_at_ms: 1,
+            instance_id: String::new(),
         })
         .await
         .expect("call");

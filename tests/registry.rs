@@ -55,6 +55,8 @@ fn setup() -> CallSetup {
         required_sections: Vec::new(),
         created_at_ms: now_ms(),
         updated_at_ms: now_ms(),
+        max_concurrent_calls: None,
+        max_call_duration_s: None,
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     CallSetup::build(
@@ -86,6 +88,7 @@ fn pending(url: String, setup: CallSetup) -> PendingCall {
         prewarm: tokio::spawn(async move { open_upstream(&settings, &session).await }),
         created: Instant::now(),
         greeting_requested_at: Default::default(),
+        slot: None,
     }
 }
 
@@ -98,10 +101,12 @@ async fn an_unclaimed_call_is_dropped_and_its_prewarmed_upstream_closed() {
         pending(url, setup()),
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(registry.sweep(Instant::now()), 0, "not expired yet");
+    assert!(registry.sweep(Instant::now()).is_empty(), "not expired yet");
     assert_eq!(registry.len(), 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(registry.sweep(Instant::now()), 1);
+    let expired = registry.sweep(Instant::now());
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].call_sid, "CA1");
     assert!(registry.is_empty());
     let deadline = Instant::now() + Duration::from_secs(3);
     while !closed.load(Ordering::SeqCst) && Instant::now() < deadline {

@@ -116,6 +116,7 @@ fn new_call(call_sid: &str, business_id: &str) -> NewCall {
         from_number: "+14155550100".to_string(),
         to_number: "+442079460958".to_string(),
         started_at_ms: 1_767_225_600_000,
+        instance_id: String::new(),
     }
 }
 
@@ -337,6 +338,7 @@ async fn a_call_is_inserted_finished_and_read_back(store: Store) {
             prompt_version_id: None,
             experiment_id: None,
             variant: None,
+            instance_id: None,
         })
     );
 
@@ -979,7 +981,7 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4], "every migration applied");
+    assert_eq!(versions, [1, 2, 3, 4, 5], "every migration applied");
     let rejected = sqlx::query(
         "INSERT INTO businesses (id, name, guard_policy, created_at_ms, updated_at_ms) \
          VALUES ('bad', 'Bad', 'block', 1, 1)",

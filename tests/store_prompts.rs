@@ -735,6 +735,7 @@ async fn a_call_records_its_prompt_version_and_variant(store: Store) {
         from_number: "+14155550100".to_string(),
         to_number: "+442079460958".to_string(),
         started_at_ms: 1_767_225_600_000,
+        instance_id: String::new(),
     };
     store.insert_call(&call).await.unwrap();
     assert_eq!(
@@ -807,7 +808,7 @@ async fn the_database_refuses_a_second_production_or_running_row(url: String) {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 
     let second = sqlx::query("UPDATE prompt_versions SET status = 'production' WHERE id = $1")
         .bind(&v2.id)

@@ -152,6 +152,7 @@ pub async fn number(store: &Store, command: NumberCommand) -> anyhow::Result<()>
 pub async fn run(
     store: &Store,
     sanitizer: &Sanitizer,
+    transcribing: bool,
     command: BusinessCommand,
 ) -> anyhow::Result<()> {
     match command {
@@ -185,6 +186,7 @@ pub async fn run(
                     hours: String::new(),
                     required_sections: Vec::new(),
                 },
+                transcribing,
             )
             .await?;
             println!("{}", b.id);
@@ -224,7 +226,7 @@ pub async fn run(
                 },
                 ..BusinessUpdate::default()
             };
-            let b = ops::businesses::update(store, &id, &update).await?;
+            let b = ops::businesses::update(store, &id, &update, transcribing).await?;
             println!("{}", serde_json::to_string_pretty(&b)?);
         }
         BusinessCommand::Delete { id } => {
@@ -232,7 +234,7 @@ pub async fn run(
             println!("{id}: deleted");
         }
         BusinessCommand::Policy { id, policy } => {
-            let b = ops::businesses::set_policy(store, &id, &policy).await?;
+            let b = ops::businesses::set_policy(store, &id, &policy, transcribing).await?;
             println!("{id}: guard policy {}", b.guard_policy);
         }
         BusinessCommand::Rule {

@@ -155,6 +155,7 @@ async fn with_config(config: Config, command: Command) -> anyhow::Result<()> {
             business::run(
                 &bootstrap::store(&config).await?,
                 &bootstrap::sanitizer(&config)?,
+                config.transcribes(),
                 command,
             )
             .await

@@ -16,7 +16,7 @@ use voxrelay_sim::world::World;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 use common::api::Api;
-use common::dental_world;
+use common::{dental_world, dental_world_configured};
 
 /// What the CLI said: success, standard output, standard error.
 struct Said {
@@ -27,7 +27,13 @@ struct Said {
 
 /// Runs `voxrelay --config config/voxrelay.toml ARGS` on the world's database.
 fn cli(world: &World, args: &[&str]) -> Said {
+    cli_with(world, args, &[])
+}
+
+/// [`cli`] with extra environment variables.
+fn cli_with(world: &World, args: &[&str], env: &[(&str, &str)]) -> Said {
     let output = Command::new(env!("CARGO_BIN_EXE_voxrelay"))
+        .envs(env.iter().copied())
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .arg("--config")
         .arg("config/voxrelay.toml")
@@ -506,5 +512,60 @@ async fn guard_rules_are_checked_by_the_sanitizer_on_either_door() {
         .filter_map(|rule| rule["rule_id"].as_str())
         .collect();
     assert_eq!(ids, ["api_macro", "cli_macro"]);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn gate_without_caller_transcription_is_refused_on_either_door_and_at_start() {
+    let world = dental_world_configured(
+        0,
+        Some(Box::new(|c| c.upstream.transcription_model = String::new())),
+    )
+    .await;
+    let api = Api::new(&world);
+    let off = [("VOXRELAY_UPSTREAM_TRANSCRIPTION_MODEL", "")];
+    let said = cli_with(&world, &["business", "policy", "dental", "gate"], &off);
+    assert!(!said.ok, "{}", said.out);
+    assert!(said.err.contains("transcription"), "{}", said.err);
+    let r = api
+        .admin(
+            reqwest::Method::PUT,
+            "/businesses/dental/policy",
+            Some(json!({"policy": "gate"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("transcription"), "{}", r.text);
+    let r = api
+        .admin(
+            reqwest::Method::PATCH,
+            "/businesses/dental",
+            Some(json!({"guard_policy": "gate"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // Monitor stays allowed; with transcription on, gate is too.
+    let said = cli_with(&world, &["business", "policy", "dental", "monitor"], &off);
+    assert!(said.ok, "{}", said.err);
+    let said = cli(&world, &["business", "policy", "dental", "gate"]);
+    assert!(said.ok, "{}", said.err);
+    // A gated business with transcription off: the server does not start, and says why.
+    let said = cli_with(
+        &world,
+        &["serve"],
+        &[
+            ("VOXRELAY_UPSTREAM_TRANSCRIPTION_MODEL", ""),
+            ("VOXRELAY_SERVER_LISTEN", "127.0.0.1:0"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("VOXRELAY_SIGNING_KEY", "0123456789abcdef0123"),
+            ("VOXRELAY_UPSTREAM_URL", "ws://127.0.0.1:9/v1/realtime"),
+        ],
+    );
+    assert!(!said.ok);
+    assert!(
+        said.err.contains("dental") && said.err.contains("gate"),
+        "{}",
+        said.err
+    );
     world.stop().await;
 }

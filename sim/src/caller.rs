@@ -280,15 +280,41 @@ pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
         return Ok(report);
     };
     tokio::time::sleep(Duration::from_millis(config.stream_connect_delay_ms)).await;
-    let socket = connect(&url, config.recv_buffer_bytes)
+    stream_into(&config, &url, token, &account_sid, &mut report).await?;
+    Ok(report)
+}
+
+/// Only the media stream, to `url` with `token`, as [`run`] streams after its webhook: for a
+/// stream Twilio would not open on its own (a replayed token, a second stream).
+///
+/// Errors: [`CallerError::Connect`] when the WebSocket connection fails.
+pub async fn run_stream(
+    config: CallerConfig,
+    url: String,
+    token: Option<String>,
+) -> Result<CallerReport, CallerError> {
+    voxrelay::install_crypto_provider();
+    let mut report = CallerReport::default();
+    stream_into(&config, &url, token, &account_sid(), &mut report).await?;
+    Ok(report)
+}
+
+async fn stream_into(
+    config: &CallerConfig,
+    url: &str,
+    token: Option<String>,
+    account_sid: &str,
+    report: &mut CallerReport,
+) -> Result<(), CallerError> {
+    let socket = connect(url, config.recv_buffer_bytes)
         .await
         .map_err(|source| CallerError::Connect {
-            url: url.clone(),
+            url: url.to_string(),
             source: Box::new(source),
         })?;
     report.streamed = true;
-    stream(socket, &config, token, &account_sid, &mut report).await;
-    Ok(report)
+    stream(socket, config, token, account_sid, report).await;
+    Ok(())
 }
 
 /// Opens the media WebSocket, with a receive buffer of `recv_buffer` bytes when given.

@@ -187,6 +187,19 @@ impl Playback {
         }
     }
 
+    /// When the audio sent so far will have played by the clock (with [`MARK_GRACE`] while a
+    /// mark is outstanding); `None` when nothing plays.
+    pub fn plays_until(&self) -> Option<Instant> {
+        let (at, pos) = self.anchor?;
+        let left_ms = self.sent.saturating_sub(pos) / BYTES_PER_MS as u64;
+        let grace = if self.pending.is_empty() {
+            std::time::Duration::ZERO
+        } else {
+            MARK_GRACE
+        };
+        Some(at + std::time::Duration::from_millis(left_ms) + grace)
+    }
+
     /// Ms of the current item the caller has heard at `now` (0 when none).
     pub fn heard_ms(&self, now: Instant) -> u64 {
         match &self.item {

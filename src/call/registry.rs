@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::task::JoinHandle;
 
+use crate::call::lifecycle::Slot;
 use crate::call::setup::CallSetup;
-use crate::domain::CallSid;
+use crate::domain::{CallSid, Direction};
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
 
 /// The pre-warm task: resolves to an upstream socket with the COMPACT session sent.
@@ -33,6 +34,20 @@ pub struct PendingCall {
     pub created: Instant,
     /// When the pre-warm sent the greeting's `response.create` (set once it has).
     pub greeting_requested_at: Arc<OnceLock<Instant>>,
+    /// The call's place under the call limits, held until the call ends (`None`: not
+    /// counted).
+    pub slot: Option<Slot>,
+}
+
+/// A pending call dropped because no stream claimed it in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// The call.
+    pub call_sid: CallSid,
+    /// Its business.
+    pub business_id: String,
+    /// Its direction.
+    pub direction: Direction,
 }
 
 /// The shared map of pending calls (the only shared map besides read-only caches).
@@ -69,21 +84,25 @@ impl Registry {
         Some(call)
     }
 
-    /// Drops entries older than the time-to-live and closes their upstreams. Returns how many.
-    pub fn sweep(&self, now: Instant) -> usize {
+    /// Drops entries older than the time-to-live and closes their upstreams. Returns them.
+    pub fn sweep(&self, now: Instant) -> Vec<Expired> {
         let expired: Vec<CallSid> = self
             .calls
             .iter()
             .filter(|e| now.saturating_duration_since(e.created) > self.ttl)
             .map(|e| e.key().clone())
             .collect();
-        let mut dropped = 0;
+        let mut dropped = Vec::new();
         for call_sid in expired {
             if let Some((_, call)) = self.calls.remove(&call_sid) {
                 tracing::warn!(call_sid = %call_sid, business_id = %call.setup.business_id,
                     "pending call never claimed by a media stream; closing its upstream");
+                dropped.push(Expired {
+                    business_id: call.setup.business_id.clone(),
+                    direction: call.setup.direction,
+                    call_sid,
+                });
                 discard(call);
-                dropped += 1;
             }
         }
         dropped

@@ -21,11 +21,13 @@ use tokio::sync::mpsc;
 
 use crate::call::cache::{FingerprintCache, fingerprint};
 use crate::call::leg::LegLimits;
+use crate::call::lifecycle::{Admission, Lifecycle, Slot};
+use crate::call::records::{Record, Records};
 use crate::call::registry::{PendingCall, Registry};
 use crate::call::session::{self, SessionOptions, SessionStart};
 use crate::call::setup::{CallSetup, PromptSource, open_upstream};
 use crate::config::Config;
-use crate::domain::{Arm, BusinessId, CallSid, Direction};
+use crate::domain::{Arm, BusinessId, CallSid, Direction, EndReason, masked_number};
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
 use crate::prompt::resolve::{self, ResolveError};
 use crate::prompt::template::{self, TemplateVars};
@@ -70,8 +72,11 @@ pub enum Prepared {
         /// The signed, expiring stream token.
         token: String,
     },
-    /// Take no call; say `Refusal::apology` and hang up.
+    /// Take no call; say `Refusal::apology` and hang up (or, for [`Refusal::Busy`], give a
+    /// busy signal).
     Refused(Refusal),
+    /// The instance is draining: answer 503, so Twilio tries the number's fallback URL.
+    Draining,
 }
 
 /// Why a webhook's call is not taken. Each is logged with its reason where it is decided.
@@ -82,8 +87,11 @@ pub enum Refusal {
     /// No business owns the number, or the outbound parameters are not ours.
     UnknownBusiness,
     /// The business cannot take the call: no prompt for the direction, an unusable prompt, or
-    /// a guard rule that does not compile.
+    /// the database could not be read.
     SetupFailed,
+    /// A call limit is reached ([`crate::call::lifecycle::Admission`]): a busy signal, not an
+    /// apology.
+    Busy,
 }
 
 /// Spoken to callers of a number no business owns.
@@ -99,7 +107,9 @@ impl Refusal {
     pub fn apology(self) -> &'static str {
         match self {
             Refusal::UnknownBusiness => UNKNOWN_NUMBER_SORRY,
-            Refusal::UnsupportedDirection | Refusal::SetupFailed => SETUP_FAILED_SORRY,
+            Refusal::UnsupportedDirection | Refusal::SetupFailed | Refusal::Busy => {
+                SETUP_FAILED_SORRY
+            }
         }
     }
 }
@@ -112,8 +122,8 @@ pub struct Admitted {
     since_webhook: Option<Duration>,
     /// When the pre-warm sent the greeting's `response.create`, if it did.
     greeting_requested: Option<Instant>,
-    from: String,
-    to: String,
+    /// The call's place under the call limits, given back when the call ends.
+    slot: Option<Slot>,
 }
 
 /// Why a media stream is closed at `start`.
@@ -131,6 +141,9 @@ pub enum NotAdmitted {
     /// No upstream could be had.
     #[error("upstream unavailable")]
     UpstreamUnavailable,
+    /// Another stream has already claimed this call (a replayed token).
+    #[error("already streamed")]
+    AlreadyClaimed,
 }
 
 impl NotAdmitted {
@@ -141,6 +154,7 @@ impl NotAdmitted {
             NotAdmitted::TokenMismatch => "token mismatch",
             NotAdmitted::CannotRebuild => "unknown business",
             NotAdmitted::UpstreamUnavailable => "upstream unavailable",
+            NotAdmitted::AlreadyClaimed => "call already streamed",
         }
     }
 }
@@ -220,6 +234,14 @@ pub struct CallService {
     pub call_stats: CallStats,
     /// Alerts on the windowed figures.
     pub alerts: Alerts,
+    /// Every call record write, in order, retried while the database is away.
+    records: Records,
+    /// Drain state and the live calls' tasks.
+    lifecycle: Lifecycle,
+    /// The call limits.
+    admission: Admission,
+    /// This instance's id (`lifecycle.instance_id`, or `HOSTNAME-PORT`).
+    instance_id: String,
 }
 
 impl CallService {
@@ -244,10 +266,15 @@ impl CallService {
             },
             server_cancels_on_speech: config.vad.interrupt_response,
             metrics: metrics.clone(),
+            goodbye_limit: Duration::from_millis(config.lifecycle.goodbye_limit_ms),
         };
         CallService {
             registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),
             alerts: Alerts::new(config.alerts.clone()),
+            records: Records::start(store.clone()),
+            lifecycle: Lifecycle::new(),
+            admission: Admission::new(config.limits.clone()),
+            instance_id: config.instance_id(),
             config,
             signing_key,
             store,
@@ -264,11 +291,116 @@ impl CallService {
         }
     }
 
-    /// Drops pending calls nobody claimed and re-judges the alerts (so they clear when calls
-    /// stop ending too). Run by the server's sweeper.
+    /// Drops pending calls nobody claimed (each recorded as ended `no_stream`) and re-judges
+    /// the alerts (so they clear when calls stop ending too). Run by the server's sweeper.
     pub fn sweep(&self, now: Instant) {
-        self.registry.sweep(now);
+        for expired in self.registry.sweep(now) {
+            self.record_unserved(
+                expired.call_sid.as_str(),
+                &expired.business_id,
+                expired.direction,
+                EndReason::NoStream,
+            );
+        }
         self.evaluate_alerts();
+    }
+
+    /// The instance's drain state and live calls.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// The call record writer.
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// The call limits and what holds them.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// This instance's id, as recorded on its calls.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Pending calls: answered by the webhook, their stream not started.
+    pub fn pending_calls(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Crash recovery, at start-up: the calls this instance left open when it was last killed
+    /// are closed as `crashed` (calls of other instances sharing the database are not
+    /// touched). Returns how many; a database error is logged and gives 0 (the next start
+    /// tries again).
+    pub async fn recover(&self) -> u64 {
+        match self
+            .store
+            .close_abandoned_calls(
+                &self.instance_id,
+                store::now_ms(),
+                EndReason::Crashed.as_str(),
+            )
+            .await
+        {
+            Ok(0) => 0,
+            Ok(closed) => {
+                tracing::warn!(instance_id = %self.instance_id, closed,
+                    "calls left open by this instance's last run closed as crashed");
+                closed
+            }
+            Err(e) => {
+                tracing::error!(instance_id = %self.instance_id, error = %e,
+                    "cannot close the calls left open by this instance's last run");
+                0
+            }
+        }
+    }
+
+    /// Counts a call that ended without a session (refused, no stream, no upstream) in the
+    /// metrics and the windowed figures, and writes its end.
+    fn record_unserved(
+        &self,
+        call_sid: &str,
+        business_id: &str,
+        direction: Direction,
+        reason: EndReason,
+    ) {
+        let outcome = CallOutcome::unserved(call_sid, business_id, direction, reason);
+        self.metrics.record_unserved(&outcome);
+        self.call_stats.call_ended(&outcome, store::now_ms());
+        self.records.write(Record::Finished {
+            call_sid: call_sid.to_owned(),
+            end: CallEnd {
+                ended_at_ms: store::now_ms(),
+                greeting_latency_ms: None,
+                end_reason: Some(reason.as_str().to_owned()),
+                summary: Default::default(),
+            },
+        });
+    }
+
+    /// The record of a call as the webhook (or its stream) first sees it.
+    fn new_call(
+        &self,
+        call_sid: &str,
+        business_id: &str,
+        direction: Direction,
+        from: &str,
+        to: &str,
+        stream_sid: Option<&str>,
+    ) -> NewCall {
+        NewCall {
+            call_sid: call_sid.to_owned(),
+            stream_sid: stream_sid.map(str::to_owned),
+            business_id: business_id.to_owned(),
+            direction,
+            from_number: from.to_owned(),
+            to_number: to.to_owned(),
+            started_at_ms: store::now_ms(),
+            instance_id: self.instance_id.clone(),
+        }
     }
 
     /// Judges the alerts over the calls that ended in their window (logs and gauges, see
@@ -282,21 +414,56 @@ impl CallService {
     // -----------------------------------------------------------------------------------------
     // The webhook
 
-    /// The voice webhook's call: find its business, set it up, sign its stream token, park it
-    /// and pre-warm its upstream; or refuse it (logged with the reason).
+    /// The voice webhook's call: find its business, set it up, take a place under the call
+    /// limits, record it, sign its stream token, park it and pre-warm its upstream; or refuse
+    /// it (logged with the reason, counted, and recorded when its business is known). While
+    /// the instance drains, every webhook gets [`Prepared::Draining`].
     ///
-    /// Errors: the database failed (answered with a 500, so Twilio's fallback URL applies).
-    pub async fn prepare(&self, call: IncomingCall) -> Result<Prepared, StoreError> {
+    /// A database that cannot be read is a refusal with the apology, not an error page: the
+    /// caller hears why, and the failure is counted (`setup_failed`).
+    pub async fn prepare(&self, call: IncomingCall) -> Prepared {
+        if self.lifecycle.is_draining() {
+            tracing::info!(call_sid = %call.call_sid, "webhook while draining: 503");
+            return Prepared::Draining;
+        }
         let Some(direction) = Direction::from_twilio(&call.twilio_direction) else {
             tracing::warn!(call_sid = %call.call_sid, direction = %call.twilio_direction,
                 "unsupported call direction");
-            return Ok(Prepared::Refused(Refusal::UnsupportedDirection));
+            return Prepared::Refused(Refusal::UnsupportedDirection);
         };
+        match self.prepare_business(call, direction).await {
+            Ok(prepared) => prepared,
+            Err((call_sid, e)) => {
+                tracing::error!(%call_sid, error = %e,
+                    "database unavailable at the webhook; answering with the apology");
+                // No business is known: counted in the metrics (business_id ""), not in the
+                // per-business windows, and not recorded (a record needs its business).
+                self.metrics.record_unserved(&CallOutcome::unserved(
+                    call_sid.as_str(),
+                    "",
+                    direction,
+                    EndReason::SetupFailed,
+                ));
+                Prepared::Refused(Refusal::SetupFailed)
+            }
+        }
+    }
+
+    /// [`CallService::prepare`] once the direction is known. Errors: the database failed,
+    /// with the call's CallSid.
+    async fn prepare_business(
+        &self,
+        call: IncomingCall,
+        direction: Direction,
+    ) -> Result<Prepared, (CallSid, StoreError)> {
+        let fail = |e| (call.call_sid.clone(), e);
         let Some(business) = self
             .business_of(direction, &call.to, call.query.as_deref())
-            .await?
+            .await
+            .map_err(fail)?
         else {
             tracing::warn!(call_sid = %call.call_sid, %direction,
+                to = %masked_number(&call.to),
                 "no business for this call; answering with a sorry");
             return Ok(Prepared::Refused(Refusal::UnknownBusiness));
         };
@@ -304,17 +471,61 @@ impl CallService {
             Direction::Inbound => call.from.as_str(),
             Direction::Outbound => call.to.as_str(),
         };
+        let record = self.new_call(
+            call.call_sid.as_str(),
+            &business.id,
+            direction,
+            &call.from,
+            &call.to,
+            None,
+        );
+        let slot = match self.admission.admit(
+            &business.id,
+            business
+                .max_concurrent_calls
+                .and_then(|n| usize::try_from(n).ok()),
+        ) {
+            Ok(slot) => slot,
+            Err(over) => {
+                let (held, pending) = self.admission.held();
+                tracing::warn!(call_sid = %call.call_sid, business_id = %business.id,
+                    limit = over.as_str(), held, pending, "over a call limit; busy signal");
+                self.records.write(Record::Opened(record));
+                self.record_unserved(
+                    call.call_sid.as_str(),
+                    &business.id,
+                    direction,
+                    EndReason::Busy,
+                );
+                return Ok(Prepared::Refused(Refusal::Busy));
+            }
+        };
         let setup = match self.call_setup(&business, direction, caller).await {
             Ok(setup) => setup,
             Err(e) => match e.into_store() {
-                Ok(database) => return Err(database),
+                Ok(database) => return Err(fail(database)),
                 Err(e) => {
                     tracing::error!(call_sid = %call.call_sid, business_id = %business.id,
                         error = %e, "cannot set the call up");
+                    self.records.write(Record::Opened(record));
+                    self.record_unserved(
+                        call.call_sid.as_str(),
+                        &business.id,
+                        direction,
+                        EndReason::SetupFailed,
+                    );
                     return Ok(Prepared::Refused(Refusal::SetupFailed));
                 }
             },
         };
+        self.records.write(Record::Opened(record));
+        if setup.prompt_version_id.is_some() {
+            self.records.write(Record::Prompt {
+                call_sid: call.call_sid.to_string(),
+                version_id: setup.prompt_version_id.clone(),
+                experiment: setup.experiment.clone(),
+            });
+        }
         tracing::info!(
             call_sid = %call.call_sid,
             business_id = %setup.business_id,
@@ -332,6 +543,12 @@ impl CallService {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(call_sid = %call.call_sid, error = %e, "the business id cannot travel in a stream token");
+                self.record_unserved(
+                    call.call_sid.as_str(),
+                    &setup.business_id,
+                    direction,
+                    EndReason::SetupFailed,
+                );
                 return Ok(Prepared::Refused(Refusal::SetupFailed));
             }
         };
@@ -366,6 +583,7 @@ impl CallService {
                 prewarm,
                 created: Instant::now(),
                 greeting_requested_at,
+                slot: Some(slot),
             },
         );
         let scheme = if self.config.server.public_scheme == "https" {
@@ -437,13 +655,42 @@ impl CallService {
                 return Err(NotAdmitted::InvalidToken);
             }
         };
-        let (setup, upstream, since_webhook, greeting_requested, from, to) = match self
+        let stream_sid = start.stream_sid.as_str();
+        let (setup, upstream, since_webhook, greeting_requested, slot) = match self
             .registry
             .claim(&start.call_sid)
         {
             Some(pending) => {
+                // Claimed here already (the registry hands a call out once); the database
+                // claim keeps a replay on another instance out, and runs beside the pre-warm.
+                let claim = self.new_call(
+                    start.call_sid.as_str(),
+                    &pending.setup.business_id,
+                    pending.setup.direction,
+                    &pending.from,
+                    &pending.to,
+                    Some(stream_sid),
+                );
+                let (claimed, prewarmed) =
+                    tokio::join!(self.store.claim_stream(&claim), pending.prewarm);
+                match claimed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(call_sid = %start.call_sid,
+                            "stream token replayed: the call was already streamed elsewhere; closing");
+                        if let Ok(Ok(mut socket)) = prewarmed {
+                            let _ = socket.close(None).await;
+                        }
+                        return Err(NotAdmitted::AlreadyClaimed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(call_sid = %start.call_sid, error = %e,
+                            "cannot record the stream's claim now; the call goes on and the record waits");
+                        self.records.write(Record::Claimed(claim));
+                    }
+                }
                 let mut greeting_requested = None;
-                let upstream = match pending.prewarm.await {
+                let upstream = match prewarmed {
                     Ok(Ok(socket)) => {
                         greeting_requested = pending.greeting_requested_at.get().copied();
                         Ok(socket)
@@ -458,37 +705,83 @@ impl CallService {
                     }
                 };
                 let since = Instant::now().saturating_duration_since(pending.created);
+                let mut slot = pending.slot;
+                if let Some(slot) = &mut slot {
+                    slot.streamed();
+                }
                 (
                     pending.setup,
                     upstream,
                     Some(since),
                     greeting_requested,
-                    pending.from,
-                    pending.to,
+                    slot,
                 )
             }
             None => {
-                let setup = self.rebuild(&claims, &start.call_sid).await?;
-                let upstream = self.dial(&setup.session).await;
                 // The token carries the customer's number only; the other side stays unknown.
                 let (from, to) = match claims.direction {
                     Direction::Inbound => (claims.caller.clone(), String::new()),
                     Direction::Outbound => (String::new(), claims.caller.clone()),
                 };
-                (setup, upstream, None, None, from, to)
+                // Claim before any upstream cost: a replayed token stops here.
+                let claim = self.new_call(
+                    start.call_sid.as_str(),
+                    claims.business_id.as_str(),
+                    claims.direction,
+                    &from,
+                    &to,
+                    Some(stream_sid),
+                );
+                match self.store.claim_stream(&claim).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(call_sid = %start.call_sid,
+                            "stream token replayed: the call was already streamed; closing");
+                        return Err(NotAdmitted::AlreadyClaimed);
+                    }
+                    Err(e) => {
+                        tracing::error!(call_sid = %start.call_sid, error = %e,
+                            "cannot claim the call in the database; closing");
+                        return Err(NotAdmitted::CannotRebuild);
+                    }
+                }
+                let slot = self.admission.adopt(claims.business_id.as_str());
+                let setup = match self.rebuild(&claims, &start.call_sid).await {
+                    Ok(setup) => setup,
+                    Err(refused) => {
+                        self.record_unserved(
+                            start.call_sid.as_str(),
+                            claims.business_id.as_str(),
+                            claims.direction,
+                            EndReason::SetupFailed,
+                        );
+                        return Err(refused);
+                    }
+                };
+                let upstream = self.dial(&setup.session).await;
+                (setup, upstream, None, None, Some(slot))
             }
         };
-        let upstream = upstream.map_err(|e| {
-            tracing::error!(call_sid = %start.call_sid, error = %e, "upstream unavailable; ending the call");
-            NotAdmitted::UpstreamUnavailable
-        })?;
+        let upstream = match upstream {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                tracing::error!(call_sid = %start.call_sid, error = %e, "upstream unavailable; ending the call");
+                self.metrics.upstream_connect_failures.inc();
+                self.record_unserved(
+                    start.call_sid.as_str(),
+                    &setup.business_id,
+                    setup.direction,
+                    EndReason::UpstreamUnavailable,
+                );
+                return Err(NotAdmitted::UpstreamUnavailable);
+            }
+        };
         Ok(Admitted {
             setup,
             upstream,
             since_webhook,
             greeting_requested,
-            from,
-            to,
+            slot,
         })
     }
 
@@ -552,37 +845,22 @@ impl CallService {
             upstream,
             since_webhook,
             greeting_requested,
-            from,
-            to,
+            slot,
         } = admitted;
-        let record = NewCall {
-            call_sid: start.call_sid.to_string(),
-            stream_sid: Some(start.stream_sid.to_string()),
-            business_id: setup.business_id.clone(),
-            direction: setup.direction,
-            from_number: from,
-            to_number: to,
-            started_at_ms: store::now_ms(),
-        };
-        // Record the start beside the call, not before it: the greeting must not wait for the
-        // disk.
-        let store = self.store.clone();
-        let prompt_version = setup.prompt_version_id.clone();
-        let experiment = setup.experiment.clone();
-        let recorded = tokio::spawn(async move {
-            if let Err(e) = store.insert_call(&record).await {
-                tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call start");
-                return;
-            }
-            let experiment = experiment.as_ref().map(|(id, arm)| (id.as_str(), *arm));
-            if prompt_version.is_some()
-                && let Err(e) = store
-                    .set_call_prompt(&record.call_sid, prompt_version.as_deref(), experiment)
-                    .await
-            {
-                tracing::error!(call_sid = %record.call_sid, error = %e, "cannot record the call's prompt version");
-            }
-        });
+        // A call rebuilt here has its prompt recorded here; the webhook's instance recorded
+        // the others'.
+        if since_webhook.is_none() && setup.prompt_version_id.is_some() {
+            self.records.write(Record::Prompt {
+                call_sid: start.call_sid.to_string(),
+                version_id: setup.prompt_version_id.clone(),
+                experiment: setup.experiment.clone(),
+            });
+        }
+        let max_duration = Duration::from_secs(
+            setup
+                .max_call_duration_s
+                .unwrap_or(self.config.limits.max_call_duration_s),
+        );
 
         self.metrics.live_calls.inc();
         self.call_stats.call_started(LiveCall {
@@ -600,31 +878,36 @@ impl CallService {
                 prewarmed: since_webhook.is_some(),
                 greeting_requested,
                 setup,
-                store: Some(self.store.clone()),
+                records: Some(self.records.clone()),
+                closing: Some(self.lifecycle.closing()),
+                max_duration: Some(max_duration),
             },
             &self.session,
         )
         .await;
+        drop(slot);
 
         self.metrics.live_calls.dec();
         let outcome = CallOutcome::of(&report);
         self.metrics.record_call(&report, &outcome, since_webhook);
         self.call_stats.call_ended(&outcome, store::now_ms());
         self.evaluate_alerts();
-        let _ = recorded.await;
         let end = CallEnd {
             ended_at_ms: store::now_ms(),
             greeting_latency_ms: report.greeting_latency_ms.map(|ms| ms.round() as i64),
             end_reason: Some(report.end_reason.as_str().to_string()),
             summary: outcome.summary(),
         };
-        if let Err(e) = self.store.finish_call(&report.call_sid, &end).await {
-            tracing::error!(call_sid = %report.call_sid, error = %e, "cannot record the call end");
-        }
+        self.records.write(Record::Finished {
+            call_sid: report.call_sid.clone(),
+            end,
+        });
         let overall = self.echo_totals.add(&report.echo);
         tracing::info!(call_sid = %report.call_sid, echo_rate = report.echo.echo_rate(),
             echo_rate_overall = overall, "echo rate");
         if let Some(reports) = &self.reports {
+            // Whoever reads the reports (the demo, the tests) may read the records next.
+            self.records.settled(Duration::from_secs(5)).await;
             let _ = reports.send(report);
         }
     }

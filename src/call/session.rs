@@ -23,18 +23,20 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::SplitSink;
+use tokio::sync::watch;
 
 use axum::extract::ws::{Message as TwMessage, WebSocket};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 
 use crate::call::guards::{self, CallGuards, GuardOutcome};
 use crate::call::leg::{Leg, LegFault, LegLimits};
+use crate::call::records::{Record, Records};
 use crate::call::setup::CallSetup;
-use crate::call::state::{CallSettings, CallState, Command};
+use crate::call::state::{CallSettings, CallState, Command, GOODBYE_INSTRUCTIONS};
 use crate::domain::{CallSid, EndReason, RelayLeg, StreamSid};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::UpstreamSocket;
-use crate::store::{NewCallEvent, Store};
+use crate::store::NewCallEvent;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
@@ -61,6 +63,8 @@ pub struct SessionOptions {
     pub server_cancels_on_speech: bool,
     /// Where the relay overhead and upstream timings are recorded.
     pub metrics: Arc<Metrics>,
+    /// How long a goodbye may take before the call ends anyway.
+    pub goodbye_limit: Duration,
 }
 
 /// The sockets and identity of a call whose stream has started.
@@ -76,7 +80,12 @@ pub struct SessionStart {
     /// Prompts and session configuration.
     pub setup: CallSetup,
     /// Where guard events are recorded (`call_events`, redacted); `None` records nothing.
-    pub store: Option<Store>,
+    pub records: Option<Records>,
+    /// Turns `true` when the call must say goodbye and end (`shutdown`): the drain deadline.
+    pub closing: Option<watch::Receiver<bool>>,
+    /// The longest the call may last from `started_at`; then it says goodbye and ends
+    /// (`max_duration`).
+    pub max_duration: Option<Duration>,
 }
 
 struct Session {
@@ -85,7 +94,7 @@ struct Session {
     setup: CallSetup,
     state: CallState,
     guards: CallGuards,
-    store: Option<Store>,
+    records: Option<Records>,
     twilio_out: TwilioLeg,
     upstream_out: UpstreamLeg,
     commands: Vec<Command>,
@@ -94,6 +103,34 @@ struct Session {
     response_requested_at: Option<Instant>,
     /// When the FULL `session.update` went out, until `session.updated`.
     upgrade_sent_at: Option<Instant>,
+    /// How many bad frames each peer sent, for warnings that do not flood the log.
+    warnings: BadFrames,
+}
+
+/// Bad frames per peer.
+#[derive(Debug, Default)]
+struct BadFrames {
+    twilio: Repeats,
+    upstream: Repeats,
+}
+
+/// A repeated warning logged at its 1st, 10th, 100th, … occurrence (with the count), so a peer
+/// that sends nothing but bad frames costs a handful of log lines, not one per frame.
+#[derive(Debug, Default)]
+struct Repeats {
+    seen: u64,
+}
+
+impl Repeats {
+    /// Counts one; the count when this one is to be logged.
+    fn count(&mut self) -> Option<u64> {
+        self.seen += 1;
+        let mut n = self.seen;
+        while n % 10 == 0 {
+            n /= 10;
+        }
+        (n == 1).then_some(self.seen)
+    }
 }
 
 /// Why the loop stopped.
@@ -108,6 +145,12 @@ enum Wake {
     Upstream(Option<Result<UpMessage, tokio_tungstenite::tungstenite::Error>>),
     /// A leg finished writing what waited, or cannot go on.
     Written(Result<(), EndReason>),
+    /// The call must say goodbye and end with this reason.
+    Close(EndReason),
+    /// A closing call's goodbye has played, or its limit came.
+    Closed,
+    /// Nobody can signal closing any more.
+    ClosingGone,
 }
 
 /// The end reason of a leg's fault.
@@ -182,6 +225,7 @@ pub async fn run(
             mark_interval_ms: options.mark_interval_ms,
             server_cancels_on_speech: options.server_cancels_on_speech,
             full_tokens: begin.setup.prompts.full_tokens,
+            goodbye_limit: options.goodbye_limit,
         },
         begin.started_at,
     );
@@ -211,13 +255,14 @@ pub async fn run(
         setup: begin.setup,
         state,
         guards,
-        store: begin.store,
+        records: begin.records,
         twilio_out,
         upstream_out,
         commands: Vec::with_capacity(8),
         metrics: options.metrics.clone(),
         response_requested_at: None,
         upgrade_sent_at: None,
+        warnings: BadFrames::default(),
     };
     if let Some(requested) = begin_greeting_requested {
         session.state.greeting_requested_earlier(Instant::now());
@@ -228,6 +273,10 @@ pub async fn run(
     session.dispatch();
 
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut closing = begin.closing;
+    let longest = begin
+        .max_duration
+        .map(|d| tokio::time::Instant::from_std(begin.started_at + d));
     let reason = loop {
         // The direct write: whatever the last event queued goes out now, on this task.
         let written = poll_fn(|cx| {
@@ -251,6 +300,7 @@ pub async fn run(
         .flatten()
         .min()
         .map(tokio::time::Instant::from_std);
+        let close_due = session.state.close_due();
         let wake = tokio::select! {
             message = twilio_stream.next() => Wake::Twilio(message),
             message = upstream_stream.next() => Wake::Upstream(message),
@@ -259,12 +309,37 @@ pub async fn run(
             // A leg that takes nothing faults in `poll_legs` once its limit has passed.
             _ = tokio::time::sleep_until(stall_deadline.unwrap_or(far)), if stall_deadline.is_some()
                 => Wake::Written(Ok(())),
+            // The drain deadline: say goodbye and end.
+            changed = closing_changed(&mut closing), if closing.is_some() && !session.state.is_closing() => {
+                if changed { Wake::Close(EndReason::Shutdown) } else { Wake::ClosingGone }
+            }
+            _ = tokio::time::sleep_until(longest.unwrap_or(far)),
+                if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
+            _ = tokio::time::sleep_until(close_due.map_or(far, |(at, _)| tokio::time::Instant::from_std(at))),
+                if close_due.is_some() => Wake::Closed,
         };
         let flow = match wake {
             Wake::Twilio(message) => session.on_twilio_message(message),
             Wake::Upstream(message) => session.on_upstream_message(message),
             Wake::Written(Ok(())) => Flow::Continue,
             Wake::Written(Err(reason)) => Flow::End(reason),
+            Wake::Close(reason) => {
+                tracing::info!(call_sid = %session.call_sid, end_reason = %reason,
+                    "the call must end: the model is asked to say goodbye");
+                session
+                    .state
+                    .close(reason, Instant::now(), &mut session.commands);
+                session.dispatch();
+                Flow::Continue
+            }
+            Wake::ClosingGone => {
+                closing = None;
+                Flow::Continue
+            }
+            Wake::Closed => match session.state.close_due() {
+                Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
+                _ => Flow::Continue,
+            },
         };
         if let Flow::End(reason) = flow {
             break reason;
@@ -384,11 +459,18 @@ impl Session {
     fn on_twilio(&mut self, text: &str) -> Flow {
         let received = Instant::now();
         match tw::parse(text) {
-            Ok(Inbound::Media { payload, .. }) => {
+            Ok(Inbound::Media { payload, .. }) if tw::is_base64_audio(&payload) => {
                 let queued = self
                     .upstream_out
                     .audio(ClientEvent::Append(&payload).to_json(), received);
                 self.state.on_caller_frame(queued);
+            }
+            Ok(Inbound::Media { .. }) => {
+                self.state.on_malformed(true);
+                if let Some(seen) = self.warnings.twilio.count() {
+                    tracing::warn!(call_sid = %self.call_sid, seen,
+                        "Twilio media payload is not base64 audio; not forwarded");
+                }
             }
             Ok(Inbound::Mark { name }) => self.state.on_mark(&name, Instant::now()),
             Ok(Inbound::Stop) => return Flow::End(EndReason::Stop),
@@ -400,8 +482,11 @@ impl Session {
                 tracing::debug!(call_sid = %self.call_sid, event = %event, "unknown Twilio event skipped");
             }
             Err(e) => {
-                tracing::warn!(call_sid = %self.call_sid, error = %e, "malformed Twilio frame skipped");
                 self.state.on_malformed(true);
+                if let Some(seen) = self.warnings.twilio.count() {
+                    tracing::warn!(call_sid = %self.call_sid, error = %e, seen,
+                        "malformed Twilio frame skipped");
+                }
             }
         }
         Flow::Continue
@@ -412,8 +497,11 @@ impl Session {
         let event = match rt::parse(text) {
             Ok(event) => event,
             Err(e) => {
-                tracing::warn!(call_sid = %self.call_sid, error = %e, "malformed upstream frame skipped");
                 self.state.on_malformed(false);
+                if let Some(seen) = self.warnings.upstream.count() {
+                    tracing::warn!(call_sid = %self.call_sid, error = %e, seen,
+                        "malformed upstream frame skipped");
+                }
                 return Flow::Continue;
             }
         };
@@ -536,9 +624,8 @@ impl Session {
                 },
                 now,
             );
-            if let Some(store) = &self.store {
-                let store = store.clone();
-                let event = NewCallEvent {
+            if let Some(records) = &self.records {
+                records.write(Record::Event(NewCallEvent {
                     call_sid: self.call_sid.to_string(),
                     business_id: self.setup.business_id.clone(),
                     at_ms: crate::store::now_ms(),
@@ -547,12 +634,7 @@ impl Session {
                     rules: record.rules,
                     action: record.action,
                     detail: record.detail,
-                };
-                tokio::spawn(async move {
-                    if let Err(e) = store.insert_event(&event).await {
-                        tracing::error!(call_sid = %event.call_sid, error = %e, "cannot record a guard event");
-                    }
-                });
+                }));
             }
         }
         self.state
@@ -601,6 +683,12 @@ impl Session {
                         ClientEvent::ResponseWithInstructions(guards::SAFE_REPLY).to_json(),
                     )
                 }
+                Command::GoodbyeResponse => {
+                    self.response_requested_at = Some(Instant::now());
+                    self.upstream_out.control(
+                        ClientEvent::ResponseWithInstructions(GOODBYE_INSTRUCTIONS).to_json(),
+                    )
+                }
                 Command::UpgradeInstructions => {
                     tracing::info!(
                         call_sid = %self.call_sid,
@@ -616,5 +704,33 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// Waits until the closing signal changes; its new value, or `false` when the sender is gone
+/// (the call then stops watching).
+async fn closing_changed(closing: &mut Option<watch::Receiver<bool>>) -> bool {
+    let Some(rx) = closing else {
+        return std::future::pending().await;
+    };
+    loop {
+        if *rx.borrow_and_update() {
+            return true;
+        }
+        if rx.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Repeats;
+
+    #[test]
+    fn repeated_warnings_are_logged_at_powers_of_ten() {
+        let mut r = Repeats::default();
+        let logged: Vec<u64> = (0..2000).filter_map(|_| r.count()).collect();
+        assert_eq!(logged, [1, 10, 100, 1000]);
     }
 }

@@ -43,6 +43,8 @@ pub struct CallSetup {
     pub experiment: Option<(String, crate::domain::Arm)>,
     /// The customer's number (`From` inbound, `To` outbound) the prompt was rendered for.
     pub caller: String,
+    /// The business's longest call, seconds, when it sets one (else `limits.max_call_duration_s`).
+    pub max_call_duration_s: Option<u64>,
 }
 
 /// Which prompt a call runs: the version and the experiment arm that chose it, if any.
@@ -160,6 +162,10 @@ impl CallSetup {
             prompt_version_id: source.version_id,
             experiment: source.experiment,
             caller: source.caller,
+            max_call_duration_s: business
+                .max_call_duration_s
+                .and_then(|s| u64::try_from(s).ok())
+                .filter(|s| *s > 0),
         }
     }
 
@@ -249,6 +255,8 @@ mod tests {
             required_sections: Vec::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
+            max_concurrent_calls: None,
+            max_call_duration_s: None,
         };
         let texts = [
             "We open at eight.\nParking is free.\n\n",

@@ -19,6 +19,7 @@ use std::time::Instant;
 use crate::audio::mulaw::BYTES_PER_MS;
 use crate::call::guards::{self, Reaction};
 use crate::call::playback::Playback;
+use crate::domain::EndReason;
 use crate::realtime::events::{BENIGN_ERROR_CODES, Usage};
 use crate::telemetry::timeline::{CallCounters, Timeline, TimelineEvent};
 
@@ -49,7 +50,14 @@ pub enum Command {
     /// Upstream `response.create` with the safe per-response instructions
     /// ([`guards::SAFE_REPLY`]).
     SafeResponse,
+    /// Upstream `response.create` with the goodbye instructions ([`GOODBYE_INSTRUCTIONS`]).
+    GoodbyeResponse,
 }
+
+/// What the model is told when a call must end on purpose (drain deadline, longest duration).
+pub const GOODBYE_INSTRUCTIONS: &str = "The call has to end now. In the caller's language, say \
+     one short, friendly sentence of goodbye (you may invite them to call again). Do not ask \
+     anything and do not start a new topic.";
 
 /// Which `response.create` to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,23 @@ enum ResponseKind {
     Plain,
     /// With the safe per-response instructions, after a blocked injection attempt.
     Safe,
+    /// With the goodbye instructions; never replaced by another once asked for.
+    Goodbye,
+}
+
+/// A call ending on purpose.
+#[derive(Debug, Clone, PartialEq)]
+struct Closing {
+    /// The reason it will end with.
+    reason: EndReason,
+    /// When it began closing.
+    since: Instant,
+    /// The goodbye's `response.create` went out.
+    goodbye_sent: bool,
+    /// The goodbye response's id, once created.
+    goodbye_id: Option<String>,
+    /// The goodbye response is done (all its audio sent).
+    goodbye_done: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +105,8 @@ pub struct CallSettings {
     pub server_cancels_on_speech: bool,
     /// FULL instructions size, tokens (for the timeline).
     pub full_tokens: usize,
+    /// How long a goodbye may take before the call ends anyway.
+    pub goodbye_limit: std::time::Duration,
 }
 
 /// One call's state.
@@ -105,6 +132,7 @@ pub struct CallState {
     turn_latencies_ms: Vec<f64>,
     counters: CallCounters,
     timeline: Timeline,
+    closing: Option<Closing>,
 }
 
 impl CallState {
@@ -124,21 +152,80 @@ impl CallState {
             turn_latencies_ms: Vec::new(),
             counters: CallCounters::default(),
             timeline: Timeline::new(started),
+            closing: None,
         }
     }
 
     /// Asks for a response now, or after the active one. A queued safe reply is never
     /// downgraded to a plain one.
     fn request_response(&mut self, kind: ResponseKind, out: &mut Vec<Command>) {
+        if let Some(closing) = &mut self.closing {
+            // Once closing, the goodbye is the only response asked for.
+            if kind != ResponseKind::Goodbye || closing.goodbye_sent {
+                return;
+            }
+        }
         if self.response == ResponseState::Idle {
             self.response = ResponseState::Requested;
             out.push(match kind {
                 ResponseKind::Plain => Command::ResponseCreate,
                 ResponseKind::Safe => Command::SafeResponse,
+                ResponseKind::Goodbye => Command::GoodbyeResponse,
             });
-        } else if self.queued != Some(ResponseKind::Safe) {
+            if let Some(closing) = &mut self.closing
+                && kind == ResponseKind::Goodbye
+            {
+                closing.goodbye_sent = true;
+            }
+        } else if !matches!(
+            self.queued,
+            Some(ResponseKind::Safe | ResponseKind::Goodbye)
+        ) || kind == ResponseKind::Goodbye
+        {
             self.queued = Some(kind);
         }
+    }
+
+    /// The call must end on purpose (`reason`: drain deadline, longest duration): the model is
+    /// asked to say goodbye once the response in progress (if any) is done; nothing else is
+    /// asked for from now on. The call ends when the goodbye has played, or
+    /// [`CallSettings::goodbye_limit`] after this, whichever comes first
+    /// ([`CallState::close_due`]). Returns false when the call was already closing.
+    pub fn close(&mut self, reason: EndReason, now: Instant, out: &mut Vec<Command>) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        self.closing = Some(Closing {
+            reason,
+            since: now,
+            goodbye_sent: false,
+            goodbye_id: None,
+            goodbye_done: false,
+        });
+        self.timeline.push(now, TimelineEvent::Closing { reason });
+        self.request_response(ResponseKind::Goodbye, out);
+        true
+    }
+
+    /// Whether the call is closing.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// When a closing call ends, and with which reason: once the goodbye has been sent in full
+    /// and played by the playback clock, or at the goodbye limit. `None` while not closing.
+    pub fn close_due(&self) -> Option<(Instant, EndReason)> {
+        let closing = self.closing.as_ref()?;
+        let limit = closing.since + self.settings.goodbye_limit;
+        let due = if closing.goodbye_done {
+            self.playback
+                .plays_until()
+                .map_or(closing.since, |until| until.max(closing.since))
+                .min(limit)
+        } else {
+            limit
+        };
+        Some((due, closing.reason))
     }
 
     /// The stream started: greet.
@@ -301,6 +388,12 @@ impl CallState {
 
     /// `response.created`.
     pub fn on_response_created(&mut self, response_id: &str, now: Instant) {
+        if let Some(closing) = &mut self.closing
+            && closing.goodbye_sent
+            && closing.goodbye_id.is_none()
+        {
+            closing.goodbye_id = Some(response_id.to_string());
+        }
         self.response = ResponseState::Active(response_id.to_string());
         self.timeline.push(
             now,
@@ -322,6 +415,12 @@ impl CallState {
         self.response = ResponseState::Idle;
         if self.muted_response.as_deref() == response_id {
             self.muted_response = None;
+        }
+        if let Some(closing) = &mut self.closing
+            && closing.goodbye_id.is_some()
+            && closing.goodbye_id.as_deref() == response_id
+        {
+            closing.goodbye_done = true;
         }
         if let Some(usage) = usage {
             self.counters.total_tokens += usage.total_tokens;
@@ -355,7 +454,13 @@ impl CallState {
         let benign = BENIGN_ERROR_CODES.contains(&code);
         if code == "conversation_already_has_active_response" {
             // Our response.create lost a race with one the server started: retry after it.
-            if self.queued.is_none() {
+            if let Some(closing) = &mut self.closing
+                && closing.goodbye_sent
+                && closing.goodbye_id.is_none()
+            {
+                closing.goodbye_sent = false;
+                self.queued = Some(ResponseKind::Goodbye);
+            } else if self.queued.is_none() {
                 self.queued = Some(ResponseKind::Plain);
             }
             if self.response == ResponseState::Requested {
@@ -498,6 +603,7 @@ mod tests {
             mark_interval_ms: 500,
             server_cancels_on_speech: server_cancels,
             full_tokens: 1000,
+            goodbye_limit: Duration::from_secs(10),
         }
     }
 

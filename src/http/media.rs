@@ -81,10 +81,19 @@ async fn handle(state: AppState, mut socket: WebSocket) {
     };
     let started_at = Instant::now();
     match state.calls.admit(&start).await {
-        Ok(admitted) => state.calls.run(socket, start, started_at, admitted).await,
+        Ok(admitted) => {
+            // Tracked, so a drain waits for the call (axum's graceful shutdown does not wait
+            // for upgraded WebSockets).
+            let calls = state.calls.lifecycle().calls().clone();
+            calls
+                .track_future(state.calls.run(socket, start, started_at, admitted))
+                .await
+        }
         Err(refused) => {
             let code = match refused {
-                NotAdmitted::InvalidToken | NotAdmitted::TokenMismatch => close_code::POLICY,
+                NotAdmitted::InvalidToken
+                | NotAdmitted::TokenMismatch
+                | NotAdmitted::AlreadyClaimed => close_code::POLICY,
                 NotAdmitted::CannotRebuild => close_code::ERROR,
                 NotAdmitted::UpstreamUnavailable => close_code::AGAIN,
             };

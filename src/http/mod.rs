@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/twilio/voice", post(webhook::voice))
         .route("/twilio/media", get(media::stream))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/dashboard", get(dashboard))
         .merge(admin::router(state.clone()))
@@ -181,24 +182,41 @@ async fn dashboard() -> Response {
         .into_response()
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves. Sets TCP_NODELAY on every accepted
-/// socket (Nagle would hold small frames about 40 ms), sweeps expired pending calls and
-/// re-judges the alerts (every quarter of `timeouts.pending_call_ms`, at least 100 ms).
+/// Serves `state` on `listener` until `shutdown` resolves and the drain that follows is over.
+///
+/// At start, the calls this instance left open in its last run are closed as `crashed`
+/// ([`CallService::recover`](crate::call::service::CallService::recover)). While serving it
+/// sets TCP_NODELAY on every accepted socket (Nagle would hold small frames about 40 ms),
+/// sweeps expired pending calls and re-judges the alerts (every quarter of
+/// `timeouts.pending_call_ms`, at least 100 ms).
+///
+/// When `shutdown` resolves (the binary wires SIGTERM and SIGINT to it) the instance drains
+/// ([`crate::call::lifecycle`]): the server keeps running, so `/readyz` can answer 503,
+/// webhooks 503, and media streams of calls answered before the drain still connect; once no
+/// call is live or pending, or at `lifecycle.drain_deadline_s` (each live call then says
+/// goodbye and ends as `shutdown`, for at most `lifecycle.goodbye_limit_ms`), the server
+/// stops. Then the sweeper is stopped and awaited, and the call records still waiting are
+/// written (at most `lifecycle.flush_limit_ms`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
+    state.calls.recover().await;
     let sweep_state = state.clone();
     let sweep_every = Duration::from_millis((state.config.timeouts.pending_call_ms / 4).max(100));
-    let sweeper = tokio::spawn(async move {
+    let (stop_sweeper, mut sweeper_stopped) = tokio::sync::watch::channel(false);
+    // Aborted if this future is dropped mid-way (its task aborted), so the state it holds goes.
+    let sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_every);
         loop {
-            tick.tick().await;
-            sweep_state.calls.sweep(std::time::Instant::now());
+            tokio::select! {
+                _ = tick.tick() => sweep_state.calls.sweep(std::time::Instant::now()),
+                _ = sweeper_stopped.changed() => break,
+            }
         }
-    });
+    }));
     let send_buffer = state.config.server.socket_send_buffer_bytes;
     let listener = listener.tap_io(move |tcp| {
         let _ = tcp.set_nodelay(true);
@@ -208,11 +226,74 @@ pub async fn serve(
             tracing::warn!(error = %e, send_buffer, "cannot set SO_SNDBUF");
         }
     });
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let drain_state = state.clone();
+    let result = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            drain(&drain_state).await;
+        })
         .await;
-    sweeper.abort();
+    let _ = stop_sweeper.send(true);
+    if let Err(e) = sweeper.await {
+        tracing::warn!(error = %e, "the sweeper ended badly");
+    }
+    let flush_limit = Duration::from_millis(state.config.lifecycle.flush_limit_ms);
+    state.calls.records().flush(flush_limit).await;
+    tracing::info!(records_written = state.calls.records().written(), "stopped");
     result
+}
+
+/// The drain: no new calls; wait for live and pending calls to end, at most the drain
+/// deadline; then ask the rest to say goodbye and wait for them, at most the goodbye limit
+/// and a margin for their last writes.
+async fn drain(state: &AppState) {
+    let lifecycle = state.calls.lifecycle();
+    lifecycle.begin_drain();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(state.config.lifecycle.drain_deadline_s);
+    let calls = lifecycle.calls().clone();
+    calls.close();
+    loop {
+        if lifecycle.live_calls() == 0 && state.calls.pending_calls() == 0 {
+            tracing::info!("drain: no call left");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        // Polled: the tracker's wait resolves at once while only pending calls are left.
+        let next = (tokio::time::Instant::now() + DRAIN_POLL).min(deadline);
+        tokio::time::sleep_until(next).await;
+    }
+    tracing::warn!(
+        live_calls = lifecycle.live_calls(),
+        "drain deadline: the live calls are asked to say goodbye"
+    );
+    lifecycle.close_calls();
+    let limit = Duration::from_millis(state.config.lifecycle.goodbye_limit_ms) + CLOSE_MARGIN;
+    if tokio::time::timeout(limit, calls.wait()).await.is_err() {
+        tracing::error!(
+            live_calls = lifecycle.live_calls(),
+            "calls still running after their goodbye limit; stopping anyway"
+        );
+    }
+}
+
+/// How often the drain looks at what is left.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// What a call may take after its goodbye limit to close its sockets and write its end.
+const CLOSE_MARGIN: Duration = Duration::from_secs(3);
+
+/// `GET /readyz`: 200 while the instance takes new calls, 503 once it drains (a load
+/// balancer's health check sends new calls elsewhere). `/healthz` stays 200 while the process
+/// works.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.calls.lifecycle().is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        "ready".into_response()
+    }
 }
 
 /// Binds `addr` (port 0 picks a free port).

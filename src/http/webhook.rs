@@ -16,7 +16,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::call::service::{IncomingCall, Prepared};
+use crate::call::service::{IncomingCall, Prepared, Refusal};
 use crate::domain::CallSid;
 use crate::http::{AppError, AppState};
 use crate::twilio::{signature, twiml};
@@ -72,11 +72,19 @@ pub async fn voice(
         twilio_direction: field(&params, "Direction").unwrap_or("inbound").to_string(),
         query: uri.query().map(str::to_string),
     };
-    Ok(match state.calls.prepare(call).await? {
+    Ok(match state.calls.prepare(call).await {
         Prepared::Stream { url, token } => {
             twiml_response(twiml::connect_stream(&url, &[("token", token.as_str())]))
         }
+        Prepared::Refused(Refusal::Busy) => twiml_response(twiml::reject_busy()),
         Prepared::Refused(refusal) => twiml_response(twiml::say_and_hangup(refusal.apology())),
+        // Twilio requests the number's fallback URL when the webhook answers 5xx.
+        Prepared::Draining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "draining: this instance takes no new calls",
+        )
+            .into_response(),
     })
 }
 

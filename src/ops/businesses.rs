@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::GuardPolicy;
 use crate::ops::{OpsError, business};
 use crate::store::{
     Business, BusinessUpdate, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, NewBusiness,
@@ -55,7 +56,34 @@ pub struct BusinessDetail {
 /// [`DEFAULT_VOICE`], `guard_policy` to [`DEFAULT_GUARD_POLICY`], the id is generated when absent.
 ///
 /// Errors: the store's own (an invalid field, an id taken).
-pub async fn create(store: &Store, new: CreateBusiness) -> Result<Business, OpsError> {
+/// The error for the `gate` policy on an instance that does not transcribe callers: the gate
+/// waits for each caller transcript, so every turn would go unanswered.
+///
+/// Errors: [`OpsError::Invalid`] when `policy` is `gate` and `transcribing` is false.
+pub fn check_policy(policy: &str, transcribing: bool) -> Result<(), OpsError> {
+    if policy == GuardPolicy::Gate.as_str() && !transcribing {
+        return Err(OpsError::Invalid(
+            "guard policy \"gate\" answers a turn only once its transcript is scored, and \
+             caller transcription is off (upstream.transcription_model is empty): every turn \
+             would go unanswered; set a transcription model, or choose monitor or flag"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a business. `transcribing`: whether this instance transcribes callers
+/// (`upstream.transcription_model` set), which the `gate` policy needs.
+///
+/// Errors: as [`check_policy`]; the store's own.
+pub async fn create(
+    store: &Store,
+    new: CreateBusiness,
+    transcribing: bool,
+) -> Result<Business, OpsError> {
+    if let Some(policy) = &new.guard_policy {
+        check_policy(policy, transcribing)?;
+    }
     let new = NewBusiness {
         id: new.id,
         name: new.name,
@@ -85,7 +113,13 @@ pub async fn detail(store: &Store, id: &str) -> Result<BusinessDetail, OpsError>
 /// Sets the guard policy of business `id`; returns the business as stored.
 ///
 /// Errors: the store's own (an unknown policy, no such business).
-pub async fn set_policy(store: &Store, id: &str, policy: &str) -> Result<Business, OpsError> {
+pub async fn set_policy(
+    store: &Store,
+    id: &str,
+    policy: &str,
+    transcribing: bool,
+) -> Result<Business, OpsError> {
+    check_policy(policy, transcribing)?;
     store.set_guard_policy(id, policy).await?;
     business(store, id).await
 }
@@ -113,7 +147,11 @@ pub async fn update(
     store: &Store,
     id: &str,
     update: &BusinessUpdate,
+    transcribing: bool,
 ) -> Result<Business, OpsError> {
+    if let Some(policy) = &update.guard_policy {
+        check_policy(policy, transcribing)?;
+    }
     Ok(store.update_business(id, update).await?)
 }
 

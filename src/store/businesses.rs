@@ -60,6 +60,23 @@ impl Store {
         if let Some(hours) = &update.hours {
             business.hours = hours.trim().to_string();
         }
+        for (field, value, current) in [
+            (
+                "max_concurrent_calls",
+                update.max_concurrent_calls,
+                &mut business.max_concurrent_calls,
+            ),
+            (
+                "max_call_duration_s",
+                update.max_call_duration_s,
+                &mut business.max_call_duration_s,
+            ),
+        ] {
+            if let Some(value) = value {
+                require_non_negative(field, value)?;
+                *current = (value > 0).then_some(value);
+            }
+        }
         for (value, current) in [
             (&update.ai_prompt, &mut business.ai_prompt),
             (&update.outbound_ai_prompt, &mut business.outbound_ai_prompt),
@@ -76,7 +93,8 @@ impl Store {
         let sql = format!(
             "UPDATE businesses SET name = $2, language = $3, voice = $4, ai_prompt = $5, \
              outbound_ai_prompt = $6, greeting_instructions = $7, guard_policy = $8, hours = $9, \
-             required_sections = $10, updated_at_ms = $11 WHERE id = $1 \
+             required_sections = $10, updated_at_ms = $11, max_concurrent_calls = $12, \
+             max_call_duration_s = $13 WHERE id = $1 \
              RETURNING {BUSINESS_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -91,6 +109,8 @@ impl Store {
             .bind(&business.hours)
             .bind(join_sections(&business.required_sections))
             .bind(business.updated_at_ms)
+            .bind(business.max_concurrent_calls)
+            .bind(business.max_call_duration_s)
             .fetch_optional(&self.pool)
             .await?;
         match row {
@@ -184,10 +204,12 @@ impl Store {
             required_sections,
             created_at_ms: now,
             updated_at_ms: now,
+            max_concurrent_calls: None,
+            max_call_duration_s: None,
         };
         let sql = format!(
             "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&business.id)
@@ -202,6 +224,8 @@ impl Store {
             .bind(join_sections(&business.required_sections))
             .bind(business.created_at_ms)
             .bind(business.updated_at_ms)
+            .bind(business.max_concurrent_calls)
+            .bind(business.max_call_duration_s)
             .execute(&self.pool)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -392,5 +416,7 @@ pub(super) fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
         },
         created_at_ms: row.try_get("created_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
+        max_concurrent_calls: row.try_get("max_concurrent_calls")?,
+        max_call_duration_s: row.try_get("max_call_duration_s")?,
     })
 }

@@ -43,12 +43,10 @@ impl Store {
     /// [`StoreError::Invalid`] for an empty CallSid or business id or a negative start time;
     /// [`StoreError::Conflict`] if the CallSid is already recorded.
     pub async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError> {
-        require_non_empty("call_sid", &call.call_sid)?;
-        require_non_empty("business_id", &call.business_id)?;
-        require_non_negative("started_at_ms", call.started_at_ms)?;
+        check_new_call(call)?;
         sqlx::query(
             "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
-             to_number, started_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             to_number, started_at_ms, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&call.call_sid)
         .bind(call.stream_sid.as_deref())
@@ -57,6 +55,7 @@ impl Store {
         .bind(&call.from_number)
         .bind(&call.to_number)
         .bind(call.started_at_ms)
+        .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
         .execute(&self.pool)
         .await
         .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -66,6 +65,90 @@ impl Store {
             _ => StoreError::Query(e),
         })?;
         Ok(())
+    }
+
+    /// Records a call the webhook answered (its stream not started yet). A row for the CallSid
+    /// already there (the stream's claim got there first, or Twilio retried the webhook) is
+    /// kept as it is. Returns whether a row was written.
+    ///
+    /// # Errors
+    /// As [`Store::insert_call`], without the conflict.
+    pub async fn open_call(&self, call: &NewCall) -> Result<bool, StoreError> {
+        check_new_call(call)?;
+        let result = sqlx::query(
+            "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
+             to_number, started_at_ms, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (call_sid) DO NOTHING",
+        )
+        .bind(&call.call_sid)
+        .bind(call.stream_sid.as_deref())
+        .bind(&call.business_id)
+        .bind(call.direction.as_str())
+        .bind(&call.from_number)
+        .bind(&call.to_number)
+        .bind(call.started_at_ms)
+        .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// A media stream claims its call, once: the row is written (or the webhook's row is given
+    /// the StreamSid and the instance) only if no stream has claimed the call before and it
+    /// has not ended. One atomic statement, so two streams for one CallSid, on one instance or
+    /// on two sharing the database, cannot both claim it. Returns whether this stream did.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty CallSid, business id or StreamSid, or a negative
+    /// start; [`StoreError::Query`] if the database fails.
+    pub async fn claim_stream(&self, call: &NewCall) -> Result<bool, StoreError> {
+        check_new_call(call)?;
+        let stream_sid = call.stream_sid.as_deref().unwrap_or("");
+        require_non_empty("stream_sid", stream_sid)?;
+        let result = sqlx::query(
+            "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
+             to_number, started_at_ms, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, \
+             instance_id = excluded.instance_id \
+             WHERE calls.stream_sid IS NULL AND calls.ended_at_ms IS NULL",
+        )
+        .bind(&call.call_sid)
+        .bind(stream_sid)
+        .bind(&call.business_id)
+        .bind(call.direction.as_str())
+        .bind(&call.from_number)
+        .bind(&call.to_number)
+        .bind(call.started_at_ms)
+        .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Closes the calls instance `instance_id` left open (it was killed, or its host died):
+    /// each gets `ended_at_ms = now_ms` and the end reason `end_reason` (`crashed`). Calls of
+    /// other instances are not touched. Returns how many were closed.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty instance id; [`StoreError::Query`] if the database
+    /// fails.
+    pub async fn close_abandoned_calls(
+        &self,
+        instance_id: &str,
+        now_ms: i64,
+        end_reason: &str,
+    ) -> Result<u64, StoreError> {
+        require_non_empty("instance_id", instance_id)?;
+        let result = sqlx::query(
+            "UPDATE calls SET ended_at_ms = $2, end_reason = $3 \
+             WHERE instance_id = $1 AND ended_at_ms IS NULL",
+        )
+        .bind(instance_id)
+        .bind(now_ms)
+        .bind(end_reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
     }
 
     /// Records how a call ended: its end time, greeting latency, end reason and summary.
@@ -159,6 +242,7 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         prompt_version_id: row.try_get("prompt_version_id")?,
         experiment_id: row.try_get("experiment_id")?,
         variant: row.try_get("variant")?,
+        instance_id: row.try_get("instance_id")?,
     })
 }
 
@@ -181,4 +265,11 @@ pub(super) fn summary_from_row(row: &AnyRow) -> Result<Option<CallSummary>, sqlx
         echo_events: count("echo_events")?,
         guard_blocks: count("guard_blocks")?,
     }))
+}
+
+/// The checks every written call passes.
+fn check_new_call(call: &NewCall) -> Result<(), StoreError> {
+    require_non_empty("call_sid", &call.call_sid)?;
+    require_non_empty("business_id", &call.business_id)?;
+    require_non_negative("started_at_ms", call.started_at_ms)
 }

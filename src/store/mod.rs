@@ -68,16 +68,21 @@ const POSTGRES_PROMPTS: &str = include_str!("../../migrations/postgres/0003_prom
 const SQLITE_SUMMARIES: &str = include_str!("../../migrations/sqlite/0004_summaries.sql");
 /// PostgreSQL migration 4: business hours and required sections, call experiment and summary.
 const POSTGRES_SUMMARIES: &str = include_str!("../../migrations/postgres/0004_summaries.sql");
+/// SQLite migration 5: the instance holding each call, business call limits.
+const SQLITE_LIFECYCLE: &str = include_str!("../../migrations/sqlite/0005_lifecycle.sql");
+/// PostgreSQL migration 5: the instance holding each call, business call limits.
+const POSTGRES_LIFECYCLE: &str = include_str!("../../migrations/postgres/0005_lifecycle.sql");
 
 /// The `businesses` columns, as every query selects them.
 const BUSINESS_COLUMNS: &str = "id, name, language, voice, ai_prompt, outbound_ai_prompt, \
-     greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms";
+     greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms, \
+     max_concurrent_calls, max_call_duration_s";
 
 /// The `calls` columns, as every query selects them.
 pub(crate) const CALL_COLUMNS: &str = "call_sid, stream_sid, business_id, direction, \
      from_number, to_number, started_at_ms, ended_at_ms, greeting_latency_ms, end_reason, turns, \
      turn_p50_ms, turn_max_ms, barge_ins, frames_dropped, upstream_errors, total_tokens, \
-     echo_events, guard_blocks, prompt_version_id, experiment_id, variant";
+     echo_events, guard_blocks, prompt_version_id, experiment_id, variant, instance_id";
 
 /// Separates names in the `businesses.required_sections` column.
 const SECTION_SEPARATOR: char = '\n';
@@ -122,6 +127,30 @@ pub enum StoreError {
     /// The id, number or CallSid is already stored; the message names it.
     #[error("conflict: {0}")]
     Conflict(String),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (a lost or refused connection, no pooled
+    /// connection in time, a closed pool): trying again later may succeed. A refusal for what
+    /// the database holds (a constraint, a missing row, a bad value) is not.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Query(e) => matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            ),
+            StoreError::Migrate(_)
+            | StoreError::Invalid(_)
+            | StoreError::NotFound(_)
+            | StoreError::Conflict(_) => false,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch (UTC), the unit of every time in the store.
@@ -231,7 +260,8 @@ impl Store {
     /// Applies the embedded migrations for this backend (1 `init`: businesses, numbers, calls;
     /// 2 `guards`: guard policy, call events, business guard rules; 3 `prompts`: prompt versions,
     /// experiments, the prompt version and variant of each call; 4 `summaries`: business hours
-    /// and required sections, each call's experiment and summary) that are not applied yet.
+    /// and required sections, each call's experiment and summary; 5 `lifecycle`: the instance
+    /// holding each call, business call limits) that are not applied yet.
     /// Idempotent: running it on an up-to-date database changes nothing. Progress is recorded in
     /// sqlx's `_sqlx_migrations` table; on PostgreSQL an advisory lock keeps concurrent runs
     /// apart.
@@ -240,13 +270,20 @@ impl Store {
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (init, guards, prompts, summaries) = match self.backend {
-            Backend::Sqlite => (SQLITE_INIT, SQLITE_GUARDS, SQLITE_PROMPTS, SQLITE_SUMMARIES),
+        let (init, guards, prompts, summaries, lifecycle) = match self.backend {
+            Backend::Sqlite => (
+                SQLITE_INIT,
+                SQLITE_GUARDS,
+                SQLITE_PROMPTS,
+                SQLITE_SUMMARIES,
+                SQLITE_LIFECYCLE,
+            ),
             Backend::Postgres => (
                 POSTGRES_INIT,
                 POSTGRES_GUARDS,
                 POSTGRES_PROMPTS,
                 POSTGRES_SUMMARIES,
+                POSTGRES_LIFECYCLE,
             ),
         };
         let migration = |version, description, sql: &'static str| {
@@ -263,6 +300,7 @@ impl Store {
             migration(2, "guards", guards),
             migration(3, "prompts", prompts),
             migration(4, "summaries", summaries),
+            migration(5, "lifecycle", lifecycle),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

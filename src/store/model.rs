@@ -45,6 +45,10 @@ pub struct Business {
     pub created_at_ms: i64,
     /// When the row was last changed, epoch ms.
     pub updated_at_ms: i64,
+    /// Calls the business takes at once; `None`: only the instance's `limits.max_calls`.
+    pub max_concurrent_calls: Option<i64>,
+    /// The business's longest call, seconds; `None`: `limits.max_call_duration_s`.
+    pub max_call_duration_s: Option<i64>,
 }
 
 /// A business to create with [`Store::add_business`](super::Store::add_business).
@@ -118,6 +122,11 @@ pub struct BusinessUpdate {
     pub hours: Option<String>,
     /// Sections every prompt version must have; `[]` requires none.
     pub required_sections: Option<Vec<String>>,
+    /// Calls the business takes at once, at least 1; `0` removes the business's own limit.
+    pub max_concurrent_calls: Option<i64>,
+    /// The business's longest call, seconds, at least 1; `0` removes it (the instance's
+    /// `limits.max_call_duration_s` applies).
+    pub max_call_duration_s: Option<i64>,
 }
 
 impl BusinessUpdate {
@@ -127,8 +136,9 @@ impl BusinessUpdate {
     }
 }
 
-/// A call to record when its media stream starts, for
-/// [`Store::insert_call`](super::Store::insert_call).
+/// A call to record: by the webhook ([`Store::open_call`](super::Store::open_call)), by its
+/// media stream's claim ([`Store::claim_stream`](super::Store::claim_stream)) or directly
+/// ([`Store::insert_call`](super::Store::insert_call)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCall {
     /// Twilio CallSid (`CA` + 32 hex digits); must not be empty.
@@ -143,8 +153,11 @@ pub struct NewCall {
     pub from_number: String,
     /// Called number, as Twilio sent it.
     pub to_number: String,
-    /// When the media stream started, epoch ms; must not be negative.
+    /// When the call reached us (the webhook, or the media stream when the webhook was not
+    /// seen), epoch ms; must not be negative.
     pub started_at_ms: i64,
+    /// The instance holding the call (`lifecycle.instance_id`); empty: none recorded.
+    pub instance_id: String,
 }
 
 /// How a call ended, for [`Store::finish_call`](super::Store::finish_call).
@@ -219,6 +232,8 @@ pub struct CallRecord {
     pub experiment_id: Option<String>,
     /// The experiment arm, `"control"` or `"variant"`, if any.
     pub variant: Option<String>,
+    /// The instance that held the call, if recorded.
+    pub instance_id: Option<String>,
 }
 
 /// A finished call of an experiment, as [`Store::experiment_calls`](super::Store::experiment_calls)

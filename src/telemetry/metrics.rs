@@ -163,6 +163,9 @@ pub struct Metrics {
     pub tokens: Family<KindLabels, Counter>,
     /// Calls whose media stream is open now.
     pub live_calls: Gauge,
+    /// Upstream sessions that could not be opened for a call (its pre-warm and its retry
+    /// both failed).
+    pub upstream_connect_failures: Counter,
     /// Stored business guard rules left out of a compiled sanitizer because they do not compile.
     pub guard_rules_skipped: Family<BusinessLabels, Counter>,
     /// 1 while an alert is tripped, else 0.
@@ -206,6 +209,7 @@ impl Metrics {
             transcripts_scored: Family::default(),
             tokens: Family::default(),
             live_calls: Gauge::default(),
+            upstream_connect_failures: Counter::default(),
             guard_rules_skipped: Family::default(),
             alerts: Family::default(),
             registry: Registry::default(),
@@ -303,6 +307,11 @@ impl Metrics {
             m.tokens.clone(),
         );
         r.register(
+            "upstream_connect_failures",
+            "Calls whose upstream session could not be opened (the pre-warm and its retry failed)",
+            m.upstream_connect_failures.clone(),
+        );
+        r.register(
             "guard_rules_skipped",
             "Stored business guard rules left out of a business's sanitizer because they do not compile, counted each time the business's rules are compiled",
             m.guard_rules_skipped.clone(),
@@ -338,6 +347,18 @@ impl Metrics {
         self.relay_overhead
             .get_or_create(&LegLabels { leg: leg.as_str() })
             .clone()
+    }
+
+    /// Counts a call that ended without a session (refused, no stream, no upstream) in
+    /// `voxrelay_calls_total` with its end reason.
+    pub fn record_unserved(&self, outcome: &CallOutcome) {
+        self.calls
+            .get_or_create(&EndLabels {
+                business_id: outcome.business_id.clone(),
+                direction: outcome.direction.as_str().to_string(),
+                end_reason: outcome.end_reason.as_str(),
+            })
+            .inc();
     }
 
     /// Records a finished call's figures: latencies and upstream error codes from its

@@ -63,6 +63,39 @@ pub struct CallOutcome {
 }
 
 impl CallOutcome {
+    /// The outcome of a call that ended without a session (refused at the webhook, no
+    /// stream, no upstream): nothing but its end reason; it is "with errors" when that reason
+    /// is a failure ([`EndReason::is_failure`]).
+    pub fn unserved(
+        call_sid: &str,
+        business_id: &str,
+        direction: Direction,
+        end_reason: EndReason,
+    ) -> CallOutcome {
+        CallOutcome {
+            call_sid: call_sid.to_owned(),
+            business_id: business_id.to_owned(),
+            direction,
+            end_reason,
+            greeting_ms: None,
+            turn_latencies_ms: Vec::new(),
+            turn_p50_ms: None,
+            turn_max_ms: None,
+            turns: 0,
+            barge_ins: 0,
+            frames: 0,
+            frames_dropped: 0,
+            upstream_errors: 0,
+            benign_errors: 0,
+            with_errors: end_reason.is_failure(),
+            total_tokens: 0,
+            model_turns: 0,
+            echo_events: 0,
+            scored: 0,
+            guard_blocks: 0,
+        }
+    }
+
     /// The outcome of the call `report` describes.
     pub fn of(report: &CallReport) -> CallOutcome {
         let c = &report.counters;

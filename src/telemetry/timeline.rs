@@ -111,6 +111,12 @@ pub enum TimelineEvent {
         /// Whether it is one of the benign races that never end a call.
         benign: bool,
     },
+    /// The call is closing on purpose (drain deadline, longest duration): the model was asked
+    /// to say goodbye.
+    Closing {
+        /// The end reason it will end with.
+        reason: crate::domain::EndReason,
+    },
     /// The call ended.
     Ended {
         /// Why.
@@ -224,6 +230,9 @@ impl fmt::Display for TimelineEvent {
                 f,
                 "gate: transcript scored, response asked for {wait_ms:.1} ms after the turn ended"
             ),
+            TimelineEvent::Closing { reason } => {
+                write!(f, "closing ({reason}): the model is asked to say goodbye")
+            }
             TimelineEvent::Ended { reason } => write!(f, "call ended ({reason})"),
         }
     }

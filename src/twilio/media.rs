@@ -154,6 +154,23 @@ struct MediaFormat {
     sample_rate: Option<u32>,
 }
 
+/// Whether a `media.payload` can be audio as Twilio sends it: standard base64 (`A-Z a-z 0-9 +
+/// /`, `=` padding at the end only), a whole number of 4-character groups, not empty. Checked
+/// without decoding (the payload is forwarded as it is); what fails is not forwarded upstream,
+/// where it would only earn an `error` per frame.
+pub fn is_base64_audio(payload: &str) -> bool {
+    let bytes = payload.as_bytes();
+    if bytes.is_empty() || bytes.len() % 4 != 0 {
+        return false;
+    }
+    let body = bytes
+        .strip_suffix(b"==")
+        .or_else(|| bytes.strip_suffix(b"="))
+        .unwrap_or(bytes);
+    body.iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
 /// Parses one text frame from Twilio.
 ///
 /// Errors: [`ParseError::Json`] for text that is not a JSON object with a string `event`;
@@ -319,6 +336,18 @@ pub fn clear(stream_sid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_base64_payloads_count_as_audio() {
+        use base64::Engine as _;
+        let good = base64::engine::general_purpose::STANDARD.encode([0xffu8; 160]);
+        assert!(is_base64_audio(&good));
+        assert!(is_base64_audio("AAE="));
+        assert!(is_base64_audio("AA=="));
+        for bad in ["", "AAE", "AA=A", "not base64!", "AA\n=", "===="] {
+            assert!(!is_base64_audio(bad), "{bad:?}");
+        }
+    }
 
     const CAPTURE: &str = include_str!("../../tests/fixtures/twilio/media_stream_capture.jsonl");
 

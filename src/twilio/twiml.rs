@@ -55,6 +55,14 @@ pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
     out
 }
 
+/// TwiML that refuses a call with a busy signal, without answering it (no charge for an
+/// inbound call): `<?xml …?><Response><Reject reason="busy"/></Response>`. Used when a call
+/// limit is reached. Source: <https://www.twilio.com/docs/voice/twiml/reject> (`reason`:
+/// `rejected` or `busy`; the first verb of the document, so Twilio never picks up).
+pub fn reject_busy() -> String {
+    format!("{XML_DECLARATION}<Response><Reject reason=\"busy\"/></Response>")
+}
+
 /// TwiML that reads `text` to the caller and hangs up, for example
 /// "Sorry, this number is not in service."
 ///

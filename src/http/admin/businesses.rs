@@ -55,7 +55,7 @@ pub(super) async fn create_business(
 ) -> Result<(StatusCode, Json<Business>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(ops::businesses::create(&state.store, new).await?),
+        Json(ops::businesses::create(&state.store, new, state.config.transcribes()).await?),
     ))
 }
 
@@ -83,7 +83,8 @@ pub(super) async fn set_policy(
     Body(body): Body<SetPolicy>,
 ) -> Result<Json<Business>, ApiError> {
     Ok(Json(
-        ops::businesses::set_policy(&state.store, &id, &body.policy).await?,
+        ops::businesses::set_policy(&state.store, &id, &body.policy, state.config.transcribes())
+            .await?,
     ))
 }
 
@@ -123,7 +124,7 @@ pub(super) async fn update_business(
     Body(update): Body<BusinessUpdate>,
 ) -> Result<Json<Business>, ApiError> {
     Ok(Json(
-        ops::businesses::update(&state.store, &id, &update).await?,
+        ops::businesses::update(&state.store, &id, &update, state.config.transcribes()).await?,
     ))
 }
 

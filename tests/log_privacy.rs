@@ -1,0 +1,133 @@
+//! No PII in the logs: a full call through the proxy, with debug logging of every voxrelay
+//! module captured, whose caller number, called number, keypad digits and transcript (a card
+//! number and a phone number said aloud) must appear nowhere in clear; plus a call to a number
+//! no business owns, whose warning shows the number masked to its last 4 digits.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::upstream::SimUpstreamConfig;
+use voxrelay_sim::world::{World, WorldOptions};
+
+/// Log lines, shared with the subscriber.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+const CALLER: &str = "+14155550123";
+const CALLED: &str = "+15005550006";
+const UNROUTED: &str = "+15005550987";
+const SAID: &str = "my card is 4111 1111 1111 1111 and call me back on 415 555 0199";
+
+#[tokio::test]
+async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "voxrelay=debug,voxrelay_sim=off,tower_http=debug",
+        ))
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .without_time()
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+
+    let mut world = World::start(WorldOptions {
+        upstream: SimUpstreamConfig {
+            transcripts: vec![SAID.into()],
+            ..SimUpstreamConfig::default()
+        },
+        ..WorldOptions::default()
+    })
+    .await
+    .expect("world");
+    world
+        .add_business(
+            "dental",
+            "Bright Smile Dental",
+            "We clean teeth.",
+            "Hello.",
+            CALLED,
+        )
+        .await
+        .expect("business");
+
+    let call_sid = format!("CA{:032x}", 0x9111u32);
+    let mut caller = world.caller(&call_sid, CALLED, jfk_speech(Some(2.0)).expect("speech"));
+    caller.from = CALLER.into();
+    caller.lead_silence_ms = 600;
+    caller.tail_silence_ms = 1500;
+    let stream_sid = format!("MZ{}", call_sid.trim_start_matches("CA"));
+    for (frame, digit) in [(20, "7"), (21, "3")] {
+        caller.inject.push((
+            frame,
+            format!(
+                r#"{{"event":"dtmf","streamSid":"{stream_sid}","sequenceNumber":"{frame}","dtmf":{{"track":"inbound_track","digit":"{digit}"}}}}"#
+            ),
+        ));
+    }
+    let (heard, report) = world.call(caller).await.expect("call runs");
+    assert!(heard.streamed, "{}", heard.twiml);
+    let report = report.expect("report");
+    assert!(report.counters.turns >= 1, "the caller's turn was heard");
+
+    // A number no business owns.
+    let unrouted = world.caller(&format!("CA{:032x}", 0x9112u32), UNROUTED, Vec::new());
+    let answered = voxrelay_sim::caller::answer(&unrouted, &reqwest::Client::new())
+        .await
+        .expect("answered");
+    assert!(answered.stream.is_none());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    world.stop().await;
+
+    let text = String::from_utf8_lossy(
+        &logs
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    assert!(text.contains("call ended"), "the call was logged:\n{text}");
+    assert!(
+        text.contains("DTMF from caller"),
+        "the keypad was logged:\n{text}"
+    );
+    for secret in [
+        "4155550123",
+        "5005550006",
+        "5005550987",
+        "4111 1111",
+        "4111111111111111",
+        "555 0199",
+        "my card",
+        "digit=",
+        "digit: ",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} is in the logs:\n{text}");
+    }
+    assert!(
+        text.contains("*******0987"),
+        "the unknown number's warning shows it masked:\n{text}"
+    );
+}
