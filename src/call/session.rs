@@ -126,7 +126,7 @@ impl Repeats {
     fn count(&mut self) -> Option<u64> {
         self.seen += 1;
         let mut n = self.seen;
-        while n % 10 == 0 {
+        while n.is_multiple_of(10) {
             n /= 10;
         }
         (n == 1).then_some(self.seen)

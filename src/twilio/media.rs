@@ -160,7 +160,7 @@ struct MediaFormat {
 /// where it would only earn an `error` per frame.
 pub fn is_base64_audio(payload: &str) -> bool {
     let bytes = payload.as_bytes();
-    if bytes.is_empty() || bytes.len() % 4 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
         return false;
     }
     let body = bytes
