@@ -106,23 +106,17 @@ pub async fn call_sim(args: CallSimArgs) -> anyhow::Result<()> {
         .trim_end_matches('/');
     let call_sid = format!("CA{}", uuid::Uuid::new_v4().simple());
     let report = caller::run(CallerConfig {
-        webhook_url: format!("{base}/twilio/voice"),
         signed_url: format!("{public}/twilio/voice"),
-        auth_token: args.auth_token,
-        call_sid: call_sid.clone(),
-        from: args.from,
-        to: args.to,
-        direction: "inbound".into(),
-        speech,
         lead_silence_ms: args.lead_silence_ms,
         tail_silence_ms: args.tail_silence_ms,
-        stream_connect_delay_ms: 0,
-        stream_url_override: None,
-        token_override: None,
-        inject: Vec::new(),
-        stop_reading: None,
-        recv_buffer_bytes: None,
-        close_without_stop: false,
+        ..CallerConfig::inbound(
+            &format!("{base}/twilio/voice"),
+            &args.auth_token,
+            &call_sid,
+            &args.from,
+            &args.to,
+            speech,
+        )
     })
     .await?;
     println!(

@@ -107,25 +107,16 @@ impl Bench {
     }
 
     fn caller(&self, call_sid: &str, speech: Vec<u8>) -> CallerConfig {
-        let webhook = self.url("/twilio/voice");
         CallerConfig {
-            webhook_url: webhook.clone(),
-            signed_url: webhook,
-            auth_token: SIM_TWILIO_AUTH_TOKEN.into(),
-            call_sid: call_sid.to_string(),
-            from: "+14155550100".into(),
-            to: NUMBER.into(),
-            direction: "inbound".into(),
-            speech,
             lead_silence_ms: 500,
-            tail_silence_ms: 1000,
-            stream_connect_delay_ms: 0,
-            stream_url_override: None,
-            token_override: None,
-            inject: Vec::new(),
-            stop_reading: None,
-            recv_buffer_bytes: None,
-            close_without_stop: false,
+            ..CallerConfig::inbound(
+                &self.url("/twilio/voice"),
+                SIM_TWILIO_AUTH_TOKEN,
+                call_sid,
+                "+14155550100",
+                NUMBER,
+                speech,
+            )
         }
     }
 

@@ -67,6 +67,40 @@ pub struct CallerConfig {
     pub close_without_stop: bool,
 }
 
+impl CallerConfig {
+    /// An inbound call from `from` to `to` saying `speech`, its webhook posted to (and signed
+    /// for) `webhook_url` with `auth_token`: 1 s of silence before and after the speech, the
+    /// stream opened at once, and nothing else out of the ordinary.
+    pub fn inbound(
+        webhook_url: &str,
+        auth_token: &str,
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        speech: Vec<u8>,
+    ) -> CallerConfig {
+        CallerConfig {
+            webhook_url: webhook_url.to_string(),
+            signed_url: webhook_url.to_string(),
+            auth_token: auth_token.to_string(),
+            call_sid: call_sid.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            direction: "inbound".into(),
+            speech,
+            lead_silence_ms: 1000,
+            tail_silence_ms: 1000,
+            stream_connect_delay_ms: 0,
+            stream_url_override: None,
+            token_override: None,
+            inject: Vec::new(),
+            stop_reading: None,
+            recv_buffer_bytes: None,
+            close_without_stop: false,
+        }
+    }
+}
+
 /// Something the simulated Twilio saw, timed from the `start` it sent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallerEvent {

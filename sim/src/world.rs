@@ -145,26 +145,14 @@ impl World {
 
     /// A simulated Twilio call to `to` with `speech` (8 kHz mu-law), signed for this proxy.
     pub fn caller(&self, call_sid: &str, to: &str, speech: Vec<u8>) -> CallerConfig {
-        let webhook = format!("http://{}/twilio/voice", self.proxy_addr);
-        CallerConfig {
-            webhook_url: webhook.clone(),
-            signed_url: webhook,
-            auth_token: SIM_TWILIO_AUTH_TOKEN.into(),
-            call_sid: call_sid.to_string(),
-            from: "+14155550100".into(),
-            to: to.to_string(),
-            direction: "inbound".into(),
+        CallerConfig::inbound(
+            &format!("http://{}/twilio/voice", self.proxy_addr),
+            SIM_TWILIO_AUTH_TOKEN,
+            call_sid,
+            "+14155550100",
+            to,
             speech,
-            lead_silence_ms: 1000,
-            tail_silence_ms: 1000,
-            stream_connect_delay_ms: 0,
-            stream_url_override: None,
-            token_override: None,
-            inject: Vec::new(),
-            stop_reading: None,
-            recv_buffer_bytes: None,
-            close_without_stop: false,
-        }
+        )
     }
 
     /// Places a call and, when it streamed, waits (up to 10 s) for the proxy's report of it.

@@ -335,39 +335,11 @@ impl Sanitizer {
     /// This rule set with a business's overrides applied, in order: a disabled override removes
     /// the rule with its id, an enabled one replaces the rule with its id (keeping its place) or
     /// adds a new rule at the end. Rebuilds the [`RegexSet`]; `self` is unchanged.
+    ///
+    /// Errors: the first override that does not pass [`check_override`](Self::check_override)
+    /// or repeats an id.
     pub fn with_overrides(&self, overrides: &[RuleOverride]) -> Result<Sanitizer, GuardError> {
-        let mut rules: Vec<Rule> = self.rules.to_vec();
-        let mut seen = HashSet::new();
-        for o in overrides {
-            if !seen.insert(o.id.as_str()) {
-                return Err(GuardError::DuplicateRule {
-                    file: OVERRIDES_SOURCE.to_owned(),
-                    rule: o.id.clone(),
-                });
-            }
-            if !o.enabled {
-                rules.retain(|r| r.id != o.id);
-                continue;
-            }
-            let rule = checked_rule(
-                o.id.clone(),
-                o.category.clone(),
-                &o.pattern,
-                o.weight,
-                &self.macros,
-                OVERRIDES_SOURCE,
-            )?;
-            match rules.iter_mut().find(|r| r.id == o.id) {
-                Some(existing) => *existing = rule,
-                None => rules.push(rule),
-            }
-        }
-        Sanitizer::assemble(
-            rules,
-            self.thresholds,
-            Arc::clone(&self.macros),
-            Arc::clone(&self.source),
-        )
+        self.overridden(overrides, false).map(|(sanitizer, _)| sanitizer)
     }
 
     /// Checks one override the way [`with_overrides`](Self::with_overrides) will apply it: id,
@@ -377,18 +349,7 @@ impl Sanitizer {
     ///
     /// Errors: [`GuardError::BadRule`] or [`GuardError::BadPattern`], naming the rule.
     pub fn check_override(&self, o: &RuleOverride) -> Result<(), GuardError> {
-        if !o.enabled {
-            return checked_id(&o.id, OVERRIDES_SOURCE);
-        }
-        checked_rule(
-            o.id.clone(),
-            o.category.clone(),
-            &o.pattern,
-            o.weight,
-            &self.macros,
-            OVERRIDES_SOURCE,
-        )
-        .map(|_| ())
+        self.checked_override(o).map(|_| ())
     }
 
     /// [`with_overrides`](Self::with_overrides) that fails open per rule: an override that does
@@ -401,26 +362,61 @@ impl Sanitizer {
         &self,
         overrides: &[RuleOverride],
     ) -> Result<(Sanitizer, Vec<(String, GuardError)>), GuardError> {
-        let mut good = Vec::with_capacity(overrides.len());
-        let mut skipped = Vec::new();
+        self.overridden(overrides, true)
+    }
+
+    /// An enabled override as a checked rule with its macros expanded; `None` for a removal.
+    fn checked_override(&self, o: &RuleOverride) -> Result<Option<Rule>, GuardError> {
+        if !o.enabled {
+            return checked_id(&o.id, OVERRIDES_SOURCE).map(|()| None);
+        }
+        checked_rule(
+            o.id.clone(),
+            o.category.clone(),
+            &o.pattern,
+            o.weight,
+            &self.macros,
+            OVERRIDES_SOURCE,
+        )
+        .map(Some)
+    }
+
+    /// The overrides applied in order; a bad one fails the whole set, or with `skip_bad` is
+    /// left out and returned with its error.
+    fn overridden(
+        &self,
+        overrides: &[RuleOverride],
+        skip_bad: bool,
+    ) -> Result<(Sanitizer, Vec<(String, GuardError)>), GuardError> {
+        let mut rules: Vec<Rule> = self.rules.to_vec();
         let mut seen = HashSet::new();
+        let mut skipped = Vec::new();
         for o in overrides {
-            if !seen.insert(o.id.as_str()) {
-                skipped.push((
-                    o.id.clone(),
-                    GuardError::DuplicateRule {
-                        file: OVERRIDES_SOURCE.to_owned(),
-                        rule: o.id.clone(),
-                    },
-                ));
-                continue;
-            }
-            match self.check_override(o) {
-                Ok(()) => good.push(o.clone()),
-                Err(e) => skipped.push((o.id.clone(), e)),
+            let checked = if seen.insert(o.id.as_str()) {
+                self.checked_override(o)
+            } else {
+                Err(GuardError::DuplicateRule {
+                    file: OVERRIDES_SOURCE.to_owned(),
+                    rule: o.id.clone(),
+                })
+            };
+            match checked {
+                Ok(None) => rules.retain(|r| r.id != o.id),
+                Ok(Some(rule)) => match rules.iter_mut().find(|r| r.id == o.id) {
+                    Some(existing) => *existing = rule,
+                    None => rules.push(rule),
+                },
+                Err(e) if skip_bad => skipped.push((o.id.clone(), e)),
+                Err(e) => return Err(e),
             }
         }
-        Ok((self.with_overrides(&good)?, skipped))
+        let sanitizer = Sanitizer::assemble(
+            rules,
+            self.thresholds,
+            Arc::clone(&self.macros),
+            Arc::clone(&self.source),
+        )?;
+        Ok((sanitizer, skipped))
     }
 
     /// Scores one transcript: normalise, one [`RegexSet`] pass, combine the weights.

@@ -44,26 +44,15 @@ impl Store {
     /// [`StoreError::Conflict`] if the CallSid is already recorded.
     pub async fn insert_call(&self, call: &NewCall) -> Result<(), StoreError> {
         check_new_call(call)?;
-        sqlx::query(
-            "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
-             to_number, started_at_ms, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&call.call_sid)
-        .bind(call.stream_sid.as_deref())
-        .bind(&call.business_id)
-        .bind(call.direction.as_str())
-        .bind(&call.from_number)
-        .bind(&call.to_number)
-        .bind(call.started_at_ms)
-        .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
-            Some(ErrorKind::UniqueViolation) => {
-                StoreError::Conflict(format!("call {:?} is already recorded", call.call_sid))
-            }
-            _ => StoreError::Query(e),
-        })?;
+        insert_call_row(call, "")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
+                Some(ErrorKind::UniqueViolation) => {
+                    StoreError::Conflict(format!("call {:?} is already recorded", call.call_sid))
+                }
+                _ => StoreError::Query(e),
+            })?;
         Ok(())
     }
 
@@ -75,21 +64,9 @@ impl Store {
     /// As [`Store::insert_call`], without the conflict.
     pub async fn open_call(&self, call: &NewCall) -> Result<bool, StoreError> {
         check_new_call(call)?;
-        let result = sqlx::query(
-            "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
-             to_number, started_at_ms, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (call_sid) DO NOTHING",
-        )
-        .bind(&call.call_sid)
-        .bind(call.stream_sid.as_deref())
-        .bind(&call.business_id)
-        .bind(call.direction.as_str())
-        .bind(&call.from_number)
-        .bind(&call.to_number)
-        .bind(call.started_at_ms)
-        .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
-        .execute(&self.pool)
-        .await?;
+        let result = insert_call_row(call, " ON CONFLICT (call_sid) DO NOTHING")
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 
@@ -105,21 +82,12 @@ impl Store {
         check_new_call(call)?;
         let stream_sid = call.stream_sid.as_deref().unwrap_or("");
         require_non_empty("stream_sid", stream_sid)?;
-        let result = sqlx::query(
-            "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
-             to_number, started_at_ms, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, \
+        let result = insert_call_row(
+            call,
+            " ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, \
              instance_id = excluded.instance_id \
              WHERE calls.stream_sid IS NULL AND calls.ended_at_ms IS NULL",
         )
-        .bind(&call.call_sid)
-        .bind(stream_sid)
-        .bind(&call.business_id)
-        .bind(call.direction.as_str())
-        .bind(&call.from_number)
-        .bind(&call.to_number)
-        .bind(call.started_at_ms)
-        .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -272,4 +240,26 @@ fn check_new_call(call: &NewCall) -> Result<(), StoreError> {
     require_non_empty("call_sid", &call.call_sid)?;
     require_non_empty("business_id", &call.business_id)?;
     require_non_negative("started_at_ms", call.started_at_ms)
+}
+
+/// The `INSERT` of a new call's row with its values bound, followed by `on_conflict` (a
+/// constant clause, or empty).
+fn insert_call_row<'q>(
+    call: &'q NewCall,
+    on_conflict: &'static str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let sql = format!(
+        "INSERT INTO calls (call_sid, stream_sid, business_id, direction, from_number, \
+         to_number, started_at_ms, instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)\
+         {on_conflict}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(call.call_sid.as_str())
+        .bind(call.stream_sid.as_deref())
+        .bind(call.business_id.as_str())
+        .bind(call.direction.as_str())
+        .bind(call.from_number.as_str())
+        .bind(call.to_number.as_str())
+        .bind(call.started_at_ms)
+        .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
 }
