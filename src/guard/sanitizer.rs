@@ -339,7 +339,8 @@ impl Sanitizer {
     /// Errors: the first override that does not pass [`check_override`](Self::check_override)
     /// or repeats an id.
     pub fn with_overrides(&self, overrides: &[RuleOverride]) -> Result<Sanitizer, GuardError> {
-        self.overridden(overrides, false).map(|(sanitizer, _)| sanitizer)
+        self.overridden(overrides, false)
+            .map(|(sanitizer, _)| sanitizer)
     }
 
     /// Checks one override the way [`with_overrides`](Self::with_overrides) will apply it: id,
