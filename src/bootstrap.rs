@@ -69,3 +69,38 @@ pub async fn check_gate_policies(config: &Config, store: &Store) -> Result<(), a
         gated.join(", ")
     ))
 }
+
+/// File descriptors the instance may need besides its connections: the database pool, the
+/// log, the listener and some room.
+const FD_HEADROOM: u64 = 64;
+
+/// Raises the process's open-file limit (`RLIMIT_NOFILE`) to its hard limit, so the
+/// connection cap, not the kernel, decides when connections are refused; logs the limit, and
+/// warns when it is below what the configuration can use (`server.max_connections`, an
+/// upstream socket per call of `limits.max_calls` and `limits.max_pending`, and
+/// [`FD_HEADROOM`]). Returns the soft limit now in force; `None` where it cannot be read.
+pub fn raise_open_file_limit(config: &Config) -> Option<u64> {
+    let needed = config.server.max_connections as u64
+        + config.limits.max_calls as u64
+        + config.limits.max_pending as u64
+        + FD_HEADROOM;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            if limit < needed {
+                tracing::warn!(
+                    open_file_limit = limit,
+                    needed,
+                    "the open-file limit is below what server.max_connections and the call \
+                     limits can use; raise the hard limit (ulimit -Hn) or lower them"
+                );
+            } else {
+                tracing::info!(open_file_limit = limit, needed, "open-file limit");
+            }
+            Some(limit)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            None
+        }
+    }
+}

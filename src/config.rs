@@ -77,6 +77,31 @@ pub struct ServerConfig {
     /// can make the kernel hold for it, and lets the relay see the stall sooner.
     #[serde(default)]
     pub socket_send_buffer_bytes: usize,
+    /// Open connections at most, WebSockets included; at the cap the oldest idle one is
+    /// closed to make room ([`crate::http::server`]). Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a connection may take to send a whole request head, ms, from its opening or
+    /// from the end of its last response (so it bounds idle keep-alive connections too).
+    /// Default 10000.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// How long a request body may take to arrive, ms; then the request fails with 408.
+    /// Default 10000.
+    #[serde(default = "default_request_body_timeout_ms")]
+    pub request_body_timeout_ms: u64,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_request_body_timeout_ms() -> u64 {
+    10_000
 }
 
 /// `[database]`.
@@ -198,6 +223,9 @@ pub struct AlertsConfig {
     pub guard_block_rate: f64,
     /// Dropped media frames above which `frame_drops` trips. Default 0.
     pub frame_drops: u64,
+    /// Failed calls per call (refused, no stream, no upstream, ended on a fault) above which
+    /// `call_failure_rate` trips, 0–1. Default 0.05.
+    pub call_failure_rate: f64,
 }
 
 impl Default for AlertsConfig {
@@ -208,6 +236,7 @@ impl Default for AlertsConfig {
             p95_turn_latency_ms: 500.0,
             guard_block_rate: 0.03,
             frame_drops: 0,
+            call_failure_rate: 0.05,
         }
     }
 }
@@ -280,6 +309,34 @@ pub struct TimeoutsConfig {
     pub stream_token_ms: u64,
     /// Limit for the `start` message after the WebSocket opens.
     pub stream_start_ms: u64,
+    /// How long a live call's Twilio socket may send nothing before the call ends as a dead
+    /// peer ([`EndReason::TwilioSilent`](crate::domain::EndReason::TwilioSilent)). Twilio sends
+    /// a media frame every 20 ms for the whole call, silence included (the capture in
+    /// `shared/protocol/twilio.md` §6 F7), so a quiet socket is a dead one. Default 5000.
+    #[serde(default = "default_twilio_quiet_ms")]
+    pub twilio_quiet_ms: u64,
+    /// After this long without a message from the upstream, a WebSocket ping is sent (again
+    /// every such interval while it stays quiet). Default 5000.
+    #[serde(default = "default_upstream_ping_ms")]
+    pub upstream_ping_ms: u64,
+    /// How long the upstream may send nothing at all (no event, no pong) before the call's
+    /// upstream leg counts as dead
+    /// ([`EndReason::UpstreamSilent`](crate::domain::EndReason::UpstreamSilent)). Default
+    /// 15000: three unanswered pings.
+    #[serde(default = "default_upstream_quiet_ms")]
+    pub upstream_quiet_ms: u64,
+}
+
+fn default_twilio_quiet_ms() -> u64 {
+    5_000
+}
+
+fn default_upstream_ping_ms() -> u64 {
+    5_000
+}
+
+fn default_upstream_quiet_ms() -> u64 {
+    15_000
 }
 
 /// The whole configuration.
@@ -585,6 +642,21 @@ impl Config {
             (
                 "lifecycle.goodbye_limit_ms",
                 self.lifecycle.goodbye_limit_ms,
+            ),
+            ("timeouts.twilio_quiet_ms", self.timeouts.twilio_quiet_ms),
+            ("timeouts.upstream_ping_ms", self.timeouts.upstream_ping_ms),
+            (
+                "timeouts.upstream_quiet_ms",
+                self.timeouts.upstream_quiet_ms,
+            ),
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
+            (
+                "server.request_body_timeout_ms",
+                self.server.request_body_timeout_ms,
             ),
         ] {
             if value == 0 {

@@ -139,8 +139,14 @@ vocabulary! {
         /// Twilio stopped taking our messages for longer than `audio.stall_limit_ms`, or left
         /// no room for a control message; ending beats holding ever more of its audio.
         TwilioStalled = "twilio_stalled",
+        /// The Twilio WebSocket sent nothing for `timeouts.twilio_quiet_ms` mid-call: a dead
+        /// peer (Twilio sends a media frame every 20 ms while the call lasts).
+        TwilioSilent = "twilio_silent",
         /// The upstream closed the session.
         UpstreamClosed = "upstream_closed",
+        /// The upstream sent nothing, not even a pong to our pings, for
+        /// `timeouts.upstream_quiet_ms`: a dead or frozen upstream.
+        UpstreamSilent = "upstream_silent",
         /// The upstream WebSocket failed.
         UpstreamError = "upstream_error",
         /// The upstream stopped taking our messages for longer than `audio.stall_limit_ms`, or
@@ -167,6 +173,23 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// An alert on what callers experience ([`crate::telemetry::alerts`]); the `alert` label
+    /// of `voxrelay_alert`.
+    Alert, "alert" {
+        /// Echo events per model turn.
+        EchoRate = "echo_rate",
+        /// p95 turn latency.
+        P95TurnLatency = "p95_turn_latency",
+        /// Guard blocks per scored caller transcript.
+        GuardBlockRate = "guard_block_rate",
+        /// Dropped media frames.
+        FrameDrops = "frame_drops",
+        /// Failed calls ([`EndReason::is_failure`]) per call.
+        CallFailureRate = "call_failure_rate",
+    }
+}
+
 impl EndReason {
     /// Whether a socket failed or stalled, or the instance died (a call "with errors" in the
     /// windowed figures); a hang-up, a peer closing the session or an ending on purpose
@@ -176,8 +199,10 @@ impl EndReason {
             self,
             EndReason::TwilioError
                 | EndReason::TwilioStalled
+                | EndReason::TwilioSilent
                 | EndReason::UpstreamError
                 | EndReason::UpstreamStalled
+                | EndReason::UpstreamSilent
                 | EndReason::Crashed
         )
     }

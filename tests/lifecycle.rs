@@ -48,7 +48,7 @@ async fn metrics(world: &World) -> String {
 }
 
 #[tokio::test]
-async fn a_replayed_stream_token_is_refused_before_any_upstream_cost() {
+async fn fault_a_replayed_stream_token_is_refused_before_any_upstream_cost() {
     let mut world = dental_world(0).await;
     let speech = jfk_speech(Some(1.0)).expect("speech");
     let call_sid = sid(1);
@@ -98,7 +98,7 @@ async fn a_replayed_stream_token_is_refused_before_any_upstream_cost() {
 }
 
 #[tokio::test]
-async fn fifty_webhooks_at_once_with_a_limit_of_ten_give_ten_calls_and_forty_busy() {
+async fn fault_fifty_webhooks_at_once_with_a_limit_of_ten_give_ten_calls_and_forty_busy() {
     let world = dental_world_configured(
         0,
         Some(Box::new(|c| {

@@ -152,9 +152,10 @@ pub async fn number(store: &Store, command: NumberCommand) -> anyhow::Result<()>
 pub async fn run(
     store: &Store,
     sanitizer: &Sanitizer,
-    transcribing: bool,
+    checks: ops::businesses::Checks<'_>,
     command: BusinessCommand,
 ) -> anyhow::Result<()> {
+    let transcribing = checks.transcribing;
     match command {
         BusinessCommand::Add {
             name,
@@ -174,6 +175,7 @@ pub async fn run(
             };
             let b = ops::businesses::create(
                 store,
+                checks,
                 ops::businesses::CreateBusiness {
                     id,
                     name,
@@ -186,7 +188,6 @@ pub async fn run(
                     hours: String::new(),
                     required_sections: Vec::new(),
                 },
-                transcribing,
             )
             .await?;
             println!("{}", b.id);
@@ -226,7 +227,7 @@ pub async fn run(
                 },
                 ..BusinessUpdate::default()
             };
-            let b = ops::businesses::update(store, &id, &update, transcribing).await?;
+            let b = ops::businesses::update(store, checks, &id, &update).await?;
             println!("{}", serde_json::to_string_pretty(&b)?);
         }
         BusinessCommand::Delete { id } => {

@@ -152,10 +152,15 @@ async fn with_config(config: Config, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Business { command } => {
+            let library = bootstrap::prompts(&config)?;
+            let checks = voxrelay::ops::businesses::Checks {
+                library: &library,
+                transcribing: config.transcribes(),
+            };
             business::run(
                 &bootstrap::store(&config).await?,
                 &bootstrap::sanitizer(&config)?,
-                config.transcribes(),
+                checks,
                 command,
             )
             .await

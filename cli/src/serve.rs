@@ -10,6 +10,7 @@ use voxrelay::http::{self, AppState};
 /// it.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let secrets = Secrets::from_env(config.upstream_is_local())?;
+    bootstrap::raise_open_file_limit(&config);
     let store = bootstrap::store(&config).await?;
     bootstrap::check_gate_policies(&config, &store).await?;
     let prompts = bootstrap::prompts(&config)?;

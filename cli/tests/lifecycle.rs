@@ -6,14 +6,17 @@
 //! - SIGKILL, then a restart: the calls the killed instance left open are closed as `crashed`,
 //!   another instance's open call is left alone.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use voxrelay::store::{CallRecord, NewBusiness, NewCall, Store};
 use voxrelay_sim::caller::{self, CallerConfig, CallerReport};
 use voxrelay_sim::demo::jfk_speech;
 use voxrelay_sim::upstream::{SimUpstream, SimUpstreamConfig};
-use voxrelay_sim::world::{SIM_SIGNING_KEY, SIM_TWILIO_AUTH_TOKEN};
+use voxrelay_sim::world::SIM_TWILIO_AUTH_TOKEN;
+
+mod common;
+use common::{exited, signal};
 
 const NUMBER: &str = "+15005550006";
 
@@ -45,11 +48,7 @@ impl Bench {
         let upstream = SimUpstream::start(([127, 0, 0, 1], 0).into(), SimUpstreamConfig::default())
             .await
             .expect("upstream");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = common::free_port();
         Bench {
             _dir: dir,
             database_url,
@@ -61,45 +60,16 @@ impl Bench {
 
     /// Starts `voxrelay serve` as instance `instance`, with extra `VOXRELAY_*` settings, and
     /// waits until it answers `/healthz`.
-    #[allow(
-        clippy::zombie_processes,
-        reason = "the child is returned; each test waits for it with `exited`"
-    )]
     async fn serve(&self, instance: &str, extra: &[(&str, &str)]) -> Child {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_voxrelay"));
-        command
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["--config", "config/voxrelay.toml", "serve"])
-            .env("VOXRELAY_SERVER_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env(
-                "VOXRELAY_SERVER_PUBLIC_HOST",
-                format!("127.0.0.1:{}", self.port),
-            )
-            .env("VOXRELAY_SERVER_PUBLIC_SCHEME", "http")
-            .env("VOXRELAY_UPSTREAM_URL", self.upstream.url())
-            .env("VOXRELAY_DATABASE_URL", &self.database_url)
-            .env("VOXRELAY_LIFECYCLE_INSTANCE_ID", instance)
-            .env("TWILIO_AUTH_TOKEN", SIM_TWILIO_AUTH_TOKEN)
-            .env("VOXRELAY_SIGNING_KEY", SIM_SIGNING_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("voxrelay serve starts");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if reqwest::get(self.url("/healthz")).await.is_ok() {
-                return child;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("serve never came up");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::serve(&common::Instance {
+            id: instance,
+            port: self.port,
+            public_host: format!("127.0.0.1:{}", self.port),
+            database_url: &self.database_url,
+            upstream_url: self.upstream.url(),
+            extra,
+        })
+        .await
     }
 
     fn url(&self, path: &str) -> String {
@@ -141,36 +111,12 @@ impl Bench {
     }
 }
 
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name}");
-}
-
-/// Waits (at most `limit`) for the process to exit; its exit code.
-async fn exited(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code();
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the process did not exit within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn sid(n: u32) -> String {
     format!("CA{:032x}", 0x7e57_0000u32 + n)
 }
 
 #[tokio::test]
-async fn sigterm_with_twenty_live_calls_lets_them_finish_and_loses_no_record() {
+async fn fault_sigterm_with_twenty_live_calls_lets_them_finish_and_loses_no_record() {
     let bench = Bench::new().await;
     let mut child = bench.serve("drain-a", &[]).await;
     let speech = jfk_speech(Some(3.0)).expect("speech");
@@ -249,7 +195,7 @@ async fn at_the_drain_deadline_a_live_call_says_goodbye_and_ends_as_shutdown() {
 }
 
 #[tokio::test]
-async fn after_sigkill_a_restart_closes_its_open_calls_as_crashed_and_no_others() {
+async fn fault_sigkill_then_a_restart_closes_its_open_calls_as_crashed_and_no_others() {
     let bench = Bench::new().await;
     // Another instance's call, open: not this instance's to close.
     bench

@@ -65,6 +65,9 @@ pub struct CallerConfig {
     /// At the end of the media, close the WebSocket without sending `stop` (a connection that
     /// goes away rather than a hang-up).
     pub close_without_stop: bool,
+    /// At the end of the media, send nothing more (no `stop`, no marks) and keep the socket
+    /// open, still reading: a Twilio that died without its TCP connection closing.
+    pub go_quiet: bool,
 }
 
 impl CallerConfig {
@@ -97,6 +100,7 @@ impl CallerConfig {
             stop_reading: None,
             recv_buffer_bytes: None,
             close_without_stop: false,
+            go_quiet: false,
         }
     }
 }
@@ -124,6 +128,8 @@ pub enum CallerEvent {
     },
     /// `stop` sent.
     Stop,
+    /// The caller went quiet (`go_quiet`): nothing more is sent.
+    Quiet,
     /// The proxy closed the WebSocket.
     Closed {
         /// Close code, if any.
@@ -451,6 +457,7 @@ async fn stream(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next_frame = 0usize;
     let mut stopped = false;
+    let mut quiet = false;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(3600);
     let reading_stops = config
@@ -491,6 +498,12 @@ async fn stream(
                     report.events.push((since(now), CallerEvent::Closed { code: None, reason: "closed by the caller".into() }));
                     break;
                 }
+                if next_frame >= total_frames && config.go_quiet {
+                    report.events.push((since(now), CallerEvent::Quiet));
+                    stopped = true;
+                    quiet = true;
+                    continue;
+                }
                 if next_frame >= total_frames {
                     seq += 1;
                     let stop = json!({"event":"stop","sequenceNumber":seq.to_string(),"streamSid":stream_sid,
@@ -513,7 +526,7 @@ async fn stream(
                 report.frames_sent += 1;
                 next_frame += 1;
             }
-            _ = tokio::time::sleep_until(mark_due) => {
+            _ = tokio::time::sleep_until(mark_due), if !quiet => {
                 for name in speaker.due_marks(Instant::now()) {
                     seq += 1;
                     let mark = json!({"event":"mark","sequenceNumber":seq.to_string(),"streamSid":stream_sid,"mark":{"name":name}});
@@ -558,7 +571,7 @@ async fn stream(
                             Some("clear") => {
                                 let Cleared { heard_ms, dropped_ms, marks } = speaker.clear(now);
                                 let marks_returned = marks.len();
-                                for name in marks {
+                                for name in marks.into_iter().filter(|_| !quiet) {
                                     seq += 1;
                                     let mark = json!({"event":"mark","sequenceNumber":seq.to_string(),"streamSid":stream_sid,"mark":{"name":name}});
                                     let _ = sink.send(Message::Text(mark.to_string().into())).await;

@@ -202,6 +202,7 @@ pub fn render(outcome: &DemoOutcome) -> String {
                 "clear received: had played {heard_ms} ms of that answer, dropped {dropped_ms} ms, returned {marks_returned} marks"
             ),
             CallerEvent::Stop => "stop sent (hang-up)".to_string(),
+            CallerEvent::Quiet => "the caller's side goes quiet (a dead peer)".to_string(),
             CallerEvent::Closed { code, reason } => {
                 format!("proxy closed the stream ({code:?} {reason})")
             }

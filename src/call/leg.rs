@@ -53,11 +53,13 @@ pub enum LegFault {
 }
 
 /// A message waiting for the socket.
-enum Waiting {
+enum Waiting<M> {
     /// Droppable audio, with when the frame it carries was read from the other socket.
     Audio(String, Instant),
     /// Never dropped.
     Control(String),
+    /// A control frame of the socket's own (a WebSocket ping); never dropped.
+    Frame(M),
 }
 
 /// The writing half of one socket, its queue and its accounting.
@@ -66,7 +68,7 @@ pub struct Leg<S, M> {
     /// Wraps a JSON text in the socket's message type.
     wrap: fn(String) -> M,
     limits: LegLimits,
-    queue: VecDeque<Waiting>,
+    queue: VecDeque<Waiting<M>>,
     audio_waiting: usize,
     control_waiting: usize,
     /// Messages were given to the sink and not flushed yet.
@@ -132,6 +134,18 @@ where
         self.peak = self.peak.max(self.queue.len());
     }
 
+    /// Accepts a frame of the socket's own, such as a WebSocket ping, as a control message
+    /// (same room, same fault when there is none).
+    pub fn frame(&mut self, frame: M) {
+        if self.control_waiting >= self.limits.control {
+            self.overflowed = true;
+            return;
+        }
+        self.control_waiting += 1;
+        self.queue.push_back(Waiting::Frame(frame));
+        self.peak = self.peak.max(self.queue.len());
+    }
+
     /// Whether anything waits to be written or flushed.
     pub fn needs_write(&self) -> bool {
         !self.queue.is_empty() || self.unflushed || self.overflowed
@@ -167,19 +181,23 @@ where
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(LegFault::Socket(e.to_string()))),
                 Poll::Pending => break,
             }
-            let text = match self.queue.pop_front() {
+            let message = match self.queue.pop_front() {
                 Some(Waiting::Audio(text, received)) => {
                     self.audio_waiting -= 1;
                     self.unflushed_audio.push(received);
-                    text
+                    (self.wrap)(text)
                 }
                 Some(Waiting::Control(text)) => {
                     self.control_waiting -= 1;
-                    text
+                    (self.wrap)(text)
+                }
+                Some(Waiting::Frame(frame)) => {
+                    self.control_waiting -= 1;
+                    frame
                 }
                 None => break,
             };
-            if let Err(e) = sink.as_mut().start_send((self.wrap)(text)) {
+            if let Err(e) = sink.as_mut().start_send(message) {
                 return Poll::Ready(Err(LegFault::Socket(e.to_string())));
             }
             self.unflushed = true;

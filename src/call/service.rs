@@ -67,7 +67,10 @@ pub struct IncomingCall {
 pub enum Prepared {
     /// Connect the call's media stream to `url`, with `token` as its `token` parameter.
     Stream {
-        /// `wss://PUBLIC_HOST/twilio/media` (`ws://` for a local `http` setup).
+        /// `wss://PUBLIC_HOST/twilio/media/INSTANCE_ID` (`ws://` for a local `http` setup):
+        /// the last segment names the instance that took the webhook and holds the pre-warmed
+        /// upstream, for a load balancer to route the stream on. Any instance serves any
+        /// stream; one without the pending call rebuilds it from the database.
         url: String,
         /// The signed, expiring stream token.
         token: String,
@@ -267,6 +270,11 @@ impl CallService {
             server_cancels_on_speech: config.vad.interrupt_response,
             metrics: metrics.clone(),
             goodbye_limit: Duration::from_millis(config.lifecycle.goodbye_limit_ms),
+            liveness: crate::call::session::Liveness {
+                twilio_quiet: Duration::from_millis(config.timeouts.twilio_quiet_ms),
+                upstream_ping: Duration::from_millis(config.timeouts.upstream_ping_ms),
+                upstream_quiet: Duration::from_millis(config.timeouts.upstream_quiet_ms),
+            },
         };
         CallService {
             registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),
@@ -592,7 +600,10 @@ impl CallService {
             "ws"
         };
         Ok(Prepared::Stream {
-            url: format!("{scheme}://{}/twilio/media", self.config.server.public_host),
+            url: format!(
+                "{scheme}://{}/twilio/media/{}",
+                self.config.server.public_host, self.instance_id
+            ),
             token: stream_token,
         })
     }
@@ -695,6 +706,9 @@ impl CallService {
                         greeting_requested = pending.greeting_requested_at.get().copied();
                         Ok(socket)
                     }
+                    // A pre-warm that timed out already cost the caller the whole connect
+                    // timeout: dialling again would double the dead air.
+                    Ok(Err(e @ UpstreamError::Timeout { .. })) => Err(e),
                     Ok(Err(e)) => {
                         tracing::warn!(call_sid = %start.call_sid, error = %e, "pre-warm failed; dialling again");
                         self.dial(&pending.setup.session).await

@@ -65,6 +65,21 @@ pub struct SessionOptions {
     pub metrics: Arc<Metrics>,
     /// How long a goodbye may take before the call ends anyway.
     pub goodbye_limit: Duration,
+    /// How long each peer may stay quiet.
+    pub liveness: Liveness,
+}
+
+/// How long each peer may send nothing mid-call (`[timeouts]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Twilio silent this long: a dead peer, the call ends
+    /// ([`EndReason::TwilioSilent`]).
+    pub twilio_quiet: Duration,
+    /// Upstream silent this long: a WebSocket ping goes out, and again each such interval.
+    pub upstream_ping: Duration,
+    /// Upstream silent this long, pongs included: a dead upstream leg
+    /// ([`EndReason::UpstreamSilent`]).
+    pub upstream_quiet: Duration,
 }
 
 /// The sockets and identity of a call whose stream has started.
@@ -105,6 +120,63 @@ struct Session {
     upgrade_sent_at: Option<Instant>,
     /// How many bad frames each peer sent, for warnings that do not flood the log.
     warnings: BadFrames,
+    /// When each peer last sent anything, and when the last ping went out.
+    heard: Heard,
+}
+
+impl Liveness {
+    /// How often the limits are looked at: a quarter of the shortest, within 20 ms – 1 s.
+    fn tick(&self) -> Duration {
+        (self.twilio_quiet.min(self.upstream_ping) / 4)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+}
+
+/// When each peer was last heard from, for the liveness limits.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    twilio: Instant,
+    upstream: Instant,
+    /// When the last ping went out; `None` since the upstream last spoke.
+    pinged: Option<Instant>,
+}
+
+/// What the liveness clock asks for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quiet {
+    /// Nothing due.
+    Nothing,
+    /// Ping the upstream.
+    Ping,
+    /// A peer has been quiet past its limit: end with this reason.
+    Dead(EndReason),
+}
+
+impl Heard {
+    fn new(now: Instant) -> Heard {
+        Heard {
+            twilio: now,
+            upstream: now,
+            pinged: None,
+        }
+    }
+
+    /// What is due at `now` under `limits`.
+    fn check(&self, limits: &Liveness, now: Instant) -> Quiet {
+        let twilio_dead = self.twilio + limits.twilio_quiet;
+        let upstream_dead = self.upstream + limits.upstream_quiet;
+        if now >= twilio_dead {
+            return Quiet::Dead(EndReason::TwilioSilent);
+        }
+        if now >= upstream_dead {
+            return Quiet::Dead(EndReason::UpstreamSilent);
+        }
+        let next_ping = self.pinged.unwrap_or(self.upstream) + limits.upstream_ping;
+        if now >= next_ping {
+            return Quiet::Ping;
+        }
+        Quiet::Nothing
+    }
 }
 
 /// Bad frames per peer.
@@ -149,6 +221,8 @@ enum Wake {
     Close(EndReason),
     /// A closing call's goodbye has played, or its limit came.
     Closed,
+    /// A liveness limit may have come.
+    Quiet,
     /// Nobody can signal closing any more.
     ClosingGone,
 }
@@ -263,6 +337,7 @@ pub async fn run(
         response_requested_at: None,
         upgrade_sent_at: None,
         warnings: BadFrames::default(),
+        heard: Heard::new(Instant::now()),
     };
     if let Some(requested) = begin_greeting_requested {
         session.state.greeting_requested_earlier(Instant::now());
@@ -273,6 +348,8 @@ pub async fn run(
     session.dispatch();
 
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut liveness_tick = tokio::time::interval(options.liveness.tick());
+    liveness_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = begin.closing;
     let longest = begin
         .max_duration
@@ -301,6 +378,21 @@ pub async fn run(
         .min()
         .map(tokio::time::Instant::from_std);
         let close_due = session.state.close_due();
+        match session.heard.check(&options.liveness, Instant::now()) {
+            Quiet::Nothing => {}
+            Quiet::Ping => {
+                session.heard.pinged = Some(Instant::now());
+                session
+                    .upstream_out
+                    .frame(UpMessage::Ping(Default::default()));
+                continue;
+            }
+            Quiet::Dead(reason) => {
+                tracing::warn!(call_sid = %session.call_sid, end_reason = %reason,
+                    "a peer sent nothing for too long: the call ends");
+                break reason;
+            }
+        };
         let wake = tokio::select! {
             message = twilio_stream.next() => Wake::Twilio(message),
             message = upstream_stream.next() => Wake::Upstream(message),
@@ -317,6 +409,8 @@ pub async fn run(
                 if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
             _ = tokio::time::sleep_until(close_due.map_or(far, |(at, _)| tokio::time::Instant::from_std(at))),
                 if close_due.is_some() => Wake::Closed,
+            // One timer per call, not one per message: the limits are looked at each tick.
+            _ = liveness_tick.tick() => Wake::Quiet,
         };
         let flow = match wake {
             Wake::Twilio(message) => session.on_twilio_message(message),
@@ -340,6 +434,7 @@ pub async fn run(
                 Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
                 _ => Flow::Continue,
             },
+            Wake::Quiet => Flow::Continue,
         };
         if let Flow::End(reason) = flow {
             break reason;
@@ -366,10 +461,13 @@ pub async fn run(
             CLOSE_LIMIT
         }
     };
-    let twilio_faulted = matches!(reason, EndReason::TwilioError | EndReason::TwilioStalled);
+    let twilio_faulted = matches!(
+        reason,
+        EndReason::TwilioError | EndReason::TwilioStalled | EndReason::TwilioSilent
+    );
     let upstream_faulted = matches!(
         reason,
-        EndReason::UpstreamError | EndReason::UpstreamStalled
+        EndReason::UpstreamError | EndReason::UpstreamStalled | EndReason::UpstreamSilent
     );
     let peak_twilio = twilio_out.peak_waiting();
     let peak_upstream = upstream_out.peak_waiting();
@@ -417,6 +515,7 @@ pub async fn run(
 
 impl Session {
     fn on_twilio_message(&mut self, message: Option<Result<TwMessage, axum::Error>>) -> Flow {
+        self.heard.twilio = Instant::now();
         match message {
             Some(Ok(TwMessage::Text(text))) => self.on_twilio(text.as_str()),
             Some(Ok(TwMessage::Binary(_))) => {
@@ -437,6 +536,8 @@ impl Session {
         &mut self,
         message: Option<Result<UpMessage, tokio_tungstenite::tungstenite::Error>>,
     ) -> Flow {
+        self.heard.upstream = Instant::now();
+        self.heard.pinged = None;
         match message {
             Some(Ok(UpMessage::Text(text))) => self.on_upstream(text.as_str()),
             Some(Ok(UpMessage::Close(frame))) => {
@@ -725,7 +826,55 @@ async fn closing_changed(closing: &mut Option<watch::Receiver<bool>>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Repeats;
+    use super::*;
+
+    #[test]
+    fn a_quiet_peer_is_pinged_then_dead_and_a_word_from_it_resets_its_clock() {
+        let limits = Liveness {
+            twilio_quiet: Duration::from_millis(1000),
+            upstream_ping: Duration::from_millis(300),
+            upstream_quiet: Duration::from_millis(900),
+        };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut heard = Heard::new(t0);
+        assert_eq!(heard.check(&limits, at(100)), Quiet::Nothing);
+        assert_eq!(heard.check(&limits, at(300)), Quiet::Ping);
+        heard.pinged = Some(at(300));
+        assert_eq!(
+            heard.check(&limits, at(500)),
+            Quiet::Nothing,
+            "one ping per interval"
+        );
+        assert_eq!(heard.check(&limits, at(600)), Quiet::Ping);
+        heard.pinged = Some(at(600));
+        assert_eq!(
+            heard.check(&limits, at(900)),
+            Quiet::Dead(EndReason::UpstreamSilent)
+        );
+        // A pong (any message) at 850 ms resets the upstream clock; Twilio's runs on.
+        heard.upstream = at(850);
+        heard.pinged = None;
+        assert_eq!(heard.check(&limits, at(900)), Quiet::Nothing);
+        assert_eq!(
+            heard.check(&limits, at(1000)),
+            Quiet::Dead(EndReason::TwilioSilent)
+        );
+        heard.twilio = at(1000);
+        assert_eq!(heard.check(&limits, at(1100)), Quiet::Nothing);
+    }
+
+    #[test]
+    fn the_liveness_tick_is_a_quarter_of_the_shortest_limit_within_bounds() {
+        let limits = |twilio, ping| Liveness {
+            twilio_quiet: Duration::from_millis(twilio),
+            upstream_ping: Duration::from_millis(ping),
+            upstream_quiet: Duration::from_millis(15_000),
+        };
+        assert_eq!(limits(5000, 5000).tick(), Duration::from_secs(1));
+        assert_eq!(limits(1000, 300).tick(), Duration::from_millis(75));
+        assert_eq!(limits(40, 40).tick(), Duration::from_millis(20));
+    }
 
     #[test]
     fn repeated_warnings_are_logged_at_powers_of_ten() {

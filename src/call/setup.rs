@@ -71,7 +71,7 @@ impl CallSetup {
         direction: Direction,
         text: &str,
     ) -> Result<BuiltPrompts, PromptError> {
-        library.build(
+        let built = library.build(
             &BusinessLayer {
                 id: &business.id,
                 name: &business.name,
@@ -80,7 +80,19 @@ impl CallSetup {
                 greeting: &business.greeting_instructions,
             },
             direction,
-        )
+        )?;
+        // Versions are validated when stored and own texts when set; this holds for rows
+        // written before either check, so no call runs an unbounded prompt.
+        let cap = crate::prompt::validate::DEFAULT_HARD_CAP_TOKENS;
+        if built.full_tokens > cap {
+            return Err(PromptError::OverHardCap {
+                business_id: business.id.clone(),
+                direction,
+                full_tokens: built.full_tokens,
+                cap,
+            });
+        }
+        Ok(built)
     }
 
     /// Builds the prompts for `business` and `direction` with `text` as the business layer and
@@ -285,6 +297,35 @@ mod tests {
                 assert!(built.full.ends_with(&leak::canary_instruction(&canary)));
             }
         }
+    }
+
+    #[test]
+    fn a_business_text_over_the_hard_cap_is_refused_at_call_setup() {
+        let library = PromptLibrary::embedded(700).expect("library");
+        let mut business = crate::store::NewBusiness::named("Big")
+            .to_business()
+            .expect("business");
+        let fits = "We open at eight. ".repeat(20);
+        assert!(CallSetup::build_prompts(&library, &business, Direction::Inbound, &fits).is_ok());
+        let huge = "We open at eight and close at six on weekdays. ".repeat(800);
+        business.ai_prompt = huge.clone();
+        match CallSetup::build_prompts(&library, &business, Direction::Inbound, &huge) {
+            Err(PromptError::OverHardCap {
+                full_tokens, cap, ..
+            }) => {
+                assert_eq!(cap, crate::prompt::validate::DEFAULT_HARD_CAP_TOKENS);
+                assert!(full_tokens > cap, "{full_tokens}");
+            }
+            other => panic!("expected OverHardCap, got {other:?}"),
+        }
+        let own = crate::ops::businesses::check_own_prompts(&library, &business)
+            .expect_err("the same text is refused when it is set");
+        assert!(
+            own.to_string().contains("over the hard cap of 3500"),
+            "{own}"
+        );
+        business.ai_prompt = fits;
+        assert!(crate::ops::businesses::check_own_prompts(&library, &business).is_ok());
     }
 
     #[test]

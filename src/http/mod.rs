@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod media;
+pub mod server;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -80,6 +81,16 @@ impl AppState {
     }
 }
 
+impl Shared {
+    /// What business changes are checked against on this instance.
+    pub fn business_checks(&self) -> crate::ops::businesses::Checks<'_> {
+        crate::ops::businesses::Checks {
+            library: &self.prompts,
+            transcribing: self.config.transcribes(),
+        }
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
@@ -124,12 +135,22 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/twilio/voice", post(webhook::voice))
         .route("/twilio/media", get(media::stream))
+        // The segment names the instance that took the webhook; it is for the load balancer.
+        .route("/twilio/media/{instance}", get(media::stream))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/dashboard", get(dashboard))
         .merge(admin::router(state.clone()))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_millis(state.config.server.request_body_timeout_ms),
+        ))
+        // Handlers log their own failures (with what failed); a 503 while draining is not one.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .with_state(state)
 }
 
@@ -185,7 +206,8 @@ async fn dashboard() -> Response {
 /// Serves `state` on `listener` until `shutdown` resolves and the drain that follows is over.
 ///
 /// At start, the calls this instance left open in its last run are closed as `crashed`
-/// ([`CallService::recover`](crate::call::service::CallService::recover)). While serving it
+/// ([`CallService::recover`](crate::call::service::CallService::recover)). Connections are
+/// bounded in number and time as [`server`] says. While serving it
 /// sets TCP_NODELAY on every accepted socket (Nagle would hold small frames about 40 ms),
 /// sweeps expired pending calls and re-judges the alerts (every quarter of
 /// `timeouts.pending_call_ms`, at least 100 ms).
@@ -202,7 +224,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     state.calls.recover().await;
     let sweep_state = state.clone();
     let sweep_every = Duration::from_millis((state.config.timeouts.pending_call_ms / 4).max(100));
@@ -217,22 +238,33 @@ pub async fn serve(
             }
         }
     }));
-    let send_buffer = state.config.server.socket_send_buffer_bytes;
-    let listener = listener.tap_io(move |tcp| {
+    let server = &state.config.server;
+    let send_buffer = server.socket_send_buffer_bytes;
+    let tap = move |tcp: &tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
         if send_buffer > 0
-            && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+            && let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(send_buffer)
         {
             tracing::warn!(error = %e, send_buffer, "cannot set SO_SNDBUF");
         }
-    });
+    };
+    let limits = server::ServerLimits {
+        max_connections: server.max_connections,
+        header_read_timeout: Duration::from_millis(server.header_read_timeout_ms),
+    };
     let drain_state = state.clone();
-    let result = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async move {
+    server::run(
+        listener,
+        router(state.clone()),
+        limits,
+        state.calls.metrics.clone(),
+        tap,
+        async move {
             shutdown.await;
             drain(&drain_state).await;
-        })
-        .await;
+        },
+    )
+    .await;
     let _ = stop_sweeper.send(true);
     if let Err(e) = sweeper.await {
         tracing::warn!(error = %e, "the sweeper ended badly");
@@ -240,7 +272,7 @@ pub async fn serve(
     let flush_limit = Duration::from_millis(state.config.lifecycle.flush_limit_ms);
     state.calls.records().flush(flush_limit).await;
     tracing::info!(records_written = state.calls.records().written(), "stopped");
-    result
+    Ok(())
 }
 
 /// The drain: no new calls; wait for live and pending calls to end, at most the drain

@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::GuardPolicy;
+use crate::domain::{Direction, GuardPolicy};
 use crate::ops::{OpsError, business};
+use crate::prompt::{BusinessLayer, PromptLibrary, validate::DEFAULT_HARD_CAP_TOKENS};
 use crate::store::{
     Business, BusinessUpdate, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, NewBusiness,
     Store,
@@ -72,17 +73,60 @@ pub fn check_policy(policy: &str, transcribing: bool) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// Creates a business. `transcribing`: whether this instance transcribes callers
-/// (`upstream.transcription_model` set), which the `gate` policy needs.
+/// What a change to a business is checked against besides its own fields: the instance's
+/// prompt layers and whether it transcribes callers.
+#[derive(Clone, Copy)]
+pub struct Checks<'a> {
+    /// The universal and direction layers a business's own text is built into.
+    pub library: &'a PromptLibrary,
+    /// Whether this instance transcribes callers (`upstream.transcription_model` set), which
+    /// the `gate` policy needs.
+    pub transcribing: bool,
+}
+
+/// The error for a business whose own text (`ai_prompt`, `outbound_ai_prompt`, used while no
+/// prompt version is in production) would build a FULL prompt over the hard cap
+/// ([`DEFAULT_HARD_CAP_TOKENS`], the cap prompt versions are held to), or that cannot be built
+/// at all (a layer marker in it). Blank texts are not checked: they are not used.
 ///
-/// Errors: as [`check_policy`]; the store's own.
+/// Errors: [`OpsError::Invalid`] naming the direction, the size and the cap.
+pub fn check_own_prompts(library: &PromptLibrary, business: &Business) -> Result<(), OpsError> {
+    for direction in [Direction::Inbound, Direction::Outbound] {
+        let Some(text) = crate::prompt::resolve::own_text(business, direction) else {
+            continue;
+        };
+        let layer = BusinessLayer {
+            id: &business.id,
+            name: &business.name,
+            language: &business.language,
+            text,
+            greeting: &business.greeting_instructions,
+        };
+        let built = library
+            .build(&layer, direction)
+            .map_err(|e| OpsError::Invalid(e.to_string()))?;
+        if built.full_tokens > DEFAULT_HARD_CAP_TOKENS {
+            return Err(OpsError::Invalid(format!(
+                "the business's own {direction} prompt builds a FULL prompt of {} tokens, over \
+                 the hard cap of {DEFAULT_HARD_CAP_TOKENS}; shorten it, or put the text in a \
+                 prompt version",
+                built.full_tokens
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates a business.
+///
+/// Errors: as [`check_policy`] and [`check_own_prompts`]; the store's own.
 pub async fn create(
     store: &Store,
+    checks: Checks<'_>,
     new: CreateBusiness,
-    transcribing: bool,
 ) -> Result<Business, OpsError> {
     if let Some(policy) = &new.guard_policy {
-        check_policy(policy, transcribing)?;
+        check_policy(policy, checks.transcribing)?;
     }
     let new = NewBusiness {
         id: new.id,
@@ -98,6 +142,7 @@ pub async fn create(
         hours: new.hours,
         required_sections: new.required_sections,
     };
+    check_own_prompts(checks.library, &new.to_business()?)?;
     Ok(store.add_business(&new).await?)
 }
 
@@ -142,15 +187,26 @@ pub async fn numbers(store: &Store, id: &str) -> Result<Vec<String>, OpsError> {
 /// Changes business `id`: each field given replaces the stored one. Calls in progress keep what
 /// they started with; the next call uses the change. Returns the business as stored.
 ///
-/// Errors: the store's own (an invalid field, no such business).
+/// Errors: as [`check_policy`] and [`check_own_prompts`] (on the business as it would be);
+/// the store's own (an invalid field, no such business).
 pub async fn update(
     store: &Store,
+    checks: Checks<'_>,
     id: &str,
     update: &BusinessUpdate,
-    transcribing: bool,
 ) -> Result<Business, OpsError> {
     if let Some(policy) = &update.guard_policy {
-        check_policy(policy, transcribing)?;
+        check_policy(policy, checks.transcribing)?;
+    }
+    let touches_prompt = update.ai_prompt.is_some()
+        || update.outbound_ai_prompt.is_some()
+        || update.name.is_some()
+        || update.language.is_some()
+        || update.greeting_instructions.is_some();
+    if touches_prompt {
+        let mut after = business(store, id).await?;
+        update.apply_to(&mut after)?;
+        check_own_prompts(checks.library, &after)?;
     }
     Ok(store.update_business(id, update).await?)
 }

@@ -68,6 +68,22 @@ pub enum PromptError {
         /// Which prompt.
         direction: Direction,
     },
+    /// FULL would be larger than the hard cap
+    /// ([`validate::DEFAULT_HARD_CAP_TOKENS`](crate::prompt::validate::DEFAULT_HARD_CAP_TOKENS)).
+    #[error(
+        "the {direction} prompt of business {business_id} builds a FULL of {full_tokens} tokens, \
+         over the hard cap of {cap}"
+    )]
+    OverHardCap {
+        /// The business.
+        business_id: String,
+        /// Which prompt.
+        direction: Direction,
+        /// FULL's size, o200k_base tokens.
+        full_tokens: usize,
+        /// The cap, tokens.
+        cap: usize,
+    },
     /// The business has no prompt text for this direction (nor an inbound one to fall back on).
     #[error("business {business_id} has no {direction} prompt")]
     EmptyBusinessText {

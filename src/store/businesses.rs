@@ -37,58 +37,7 @@ impl Store {
         if update.is_empty() {
             return Ok(business);
         }
-        let text = |field: &str, value: &Option<String>, current: &mut String| {
-            if let Some(value) = value {
-                require_non_empty(field, value)?;
-                *current = value.trim().to_string();
-            }
-            Ok::<(), StoreError>(())
-        };
-        text("business name", &update.name, &mut business.name)?;
-        text(
-            "business language",
-            &update.language,
-            &mut business.language,
-        )?;
-        text("business voice", &update.voice, &mut business.voice)?;
-        if let Some(policy) = &update.guard_policy {
-            business.guard_policy = validate_guard_policy(policy)?.to_string();
-        }
-        if let Some(sections) = &update.required_sections {
-            business.required_sections = validate_sections(sections)?;
-        }
-        if let Some(hours) = &update.hours {
-            business.hours = hours.trim().to_string();
-        }
-        for (field, value, current) in [
-            (
-                "max_concurrent_calls",
-                update.max_concurrent_calls,
-                &mut business.max_concurrent_calls,
-            ),
-            (
-                "max_call_duration_s",
-                update.max_call_duration_s,
-                &mut business.max_call_duration_s,
-            ),
-        ] {
-            if let Some(value) = value {
-                require_non_negative(field, value)?;
-                *current = (value > 0).then_some(value);
-            }
-        }
-        for (value, current) in [
-            (&update.ai_prompt, &mut business.ai_prompt),
-            (&update.outbound_ai_prompt, &mut business.outbound_ai_prompt),
-            (
-                &update.greeting_instructions,
-                &mut business.greeting_instructions,
-            ),
-        ] {
-            if let Some(value) = value {
-                current.clone_from(value);
-            }
-        }
+        update.apply_to(&mut business)?;
         business.updated_at_ms = now_ms();
         let sql = format!(
             "UPDATE businesses SET name = $2, language = $3, voice = $4, ai_prompt = $5, \
@@ -177,36 +126,7 @@ impl Store {
     /// `monitor`, `gate` or `flag`, a required section that is empty or spans lines, or a
     /// malformed id (see [`NewBusiness::id`]); [`StoreError::Conflict`] if the id is taken.
     pub async fn add_business(&self, new: &NewBusiness) -> Result<Business, StoreError> {
-        let id = match &new.id {
-            Some(id) => {
-                validate_business_id(id)?;
-                id.clone()
-            }
-            None => generate_business_id(),
-        };
-        require_non_empty("business name", &new.name)?;
-        require_non_empty("business language", &new.language)?;
-        require_non_empty("business voice", &new.voice)?;
-        let guard_policy = validate_guard_policy(&new.guard_policy)?;
-        let required_sections = validate_sections(&new.required_sections)?;
-
-        let now = now_ms();
-        let business = Business {
-            id,
-            name: new.name.trim().to_string(),
-            language: new.language.trim().to_string(),
-            voice: new.voice.trim().to_string(),
-            ai_prompt: new.ai_prompt.clone(),
-            outbound_ai_prompt: new.outbound_ai_prompt.clone(),
-            greeting_instructions: new.greeting_instructions.clone(),
-            guard_policy: guard_policy.to_string(),
-            hours: new.hours.trim().to_string(),
-            required_sections,
-            created_at_ms: now,
-            updated_at_ms: now,
-            max_concurrent_calls: None,
-            max_call_duration_s: None,
-        };
+        let business = new.to_business()?;
         let sql = format!(
             "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
@@ -419,4 +339,110 @@ pub(super) fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
         max_concurrent_calls: row.try_get("max_concurrent_calls")?,
         max_call_duration_s: row.try_get("max_call_duration_s")?,
     })
+}
+
+impl BusinessUpdate {
+    /// Applies the update to `business` in memory (each `Some` field replaces the value), with
+    /// the same checks the store makes; [`Store::update_business`] stores the result. Leaves
+    /// `updated_at_ms` alone.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] as [`Store::update_business`].
+    pub fn apply_to(&self, business: &mut Business) -> Result<(), StoreError> {
+        let update = self;
+        let text = |field: &str, value: &Option<String>, current: &mut String| {
+            if let Some(value) = value {
+                require_non_empty(field, value)?;
+                *current = value.trim().to_string();
+            }
+            Ok::<(), StoreError>(())
+        };
+        text("business name", &update.name, &mut business.name)?;
+        text(
+            "business language",
+            &update.language,
+            &mut business.language,
+        )?;
+        text("business voice", &update.voice, &mut business.voice)?;
+        if let Some(policy) = &update.guard_policy {
+            business.guard_policy = validate_guard_policy(policy)?.to_string();
+        }
+        if let Some(sections) = &update.required_sections {
+            business.required_sections = validate_sections(sections)?;
+        }
+        if let Some(hours) = &update.hours {
+            business.hours = hours.trim().to_string();
+        }
+        for (field, value, current) in [
+            (
+                "max_concurrent_calls",
+                update.max_concurrent_calls,
+                &mut business.max_concurrent_calls,
+            ),
+            (
+                "max_call_duration_s",
+                update.max_call_duration_s,
+                &mut business.max_call_duration_s,
+            ),
+        ] {
+            if let Some(value) = value {
+                require_non_negative(field, value)?;
+                *current = (value > 0).then_some(value);
+            }
+        }
+        for (value, current) in [
+            (&update.ai_prompt, &mut business.ai_prompt),
+            (&update.outbound_ai_prompt, &mut business.outbound_ai_prompt),
+            (
+                &update.greeting_instructions,
+                &mut business.greeting_instructions,
+            ),
+        ] {
+            if let Some(value) = value {
+                current.clone_from(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NewBusiness {
+    /// The business this would store, with the same checks the store makes (the id generated
+    /// when absent, `created_at_ms = updated_at_ms = now`); [`Store::add_business`] stores it.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] as [`Store::add_business`].
+    pub fn to_business(&self) -> Result<Business, StoreError> {
+        let new = self;
+        let id = match &new.id {
+            Some(id) => {
+                validate_business_id(id)?;
+                id.clone()
+            }
+            None => generate_business_id(),
+        };
+        require_non_empty("business name", &new.name)?;
+        require_non_empty("business language", &new.language)?;
+        require_non_empty("business voice", &new.voice)?;
+        let guard_policy = validate_guard_policy(&new.guard_policy)?;
+        let required_sections = validate_sections(&new.required_sections)?;
+
+        let now = now_ms();
+        Ok(Business {
+            id,
+            name: new.name.trim().to_string(),
+            language: new.language.trim().to_string(),
+            voice: new.voice.trim().to_string(),
+            ai_prompt: new.ai_prompt.clone(),
+            outbound_ai_prompt: new.outbound_ai_prompt.clone(),
+            greeting_instructions: new.greeting_instructions.clone(),
+            guard_policy: guard_policy.to_string(),
+            hours: new.hours.trim().to_string(),
+            required_sections,
+            created_at_ms: now,
+            updated_at_ms: now,
+            max_concurrent_calls: None,
+            max_call_duration_s: None,
+        })
+    }
 }

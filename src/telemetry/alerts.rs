@@ -8,6 +8,7 @@
 //! | `p95_turn_latency` | p95 turn latency > `p95_turn_latency_ms` (default 500 ms) |
 //! | `guard_block_rate` | guard blocks per scored transcript > `guard_block_rate` (default 3%) |
 //! | `frame_drops` | dropped media frames > `frame_drops` (default 0) |
+//! | `call_failure_rate` | failed calls per call > `call_failure_rate` (default 5%): refused at the webhook (busy, no prompt, database down), no stream, no upstream, or ended on a fault ([`EndReason::is_failure`](crate::domain::EndReason::is_failure)) |
 //!
 //! When an alert trips, a structured event is logged once (target `alert`, level WARN, with the
 //! alert, its value, its threshold and the window), and the `voxrelay_alert{alert="…"}` gauge
@@ -16,23 +17,19 @@
 use std::sync::Mutex;
 
 use crate::config::AlertsConfig;
+use crate::domain::Alert;
 
 use super::metrics::{AlertLabels, Metrics};
 use super::window::WindowFigures;
 
-/// The alert names, in the order they are reported.
-pub const ALERTS: [&str; 4] = [
-    "echo_rate",
-    "p95_turn_latency",
-    "guard_block_rate",
-    "frame_drops",
-];
+/// How many alerts there are ([`Alert::ALL`]).
+const COUNT: usize = 5;
 
 /// One alert's state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct AlertStatus {
-    /// One of [`ALERTS`].
-    pub alert: &'static str,
+    /// Which alert.
+    pub alert: Alert,
     /// Tripped now.
     pub active: bool,
     /// The figure over the window (a share 0–1, ms, or frames), `None` without data.
@@ -47,8 +44,8 @@ pub struct AlertStatus {
 #[derive(Debug)]
 pub struct Alerts {
     config: AlertsConfig,
-    /// Whether each alert of [`ALERTS`] was tripped at the last evaluation.
-    active: Mutex<[bool; 4]>,
+    /// Whether each alert of [`Alert::ALL`] was tripped at the last evaluation.
+    active: Mutex<[bool; COUNT]>,
 }
 
 impl Alerts {
@@ -56,7 +53,7 @@ impl Alerts {
     pub fn new(config: AlertsConfig) -> Alerts {
         Alerts {
             config,
-            active: Mutex::new([false; 4]),
+            active: Mutex::new([false; COUNT]),
         }
     }
 
@@ -66,9 +63,9 @@ impl Alerts {
     }
 
     /// Each alert's figure and threshold for `figures` (the window's calls).
-    fn judge(&self, figures: &WindowFigures) -> [AlertStatus; 4] {
+    fn judge(&self, figures: &WindowFigures) -> [AlertStatus; COUNT] {
         let c = &self.config;
-        let status = |alert, value: Option<f64>, threshold: f64| AlertStatus {
+        let status = |alert: Alert, value: Option<f64>, threshold: f64| AlertStatus {
             alert,
             active: value.is_some_and(|v| v > threshold),
             value,
@@ -78,24 +75,29 @@ impl Alerts {
         let any_calls = figures.calls > 0;
         [
             status(
-                "echo_rate",
+                Alert::EchoRate,
                 any_calls.then_some(figures.echo_rate),
                 c.echo_rate,
             ),
             status(
-                "p95_turn_latency",
+                Alert::P95TurnLatency,
                 figures.turn_ms.p95,
                 c.p95_turn_latency_ms,
             ),
             status(
-                "guard_block_rate",
+                Alert::GuardBlockRate,
                 any_calls.then_some(figures.guard_block_rate),
                 c.guard_block_rate,
             ),
             status(
-                "frame_drops",
+                Alert::FrameDrops,
                 any_calls.then_some(figures.frames_dropped as f64),
                 c.frame_drops as f64,
+            ),
+            status(
+                Alert::CallFailureRate,
+                any_calls.then_some(figures.failure_rate),
+                c.call_failure_rate,
             ),
         ]
     }
@@ -111,11 +113,11 @@ impl Alerts {
         for (i, status) in statuses.iter().enumerate() {
             if status.active != active[i] {
                 if status.active {
-                    tracing::warn!(target: "alert", alert = status.alert,
+                    tracing::warn!(target: "alert", alert = %status.alert,
                         value = status.value.unwrap_or(0.0), threshold = status.threshold,
                         window_minutes = status.window_minutes, "alert tripped");
                 } else {
-                    tracing::info!(target: "alert", alert = status.alert,
+                    tracing::info!(target: "alert", alert = %status.alert,
                         value = status.value.unwrap_or(0.0), threshold = status.threshold,
                         window_minutes = status.window_minutes, "alert cleared");
                 }
@@ -124,7 +126,7 @@ impl Alerts {
             metrics
                 .alerts
                 .get_or_create(&AlertLabels {
-                    alert: status.alert,
+                    alert: status.alert.as_str(),
                 })
                 .set(i64::from(status.active));
         }
@@ -163,11 +165,37 @@ mod tests {
             frames_dropped: dropped,
             echo_rate,
             guard_block_rate: 0.0,
+            failure_rate: 0.0,
         }
     }
 
     fn gauge(metrics: &Metrics, alert: &'static str) -> i64 {
         metrics.alerts.get_or_create(&AlertLabels { alert }).get()
+    }
+
+    #[test]
+    fn the_failure_rate_alert_trips_on_failed_calls_and_every_alert_is_judged() {
+        let alerts = Alerts::new(AlertsConfig::default());
+        let metrics = Metrics::new();
+        let mut failing = figures(320.0, 0.0, 0);
+        failing.failure_rate = 0.4;
+        let statuses = alerts.evaluate(&failing, &metrics);
+        let judged: Vec<Alert> = statuses.iter().map(|s| s.alert).collect();
+        assert_eq!(judged, Alert::ALL);
+        let active: Vec<Alert> = statuses
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.alert)
+            .collect();
+        assert_eq!(active, [Alert::CallFailureRate]);
+        assert_eq!(gauge(&metrics, "call_failure_rate"), 1);
+        failing.failure_rate = 0.05;
+        alerts.evaluate(&failing, &metrics);
+        assert_eq!(
+            gauge(&metrics, "call_failure_rate"),
+            0,
+            "at the threshold is not above"
+        );
     }
 
     #[test]
@@ -179,7 +207,11 @@ mod tests {
         assert_eq!(gauge(&metrics, "p95_turn_latency"), 0);
 
         let slow = alerts.evaluate(&figures(650.0, 0.08, 3), &metrics);
-        let active: Vec<&str> = slow.iter().filter(|s| s.active).map(|s| s.alert).collect();
+        let active: Vec<&str> = slow
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.alert.as_str())
+            .collect();
         assert_eq!(active, ["echo_rate", "p95_turn_latency", "frame_drops"]);
         assert_eq!(gauge(&metrics, "p95_turn_latency"), 1);
         assert_eq!(gauge(&metrics, "guard_block_rate"), 0);

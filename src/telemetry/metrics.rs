@@ -98,6 +98,13 @@ pub struct BusinessLabels {
     pub business_id: String,
 }
 
+/// Why a connection was shed at the connection cap ([`crate::http::server::Shed`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionShedLabels {
+    /// `idle_evicted` or `over_cap`.
+    pub why: &'static str,
+}
+
 /// An alert by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -163,13 +170,15 @@ pub struct Metrics {
     pub tokens: Family<KindLabels, Counter>,
     /// Calls whose media stream is open now.
     pub live_calls: Gauge,
-    /// Upstream sessions that could not be opened for a call (its pre-warm and its retry
-    /// both failed).
+    /// Upstream sessions that could not be opened for a call (its pre-warm failed and its
+    /// retry too, or the pre-warm timed out).
     pub upstream_connect_failures: Counter,
     /// Stored business guard rules left out of a compiled sanitizer because they do not compile.
     pub guard_rules_skipped: Family<BusinessLabels, Counter>,
     /// 1 while an alert is tripped, else 0.
     pub alerts: Family<AlertLabels, Gauge>,
+    /// Connections closed at the connection cap (`server.max_connections`), by why.
+    pub http_connections_shed: Family<ConnectionShedLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -212,6 +221,7 @@ impl Metrics {
             upstream_connect_failures: Counter::default(),
             guard_rules_skipped: Family::default(),
             alerts: Family::default(),
+            http_connections_shed: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -308,7 +318,7 @@ impl Metrics {
         );
         r.register(
             "upstream_connect_failures",
-            "Calls whose upstream session could not be opened (the pre-warm and its retry failed)",
+            "Calls whose upstream session could not be opened (the pre-warm and its retry failed, or the pre-warm timed out)",
             m.upstream_connect_failures.clone(),
         );
         r.register(
@@ -322,6 +332,11 @@ impl Metrics {
             m.live_calls.clone(),
         );
         r.register("alert", "1 while the alert is tripped", m.alerts.clone());
+        r.register(
+            "http_connections_shed",
+            "Connections closed at the connection cap: an idle one evicted to make room, or a new one when every connection was busy",
+            m.http_connections_shed.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -55,6 +55,7 @@ struct Bucket {
     turn: Histogram<u32>,
     calls: u64,
     calls_with_errors: u64,
+    calls_failed: u64,
     frames: u64,
     frames_dropped: u64,
     model_turns: u64,
@@ -71,6 +72,7 @@ impl Bucket {
             turn: latency_histogram(),
             calls: 0,
             calls_with_errors: 0,
+            calls_failed: 0,
             frames: 0,
             frames_dropped: 0,
             model_turns: 0,
@@ -91,6 +93,9 @@ impl Bucket {
         if outcome.with_errors {
             self.calls_with_errors += 1;
         }
+        if outcome.failed {
+            self.calls_failed += 1;
+        }
         self.frames += outcome.frames;
         self.frames_dropped += outcome.frames_dropped;
         self.model_turns += outcome.model_turns;
@@ -104,6 +109,7 @@ impl Bucket {
         let _ = self.turn.add(&other.turn);
         self.calls += other.calls;
         self.calls_with_errors += other.calls_with_errors;
+        self.calls_failed += other.calls_failed;
         self.frames += other.frames;
         self.frames_dropped += other.frames_dropped;
         self.model_turns += other.model_turns;
@@ -226,6 +232,9 @@ pub struct WindowFigures {
     pub echo_rate: f64,
     /// Guard blocks per scored caller transcript, 0–1.
     pub guard_block_rate: f64,
+    /// Failed calls ([`EndReason::is_failure`](crate::domain::EndReason::is_failure)) per
+    /// call, 0–1.
+    pub failure_rate: f64,
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -248,6 +257,7 @@ impl WindowFigures {
             frames_dropped: b.frames_dropped,
             echo_rate: ratio(b.echo_events, b.model_turns),
             guard_block_rate: ratio(b.blocked, b.scored),
+            failure_rate: ratio(b.calls_failed, b.calls),
         }
     }
 }

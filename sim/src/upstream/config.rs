@@ -140,6 +140,9 @@ pub struct SessionLog {
     pub append_events: u64,
     /// Every accepted `conversation.item.truncate`, in order.
     pub truncations: Vec<Truncation>,
+    /// When the connection ended (the relay closed it, the socket failed, or a fault);
+    /// `None` while it is open.
+    pub ended_at: Option<std::time::Instant>,
 }
 
 impl SessionLog {

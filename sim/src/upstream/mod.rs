@@ -327,7 +327,7 @@ async fn serve_connection(
         });
         sessions.len() - 1
     };
-    let mut connection = Connection::new(ws, shared, index, number, handshake.model);
+    let mut connection = Connection::new(ws, shared.clone(), index, number, handshake.model);
     let result = if handshake.beta_header {
         connection.refuse_beta().await
     } else {
@@ -335,5 +335,9 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         tracing::debug!(connection = number, error = %e, "simulated upstream connection ended");
+    }
+    drop(connection);
+    if let Some(log) = shared.sessions().get_mut(index) {
+        log.ended_at = Some(std::time::Instant::now());
     }
 }

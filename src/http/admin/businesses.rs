@@ -55,7 +55,7 @@ pub(super) async fn create_business(
 ) -> Result<(StatusCode, Json<Business>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(ops::businesses::create(&state.store, new, state.config.transcribes()).await?),
+        Json(ops::businesses::create(&state.store, state.business_checks(), new).await?),
     ))
 }
 
@@ -124,7 +124,7 @@ pub(super) async fn update_business(
     Body(update): Body<BusinessUpdate>,
 ) -> Result<Json<Business>, ApiError> {
     Ok(Json(
-        ops::businesses::update(&state.store, &id, &update, state.config.transcribes()).await?,
+        ops::businesses::update(&state.store, state.business_checks(), &id, &update).await?,
     ))
 }
 

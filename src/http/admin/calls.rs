@@ -43,6 +43,10 @@ pub struct CallDetail {
 /// percentiles and rates of the calls that ended in the last 5, 60 and 1,440 minutes.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
+    /// The instance these figures are of (`lifecycle.instance_id`): each instance keeps the
+    /// figures of the calls it served. The figures of every instance together are in
+    /// Prometheus (`/metrics` of each, summed by the Grafana board `config/grafana`).
+    pub instance_id: String,
     /// When the figures were taken, epoch ms.
     pub generated_at_ms: i64,
     /// Calls whose media stream is open, oldest first.
@@ -66,6 +70,7 @@ pub(super) async fn stats(State(state): State<AppState>) -> Json<Stats> {
     let stats = &state.calls.call_stats;
     let alert_window = stats.overall(now, state.calls.alerts.window_minutes());
     Json(Stats {
+        instance_id: state.calls.instance_id().to_string(),
         generated_at_ms: now,
         live_calls: stats.live_calls(),
         businesses: stats.businesses(now),

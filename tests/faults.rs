@@ -1,0 +1,569 @@
+//! The fault suite: what the caller experiences and what is recorded when a peer, the
+//! database or the network misbehaves. Each test runs the proxy in-process over loopback on
+//! real speech (`jfk.wav`); every test's name starts with `fault_`, and `.ci/run` runs them as
+//! one named step (`cargo test --workspace fault_`).
+//!
+//! | fault | test |
+//! |---|---|
+//! | Twilio socket closes without `stop` | [`fault_twilio_socket_closes_without_stop`] |
+//! | database down at the webhook | [`fault_database_down_at_the_webhook`] (PostgreSQL) |
+//! | database down mid-call | [`fault_database_down_mid_call`] (PostgreSQL) |
+//! | SIGTERM with 20 live calls | `fault_sigterm_with_twenty_live_calls_…` in `cli/tests/lifecycle.rs` (the real binary) |
+//! | SIGKILL, then restart | `fault_sigkill_then_a_restart_…` in `cli/tests/lifecycle.rs` (the real binary) |
+//! | 50 webhooks at once with a limit of 10 | `fault_fifty_webhooks_at_once_…` in `tests/lifecycle.rs` |
+//! | Twilio leg goes quiet mid-call | [`fault_twilio_leg_goes_quiet_mid_call`] |
+//! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] |
+//! | the stream token replayed on a second stream | `fault_a_replayed_stream_token_…` in `tests/lifecycle.rs` |
+//! | a black-hole upstream (connects, never answers) | [`fault_a_black_hole_upstream_costs_one_connect_timeout`] |
+//! | 300 idle connections without credentials | [`fault_three_hundred_idle_connections`] |
+//! | a connection that sends nothing | [`fault_an_idle_connection_is_closed_at_the_header_read_timeout`] |
+//!
+//! The database faults go through a TCP relay in front of PostgreSQL that the test cuts (every
+//! connection reset, new ones refused) and restores: the database is down for this instance
+//! while the server itself keeps running for the other tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use voxrelay::store::{CallRecord, Store};
+use voxrelay_sim::caller::{self, CallerEvent};
+use voxrelay_sim::demo::jfk_speech;
+use voxrelay_sim::upstream::{Fault, SimUpstreamConfig};
+use voxrelay_sim::world::{Configure, World, WorldOptions};
+
+mod common;
+use common::in_postgres_schema;
+
+fn sid(n: u32) -> String {
+    format!("CA{:032x}", 0xfa17_0000u32 + n)
+}
+
+/// A world with the business `dental` on +15005550006, the upstream as given, the proxy's
+/// configuration changed by `configure`, on `database_url` (else a fresh SQLite file).
+async fn world(
+    upstream: SimUpstreamConfig,
+    database_url: Option<String>,
+    configure: Configure,
+) -> World {
+    let world = World::start(WorldOptions {
+        upstream,
+        database_url,
+        configure: Some(configure),
+    })
+    .await
+    .expect("world starts");
+    world
+        .add_business(
+            "dental",
+            "Bright Smile Dental",
+            "We clean teeth.",
+            "Hello.",
+            "+15005550006",
+        )
+        .await
+        .expect("business");
+    world
+}
+
+/// Waits (at most `limit`) until `store` holds the ended record of `call_sid`.
+async fn ended_within(store: &Store, call_sid: &str, limit: Duration) -> Option<CallRecord> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(call)) = store.call(call_sid).await
+            && call.ended_at_ms.is_some()
+        {
+            return Some(call);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metrics(world: &World) -> String {
+    reqwest::get(format!("http://{}/metrics", world.proxy_addr))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// When the upstream's only session ended, waiting at most 3 s.
+async fn upstream_ended(world: &World) -> Option<Instant> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(at) = world.upstream.sessions().first().and_then(|s| s.ended_at) {
+            return Some(at);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn fault_twilio_socket_closes_without_stop() {
+    let mut world = world(SimUpstreamConfig::default(), None, Box::new(|_| {})).await;
+    let mut caller = world.caller(
+        &sid(1),
+        "+15005550006",
+        jfk_speech(Some(1.5)).expect("speech"),
+    );
+    caller.close_without_stop = true;
+    let heard = caller::run(caller).await.expect("call runs");
+    let closed = Instant::now();
+    assert!(heard.media_received > 0, "the caller was answered");
+    let ended = upstream_ended(&world)
+        .await
+        .expect("the upstream session ended");
+    let took = ended.saturating_duration_since(closed);
+    assert!(
+        took < Duration::from_secs(1),
+        "upstream closed {took:?} after Twilio"
+    );
+    let report = world
+        .report_for(&sid(1), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason.as_str(), "twilio_closed");
+    let call = ended_within(&world.store, &sid(1), Duration::from_secs(5))
+        .await
+        .expect("the call is recorded as ended");
+    assert_eq!(call.end_reason.as_deref(), Some("twilio_closed"));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_twilio_leg_goes_quiet_mid_call() {
+    let mut world = world(
+        SimUpstreamConfig::default(),
+        None,
+        Box::new(|c| c.timeouts.twilio_quiet_ms = 1000),
+    )
+    .await;
+    let mut caller = world.caller(
+        &sid(2),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    caller.go_quiet = true;
+    caller.tail_silence_ms = 200;
+    let heard = tokio::time::timeout(Duration::from_secs(20), caller::run(caller))
+        .await
+        .expect("the proxy ends a call whose Twilio leg went quiet")
+        .expect("call runs");
+    let quiet_at = heard
+        .events
+        .iter()
+        .find(|(_, e)| *e == CallerEvent::Quiet)
+        .map(|(at, _)| *at)
+        .expect("the caller went quiet");
+    let closed_at = heard
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, CallerEvent::Closed { .. }))
+        .map(|(at, _)| *at)
+        .expect("the proxy closed the quiet stream");
+    let silent_for = closed_at.saturating_sub(quiet_at);
+    assert!(
+        silent_for >= Duration::from_millis(900) && silent_for < Duration::from_secs(4),
+        "closed {silent_for:?} after the caller went quiet (limit 1 s)"
+    );
+    assert!(upstream_ended(&world).await.is_some(), "upstream closed");
+    let report = world
+        .report_for(&sid(2), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason.as_str(), "twilio_silent");
+    let call = ended_within(&world.store, &sid(2), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(call.end_reason.as_deref(), Some("twilio_silent"));
+    let text = metrics(&world).await;
+    assert!(
+        text.contains(r#"end_reason="twilio_silent"} 1"#),
+        "counted: {text}"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_upstream_frozen_mid_call() {
+    // The simulated model answers, then stops reading and writing 1.5 s into the session
+    // (pings go unanswered); the call's upstream leg is dead after 1 s of that.
+    let upstream = SimUpstreamConfig {
+        fault: Some(Fault::StopReading(1500)),
+        ..SimUpstreamConfig::default()
+    };
+    let mut world = world(
+        upstream,
+        None,
+        Box::new(|c| {
+            c.timeouts.upstream_ping_ms = 300;
+            c.timeouts.upstream_quiet_ms = 1000;
+        }),
+    )
+    .await;
+    let mut caller = world.caller(
+        &sid(3),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    caller.tail_silence_ms = 8000;
+    let heard = caller::run(caller).await.expect("call runs");
+    let closed_at = heard
+        .events
+        .iter()
+        .find_map(|(at, e)| matches!(e, CallerEvent::Closed { .. }).then_some(*at))
+        .expect("the proxy ended the call");
+    assert!(
+        !heard.events.iter().any(|(_, e)| *e == CallerEvent::Stop),
+        "ended by the proxy before the caller hung up"
+    );
+    assert!(
+        closed_at < Duration::from_secs(6),
+        "a frozen upstream is noticed: closed at {closed_at:?}"
+    );
+    let report = world
+        .report_for(&sid(3), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason.as_str(), "upstream_silent");
+    let call = ended_within(&world.store, &sid(3), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(call.end_reason.as_deref(), Some("upstream_silent"));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_a_black_hole_upstream_costs_one_connect_timeout() {
+    // Takes TCP connections and never answers the WebSocket handshake.
+    let hole = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hole_url = format!("ws://{}", hole.local_addr().expect("addr"));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let world = world(
+        SimUpstreamConfig::default(),
+        None,
+        Box::new(move |c| {
+            c.upstream.url = hole_url;
+            c.upstream.connect_timeout_ms = 500;
+        }),
+    )
+    .await;
+    let caller = world.caller(
+        &sid(7),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(caller))
+        .await
+        .expect("the stream is closed")
+        .expect("call runs");
+    let closed = heard.events.iter().find_map(|(_, e)| match e {
+        CallerEvent::Closed { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(
+        closed,
+        Some(Some(1013)),
+        "try again later: {:?}",
+        heard.events
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the pre-warm timed out; the call did not dial again"
+    );
+    let call = ended_within(&world.store, &sid(7), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(call.end_reason.as_deref(), Some("upstream_unavailable"));
+    let text = metrics(&world).await;
+    assert!(
+        text.contains("voxrelay_upstream_connect_failures_total 1"),
+        "{text}"
+    );
+    holder.abort();
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_three_hundred_idle_connections() {
+    let world = world(
+        SimUpstreamConfig::default(),
+        None,
+        Box::new(|c| c.server.max_connections = 100),
+    )
+    .await;
+    // 300 sockets that never send a byte: three times the cap.
+    let mut idle = Vec::with_capacity(300);
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(world.proxy_addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let caller = world.caller(&sid(4), "+15005550006", Vec::new());
+    let client = reqwest::Client::new();
+    let answered = tokio::time::timeout(Duration::from_secs(5), caller::answer(&caller, &client))
+        .await
+        .expect("the webhook is answered while idle sockets hold the cap")
+        .expect("webhook");
+    assert_eq!(answered.status, 200);
+    assert!(answered.stream.is_some(), "{}", answered.twiml);
+    // The oldest idle sockets were closed to make room.
+    let mut closed = 0;
+    for socket in &mut idle {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(5), socket.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 200, "{closed} idle sockets closed");
+    let text = metrics(&world).await;
+    let evicted: f64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"voxrelay_http_connections_shed_total{why="idle_evicted"}"#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(evicted >= 200.0, "{text}");
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_an_idle_connection_is_closed_at_the_header_read_timeout() {
+    let world = world(
+        SimUpstreamConfig::default(),
+        None,
+        Box::new(|c| c.server.header_read_timeout_ms = 300),
+    )
+    .await;
+    let mut socket = TcpStream::connect(world.proxy_addr).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the silent connection is closed by the proxy, not held: {read:?}"
+    );
+    world.stop().await;
+}
+
+/// A TCP relay to PostgreSQL that can be cut (every relayed connection reset, new ones closed
+/// at once) and restored.
+struct DatabaseLink {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DatabaseLink {
+    async fn to(target: SocketAddr) -> DatabaseLink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let down = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (d, c) = (down.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            let mut links = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        if d.load(Ordering::SeqCst) {
+                            drop(client);
+                            continue;
+                        }
+                        links.spawn(async move {
+                            if let Ok(mut server) = TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        });
+                    }
+                    _ = c.notified() => links.abort_all(),
+                    Some(_) = links.join_next(), if !links.is_empty() => {}
+                }
+            }
+        });
+        DatabaseLink {
+            addr,
+            down,
+            cut,
+            task,
+        }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut.notify_one();
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// `url` (`postgres://user@host:port/db…`) through this link.
+    fn url(&self, url: &str) -> String {
+        let (scheme, user, _, path) = url_parts(url);
+        let at = if user.is_empty() { "" } else { "@" };
+        format!("{scheme}://{user}{at}{}{path}", self.addr)
+    }
+}
+
+/// A `postgres://user@host:port/db…` URL's scheme, user, authority and the rest.
+fn url_parts(url: &str) -> (&str, &str, &str, &str) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (user, rest) = rest.split_once('@').unwrap_or(("", rest));
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    (scheme, user, authority, path)
+}
+
+/// The server address of a PostgreSQL URL (`127.0.0.1:5432` when it names none).
+fn database_addr(url: &str) -> SocketAddr {
+    let (_, _, authority, _) = url_parts(url);
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:5432")
+    };
+    let authority = authority.replace("localhost", "127.0.0.1");
+    authority.parse().expect("a host:port PostgreSQL URL")
+}
+
+impl Drop for DatabaseLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn fault_database_down_mid_call() {
+    in_postgres_schema("fault_database_down_mid_call", |url| async move {
+        let direct = Store::connect(&url).await.expect("direct store");
+        direct.migrate().await.expect("migrate");
+        let link = DatabaseLink::to(database_addr(&url)).await;
+        let through = link.url(&url);
+        let mut world = world(
+            SimUpstreamConfig::default(),
+            Some(through),
+            Box::new(|_| {}),
+        )
+        .await;
+        let mut caller = world.caller(
+            &sid(5),
+            "+15005550006",
+            jfk_speech(Some(2.0)).expect("speech"),
+        );
+        caller.lead_silence_ms = 1500;
+        caller.tail_silence_ms = 1500;
+        let call = tokio::spawn(caller::run(caller));
+        // Cut once the call is in progress: its row is open, the stream claimed.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(row)) = direct.call(&sid(5)).await
+                && row.stream_sid.is_some()
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the call never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        link.cut();
+        let heard = call.await.expect("task").expect("call runs");
+        assert!(heard.media_received > 0, "the caller was answered");
+        assert!(
+            heard.events.iter().any(|(_, e)| *e == CallerEvent::Stop),
+            "the call went on to its hang-up"
+        );
+        assert!(
+            !heard
+                .events
+                .iter()
+                .any(|(_, e)| matches!(e, CallerEvent::Closed { code: Some(c), .. } if *c != 1000)),
+            "no error close: {:?}",
+            heard.events
+        );
+        let report = world
+            .report_for(&sid(5), Duration::from_secs(15))
+            .await
+            .expect("report");
+        assert_eq!(report.end_reason.as_str(), "stop");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let row = direct.call(&sid(5)).await.expect("read").expect("row");
+        assert_eq!(
+            row.ended_at_ms, None,
+            "nothing could be written while it was down"
+        );
+
+        link.restore();
+        let row = ended_within(&direct, &sid(5), Duration::from_secs(15))
+            .await
+            .expect("the end is written once the database is back");
+        assert_eq!(row.end_reason.as_deref(), Some("stop"));
+        assert!(row.summary.is_some(), "with its summary: {row:?}");
+        world.stop().await;
+        direct.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fault_database_down_at_the_webhook() {
+    in_postgres_schema("fault_database_down_at_the_webhook", |url| async move {
+        let direct = Store::connect(&url).await.expect("direct store");
+        direct.migrate().await.expect("migrate");
+        let link = DatabaseLink::to(database_addr(&url)).await;
+        let through = link.url(&url);
+        let world = world(
+            SimUpstreamConfig::default(),
+            Some(through),
+            Box::new(|_| {}),
+        )
+        .await;
+        link.cut();
+        let caller = world.caller(&sid(6), "+15005550006", Vec::new());
+        let answered = caller::answer(&caller, &reqwest::Client::new())
+            .await
+            .expect("webhook");
+        assert_eq!(answered.status, 200, "TwiML, not an error page");
+        assert!(answered.stream.is_none());
+        assert!(
+            answered.twiml.contains("cannot take your call")
+                && answered.twiml.contains("<Hangup/>"),
+            "{}",
+            answered.twiml
+        );
+        assert_eq!(world.upstream.connections(), 0, "no upstream cost");
+        let text = metrics(&world).await;
+        assert!(
+            text.contains(r#"end_reason="setup_failed"} 1"#),
+            "counted: {text}"
+        );
+        link.restore();
+        world.stop().await;
+        direct.close().await;
+    })
+    .await;
+}
