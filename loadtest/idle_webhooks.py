@@ -17,6 +17,7 @@ import argparse
 import base64
 import hashlib
 import hmac
+import random
 import http.client
 import socket
 import statistics
@@ -79,10 +80,12 @@ def main():
     ap.add_argument("--webhooks", type=int, default=200, help="webhooks per phase")
     args = ap.parse_args()
     h, p = args.proxy.rsplit(":", 1)
-    phase("baseline (no idle sockets)", args.proxy, args.auth_token, args.to, args.webhooks, 0x1D1E0000)
+    # Fresh CallSids each run, so a rerun against the same database takes new calls.
+    base = random.randrange(1 << 100)
+    phase("baseline (no idle sockets)", args.proxy, args.auth_token, args.to, args.webhooks, base)
     idle = [socket.create_connection((h, int(p))) for _ in range(args.idle)]
     time.sleep(0.2)
-    phase(f"{args.idle} idle sockets open", args.proxy, args.auth_token, args.to, args.webhooks, 0x1D1F0000)
+    phase(f"{args.idle} idle sockets open", args.proxy, args.auth_token, args.to, args.webhooks, base + args.webhooks)
     closed = 0
     for s in idle:
         s.setblocking(False)
