@@ -539,6 +539,35 @@ async fn the_openapi_document_describes_every_route(api: Api, _world: &World) {
         "{}",
         r.text
     );
+    // Every operation documents the errors any of them can give, as JSON.
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("path item") {
+            for code in ["400", "401", "403", "500"] {
+                assert_eq!(
+                    operation["responses"][code]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} does not document {code}"
+                );
+            }
+        }
+    }
+}
+
+async fn every_error_is_json_even_axums_own_rejections(api: Api, _world: &World) {
+    // A malformed query and a malformed path parameter are refused by axum's extractors
+    // before any handler runs; their plain-text rejections become the documented JSON.
+    for path in ["/calls?limit=lots", "/experiments/x/assignment"] {
+        let r = api.admin_get(path).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
+        assert!(
+            r.json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{path}: {}",
+            r.text
+        );
+    }
+    let r = api.get("/businesses", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.json["error"].is_string(), "{}", r.text);
 }
 
 // -------------------------------------------------------------------------------------------
@@ -594,5 +623,6 @@ on_both_backends!(
     the_diff_of_two_versions_shows_the_changed_lines,
     experiments_and_calls_are_served,
     the_openapi_document_describes_every_route,
+    every_error_is_json_even_axums_own_rejections,
     businesses_are_changed_and_deleted_with_what_hangs_off_them,
 );

@@ -61,17 +61,7 @@ pub async fn voice(
         tracing::warn!(url = %url, "voice webhook rejected: bad or missing X-Twilio-Signature");
         return Err(AppError::BadSignature);
     }
-    let call_sid = field(&params, "CallSid")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| AppError::BadRequest("CallSid is missing".into()))?;
-    let call_sid = CallSid::parse(call_sid).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let call = IncomingCall {
-        call_sid,
-        from: party(&params, "From")?,
-        to: party(&params, "To")?,
-        twilio_direction: field(&params, "Direction").unwrap_or("inbound").to_string(),
-        query: uri.query().map(str::to_string),
-    };
+    let call = read_call(&params, uri.query())?;
     Ok(match state.calls.prepare(call).await {
         Prepared::Stream { url, token } => {
             twiml_response(twiml::connect_stream(&url, &[("token", token.as_str())]))
@@ -85,6 +75,28 @@ pub async fn voice(
             "draining: this instance takes no new calls",
         )
             .into_response(),
+    })
+}
+
+/// The call a signed webhook's form fields describe (`query`: the webhook URL's query, which
+/// carries an outbound call's signed business parameters). Pure, so it can be fuzzed.
+///
+/// Errors: [`AppError::BadRequest`] for a missing or malformed `CallSid`, or a `From`/`To`
+/// that [`MAX_PARTY_LEN`] or its control characters rule out.
+pub fn read_call(
+    params: &[(String, String)],
+    query: Option<&str>,
+) -> Result<IncomingCall, AppError> {
+    let call_sid = field(params, "CallSid")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| AppError::BadRequest("CallSid is missing".into()))?;
+    let call_sid = CallSid::parse(call_sid).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok(IncomingCall {
+        call_sid,
+        from: party(params, "From")?,
+        to: party(params, "To")?,
+        twilio_direction: field(params, "Direction").unwrap_or("inbound").to_string(),
+        query: query.map(str::to_string),
     })
 }
 

@@ -138,3 +138,95 @@ where
         }
     }
 }
+
+/// Every error response of the admin API as JSON: a response with a 4xx or 5xx status that is
+/// not JSON already (axum's own rejections of a malformed path or query, which are plain text)
+/// gets the [`ErrorBody`] shape, its text as `error`. Applied to every admin route, so the
+/// OpenAPI document's error responses hold for all of them.
+pub(super) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, REJECTION_TEXT_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let mut json = (
+        status,
+        Json(ErrorBody {
+            error,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }),
+    )
+        .into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
+}
+
+/// The most of a plain-text error body kept as the JSON `error`, bytes.
+const REJECTION_TEXT_LIMIT: usize = 4 * 1024;
+
+/// Adds the error responses every admin operation can give to each operation of the OpenAPI
+/// document that does not list them already: 400 (a malformed path, query or body), 401 (no or
+/// an unknown token), 403 (a viewer asking to change something) and 500 (the database
+/// failed), each an [`ErrorBody`].
+pub(super) struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        const COMMON: [(&str, &str); 4] = [
+            ("400", "Malformed path, query or body"),
+            ("401", "No bearer token, or an unknown one"),
+            ("403", "The token's role may only read"),
+            ("500", "The database failed"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (code, description) in COMMON {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(description)
+                                    .content(
+                                        "application/json",
+                                        ContentBuilder::new()
+                                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                        });
+                }
+            }
+        }
+    }
+}

@@ -36,6 +36,7 @@ mod experiments;
 mod prompts;
 
 pub use error::{ApiError, Body, ErrorBody};
+use error::{CommonErrors, json_errors};
 
 use auth::{BearerAuth, authorize};
 use businesses::*;
@@ -188,7 +189,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .fold(Router::new(), |router, (_, path, handler)| {
             router.route(path, handler)
         });
-    router.route_layer(middleware::from_fn_with_state(state, authorize))
+    router
+        .route_layer(middleware::from_fn_with_state(state, authorize))
+        .route_layer(middleware::map_response(json_errors))
 }
 
 /// The generated OpenAPI document.
@@ -270,7 +273,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         AlertStatus,
         crate::telemetry::window::Percentiles,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     security(("bearer" = []))
 )]
 struct ApiDoc;
