@@ -1,10 +1,12 @@
 //! The stream token from a media stream's `start` message: verified as the proxy does
 //! (`token::verify`), and a token signed for fields taken from the input verified back to the
-//! same fields. Nothing may panic.
+//! same fields, for every field the webhook can put in one (a caller within
+//! `webhook::MAX_PARTY_LEN` bytes without control characters, ids as ids). Nothing may panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use voxrelay::domain::{BusinessId, CallSid, Direction};
+use voxrelay::domain::{BusinessId, CallSid, Direction, check_id};
+use voxrelay::http::webhook::MAX_PARTY_LEN;
 use voxrelay::twilio::token::{self, CallToken};
 
 const KEY: &[u8] = b"fuzz-signing-key-0123456789abcdef";
@@ -19,6 +21,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(business_id) = BusinessId::parse(business) else {
         return;
     };
+    if caller.len() > MAX_PARTY_LEN || caller.chars().any(char::is_control) {
+        return;
+    }
+    let version = parts.next().map(str::to_string);
+    if version
+        .as_deref()
+        .is_some_and(|v| check_id("prompt version", v).is_err())
+    {
+        return;
+    }
     let Ok(call_sid) = CallSid::parse("CA0123456789abcdef0123456789abcdef") else {
         return;
     };
@@ -28,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         direction: Direction::Inbound,
         expires_at_ms: i64::MAX,
         caller: caller.to_string(),
-        prompt_version_id: parts.next().map(str::to_string),
+        prompt_version_id: version,
         experiment: None,
     };
     let signed = token::sign(KEY, &claims);

@@ -117,6 +117,11 @@ fn mac(key: &[u8], domain: &[u8]) -> HmacSha256 {
 /// Returns `PAYLOAD.SIG` (base64url without padding, so it is safe in URLs, XML attributes and
 /// JSON); about `1.35 × (60 + call_sid.len() + business_id.len())` characters. Check it with
 /// [`verify`].
+///
+/// The token verifies only when it fits [`verify`]'s 4096 characters: every token the webhook
+/// signs does (ids of at most 64 characters, a caller of at most
+/// [`MAX_PARTY_LEN`](crate::http::webhook::MAX_PARTY_LEN) bytes without control characters;
+/// the `stream_token` fuzz target checks the round trip over exactly those).
 pub fn sign(key: &[u8], token: &CallToken) -> String {
     let payload = Payload {
         call_sid: token.call_sid.as_str().into(),
