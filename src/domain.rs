@@ -190,6 +190,17 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// Why a connection was closed at the connection cap (`server.max_connections`,
+    /// [`crate::http::server`]); the `why` label of `voxrelay_http_connections_shed_total`.
+    ConnectionShed, "connection shed" {
+        /// An idle connection was closed to make room for a new one.
+        IdleEvicted = "idle_evicted",
+        /// Every connection was busy: the new one was closed.
+        OverCap = "over_cap",
+    }
+}
+
 impl EndReason {
     /// Whether a socket failed or stalled, or the instance died (a call "with errors" in the
     /// windowed figures); a hang-up, a peer closing the session or an ending on purpose

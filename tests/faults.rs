@@ -31,14 +31,14 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use voxrelay::store::{CallRecord, Store};
+use voxrelay::store::Store;
 use voxrelay_sim::caller::{self, CallerEvent};
 use voxrelay_sim::demo::jfk_speech;
 use voxrelay_sim::upstream::{Fault, SimUpstreamConfig};
 use voxrelay_sim::world::{Configure, World, WorldOptions};
 
 mod common;
-use common::in_postgres_schema;
+use common::{dental_world_from, ended_within, in_postgres_schema, metrics};
 
 fn sid(n: u32) -> String {
     format!("CA{:032x}", 0xfa17_0000u32 + n)
@@ -51,49 +51,12 @@ async fn world(
     database_url: Option<String>,
     configure: Configure,
 ) -> World {
-    let world = World::start(WorldOptions {
+    dental_world_from(WorldOptions {
         upstream,
         database_url,
         configure: Some(configure),
     })
     .await
-    .expect("world starts");
-    world
-        .add_business(
-            "dental",
-            "Bright Smile Dental",
-            "We clean teeth.",
-            "Hello.",
-            "+15005550006",
-        )
-        .await
-        .expect("business");
-    world
-}
-
-/// Waits (at most `limit`) until `store` holds the ended record of `call_sid`.
-async fn ended_within(store: &Store, call_sid: &str, limit: Duration) -> Option<CallRecord> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Ok(Some(call)) = store.call(call_sid).await
-            && call.ended_at_ms.is_some()
-        {
-            return Some(call);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn metrics(world: &World) -> String {
-    reqwest::get(format!("http://{}/metrics", world.proxy_addr))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("body")
 }
 
 /// When the upstream's only session ended, waiting at most 3 s.

@@ -15,7 +15,7 @@ use voxrelay_sim::demo::jfk_speech;
 use voxrelay_sim::world::World;
 
 mod common;
-use common::{dental_world, dental_world_configured};
+use common::{dental_world, dental_world_configured, ended_within, metrics};
 
 fn sid(n: u32) -> String {
     format!("CA{:032x}", 0x1fec_0000u32 + n)
@@ -23,28 +23,9 @@ fn sid(n: u32) -> String {
 
 /// Waits (at most 5 s) until the call record of `call_sid` has ended, and returns it.
 async fn ended(world: &World, call_sid: &str) -> CallRecord {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(Some(call)) = world.store.call(call_sid).await
-            && call.ended_at_ms.is_some()
-        {
-            return call;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{call_sid} never ended in the database"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn metrics(world: &World) -> String {
-    reqwest::get(format!("http://{}/metrics", world.proxy_addr))
+    ended_within(&world.store, call_sid, Duration::from_secs(5))
         .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("body")
+        .unwrap_or_else(|| panic!("{call_sid} never ended in the database"))
 }
 
 #[tokio::test]

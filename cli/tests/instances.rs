@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
-use voxrelay::store::{CallRecord, NewBusiness, Store};
+use voxrelay::store::{CallRecord, Store};
 use voxrelay_sim::caller::{self, CallerConfig};
 use voxrelay_sim::demo::jfk_speech;
 use voxrelay_sim::upstream::{SimUpstream, SimUpstreamConfig};
@@ -24,7 +24,7 @@ use voxrelay_sim::world::SIM_TWILIO_AUTH_TOKEN;
 mod common;
 use common::{Instance, exited, free_port, serve, signal};
 
-const NUMBER: &str = "+15005550006";
+use common::NUMBER;
 
 fn sid(n: u32) -> String {
     format!("CA{:032x}", 0x2a2b_0000u32 + n)
@@ -113,14 +113,7 @@ async fn two_instances_behind_haproxy_route_streams_home_and_drain_one_without_l
     let separator = if base_url.contains('?') { '&' } else { '?' };
     let database_url = format!("{base_url}{separator}options=-c%20search_path%3D{schema}");
 
-    let store = Store::connect(&database_url).await.expect("store");
-    store.migrate().await.expect("migrate");
-    let mut new = NewBusiness::named("Bright Smile Dental");
-    new.id = Some("dental".into());
-    new.ai_prompt = "Bright Smile Dental cleans teeth.".into();
-    new.greeting_instructions = "Say hello.".into();
-    store.add_business(&new).await.expect("business");
-    store.add_number(NUMBER, "dental").await.expect("number");
+    let store = common::dental_store(&database_url).await;
     let upstream = SimUpstream::start(([127, 0, 0, 1], 0).into(), SimUpstreamConfig::default())
         .await
         .expect("upstream");

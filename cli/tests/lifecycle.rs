@@ -9,7 +9,7 @@
 use std::process::Child;
 use std::time::Duration;
 
-use voxrelay::store::{CallRecord, NewBusiness, NewCall, Store};
+use voxrelay::store::{CallRecord, NewCall, Store};
 use voxrelay_sim::caller::{self, CallerConfig, CallerReport};
 use voxrelay_sim::demo::jfk_speech;
 use voxrelay_sim::upstream::{SimUpstream, SimUpstreamConfig};
@@ -18,7 +18,7 @@ use voxrelay_sim::world::SIM_TWILIO_AUTH_TOKEN;
 mod common;
 use common::{exited, signal};
 
-const NUMBER: &str = "+15005550006";
+use common::NUMBER;
 
 /// A database with the dental business, a simulated upstream, and a free port.
 struct Bench {
@@ -37,14 +37,7 @@ impl Bench {
             "sqlite://{}?mode=rwc",
             dir.path().join("voxrelay.db").display()
         );
-        let store = Store::connect(&database_url).await.expect("database");
-        store.migrate().await.expect("migrations");
-        let mut new = NewBusiness::named("Bright Smile Dental");
-        new.id = Some("dental".into());
-        new.ai_prompt = "Bright Smile Dental cleans teeth.".into();
-        new.greeting_instructions = "Say hello.".into();
-        store.add_business(&new).await.expect("business");
-        store.add_number(NUMBER, "dental").await.expect("number");
+        let store = common::dental_store(&database_url).await;
         let upstream = SimUpstream::start(([127, 0, 0, 1], 0).into(), SimUpstreamConfig::default())
             .await
             .expect("upstream");

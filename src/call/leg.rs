@@ -125,24 +125,23 @@ where
     /// Accepts a control message. With no control place left the message is not kept and the
     /// leg faults ([`LegFault::NoRoom`] from the next [`Leg::poll_write`]).
     pub fn control(&mut self, text: String) {
-        if self.control_waiting >= self.limits.control {
-            self.overflowed = true;
-            return;
-        }
-        self.control_waiting += 1;
-        self.queue.push_back(Waiting::Control(text));
-        self.peak = self.peak.max(self.queue.len());
+        self.push_control(Waiting::Control(text));
     }
 
     /// Accepts a frame of the socket's own, such as a WebSocket ping, as a control message
     /// (same room, same fault when there is none).
     pub fn frame(&mut self, frame: M) {
+        self.push_control(Waiting::Frame(frame));
+    }
+
+    /// Queues a never-dropped message in the room kept for control messages.
+    fn push_control(&mut self, waiting: Waiting<M>) {
         if self.control_waiting >= self.limits.control {
             self.overflowed = true;
             return;
         }
         self.control_waiting += 1;
-        self.queue.push_back(Waiting::Frame(frame));
+        self.queue.push_back(waiting);
         self.peak = self.peak.max(self.queue.len());
     }
 

@@ -38,6 +38,7 @@ use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::NewCallEvent;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::repeats::Repeats;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
 
@@ -184,25 +185,6 @@ impl Heard {
 struct BadFrames {
     twilio: Repeats,
     upstream: Repeats,
-}
-
-/// A repeated warning logged at its 1st, 10th, 100th, … occurrence (with the count), so a peer
-/// that sends nothing but bad frames costs a handful of log lines, not one per frame.
-#[derive(Debug, Default)]
-struct Repeats {
-    seen: u64,
-}
-
-impl Repeats {
-    /// Counts one; the count when this one is to be logged.
-    fn count(&mut self) -> Option<u64> {
-        self.seen += 1;
-        let mut n = self.seen;
-        while n.is_multiple_of(10) {
-            n /= 10;
-        }
-        (n == 1).then_some(self.seen)
-    }
 }
 
 /// Why the loop stopped.
@@ -378,21 +360,6 @@ pub async fn run(
         .min()
         .map(tokio::time::Instant::from_std);
         let close_due = session.state.close_due();
-        match session.heard.check(&options.liveness, Instant::now()) {
-            Quiet::Nothing => {}
-            Quiet::Ping => {
-                session.heard.pinged = Some(Instant::now());
-                session
-                    .upstream_out
-                    .frame(UpMessage::Ping(Default::default()));
-                continue;
-            }
-            Quiet::Dead(reason) => {
-                tracing::warn!(call_sid = %session.call_sid, end_reason = %reason,
-                    "a peer sent nothing for too long: the call ends");
-                break reason;
-            }
-        };
         let wake = tokio::select! {
             message = twilio_stream.next() => Wake::Twilio(message),
             message = upstream_stream.next() => Wake::Upstream(message),
@@ -434,7 +401,7 @@ pub async fn run(
                 Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
                 _ => Flow::Continue,
             },
-            Wake::Quiet => Flow::Continue,
+            Wake::Quiet => session.on_liveness_tick(&options.liveness),
         };
         if let Flow::End(reason) = flow {
             break reason;
@@ -514,6 +481,25 @@ pub async fn run(
 }
 
 impl Session {
+    /// The liveness limits, looked at on their tick: ping a quiet upstream, end the call on a
+    /// dead peer.
+    fn on_liveness_tick(&mut self, limits: &Liveness) -> Flow {
+        let now = Instant::now();
+        match self.heard.check(limits, now) {
+            Quiet::Nothing => Flow::Continue,
+            Quiet::Ping => {
+                self.heard.pinged = Some(now);
+                self.upstream_out.frame(UpMessage::Ping(Default::default()));
+                Flow::Continue
+            }
+            Quiet::Dead(reason) => {
+                tracing::warn!(call_sid = %self.call_sid, end_reason = %reason,
+                    "a peer sent nothing for too long: the call ends");
+                Flow::End(reason)
+            }
+        }
+    }
+
     fn on_twilio_message(&mut self, message: Option<Result<TwMessage, axum::Error>>) -> Flow {
         self.heard.twilio = Instant::now();
         match message {
@@ -874,12 +860,5 @@ mod tests {
         assert_eq!(limits(5000, 5000).tick(), Duration::from_secs(1));
         assert_eq!(limits(1000, 300).tick(), Duration::from_millis(75));
         assert_eq!(limits(40, 40).tick(), Duration::from_millis(20));
-    }
-
-    #[test]
-    fn repeated_warnings_are_logged_at_powers_of_ten() {
-        let mut r = Repeats::default();
-        let logged: Vec<u64> = (0..2000).filter_map(|_| r.count()).collect();
-        assert_eq!(logged, [1, 10, 100, 1000]);
     }
 }

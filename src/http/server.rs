@@ -38,7 +38,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
+use crate::domain::ConnectionShed as Shed;
 use crate::telemetry::metrics::{ConnectionShedLabels, Metrics};
+use crate::telemetry::repeats::Repeats;
 
 /// How long open connections may take to finish at shutdown.
 pub const CLOSE_LIMIT: Duration = Duration::from_secs(5);
@@ -55,25 +57,6 @@ pub struct ServerLimits {
     /// How long a connection may take to send a whole request head, from its opening or from
     /// the end of its last response.
     pub header_read_timeout: Duration,
-}
-
-/// Why a connection was shed at the cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Shed {
-    /// An idle connection was closed to make room for a new one.
-    IdleEvicted,
-    /// Every connection was busy: the new one was closed.
-    OverCap,
-}
-
-impl Shed {
-    /// The `why` label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Shed::IdleEvicted => "idle_evicted",
-            Shed::OverCap => "over_cap",
-        }
-    }
 }
 
 /// One open connection, as the cap sees it.
@@ -250,8 +233,8 @@ pub async fn run(
     let conns = Arc::new(Conns::default());
     let tasks = TaskTracker::new();
     let (closing_tx, closing) = watch::channel(false);
-    let mut accept_errors = 0u64;
-    let mut shed_count = 0u64;
+    let mut accept_errors = Repeats::default();
+    let mut sheds = Repeats::default();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -264,9 +247,8 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    accept_errors += 1;
-                    if is_power_of_ten(accept_errors) {
-                        tracing::warn!(error = %e, times = accept_errors, "cannot accept a connection");
+                    if let Some(times) = accept_errors.count() {
+                        tracing::warn!(error = %e, times, "cannot accept a connection");
                     }
                     tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
@@ -279,15 +261,14 @@ pub async fn run(
             Admit::Refuse => Some(Shed::OverCap),
         };
         if let Some(why) = shed {
-            shed_count += 1;
             metrics
                 .http_connections_shed
                 .get_or_create(&ConnectionShedLabels { why: why.as_str() })
                 .inc();
-            if is_power_of_ten(shed_count) {
+            if let Some(times) = sheds.count() {
                 tracing::warn!(
                     why = why.as_str(),
-                    times = shed_count,
+                    times,
                     max_connections = limits.max_connections,
                     "connection cap reached"
                 );
@@ -348,14 +329,6 @@ pub async fn run(
     }
 }
 
-/// 1, 10, 100, …: when a repeated warning is logged.
-fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n.is_multiple_of(10) {
-        n /= 10;
-    }
-    n == 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,11 +365,5 @@ mod tests {
         };
         let _busy = InFlight::new(a);
         assert!(matches!(conns.admit(1), Admit::Refuse));
-    }
-
-    #[test]
-    fn repeated_warnings_are_logged_at_powers_of_ten() {
-        let logged: Vec<u64> = (1..=1000).filter(|n| is_power_of_ten(*n)).collect();
-        assert_eq!(logged, [1, 10, 100, 1000]);
     }
 }

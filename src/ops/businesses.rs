@@ -5,9 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::call::setup::CallSetup;
 use crate::domain::{Direction, GuardPolicy};
 use crate::ops::{OpsError, business};
-use crate::prompt::{BusinessLayer, PromptLibrary, validate::DEFAULT_HARD_CAP_TOKENS};
+use crate::prompt::{PromptError, PromptLibrary};
 use crate::store::{
     Business, BusinessUpdate, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, NewBusiness,
     Store,
@@ -86,7 +87,8 @@ pub struct Checks<'a> {
 
 /// The error for a business whose own text (`ai_prompt`, `outbound_ai_prompt`, used while no
 /// prompt version is in production) would build a FULL prompt over the hard cap
-/// ([`DEFAULT_HARD_CAP_TOKENS`], the cap prompt versions are held to), or that cannot be built
+/// ([`DEFAULT_HARD_CAP_TOKENS`](crate::prompt::validate::DEFAULT_HARD_CAP_TOKENS), the cap
+/// prompt versions are held to), or that cannot be built
 /// at all (a layer marker in it). Blank texts are not checked: they are not used.
 ///
 /// Errors: [`OpsError::Invalid`] naming the direction, the size and the cap.
@@ -95,24 +97,13 @@ pub fn check_own_prompts(library: &PromptLibrary, business: &Business) -> Result
         let Some(text) = crate::prompt::resolve::own_text(business, direction) else {
             continue;
         };
-        let layer = BusinessLayer {
-            id: &business.id,
-            name: &business.name,
-            language: &business.language,
-            text,
-            greeting: &business.greeting_instructions,
-        };
-        let built = library
-            .build(&layer, direction)
-            .map_err(|e| OpsError::Invalid(e.to_string()))?;
-        if built.full_tokens > DEFAULT_HARD_CAP_TOKENS {
-            return Err(OpsError::Invalid(format!(
-                "the business's own {direction} prompt builds a FULL prompt of {} tokens, over \
-                 the hard cap of {DEFAULT_HARD_CAP_TOKENS}; shorten it, or put the text in a \
-                 prompt version",
-                built.full_tokens
-            )));
-        }
+        // The builder a call uses, with the cap it holds the prompt to.
+        CallSetup::build_prompts(library, business, direction, text).map_err(|e| match e {
+            PromptError::OverHardCap { .. } => OpsError::Invalid(format!(
+                "{e}; shorten the business's own text, or put it in a prompt version"
+            )),
+            e => OpsError::Invalid(e.to_string()),
+        })?;
     }
     Ok(())
 }

@@ -349,7 +349,6 @@ impl BusinessUpdate {
     /// # Errors
     /// [`StoreError::Invalid`] as [`Store::update_business`].
     pub fn apply_to(&self, business: &mut Business) -> Result<(), StoreError> {
-        let update = self;
         let text = |field: &str, value: &Option<String>, current: &mut String| {
             if let Some(value) = value {
                 require_non_empty(field, value)?;
@@ -357,31 +356,27 @@ impl BusinessUpdate {
             }
             Ok::<(), StoreError>(())
         };
-        text("business name", &update.name, &mut business.name)?;
-        text(
-            "business language",
-            &update.language,
-            &mut business.language,
-        )?;
-        text("business voice", &update.voice, &mut business.voice)?;
-        if let Some(policy) = &update.guard_policy {
+        text("business name", &self.name, &mut business.name)?;
+        text("business language", &self.language, &mut business.language)?;
+        text("business voice", &self.voice, &mut business.voice)?;
+        if let Some(policy) = &self.guard_policy {
             business.guard_policy = validate_guard_policy(policy)?.to_string();
         }
-        if let Some(sections) = &update.required_sections {
+        if let Some(sections) = &self.required_sections {
             business.required_sections = validate_sections(sections)?;
         }
-        if let Some(hours) = &update.hours {
+        if let Some(hours) = &self.hours {
             business.hours = hours.trim().to_string();
         }
         for (field, value, current) in [
             (
                 "max_concurrent_calls",
-                update.max_concurrent_calls,
+                self.max_concurrent_calls,
                 &mut business.max_concurrent_calls,
             ),
             (
                 "max_call_duration_s",
-                update.max_call_duration_s,
+                self.max_call_duration_s,
                 &mut business.max_call_duration_s,
             ),
         ] {
@@ -391,10 +386,10 @@ impl BusinessUpdate {
             }
         }
         for (value, current) in [
-            (&update.ai_prompt, &mut business.ai_prompt),
-            (&update.outbound_ai_prompt, &mut business.outbound_ai_prompt),
+            (&self.ai_prompt, &mut business.ai_prompt),
+            (&self.outbound_ai_prompt, &mut business.outbound_ai_prompt),
             (
-                &update.greeting_instructions,
+                &self.greeting_instructions,
                 &mut business.greeting_instructions,
             ),
         ] {
@@ -413,31 +408,30 @@ impl NewBusiness {
     /// # Errors
     /// [`StoreError::Invalid`] as [`Store::add_business`].
     pub fn to_business(&self) -> Result<Business, StoreError> {
-        let new = self;
-        let id = match &new.id {
+        let id = match &self.id {
             Some(id) => {
                 validate_business_id(id)?;
                 id.clone()
             }
             None => generate_business_id(),
         };
-        require_non_empty("business name", &new.name)?;
-        require_non_empty("business language", &new.language)?;
-        require_non_empty("business voice", &new.voice)?;
-        let guard_policy = validate_guard_policy(&new.guard_policy)?;
-        let required_sections = validate_sections(&new.required_sections)?;
+        require_non_empty("business name", &self.name)?;
+        require_non_empty("business language", &self.language)?;
+        require_non_empty("business voice", &self.voice)?;
+        let guard_policy = validate_guard_policy(&self.guard_policy)?;
+        let required_sections = validate_sections(&self.required_sections)?;
 
         let now = now_ms();
         Ok(Business {
             id,
-            name: new.name.trim().to_string(),
-            language: new.language.trim().to_string(),
-            voice: new.voice.trim().to_string(),
-            ai_prompt: new.ai_prompt.clone(),
-            outbound_ai_prompt: new.outbound_ai_prompt.clone(),
-            greeting_instructions: new.greeting_instructions.clone(),
+            name: self.name.trim().to_string(),
+            language: self.language.trim().to_string(),
+            voice: self.voice.trim().to_string(),
+            ai_prompt: self.ai_prompt.clone(),
+            outbound_ai_prompt: self.outbound_ai_prompt.clone(),
+            greeting_instructions: self.greeting_instructions.clone(),
             guard_policy: guard_policy.to_string(),
-            hours: new.hours.trim().to_string(),
+            hours: self.hours.trim().to_string(),
             required_sections,
             created_at_ms: now,
             updated_at_ms: now,

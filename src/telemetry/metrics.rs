@@ -98,7 +98,7 @@ pub struct BusinessLabels {
     pub business_id: String,
 }
 
-/// Why a connection was shed at the connection cap ([`crate::http::server::Shed`]).
+/// Why a connection was shed at the connection cap ([`crate::domain::ConnectionShed`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionShedLabels {
     /// `idle_evicted` or `over_cap`.

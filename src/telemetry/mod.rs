@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod metrics;
 pub mod outcome;
+pub mod repeats;
 pub mod stats;
 pub mod timeline;
 pub mod window;

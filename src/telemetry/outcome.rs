@@ -50,9 +50,6 @@ pub struct CallOutcome {
     pub benign_errors: u64,
     /// An upstream error, or an end on a fault.
     pub with_errors: bool,
-    /// The call failed: refused, never served, or ended on a fault
-    /// ([`EndReason::is_failure`]).
-    pub failed: bool,
     /// Tokens reported in `response.done` usage.
     pub total_tokens: u64,
     /// Model turns the echo monitor looked at.
@@ -91,7 +88,6 @@ impl CallOutcome {
             upstream_errors: 0,
             benign_errors: 0,
             with_errors: end_reason.is_failure(),
-            failed: end_reason.is_failure(),
             total_tokens: 0,
             model_turns: 0,
             echo_events: 0,
@@ -120,7 +116,6 @@ impl CallOutcome {
             upstream_errors,
             benign_errors: c.benign_errors,
             with_errors: upstream_errors > 0 || report.end_reason.is_fault(),
-            failed: report.end_reason.is_failure(),
             total_tokens: c.total_tokens,
             model_turns: report.echo.model_turns,
             echo_events: report.echo.echoes + report.echo.self_echoes,

@@ -93,7 +93,7 @@ impl Bucket {
         if outcome.with_errors {
             self.calls_with_errors += 1;
         }
-        if outcome.failed {
+        if outcome.end_reason.is_failure() {
             self.calls_failed += 1;
         }
         self.frames += outcome.frames;

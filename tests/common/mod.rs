@@ -106,17 +106,25 @@ pub async fn dental_world_configured(
     configure: Option<voxrelay_sim::world::Configure>,
 ) -> voxrelay_sim::world::World {
     use voxrelay_sim::upstream::SimUpstreamConfig;
-    use voxrelay_sim::world::{World, WorldOptions};
-    let world = World::start(WorldOptions {
+    dental_world_from(voxrelay_sim::world::WorldOptions {
         upstream: SimUpstreamConfig {
             first_audio_delay_ms: first_audio_ms,
             ..SimUpstreamConfig::default()
         },
         configure,
-        ..WorldOptions::default()
+        ..voxrelay_sim::world::WorldOptions::default()
     })
     .await
-    .expect("world starts");
+}
+
+/// A world started with `options`, with the business `dental` ("Bright Smile Dental") on
+/// +15005550006.
+pub async fn dental_world_from(
+    options: voxrelay_sim::world::WorldOptions,
+) -> voxrelay_sim::world::World {
+    let world = voxrelay_sim::world::World::start(options)
+        .await
+        .expect("world starts");
     world
         .add_business(
             "dental",
@@ -142,4 +150,34 @@ pub fn tool_missing(tool: &str, check: &str, why: impl std::fmt::Display) {
         std::io::stderr(),
         "skipped {check}: {tool} is not installed ({why}); .ci/run installs it"
     );
+}
+
+/// Waits (at most `limit`) until `store` holds the ended record of `call_sid`.
+pub async fn ended_within(
+    store: &Store,
+    call_sid: &str,
+    limit: std::time::Duration,
+) -> Option<voxrelay::store::CallRecord> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(call)) = store.call(call_sid).await
+            && call.ended_at_ms.is_some()
+        {
+            return Some(call);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The proxy's `/metrics` text.
+pub async fn metrics(world: &voxrelay_sim::world::World) -> String {
+    reqwest::get(format!("http://{}/metrics", world.proxy_addr))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body")
 }

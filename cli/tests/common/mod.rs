@@ -5,7 +5,24 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use voxrelay::store::{NewBusiness, Store};
 use voxrelay_sim::world::{SIM_SIGNING_KEY, SIM_TWILIO_AUTH_TOKEN};
+
+/// The number the dental business answers.
+pub const NUMBER: &str = "+15005550006";
+
+/// The database at `url`, migrated, with the business `dental` on [`NUMBER`].
+pub async fn dental_store(url: &str) -> Store {
+    let store = Store::connect(url).await.expect("database");
+    store.migrate().await.expect("migrations");
+    let mut new = NewBusiness::named("Bright Smile Dental");
+    new.id = Some("dental".into());
+    new.ai_prompt = "Bright Smile Dental cleans teeth.".into();
+    new.greeting_instructions = "Say hello.".into();
+    store.add_business(&new).await.expect("business");
+    store.add_number(NUMBER, "dental").await.expect("number");
+    store
+}
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
