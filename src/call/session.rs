@@ -37,7 +37,7 @@ use crate::domain::{CallSid, EndReason, RelayLeg, StreamSid};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::UpstreamSocket;
 use crate::store::NewCallEvent;
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, RateLimitLabels};
 use crate::telemetry::repeats::Repeats;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
@@ -682,10 +682,30 @@ impl Session {
                         .observe(now.saturating_duration_since(sent).as_secs_f64());
                 }
             }
-            ServerEvent::SessionCreated
-            | ServerEvent::Committed
-            | ServerEvent::Truncated { .. }
-            | ServerEvent::Other { .. } => {}
+            ServerEvent::SessionCreated { expires_at } => {
+                let expires_in_s = expires_at.map(|at| at - crate::store::now_ms() / 1000);
+                tracing::debug!(call_sid = %self.call_sid, expires_in_s = expires_in_s.unwrap_or(-1),
+                    "upstream session created");
+                self.state
+                    .record(TimelineEvent::UpstreamSession { expires_in_s }, now);
+            }
+            ServerEvent::RateLimits { limits } => {
+                for limit in &limits {
+                    self.metrics
+                        .upstream_rate_limit_remaining
+                        .get_or_create(&RateLimitLabels {
+                            name: limit.name.as_str(),
+                        })
+                        .set(i64::try_from(limit.remaining).unwrap_or(i64::MAX));
+                    if limit.limit > 0 && limit.remaining.saturating_mul(10) < limit.limit {
+                        tracing::warn!(call_sid = %self.call_sid, limit = limit.name.as_str(),
+                            remaining = limit.remaining, of = limit.limit,
+                            reset_seconds = limit.reset_seconds,
+                            "upstream rate limit below 10% of its window");
+                    }
+                }
+            }
+            ServerEvent::Committed | ServerEvent::Truncated { .. } | ServerEvent::Other { .. } => {}
         }
         Flow::Continue
     }

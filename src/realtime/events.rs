@@ -293,8 +293,19 @@ impl ClientEvent<'_> {
 /// A server event, reduced to what the proxy acts on.
 #[derive(Debug, PartialEq)]
 pub enum ServerEvent<'a> {
-    /// `session.created`.
-    SessionCreated,
+    /// `session.created`: the session exists; it ends at `session.expires_at`.
+    SessionCreated {
+        /// When the server ends the session, unix seconds (`session.expires_at`; 60 minutes
+        /// after creation on OpenAI, 30 on Azure: `shared/protocol/openai-realtime.md`,
+        /// "Additions"). `None` when the server did not say.
+        expires_at: Option<i64>,
+    },
+    /// `rate_limits.updated`, sent at the start of each response with the output tokens
+    /// already reserved (`shared/protocol/openai-realtime.md`, "Responses").
+    RateLimits {
+        /// One entry per limit (`requests`, `tokens`).
+        limits: Vec<RateLimit>,
+    },
     /// `session.updated` (the server's full effective configuration, not read further).
     SessionUpdated,
     /// `input_audio_buffer.speech_started`: server VAD heard the caller start.
@@ -377,6 +388,46 @@ pub enum ServerEvent<'a> {
     },
 }
 
+/// One entry of `rate_limits.updated.rate_limits`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RateLimit {
+    /// Which limit.
+    pub name: RateLimitName,
+    /// The most the limit allows in its window (requests or tokens).
+    #[serde(default)]
+    pub limit: u64,
+    /// What is left of it in the window.
+    #[serde(default)]
+    pub remaining: u64,
+    /// Seconds until the window resets.
+    #[serde(default)]
+    pub reset_seconds: f64,
+}
+
+/// The limits `rate_limits.updated` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitName {
+    /// Requests per window.
+    Requests,
+    /// Tokens per window.
+    Tokens,
+    /// A name this proxy does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl RateLimitName {
+    /// The name as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitName::Requests => "requests",
+            RateLimitName::Tokens => "tokens",
+            RateLimitName::Other => "other",
+        }
+    }
+}
+
 /// Token usage from `response.done.response.usage` (tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
@@ -423,6 +474,16 @@ struct Raw<'a> {
     response: Option<RawResponse>,
     #[serde(default)]
     error: Option<RawError>,
+    #[serde(default)]
+    session: Option<RawSession>,
+    #[serde(default)]
+    rate_limits: Option<Vec<RateLimit>>,
+}
+
+#[derive(Deserialize)]
+struct RawSession {
+    #[serde(default)]
+    expires_at: Option<i64>,
 }
 
 /// Reads an optional string, borrowing it from the frame when it has no escapes (serde does not
@@ -530,7 +591,12 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
             item_id: raw.item_id,
             audio_end_ms: raw.audio_end_ms,
         },
-        "session.created" => ServerEvent::SessionCreated,
+        "session.created" => ServerEvent::SessionCreated {
+            expires_at: raw.session.and_then(|s| s.expires_at),
+        },
+        "rate_limits.updated" => ServerEvent::RateLimits {
+            limits: raw.rate_limits.unwrap_or_default(),
+        },
         "session.updated" => ServerEvent::SessionUpdated,
         "error" => {
             let (code, message) = match raw.error {
@@ -693,6 +759,34 @@ mod tests {
                 assert_eq!(response_id.as_deref(), Some("resp_2"));
                 assert_eq!(status.as_deref(), Some("cancelled"));
                 assert_eq!(usage.map(|u| u.total_tokens), Some(253));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn session_expiry_and_rate_limits_are_read() {
+        let created = r#"{"type":"session.created","event_id":"e1","session":{"type":"realtime","object":"realtime.session","id":"sess_1","model":"gpt-realtime","expires_at":1764700000,"instructions":""}}"#;
+        assert_eq!(
+            parse(created).ok(),
+            Some(ServerEvent::SessionCreated {
+                expires_at: Some(1_764_700_000)
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"session.created"}"#).ok(),
+            Some(ServerEvent::SessionCreated { expires_at: None })
+        );
+        let limits = r#"{"type":"rate_limits.updated","event_id":"e2","rate_limits":[{"name":"requests","limit":1000,"remaining":999,"reset_seconds":0.06},{"name":"tokens","limit":40000,"remaining":38776,"reset_seconds":1.836},{"name":"images","limit":1,"remaining":1,"reset_seconds":1}]}"#;
+        match parse(limits) {
+            Ok(ServerEvent::RateLimits { limits }) => {
+                assert_eq!(limits.len(), 3);
+                assert_eq!(limits[0].name, RateLimitName::Requests);
+                assert_eq!(limits[1].name, RateLimitName::Tokens);
+                assert_eq!(limits[1].remaining, 38_776);
+                assert_eq!(limits[1].limit, 40_000);
+                assert!((limits[1].reset_seconds - 1.836).abs() < 1e-9);
+                assert_eq!(limits[2].name, RateLimitName::Other);
             }
             other => panic!("{other:?}"),
         }

@@ -105,6 +105,13 @@ pub struct ConnectionShedLabels {
     pub why: &'static str,
 }
 
+/// An upstream rate limit by name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// `requests`, `tokens` or `other` ([`crate::realtime::events::RateLimitName`]).
+    pub name: &'static str,
+}
+
 /// An alert by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -179,6 +186,9 @@ pub struct Metrics {
     pub alerts: Family<AlertLabels, Gauge>,
     /// Connections closed at the connection cap (`server.max_connections`), by why.
     pub http_connections_shed: Family<ConnectionShedLabels, Counter>,
+    /// What the upstream's last `rate_limits.updated` left of each limit (requests or
+    /// tokens in its window), as seen by the call that read it last.
+    pub upstream_rate_limit_remaining: Family<RateLimitLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -222,6 +232,7 @@ impl Metrics {
             guard_rules_skipped: Family::default(),
             alerts: Family::default(),
             http_connections_shed: Family::default(),
+            upstream_rate_limit_remaining: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -336,6 +347,11 @@ impl Metrics {
             "http_connections_shed",
             "Connections closed at the connection cap: an idle one evicted to make room, or a new one when every connection was busy",
             m.http_connections_shed.clone(),
+        );
+        r.register(
+            "upstream_rate_limit_remaining",
+            "What the upstream's last rate_limits.updated left of each limit (requests or tokens in its window)",
+            m.upstream_rate_limit_remaining.clone(),
         );
         Metrics { registry, ..m }
     }

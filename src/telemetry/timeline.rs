@@ -111,6 +111,12 @@ pub enum TimelineEvent {
         /// Whether it is one of the benign races that never end a call.
         benign: bool,
     },
+    /// `session.created` from upstream.
+    UpstreamSession {
+        /// Seconds from now until the server ends the session (`session.expires_at`), when
+        /// it said.
+        expires_in_s: Option<i64>,
+    },
     /// The call is closing on purpose (drain deadline, longest duration): the model was asked
     /// to say goodbye.
     Closing {
@@ -232,6 +238,12 @@ impl fmt::Display for TimelineEvent {
             ),
             TimelineEvent::Closing { reason } => {
                 write!(f, "closing ({reason}): the model is asked to say goodbye")
+            }
+            TimelineEvent::UpstreamSession {
+                expires_in_s: Some(s),
+            } => write!(f, "upstream session created (expires in {s} s)"),
+            TimelineEvent::UpstreamSession { expires_in_s: None } => {
+                write!(f, "upstream session created")
             }
             TimelineEvent::Ended { reason } => write!(f, "call ended ({reason})"),
         }
