@@ -299,6 +299,38 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[reconnect]`: what a call does when its upstream session is lost mid-call (the socket
+/// closes or fails, the upstream goes silent or stops reading, or an `error` ends the session):
+/// it dials again, restores the session on the new one, and goes on. The section may be left
+/// out: the defaults below apply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Reconnects one call may make; 0 turns mid-call reconnects off (a lost upstream ends
+    /// the call). Default 5.
+    pub max_per_call: u32,
+    /// How long one reconnect may take, from the loss to a restored session, ms; dials are
+    /// retried within it (with backoff), then the call ends. Default 4000.
+    pub budget_ms: u64,
+    /// Caller audio held while the upstream is away, ms (Twilio sends 20 ms frames); older
+    /// audio beyond it is dropped and counted. Default 10000.
+    pub hold_caller_ms: u64,
+    /// The conversation so far is replayed into the new session as text items, newest first,
+    /// up to this many tokens (o200k_base). Default 2000.
+    pub restore_tokens: usize,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            max_per_call: 5,
+            budget_ms: 4000,
+            hold_caller_ms: 10_000,
+            restore_tokens: 2000,
+        }
+    }
+}
+
 /// `[timeouts]`, all in ms.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -368,6 +400,9 @@ pub struct Config {
     /// `[limits]` (optional).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// `[reconnect]` (optional).
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
 }
 
 /// Secrets, from the environment only.
@@ -755,6 +790,8 @@ impl Config {
                 self.upstream.connect_timeout_ms,
             ),
             ("audio.stall_limit_ms", self.audio.stall_limit_ms),
+            ("reconnect.budget_ms", self.reconnect.budget_ms),
+            ("reconnect.hold_caller_ms", self.reconnect.hold_caller_ms),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0".into()));

@@ -152,6 +152,9 @@ vocabulary! {
         /// The upstream stopped taking our messages for longer than `audio.stall_limit_ms`, or
         /// left no room for a control message.
         UpstreamStalled = "upstream_stalled",
+        /// The upstream session was lost mid-call and no new one could be had within
+        /// `reconnect.budget_ms` (the timeline's `upstream_lost` event says what lost it).
+        UpstreamLost = "upstream_lost",
         /// The instance was draining and the drain deadline came: the model said goodbye and
         /// the call ended (`lifecycle.drain_deadline_s`).
         Shutdown = "shutdown",
@@ -202,6 +205,18 @@ vocabulary! {
 }
 
 impl EndReason {
+    /// Whether the call's upstream session is what was lost (closed, failed, silent, stalled):
+    /// the losses a mid-call reconnect answers.
+    pub fn is_upstream_loss(self) -> bool {
+        matches!(
+            self,
+            EndReason::UpstreamClosed
+                | EndReason::UpstreamError
+                | EndReason::UpstreamStalled
+                | EndReason::UpstreamSilent
+        )
+    }
+
     /// Whether a socket failed or stalled, or the instance died (a call "with errors" in the
     /// windowed figures); a hang-up, a peer closing the session or an ending on purpose
     /// (drain, longest duration) is not a fault.
@@ -214,6 +229,7 @@ impl EndReason {
                 | EndReason::UpstreamError
                 | EndReason::UpstreamStalled
                 | EndReason::UpstreamSilent
+                | EndReason::UpstreamLost
                 | EndReason::Crashed
         )
     }

@@ -12,7 +12,11 @@
 //! | SIGKILL, then restart | `fault_sigkill_then_a_restart_…` in `cli/tests/lifecycle.rs` (the real binary) |
 //! | 50 webhooks at once with a limit of 10 | `fault_fifty_webhooks_at_once_…` in `tests/lifecycle.rs` |
 //! | Twilio leg goes quiet mid-call | [`fault_twilio_leg_goes_quiet_mid_call`] |
-//! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] |
+//! | upstream socket closed mid-answer | [`fault_upstream_closed_mid_answer_reconnects_with_the_conversation`] |
+//! | upstream connection reset mid-answer | [`fault_upstream_reset_mid_answer_reconnects_with_the_conversation`] |
+//! | upstream session expiry (`session_expired`) | [`fault_session_expiry_reconnects_and_the_call_goes_on`] |
+//! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] (reconnects) |
+//! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] |
 //! | the stream token replayed on a second stream | `fault_a_replayed_stream_token_…` in `tests/lifecycle.rs` |
 //! | a black-hole upstream (connects, never answers) | [`fault_a_black_hole_upstream_costs_one_connect_timeout`] |
 //! | 300 idle connections without credentials | [`fault_three_hundred_idle_connections`] |
@@ -31,10 +35,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use voxrelay::domain::EndReason;
 use voxrelay::store::Store;
+use voxrelay::telemetry::timeline::TimelineEvent;
 use voxrelay_sim::caller::{self, CallerEvent};
 use voxrelay_sim::demo::jfk_speech;
-use voxrelay_sim::upstream::{Fault, SimUpstreamConfig};
+use voxrelay_sim::upstream::{Clip, Fault, SessionLog, SimUpstreamConfig};
 use voxrelay_sim::world::{Configure, World, WorldOptions};
 
 mod common;
@@ -159,16 +165,252 @@ async fn fault_twilio_leg_goes_quiet_mid_call() {
     world.stop().await;
 }
 
+/// The caller's question, as the simulated model transcribes it.
+const QUESTION: &str = "What time do you open tomorrow?";
+/// The model's answer to it.
+const ANSWER: &str = "We open at eight in the morning and close at six in the evening.";
+
+/// A simulated model that greets (2 s), hears the caller's [`QUESTION`] and answers with
+/// [`ANSWER`] (2 s of tone each), and suffers `fault` on its first session only.
+fn answering_upstream(fault: Option<Fault>) -> SimUpstreamConfig {
+    SimUpstreamConfig {
+        clip: Clip::new(
+            (0..2 * 8000).map(|i| (i % 64) as u8 + 32).collect(),
+            "Thanks for calling, how can I help?",
+        ),
+        transcripts: vec![QUESTION.to_string()],
+        replies: vec![
+            "Thanks for calling, how can I help?".to_string(),
+            ANSWER.to_string(),
+        ],
+        fault,
+        faulty_connections: Some(1),
+        ..SimUpstreamConfig::default()
+    }
+}
+
+/// A caller who waits out the greeting, asks (2.5 s of speech from 2.5 s) and listens for
+/// `listen_ms` before hanging up.
+fn asking_caller(world: &World, n: u32, listen_ms: u64) -> voxrelay_sim::caller::CallerConfig {
+    let mut caller = world.caller(
+        &sid(n),
+        "+15005550006",
+        jfk_speech(Some(2.5)).expect("speech"),
+    );
+    caller.lead_silence_ms = 2500;
+    caller.tail_silence_ms = listen_ms;
+    caller
+}
+
+/// The timeline's reconnects: (cause of the loss, gap ms) in order.
+fn reconnects(report: &voxrelay::telemetry::timeline::CallReport) -> Vec<(EndReason, f64)> {
+    let mut lost = None;
+    let mut found = Vec::new();
+    for (_, event) in report.timeline.entries() {
+        match event {
+            TimelineEvent::UpstreamLost { cause } => lost = Some(*cause),
+            TimelineEvent::Reconnected { gap_ms, .. } => {
+                if let Some(cause) = lost.take() {
+                    found.push((cause, *gap_ms));
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// The text of each `conversation.item.create` message item a session received, as
+/// (role, content type, text).
+fn replayed_items(session: &SessionLog) -> Vec<(String, String, String)> {
+    session
+        .events_of_type("conversation.item.create")
+        .iter()
+        .filter_map(|event| {
+            let item = event.get("item")?;
+            let part = item.get("content")?.get(0)?;
+            Some((
+                item.get("role")?.as_str()?.to_string(),
+                part.get("type")?.as_str()?.to_string(),
+                part.get("text")?.as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Every caller frame reached a session: the frames the sessions were sent add up to the
+/// frames the caller sent, plus at most the frames sent again to a new session because the
+/// lost one had not committed them (some of which it may have read before it died).
+fn no_caller_frame_lost(
+    sessions: &[SessionLog],
+    heard: &voxrelay_sim::caller::CallerReport,
+    report: &voxrelay::telemetry::timeline::CallReport,
+) {
+    let appended: u64 = sessions.iter().map(|s| s.append_events).sum();
+    let resent: u64 = report
+        .timeline
+        .entries()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            TimelineEvent::Reconnected { resent_frames, .. } => Some(*resent_frames as u64),
+            _ => None,
+        })
+        .sum();
+    let sent = heard.frames_sent as u64;
+    assert!(
+        appended >= sent && appended <= sent + resent,
+        "caller frames: {sent} sent, {appended} reached a session, {resent} resent"
+    );
+    assert_eq!(report.counters.dropped_in, 0, "no caller frame dropped");
+}
+
+/// The instructions of each `session.update` a session received, in order.
+fn instructions_sent(session: &SessionLog) -> Vec<String> {
+    session
+        .events_of_type("session.update")
+        .iter()
+        .filter_map(|e| {
+            e.pointer("/session/instructions")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The first session is lost mid-answer (`fault`, 6.5 s into it: 1 s into the 2 s answer).
+/// The caller hears a pause and then the conversation goes on: the new session has the FULL
+/// instructions, the conversation so far with the answer cut to what was heard, every caller
+/// frame (none lost across the gap), and is asked for the answer again.
+async fn killed_mid_answer(fault: Fault, n: u32) {
+    let mut world = world(
+        answering_upstream(Some(fault)),
+        None,
+        Box::new(|c| c.reconnect.budget_ms = 3000),
+    )
+    .await;
+    let heard = caller::run(asking_caller(&world, n, 6000))
+        .await
+        .expect("call runs");
+    let report = world
+        .report_for(&sid(n), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::Stop, "{:#?}", report.timeline);
+    let found = reconnects(&report);
+    assert_eq!(found.len(), 1, "{:#?}", report.timeline);
+    let (cause, gap_ms) = found[0];
+    assert!(cause.is_upstream_loss(), "{cause}");
+    assert!(gap_ms < 1000.0, "reconnected in {gap_ms:.0} ms");
+
+    let sessions = world.upstream.sessions();
+    assert_eq!(sessions.len(), 2, "one redial");
+    let (first, second) = (&sessions[0], &sessions[1]);
+    let full = instructions_sent(first)
+        .last()
+        .cloned()
+        .expect("the first session was upgraded");
+    assert!(full.contains("We clean teeth."), "{full}");
+    assert_eq!(
+        instructions_sent(second).first(),
+        Some(&full),
+        "the new session starts with the FULL instructions"
+    );
+    let items = replayed_items(second);
+    assert!(
+        items.contains(&("user".into(), "input_text".into(), QUESTION.into())),
+        "the caller's question is replayed: {items:?}"
+    );
+    let answer = items
+        .iter()
+        .filter(|(role, kind, _)| role == "assistant" && kind == "output_text")
+        .map(|(_, _, text)| text.clone())
+        .next_back()
+        .expect("the model's answer is replayed");
+    assert!(
+        answer.ends_with('…')
+            && answer.len() < ANSWER.len()
+            && ANSWER.starts_with(answer.trim_end_matches('…')),
+        "the answer is cut to what the caller heard: {answer:?}"
+    );
+    // Restore, then the answer asked for again.
+    let types = second.event_types();
+    let last_item = types.iter().rposition(|t| t == "conversation.item.create");
+    let create = types.iter().position(|t| t == "response.create");
+    assert!(
+        matches!((last_item, create), (Some(i), Some(c)) if i < c),
+        "items before the response is asked for again: {types:?}"
+    );
+    no_caller_frame_lost(&sessions, &heard, &report);
+    // The caller heard the answer again from the new session.
+    let lost_at = first.ended_at.expect("the first session ended");
+    let started = Instant::now() - heard.events.last().map_or(Duration::ZERO, |(at, _)| *at);
+    let resumed = heard
+        .received
+        .iter()
+        .filter(|(at, text)| started + *at > lost_at && text.contains(r#""event":"media""#))
+        .count();
+    assert!(resumed > 10, "audio after the reconnect: {resumed} frames");
+    let call = ended_within(&world.store, &sid(n), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(call.end_reason.as_deref(), Some("stop"));
+    let text = metrics(&world).await;
+    assert!(
+        text.contains(r#"voxrelay_upstream_reconnects_total{outcome="restored"} 1"#),
+        "counted: {text}"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_upstream_closed_mid_answer_reconnects_with_the_conversation() {
+    killed_mid_answer(Fault::Close(6500), 3).await;
+}
+
+#[tokio::test]
+async fn fault_upstream_reset_mid_answer_reconnects_with_the_conversation() {
+    killed_mid_answer(Fault::Reset(6500), 7).await;
+}
+
+#[tokio::test]
+async fn fault_session_expiry_reconnects_and_the_call_goes_on() {
+    // Every session lives 4 s; an 11-second call needs two new ones.
+    let upstream = SimUpstreamConfig {
+        session_lifetime_ms: Some(4000),
+        ..answering_upstream(None)
+    };
+    let mut world = world(upstream, None, Box::new(|_| {})).await;
+    let heard = caller::run(asking_caller(&world, 8, 6000))
+        .await
+        .expect("call runs");
+    let report = world
+        .report_for(&sid(8), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::Stop, "{:#?}", report.timeline);
+    let found = reconnects(&report);
+    assert!(found.len() >= 2, "{:#?}", report.timeline);
+    assert!(
+        found
+            .iter()
+            .all(|(cause, _)| *cause == EndReason::UpstreamClosed),
+        "{found:?}"
+    );
+    let sessions = world.upstream.sessions();
+    no_caller_frame_lost(&sessions, &heard, &report);
+    let expiring = report.timeline.entries().iter().any(
+        |(_, e)| matches!(e, TimelineEvent::UpstreamSession { expires_in_s: Some(s) } if *s <= 4),
+    );
+    assert!(expiring, "expires_at was read: {:#?}", report.timeline);
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn fault_upstream_frozen_mid_call() {
-    // The simulated model answers, then stops reading and writing 1.5 s into the session
-    // (pings go unanswered); the call's upstream leg is dead after 1 s of that.
-    let upstream = SimUpstreamConfig {
-        fault: Some(Fault::StopReading(1500)),
-        ..SimUpstreamConfig::default()
-    };
+    // The first session answers, then stops reading and writing 1.5 s in (pings go
+    // unanswered); the call's upstream leg is dead after 1 s of that and is replaced.
     let mut world = world(
-        upstream,
+        answering_upstream(Some(Fault::StopReading(1500))),
         None,
         Box::new(|c| {
             c.timeouts.upstream_ping_ms = 300;
@@ -176,35 +418,78 @@ async fn fault_upstream_frozen_mid_call() {
         }),
     )
     .await;
-    let mut caller = world.caller(
-        &sid(3),
-        "+15005550006",
-        jfk_speech(Some(1.0)).expect("speech"),
+    let heard = caller::run(asking_caller(&world, 9, 5000))
+        .await
+        .expect("call runs");
+    assert!(
+        heard.events.iter().any(|(_, e)| *e == CallerEvent::Stop),
+        "the caller hung up; the proxy did not"
     );
-    caller.tail_silence_ms = 8000;
-    let heard = caller::run(caller).await.expect("call runs");
+    let report = world
+        .report_for(&sid(9), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::Stop, "{:#?}", report.timeline);
+    let found = reconnects(&report);
+    assert_eq!(
+        found.iter().map(|(cause, _)| *cause).collect::<Vec<_>>(),
+        vec![EndReason::UpstreamSilent],
+        "{:#?}",
+        report.timeline
+    );
+    // The caller's question, asked after the freeze, was heard by the new session.
+    let sessions = world.upstream.sessions();
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions[1].append_events > 0);
+    assert!(
+        sessions[1]
+            .event_types()
+            .iter()
+            .any(|t| t == "response.create"),
+        "the new session answers"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_every_redial_refused_ends_the_call_within_the_budget() {
+    // The first session closes 3 s in; every later handshake is refused (HTTP 503).
+    let upstream = SimUpstreamConfig {
+        accepted_handshakes: Some(1),
+        ..answering_upstream(Some(Fault::Close(3000)))
+    };
+    let mut world = world(upstream, None, Box::new(|c| c.reconnect.budget_ms = 1500)).await;
+    let heard = caller::run(asking_caller(&world, 10, 8000))
+        .await
+        .expect("call runs");
     let closed_at = heard
         .events
         .iter()
         .find_map(|(at, e)| matches!(e, CallerEvent::Closed { .. }).then_some(*at))
         .expect("the proxy ended the call");
     assert!(
-        !heard.events.iter().any(|(_, e)| *e == CallerEvent::Stop),
-        "ended by the proxy before the caller hung up"
-    );
-    assert!(
-        closed_at < Duration::from_secs(6),
-        "a frozen upstream is noticed: closed at {closed_at:?}"
+        closed_at < Duration::from_millis(3000 + 1500 + 1500),
+        "ended within the reconnect budget: {closed_at:?}"
     );
     let report = world
-        .report_for(&sid(3), Duration::from_secs(5))
+        .report_for(&sid(10), Duration::from_secs(5))
         .await
         .expect("report");
-    assert_eq!(report.end_reason.as_str(), "upstream_silent");
-    let call = ended_within(&world.store, &sid(3), Duration::from_secs(5))
+    assert_eq!(report.end_reason, EndReason::UpstreamLost);
+    let failed = report.timeline.entries().iter().find_map(|(_, e)| match e {
+        TimelineEvent::ReconnectFailed {
+            attempts,
+            waited_ms,
+        } => Some((*attempts, *waited_ms)),
+        _ => None,
+    });
+    let (attempts, waited_ms) = failed.expect("the failure is recorded");
+    assert!(attempts >= 2, "redialled with backoff: {attempts}");
+    assert!(waited_ms <= 1600.0, "{waited_ms}");
+    let call = ended_within(&world.store, &sid(10), Duration::from_secs(5))
         .await
         .expect("recorded");
-    assert_eq!(call.end_reason.as_deref(), Some("upstream_silent"));
+    assert_eq!(call.end_reason.as_deref(), Some("upstream_lost"));
     world.stop().await;
 }
 

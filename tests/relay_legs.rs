@@ -41,7 +41,8 @@ async fn tight_world(stall_limit_ms: u64, answer_s: usize, realtime_pace: bool) 
 }
 
 /// A world with this simulated upstream, small leg queues and socket buffers, and the given
-/// stall limit.
+/// stall limit. A lost upstream is not replaced (`reconnect.max_per_call = 0`): these tests are
+/// about how a leg's end is told apart; `tests/faults.rs` has the reconnects.
 async fn world_with(upstream: SimUpstreamConfig, stall_limit_ms: u64) -> World {
     let world = World::start(WorldOptions {
         upstream,
@@ -52,6 +53,7 @@ async fn world_with(upstream: SimUpstreamConfig, stall_limit_ms: u64) -> World {
             c.audio.stall_limit_ms = stall_limit_ms;
             c.server.socket_send_buffer_bytes = SOCKET_BUFFER;
             c.upstream.socket_send_buffer_bytes = SOCKET_BUFFER;
+            c.reconnect.max_per_call = 0;
         })),
     })
     .await

@@ -113,13 +113,19 @@ where
     /// Accepts an audio message read at `received`, unless `limits.audio` audio messages wait
     /// already. Returns false when it was refused: the audio is dropped and will never be sent.
     pub fn audio(&mut self, text: String, received: Instant) -> bool {
+        self.try_audio(text, received).is_ok()
+    }
+
+    /// As [`Leg::audio`], giving the message back when it was refused (so the caller can keep
+    /// it for later instead of dropping it).
+    pub fn try_audio(&mut self, text: String, received: Instant) -> Result<(), String> {
         if self.audio_waiting >= self.limits.audio {
-            return false;
+            return Err(text);
         }
         self.audio_waiting += 1;
         self.queue.push_back(Waiting::Audio(text, received));
         self.peak = self.peak.max(self.queue.len());
-        true
+        Ok(())
     }
 
     /// Accepts a control message. With no control place left the message is not kept and the

@@ -6,15 +6,19 @@
 //! - [`guards`]: the call's guard decisions (sanitizer, echo monitor, leak guard) and policy;
 //! - [`leg`]: the writing half of one socket: direct writes, a bounded queue under backpressure;
 //! - [`playback`]: what the caller heard (marks, playback clock, truncation point);
+//! - [`conversation`]: what was said, as text, to restore it on a new upstream session;
+//! - [`reconnect`]: a lost upstream replaced mid-call (dialer, backoff, held caller audio);
 //! - [`session`]: the task that relays audio and carries out the state machine's commands;
 //! - [`records`]: the one ordered writer of call records, retried while the database is away;
 //! - [`lifecycle`]: the drain (SIGTERM) and the call limits.
 
 pub mod cache;
+pub mod conversation;
 pub mod guards;
 pub mod leg;
 pub mod lifecycle;
 pub mod playback;
+pub mod reconnect;
 pub mod records;
 pub mod registry;
 pub mod service;

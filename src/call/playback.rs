@@ -234,6 +234,12 @@ impl Playback {
         }
     }
 
+    /// Forgets which item is playing (its upstream session is gone): the audio still plays and
+    /// is still cleared by a barge-in, but no truncate can name it.
+    pub fn forget_item(&mut self) {
+        self.item = None;
+    }
+
     /// The item whose audio is being sent, if any.
     pub fn current_item(&self) -> Option<&str> {
         self.item.as_ref().map(|i| i.item_id.as_str())

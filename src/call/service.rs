@@ -275,6 +275,7 @@ impl CallService {
                 upstream_ping: Duration::from_millis(config.timeouts.upstream_ping_ms),
                 upstream_quiet: Duration::from_millis(config.timeouts.upstream_quiet_ms),
             },
+            reconnect: crate::call::reconnect::ReconnectOptions::from(&config.reconnect),
         };
         CallService {
             registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),
@@ -895,6 +896,7 @@ impl CallService {
                 records: Some(self.records.clone()),
                 closing: Some(self.lifecycle.closing()),
                 max_duration: Some(max_duration),
+                dialer: Some(self.dialer()),
             },
             &self.session,
         )
@@ -933,6 +935,18 @@ impl CallService {
     /// [`crate::ops::rules::set`] runs a rule through before it is stored.
     pub fn sanitizer(&self) -> &Sanitizer {
         &self.sanitizer
+    }
+
+    /// What a call redials a lost upstream with: [`CallService::dial`] on the configured
+    /// upstream.
+    pub fn dialer(&self) -> crate::call::reconnect::Dialer {
+        let settings = self.upstream.clone();
+        let metrics = self.metrics.clone();
+        Arc::new(move |session: SessionConfig| {
+            let settings = settings.clone();
+            let metrics = metrics.clone();
+            Box::pin(async move { dial(&settings, &session, &metrics).await })
+        })
     }
 
     /// Dials the upstream for a call and sends its first `session.update`, recording the

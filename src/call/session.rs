@@ -22,22 +22,24 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use tokio::sync::watch;
 
 use axum::extract::ws::{Message as TwMessage, WebSocket};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 
-use crate::call::guards::{self, CallGuards, GuardOutcome};
+use crate::call::conversation::{Conversation, Speaker};
+use crate::call::guards::{self, CallGuards, GuardOutcome, Reaction};
 use crate::call::leg::{Leg, LegFault, LegLimits};
+use crate::call::reconnect::{self, DialFuture, Dialer, HeldAudio, Outage, ReconnectOptions};
 use crate::call::records::{Record, Records};
 use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command, GOODBYE_INSTRUCTIONS};
 use crate::domain::{CallSid, EndReason, RelayLeg, StreamSid};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
-use crate::realtime::upstream::UpstreamSocket;
+use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
 use crate::store::NewCallEvent;
-use crate::telemetry::metrics::{Metrics, RateLimitLabels};
+use crate::telemetry::metrics::{Metrics, RateLimitLabels, ReconnectLabels};
 use crate::telemetry::repeats::Repeats;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::twilio::media::{self as tw, Inbound, Start};
@@ -68,6 +70,8 @@ pub struct SessionOptions {
     pub goodbye_limit: Duration,
     /// How long each peer may stay quiet.
     pub liveness: Liveness,
+    /// What a lost upstream session is answered with (`[reconnect]`).
+    pub reconnect: ReconnectOptions,
 }
 
 /// How long each peer may send nothing mid-call (`[timeouts]`).
@@ -102,6 +106,9 @@ pub struct SessionStart {
     /// The longest the call may last from `started_at`; then it says goodbye and ends
     /// (`max_duration`).
     pub max_duration: Option<Duration>,
+    /// Opens a new upstream session when this one is lost mid-call; `None`: a lost upstream
+    /// ends the call.
+    pub dialer: Option<Dialer>,
 }
 
 struct Session {
@@ -112,8 +119,25 @@ struct Session {
     guards: CallGuards,
     records: Option<Records>,
     twilio_out: TwilioLeg,
-    upstream_out: UpstreamLeg,
+    /// `None` while a lost upstream is being replaced.
+    upstream_out: Option<UpstreamLeg>,
     commands: Vec<Command>,
+    /// What was said, for a restore.
+    conversation: Conversation,
+    /// Caller audio waiting for an upstream leg (during a reconnect, and while the new leg
+    /// catches up).
+    held: HeldAudio,
+    /// Caller audio the upstream session has been sent since its last commit
+    /// (`input_audio_buffer.committed`), kept only when a reconnect is possible: a lost
+    /// session's input buffer goes with it, so these frames are sent again to the next one.
+    uncommitted: Option<HeldAudio>,
+    /// The reconnect in progress.
+    outage: Option<Outage>,
+    /// Reconnects made so far.
+    reconnects: u32,
+    dialer: Option<Dialer>,
+    reconnect: ReconnectOptions,
+    leg_limits: LegLimits,
     metrics: Arc<Metrics>,
     /// When our last `response.create` went out, until its first audio arrives.
     response_requested_at: Option<Instant>,
@@ -205,6 +229,10 @@ enum Wake {
     Closed,
     /// A liveness limit may have come.
     Quiet,
+    /// A redial finished (the socket boxed: it is large, and this is rare).
+    Dialed(Result<Box<UpstreamSocket>, UpstreamError>),
+    /// The backoff before the next redial is over.
+    Redial,
     /// Nobody can signal closing any more.
     ClosingGone,
 }
@@ -223,7 +251,7 @@ fn leg_end(fault: &LegFault, twilio: bool) -> EndReason {
 /// cannot go on.
 fn poll_legs(
     twilio: &mut TwilioLeg,
-    upstream: &mut UpstreamLeg,
+    upstream: Option<&mut UpstreamLeg>,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Result<(), EndReason>> {
     let mut pending = false;
@@ -237,7 +265,9 @@ fn poll_legs(
             Poll::Pending => pending = true,
         }
     }
-    if upstream.needs_write() {
+    if let Some(upstream) = upstream
+        && upstream.needs_write()
+    {
         match upstream.poll_write(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(fault)) => {
@@ -263,7 +293,8 @@ pub async fn run(
     options: &SessionOptions,
 ) -> CallReport {
     let (twilio_sink, mut twilio_stream) = twilio.split();
-    let (upstream_sink, mut upstream_stream) = upstream.split();
+    let (upstream_sink, upstream_stream) = upstream.split();
+    let mut upstream_stream = Some(upstream_stream);
     let twilio_out = Leg::new(
         twilio_sink,
         |t| TwMessage::Text(t.into()),
@@ -313,8 +344,17 @@ pub async fn run(
         guards,
         records: begin.records,
         twilio_out,
-        upstream_out,
+        upstream_out: Some(upstream_out),
         commands: Vec::with_capacity(8),
+        conversation: Conversation::new(),
+        held: HeldAudio::new(options.reconnect.hold_frames),
+        uncommitted: (begin.dialer.is_some() && options.reconnect.max_per_call > 0)
+            .then(|| HeldAudio::new(reconnect::QUIET_RESEND_FRAMES)),
+        outage: None,
+        reconnects: 0,
+        dialer: begin.dialer,
+        reconnect: options.reconnect,
+        leg_limits: options.leg_limits,
         metrics: options.metrics.clone(),
         response_requested_at: None,
         upgrade_sent_at: None,
@@ -336,74 +376,115 @@ pub async fn run(
     let longest = begin
         .max_duration
         .map(|d| tokio::time::Instant::from_std(begin.started_at + d));
+    // A redial in progress, and when the next one may start.
+    let mut dialing: Option<DialFuture> = None;
+    let mut redial_at: Option<tokio::time::Instant> = None;
     let reason = loop {
+        // Held caller audio goes to the upstream leg as it has room, ahead of newer frames.
+        session.send_held();
         // The direct write: whatever the last event queued goes out now, on this task.
         let written = poll_fn(|cx| {
             Poll::Ready(
-                match poll_legs(&mut session.twilio_out, &mut session.upstream_out, cx) {
+                match poll_legs(&mut session.twilio_out, session.upstream_out.as_mut(), cx) {
                     Poll::Ready(Err(reason)) => Err(reason),
                     _ => Ok(()),
                 },
             )
         })
         .await;
-        if let Err(reason) = written {
-            break reason;
-        }
-        let waiting = session.twilio_out.needs_write() || session.upstream_out.needs_write();
-        let stall_deadline = [
-            session.twilio_out.stall_deadline(),
-            session.upstream_out.stall_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(tokio::time::Instant::from_std);
-        let close_due = session.state.close_due();
-        let wake = tokio::select! {
-            message = twilio_stream.next() => Wake::Twilio(message),
-            message = upstream_stream.next() => Wake::Upstream(message),
-            written = poll_fn(|cx| poll_legs(&mut session.twilio_out, &mut session.upstream_out, cx)),
-                if waiting => Wake::Written(written),
-            // A leg that takes nothing faults in `poll_legs` once its limit has passed.
-            _ = tokio::time::sleep_until(stall_deadline.unwrap_or(far)), if stall_deadline.is_some()
-                => Wake::Written(Ok(())),
-            // The drain deadline: say goodbye and end.
-            changed = closing_changed(&mut closing), if closing.is_some() && !session.state.is_closing() => {
-                if changed { Wake::Close(EndReason::Shutdown) } else { Wake::ClosingGone }
+        let flow = match written {
+            Err(reason) => Flow::End(reason),
+            Ok(()) => {
+                let waiting = session.twilio_out.needs_write()
+                    || session.upstream_out.as_ref().is_some_and(Leg::needs_write);
+                let stall_deadline = [
+                    session.twilio_out.stall_deadline(),
+                    session.upstream_out.as_ref().and_then(Leg::stall_deadline),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(tokio::time::Instant::from_std);
+                let close_due = session.state.close_due();
+                let wake = tokio::select! {
+                    message = twilio_stream.next() => Wake::Twilio(message),
+                    message = next_upstream(&mut upstream_stream) => Wake::Upstream(message),
+                    written = poll_fn(|cx| poll_legs(&mut session.twilio_out, session.upstream_out.as_mut(), cx)),
+                        if waiting => Wake::Written(written),
+                    // A leg that takes nothing faults in `poll_legs` once its limit has passed.
+                    _ = tokio::time::sleep_until(stall_deadline.unwrap_or(far)), if stall_deadline.is_some()
+                        => Wake::Written(Ok(())),
+                    dialed = dial_done(&mut dialing), if dialing.is_some() => Wake::Dialed(dialed.map(Box::new)),
+                    _ = tokio::time::sleep_until(redial_at.unwrap_or(far)), if redial_at.is_some()
+                        => Wake::Redial,
+                    // The drain deadline: say goodbye and end.
+                    changed = closing_changed(&mut closing), if closing.is_some() && !session.state.is_closing() => {
+                        if changed { Wake::Close(EndReason::Shutdown) } else { Wake::ClosingGone }
+                    }
+                    _ = tokio::time::sleep_until(longest.unwrap_or(far)),
+                        if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
+                    _ = tokio::time::sleep_until(close_due.map_or(far, |(at, _)| tokio::time::Instant::from_std(at))),
+                        if close_due.is_some() => Wake::Closed,
+                    // One timer per call, not one per message: the limits are looked at each tick.
+                    _ = liveness_tick.tick() => Wake::Quiet,
+                };
+                match wake {
+                    Wake::Twilio(message) => session.on_twilio_message(message),
+                    Wake::Upstream(message) => session.on_upstream_message(message),
+                    Wake::Written(Ok(())) => Flow::Continue,
+                    Wake::Written(Err(reason)) => Flow::End(reason),
+                    Wake::Dialed(result) => {
+                        dialing = None;
+                        match result {
+                            Ok(socket) => {
+                                upstream_stream = Some(session.restore(*socket));
+                                Flow::Continue
+                            }
+                            Err(e) => match session.next_dial(&e) {
+                                Some(wait) => {
+                                    redial_at = Some(tokio::time::Instant::now() + wait);
+                                    Flow::Continue
+                                }
+                                None => Flow::End(EndReason::UpstreamLost),
+                            },
+                        }
+                    }
+                    Wake::Redial => {
+                        redial_at = None;
+                        dialing = session.dial();
+                        Flow::Continue
+                    }
+                    Wake::Close(reason) => {
+                        tracing::info!(call_sid = %session.call_sid, end_reason = %reason,
+                            "the call must end: the model is asked to say goodbye");
+                        session
+                            .state
+                            .close(reason, Instant::now(), &mut session.commands);
+                        session.dispatch();
+                        Flow::Continue
+                    }
+                    Wake::ClosingGone => {
+                        closing = None;
+                        Flow::Continue
+                    }
+                    Wake::Closed => match session.state.close_due() {
+                        Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
+                        _ => Flow::Continue,
+                    },
+                    Wake::Quiet => session.on_liveness_tick(&options.liveness),
+                }
             }
-            _ = tokio::time::sleep_until(longest.unwrap_or(far)),
-                if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
-            _ = tokio::time::sleep_until(close_due.map_or(far, |(at, _)| tokio::time::Instant::from_std(at))),
-                if close_due.is_some() => Wake::Closed,
-            // One timer per call, not one per message: the limits are looked at each tick.
-            _ = liveness_tick.tick() => Wake::Quiet,
-        };
-        let flow = match wake {
-            Wake::Twilio(message) => session.on_twilio_message(message),
-            Wake::Upstream(message) => session.on_upstream_message(message),
-            Wake::Written(Ok(())) => Flow::Continue,
-            Wake::Written(Err(reason)) => Flow::End(reason),
-            Wake::Close(reason) => {
-                tracing::info!(call_sid = %session.call_sid, end_reason = %reason,
-                    "the call must end: the model is asked to say goodbye");
-                session
-                    .state
-                    .close(reason, Instant::now(), &mut session.commands);
-                session.dispatch();
-                Flow::Continue
-            }
-            Wake::ClosingGone => {
-                closing = None;
-                Flow::Continue
-            }
-            Wake::Closed => match session.state.close_due() {
-                Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
-                _ => Flow::Continue,
-            },
-            Wake::Quiet => session.on_liveness_tick(&options.liveness),
         };
         if let Flow::End(reason) = flow {
+            if reason.is_upstream_loss()
+                && session.upstream_out.is_some()
+                && session.may_reconnect()
+            {
+                upstream_stream = None;
+                session.lose_upstream(reason);
+                dialing = session.dial();
+                continue;
+            }
             break reason;
         }
     };
@@ -434,12 +515,21 @@ pub async fn run(
     );
     let upstream_faulted = matches!(
         reason,
-        EndReason::UpstreamError | EndReason::UpstreamStalled | EndReason::UpstreamSilent
+        EndReason::UpstreamError
+            | EndReason::UpstreamStalled
+            | EndReason::UpstreamSilent
+            | EndReason::UpstreamLost
     );
     let peak_twilio = twilio_out.peak_waiting();
-    let peak_upstream = upstream_out.peak_waiting();
+    let peak_upstream = upstream_out.as_ref().map_or(0, Leg::peak_waiting);
+    let close_upstream = async move {
+        if let Some(leg) = upstream_out {
+            leg.close(UpMessage::Close(None), limit(upstream_faulted))
+                .await;
+        }
+    };
     tokio::join!(
-        upstream_out.close(UpMessage::Close(None), limit(upstream_faulted)),
+        close_upstream,
         twilio_out.close(TwMessage::Close(None), limit(twilio_faulted)),
     );
     let (greeting_latency_ms, turn_latencies_ms, mut counters, timeline) = state.into_parts();
@@ -485,11 +575,18 @@ impl Session {
     /// dead peer.
     fn on_liveness_tick(&mut self, limits: &Liveness) -> Flow {
         let now = Instant::now();
+        if self.upstream_out.is_none() {
+            // No upstream to hear from during a reconnect: its clock starts with the new one.
+            self.heard.upstream = now;
+            self.heard.pinged = None;
+        }
         match self.heard.check(limits, now) {
             Quiet::Nothing => Flow::Continue,
             Quiet::Ping => {
                 self.heard.pinged = Some(now);
-                self.upstream_out.frame(UpMessage::Ping(Default::default()));
+                if let Some(leg) = &mut self.upstream_out {
+                    leg.frame(UpMessage::Ping(Default::default()));
+                }
                 Flow::Continue
             }
             Quiet::Dead(reason) => {
@@ -547,10 +644,28 @@ impl Session {
         let received = Instant::now();
         match tw::parse(text) {
             Ok(Inbound::Media { payload, .. }) if tw::is_base64_audio(&payload) => {
-                let queued = self
-                    .upstream_out
-                    .audio(ClientEvent::Append(&payload).to_json(), received);
-                self.state.on_caller_frame(queued);
+                let append = ClientEvent::Append(&payload).to_json();
+                match &mut self.upstream_out {
+                    // Straight through, unless held audio still waits ahead of it.
+                    Some(leg) if self.held.is_empty() => {
+                        if let Some(uncommitted) = &mut self.uncommitted {
+                            uncommitted.push(append.clone());
+                        }
+                        let queued = leg.audio(append, received);
+                        self.state.on_caller_frame(queued);
+                    }
+                    _ => {
+                        if let Some(outage) = &mut self.outage {
+                            outage.held_frames += 1;
+                        }
+                        let kept_all = self.held.push(append);
+                        self.state.on_caller_frame(true);
+                        if !kept_all {
+                            // The oldest held frame went to make room.
+                            self.state.on_held_frame_dropped();
+                        }
+                    }
+                }
             }
             Ok(Inbound::Media { .. }) => {
                 self.state.on_malformed(true);
@@ -609,6 +724,7 @@ impl Session {
                         .audio(tw::media(&self.stream_sid, &delta), now)
                     {
                         let bytes = rt::base64_decoded_len(&delta) as u64;
+                        self.conversation.model_audio(&item_id, bytes);
                         if let Some(name) = self.state.on_audio_queued(&item_id, bytes, now) {
                             self.twilio_out.control(tw::mark(&self.stream_sid, &name));
                         }
@@ -618,6 +734,10 @@ impl Session {
                 }
             }
             ServerEvent::SpeechStarted { .. } => {
+                if let Some(uncommitted) = &mut self.uncommitted {
+                    // The utterance is kept whole until it is committed.
+                    uncommitted.set_cap(self.reconnect.hold_frames);
+                }
                 if self.state.on_speech_started(now, &mut self.commands) {
                     self.dispatch();
                     let reaction = now.elapsed().as_micros() as u64;
@@ -647,7 +767,15 @@ impl Session {
                 );
                 self.dispatch();
             }
-            ServerEvent::OutputTranscriptDone { transcript } => {
+            ServerEvent::OutputTranscriptDelta { item_id, delta } => {
+                self.conversation.model_words(item_id.as_deref(), &delta);
+            }
+            ServerEvent::OutputTranscriptDone {
+                item_id,
+                transcript,
+            } => {
+                self.conversation
+                    .model_said(item_id.as_deref(), &transcript);
                 let outcome = self.guards.model_transcript(&transcript, now);
                 self.state.on_transcript(false, transcript, now);
                 self.guard(outcome, None, now);
@@ -657,6 +785,13 @@ impl Session {
                 transcript,
             } => {
                 let outcome = self.guards.caller_transcript(&transcript, now);
+                // What the guards take out of the model's context stays out of a restore.
+                if !matches!(
+                    outcome.reaction,
+                    Reaction::BlockInjection | Reaction::DropSelfEcho
+                ) {
+                    self.conversation.caller_said(&transcript);
+                }
                 self.state.on_transcript(true, transcript, now);
                 self.guard(outcome, item_id.as_deref(), now);
             }
@@ -666,8 +801,22 @@ impl Session {
                 let outcome = self.guards.caller_transcript_failed();
                 self.guard(outcome, item_id.as_deref(), now);
             }
-            ServerEvent::Error { code, message } => {
+            ServerEvent::Error {
+                kind,
+                code,
+                message,
+            } => {
                 let benign = self.state.on_error(code.as_deref(), now);
+                if rt::ends_session(kind.as_deref(), code.as_deref()) && self.may_reconnect() {
+                    tracing::warn!(call_sid = %self.call_sid, code = code.as_deref().unwrap_or(""),
+                        kind = kind.as_deref().unwrap_or(""), %message,
+                        "upstream error ends the session");
+                    return Flow::End(if code.as_deref() == Some("session_expired") {
+                        EndReason::UpstreamClosed
+                    } else {
+                        EndReason::UpstreamError
+                    });
+                }
                 if benign {
                     tracing::info!(call_sid = %self.call_sid, code = code.as_deref().unwrap_or(""), %message, "benign upstream error");
                 } else {
@@ -705,7 +854,13 @@ impl Session {
                     }
                 }
             }
-            ServerEvent::Committed | ServerEvent::Truncated { .. } | ServerEvent::Other { .. } => {}
+            ServerEvent::Committed => {
+                if let Some(uncommitted) = &mut self.uncommitted {
+                    uncommitted.clear();
+                    uncommitted.set_cap(reconnect::QUIET_RESEND_FRAMES);
+                }
+            }
+            ServerEvent::Truncated { .. } | ServerEvent::Other { .. } => {}
         }
         Flow::Continue
     }
@@ -749,28 +904,33 @@ impl Session {
         self.dispatch();
     }
 
-    /// Sends what the state machine decided, in order.
+    /// Sends what the state machine decided, in order. Upstream messages have nowhere to go
+    /// during a reconnect; the state machine asks for no response then (it owes it to the
+    /// restored session instead), and what else it decides (a truncate, a delete) names items
+    /// of the lost session.
     fn dispatch(&mut self) {
-        for command in self.commands.drain(..) {
-            match command {
-                Command::TwilioClear => self.twilio_out.control(tw::clear(&self.stream_sid)),
+        for command in std::mem::take(&mut self.commands) {
+            let upstream = match command {
+                Command::TwilioClear => {
+                    self.twilio_out.control(tw::clear(&self.stream_sid));
+                    None
+                }
                 Command::TwilioMark(name) => {
-                    self.twilio_out.control(tw::mark(&self.stream_sid, &name))
+                    self.twilio_out.control(tw::mark(&self.stream_sid, &name));
+                    None
                 }
                 Command::ResponseCreate => {
                     self.response_requested_at = Some(Instant::now());
-                    self.upstream_out
-                        .control(ClientEvent::ResponseCreate.to_json())
+                    Some(ClientEvent::ResponseCreate.to_json())
                 }
-                Command::ResponseCancel => self
-                    .upstream_out
-                    .control(ClientEvent::ResponseCancel.to_json()),
+                Command::ResponseCancel => Some(ClientEvent::ResponseCancel.to_json()),
                 Command::Truncate {
                     item_id,
                     audio_end_ms,
                 } => {
                     tracing::info!(call_sid = %self.call_sid, item_id = %item_id, audio_end_ms, "truncate to heard audio");
-                    self.upstream_out.control(
+                    self.conversation.model_cut(&item_id, audio_end_ms);
+                    Some(
                         ClientEvent::Truncate {
                             item_id: &item_id,
                             audio_end_ms,
@@ -778,23 +938,15 @@ impl Session {
                         .to_json(),
                     )
                 }
-                Command::DeleteItem(item_id) => self
-                    .upstream_out
-                    .control(ClientEvent::DeleteItem(&item_id).to_json()),
-                Command::SystemMessage(text) => self
-                    .upstream_out
-                    .control(ClientEvent::SystemMessage(text).to_json()),
+                Command::DeleteItem(item_id) => Some(ClientEvent::DeleteItem(&item_id).to_json()),
+                Command::SystemMessage(text) => Some(ClientEvent::SystemMessage(text).to_json()),
                 Command::SafeResponse => {
                     self.response_requested_at = Some(Instant::now());
-                    self.upstream_out.control(
-                        ClientEvent::ResponseWithInstructions(guards::SAFE_REPLY).to_json(),
-                    )
+                    Some(ClientEvent::ResponseWithInstructions(guards::SAFE_REPLY).to_json())
                 }
                 Command::GoodbyeResponse => {
                     self.response_requested_at = Some(Instant::now());
-                    self.upstream_out.control(
-                        ClientEvent::ResponseWithInstructions(GOODBYE_INSTRUCTIONS).to_json(),
-                    )
+                    Some(ClientEvent::ResponseWithInstructions(GOODBYE_INSTRUCTIONS).to_json())
                 }
                 Command::UpgradeInstructions => {
                     tracing::info!(
@@ -805,12 +957,186 @@ impl Session {
                         "upgrade: session.update with FULL instructions"
                     );
                     self.upgrade_sent_at = Some(Instant::now());
-                    self.upstream_out.control(
-                        ClientEvent::SessionInstructions(&self.setup.prompts.full).to_json(),
-                    )
+                    Some(ClientEvent::SessionInstructions(&self.setup.prompts.full).to_json())
                 }
+            };
+            if let (Some(text), Some(leg)) = (upstream, &mut self.upstream_out) {
+                leg.control(text);
             }
         }
+    }
+
+    /// Whether a lost upstream may be replaced: a dialer, and reconnects left.
+    fn may_reconnect(&self) -> bool {
+        self.dialer.is_some() && self.reconnects < self.reconnect.max_per_call
+    }
+
+    /// The upstream session is lost (`cause`): its leg is closed in the background, caller
+    /// audio is held from now on, and the state machine remembers what the session owed.
+    fn lose_upstream(&mut self, cause: EndReason) {
+        let now = Instant::now();
+        tracing::warn!(call_sid = %self.call_sid, %cause, reconnects = self.reconnects,
+            "upstream session lost: reconnecting with the conversation restored");
+        self.metrics
+            .upstream_reconnects
+            .get_or_create(&ReconnectLabels { outcome: "lost" })
+            .inc();
+        if let Some(leg) = self.upstream_out.take() {
+            tokio::spawn(leg.close(UpMessage::Close(None), FAULTED_CLOSE_LIMIT));
+        }
+        self.conversation.session_ended(self.state.playing(now));
+        self.state.on_upstream_lost(cause, now);
+        self.response_requested_at = None;
+        self.upgrade_sent_at = None;
+        let mut outage = Outage::new(now, cause);
+        if let Some(uncommitted) = &mut self.uncommitted {
+            outage.resent_frames = self.held.resend_first(uncommitted);
+        }
+        self.outage = Some(outage);
+    }
+
+    /// Starts a dial of the new session, limited to what is left of the reconnect budget:
+    /// FULL instructions with the call's voice, VAD and transcription.
+    fn dial(&mut self) -> Option<DialFuture> {
+        let (dialer, outage) = (self.dialer.as_ref()?, self.outage.as_mut()?);
+        outage.attempts += 1;
+        let left = outage
+            .deadline(&self.reconnect)
+            .saturating_duration_since(Instant::now());
+        let mut session = self.setup.session.clone();
+        session.instructions = self.setup.prompts.full.clone();
+        let dial = dialer(session);
+        Some(Box::pin(async move {
+            match tokio::time::timeout(left, dial).await {
+                Ok(result) => result,
+                Err(_) => Err(UpstreamError::Timeout {
+                    url: "(reconnect budget)".into(),
+                    timeout_ms: left.as_millis() as u64,
+                }),
+            }
+        }))
+    }
+
+    /// A redial failed: the wait before the next one, or `None` when the budget is spent
+    /// (recorded; the call ends as [`EndReason::UpstreamLost`]).
+    fn next_dial(&mut self, error: &UpstreamError) -> Option<Duration> {
+        let outage = self.outage?;
+        let now = Instant::now();
+        let wait = reconnect::backoff(outage.attempts + 1);
+        tracing::warn!(call_sid = %self.call_sid, %error, attempts = outage.attempts, "upstream redial failed");
+        if now + wait < outage.deadline(&self.reconnect) {
+            return Some(wait);
+        }
+        let waited_ms = now.saturating_duration_since(outage.since).as_secs_f64() * 1000.0;
+        tracing::error!(call_sid = %self.call_sid, attempts = outage.attempts, waited_ms,
+            "no new upstream session within the reconnect budget: the call ends");
+        self.metrics
+            .upstream_reconnects
+            .get_or_create(&ReconnectLabels { outcome: "failed" })
+            .inc();
+        self.state.record(
+            TimelineEvent::ReconnectFailed {
+                attempts: outage.attempts,
+                waited_ms,
+            },
+            now,
+        );
+        None
+    }
+
+    /// A new session is open (its `session.update` with FULL sent by the dialer): the
+    /// conversation is replayed, the held audio follows, then the response the lost session
+    /// owed. Returns the new session's reading half.
+    fn restore(&mut self, socket: UpstreamSocket) -> SplitStream<UpstreamSocket> {
+        let now = Instant::now();
+        let (sink, stream) = socket.split();
+        let mut leg = Leg::new(
+            sink,
+            |t| UpMessage::Text(t.into()),
+            self.leg_limits,
+            self.metrics.relay_leg(RelayLeg::TwilioToUpstream),
+        );
+        let replay = self.conversation.replay(self.reconnect.restore_tokens);
+        for turn in &replay {
+            leg.control(match turn.speaker {
+                Speaker::Caller => ClientEvent::UserText(&turn.text).to_json(),
+                Speaker::Model => ClientEvent::AssistantText(&turn.text).to_json(),
+            });
+        }
+        self.upstream_out = Some(leg);
+        self.heard = Heard {
+            upstream: now,
+            pinged: None,
+            ..self.heard
+        };
+        self.reconnects += 1;
+        let outage = self
+            .outage
+            .take()
+            .unwrap_or(Outage::new(now, EndReason::UpstreamError));
+        let gap = now.saturating_duration_since(outage.since);
+        self.metrics.upstream_reconnect.observe(gap.as_secs_f64());
+        self.metrics
+            .upstream_reconnects
+            .get_or_create(&ReconnectLabels {
+                outcome: "restored",
+            })
+            .inc();
+        let gap_ms = gap.as_secs_f64() * 1000.0;
+        tracing::info!(call_sid = %self.call_sid, gap_ms, attempts = outage.attempts,
+            replayed = replay.len(), held = self.held.len(), "upstream session restored");
+        self.state.record(
+            TimelineEvent::Reconnected {
+                gap_ms,
+                attempts: outage.attempts,
+                replayed: replay.len(),
+                held_frames: outage.held_frames,
+                resent_frames: outage.resent_frames,
+            },
+            now,
+        );
+        // The held audio goes before the response is asked for, so the model hears the
+        // caller's words first.
+        self.send_held();
+        self.state.on_upstream_restored(now, &mut self.commands);
+        self.dispatch();
+        stream
+    }
+
+    /// Moves held caller audio into the upstream leg while it has room.
+    fn send_held(&mut self) {
+        let Some(leg) = &mut self.upstream_out else {
+            return;
+        };
+        let now = Instant::now();
+        while let Some(frame) = self.held.pop() {
+            let copy = self.uncommitted.as_ref().map(|_| frame.clone());
+            if let Err(frame) = leg.try_audio(frame, now) {
+                self.held.put_back(frame);
+                break;
+            }
+            if let (Some(uncommitted), Some(copy)) = (&mut self.uncommitted, copy) {
+                uncommitted.push(copy);
+            }
+        }
+    }
+}
+
+/// The next message of the upstream's reading half; never, while there is none.
+async fn next_upstream(
+    stream: &mut Option<SplitStream<UpstreamSocket>>,
+) -> Option<Result<UpMessage, tokio_tungstenite::tungstenite::Error>> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The result of the redial in progress; never, while there is none.
+async fn dial_done(dialing: &mut Option<DialFuture>) -> Result<UpstreamSocket, UpstreamError> {
+    match dialing {
+        Some(dial) => dial.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

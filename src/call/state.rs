@@ -133,6 +133,12 @@ pub struct CallState {
     counters: CallCounters,
     timeline: Timeline,
     closing: Option<Closing>,
+    /// The response to ask for again once a new upstream session is restored: the one in
+    /// progress, asked for or queued when the last session was lost.
+    after_restore: Option<ResponseKind>,
+    /// The upstream session is lost and not yet replaced: responses asked for are owed to the
+    /// next one.
+    upstream_down: bool,
 }
 
 impl CallState {
@@ -153,6 +159,8 @@ impl CallState {
             counters: CallCounters::default(),
             timeline: Timeline::new(started),
             closing: None,
+            after_restore: None,
+            upstream_down: false,
         }
     }
 
@@ -164,6 +172,17 @@ impl CallState {
             if kind != ResponseKind::Goodbye || closing.goodbye_sent {
                 return;
             }
+        }
+        if self.upstream_down {
+            // Owed to the restored session; a goodbye or a safe reply is never downgraded.
+            if !matches!(
+                self.after_restore,
+                Some(ResponseKind::Safe | ResponseKind::Goodbye)
+            ) || kind == ResponseKind::Goodbye
+            {
+                self.after_restore = Some(kind);
+            }
+            return;
         }
         if self.response == ResponseState::Idle {
             self.response = ResponseState::Requested;
@@ -226,6 +245,64 @@ impl CallState {
             limit
         };
         Some((due, closing.reason))
+    }
+
+    /// The upstream session was lost at `now`. Whatever it was doing is gone with it: a response
+    /// in progress, asked for or queued is remembered and asked for again by
+    /// [`CallState::on_upstream_restored`]; the item ids it gave mean nothing to the next
+    /// session, so a barge-in on audio still playing clears Twilio but truncates nothing.
+    pub fn on_upstream_lost(&mut self, cause: EndReason, now: Instant) {
+        let in_flight = match self.response {
+            ResponseState::Idle => None,
+            ResponseState::Requested | ResponseState::Active(_) => Some(ResponseKind::Plain),
+        };
+        let mut wanted = self.queued.take().or(in_flight);
+        if let Some(closing) = &mut self.closing
+            && closing.goodbye_sent
+            && !closing.goodbye_done
+        {
+            // The goodbye did not finish: it is asked for again on the new session.
+            closing.goodbye_sent = false;
+            closing.goodbye_id = None;
+            wanted = Some(ResponseKind::Goodbye);
+        }
+        self.after_restore = wanted;
+        self.upstream_down = true;
+        self.response = ResponseState::Idle;
+        self.muted_response = None;
+        self.playback.forget_item();
+        self.timeline
+            .push(now, TimelineEvent::UpstreamLost { cause });
+    }
+
+    /// A new upstream session was restored (it was configured with the FULL instructions, so
+    /// no upgrade is due): the response the lost session owed is asked for.
+    pub fn on_upstream_restored(&mut self, now: Instant, out: &mut Vec<Command>) {
+        self.upstream_down = false;
+        if !self.upgraded {
+            self.upgraded = true;
+            self.timeline.push(
+                now,
+                TimelineEvent::Upgraded {
+                    full_tokens: self.settings.full_tokens,
+                },
+            );
+        }
+        if let Some(kind) = self.after_restore.take() {
+            self.request_response(kind, out);
+        }
+    }
+
+    /// The response a restore will ask for, if any.
+    pub fn owed_after_restore(&self) -> bool {
+        self.after_restore.is_some()
+    }
+
+    /// The item playing to the caller and the ms of it heard at `now`, if any.
+    pub fn playing(&self, now: Instant) -> Option<(&str, u64)> {
+        self.playback
+            .current_item()
+            .map(|item| (item, self.playback.heard_ms(now)))
     }
 
     /// The stream started: greet.
@@ -294,6 +371,13 @@ impl CallState {
         } else {
             self.counters.dropped_in += 1;
         }
+    }
+
+    /// A held caller frame (counted as in when it was held) had to go to make room during a
+    /// reconnect: it counts as dropped instead.
+    pub fn on_held_frame_dropped(&mut self) {
+        self.counters.frames_in = self.counters.frames_in.saturating_sub(1);
+        self.counters.dropped_in += 1;
     }
 
     /// The response's audio is complete: mark its tail so playback tracking covers it.
@@ -867,5 +951,42 @@ mod tests {
         let (_, _, counters, _) = s.into_parts();
         assert_eq!(counters.dropped_out, 20);
         assert_eq!(counters.frames_out, 10);
+    }
+
+    #[test]
+    fn an_answer_lost_with_the_upstream_is_asked_for_again_once_restored() {
+        let (mut s, t0) = greeting_playing(true, 3000);
+        let mut out = Vec::new();
+        s.on_upstream_lost(EndReason::UpstreamClosed, t0 + ms(500));
+        assert!(s.owed_after_restore());
+        // While down, a new request is owed, not sent.
+        s.on_speech_stopped(t0 + ms(600));
+        s.apply_reaction(&Reaction::AllowTurn, Some("item_2"), t0 + ms(700), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // A barge-in on audio of the lost session truncates nothing.
+        s.on_speech_started(t0 + ms(800), &mut out);
+        assert!(
+            !out.iter().any(|c| matches!(c, Command::Truncate { .. })),
+            "{out:?}"
+        );
+        out.clear();
+        s.on_upstream_restored(t0 + ms(900), &mut out);
+        assert_eq!(out, vec![Command::ResponseCreate]);
+        assert!(
+            s.upgraded(),
+            "the restored session has the FULL instructions"
+        );
+        assert!(!s.owed_after_restore());
+    }
+
+    #[test]
+    fn nothing_is_asked_for_when_the_upstream_was_idle() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        s.on_upstream_lost(EndReason::UpstreamError, t0);
+        assert!(!s.owed_after_restore());
+        s.on_upstream_restored(t0 + ms(100), &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 }

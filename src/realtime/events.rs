@@ -66,6 +66,12 @@ pub enum ClientEvent<'a> {
     DeleteItem(&'a str),
     /// `conversation.item.create` of a system message (`input_text` content).
     SystemMessage(&'a str),
+    /// `conversation.item.create` of a caller turn as text (`role: user`, `input_text`
+    /// content): the conversation replayed into a new session.
+    UserText(&'a str),
+    /// `conversation.item.create` of a model turn as text (`role: assistant`, `output_text`
+    /// content; assistant audio cannot be injected: `shared/protocol/openai-realtime.md` §2.3).
+    AssistantText(&'a str),
     /// `conversation.item.truncate`: cut an assistant audio item at `audio_end_ms` (what the
     /// caller heard), which also drops the unheard transcript from the model's context.
     Truncate {
@@ -204,6 +210,20 @@ fn typed<T: Serialize>(kind: &'static str, body: T) -> String {
     .unwrap_or_default()
 }
 
+/// `conversation.item.create` of a message with one text part.
+fn message_item(role: &'static str, kind: &'static str, text: &str) -> String {
+    typed(
+        "conversation.item.create",
+        ItemBody {
+            item: MessageItem {
+                kind: "message",
+                role,
+                content: [InputText { kind, text }],
+            },
+        },
+    )
+}
+
 impl ClientEvent<'_> {
     /// The event's JSON text frame.
     pub fn to_json(&self) -> String {
@@ -275,6 +295,8 @@ impl ClientEvent<'_> {
                     },
                 },
             ),
+            ClientEvent::UserText(text) => message_item("user", "input_text", text),
+            ClientEvent::AssistantText(text) => message_item("assistant", "output_text", text),
             ClientEvent::Truncate {
                 item_id,
                 audio_end_ms,
@@ -341,8 +363,17 @@ pub enum ServerEvent<'a> {
         /// The assistant item.
         item_id: Option<String>,
     },
+    /// `response.output_audio_transcript.delta`: the next words of what the model is saying.
+    OutputTranscriptDelta {
+        /// The assistant item.
+        item_id: Option<String>,
+        /// The words, borrowed from the frame when it had no escapes.
+        delta: Cow<'a, str>,
+    },
     /// `response.output_audio_transcript.done`: what the model said, as text.
     OutputTranscriptDone {
+        /// The assistant item.
+        item_id: Option<String>,
         /// The transcript.
         transcript: String,
     },
@@ -376,6 +407,8 @@ pub enum ServerEvent<'a> {
     },
     /// `error`: most are recoverable and the socket stays open.
     Error {
+        /// `error.type`, e.g. `invalid_request_error` or `server_error`.
+        kind: Option<String>,
         /// `error.code`, e.g. `response_cancel_not_active` (nullable on the wire).
         code: Option<String>,
         /// `error.message`.
@@ -508,6 +541,8 @@ struct RawResponse {
 
 #[derive(Deserialize)]
 struct RawError {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -573,7 +608,12 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
         "response.output_audio.done" => ServerEvent::AudioDone {
             item_id: raw.item_id,
         },
+        "response.output_audio_transcript.delta" => ServerEvent::OutputTranscriptDelta {
+            item_id: raw.item_id,
+            delta: raw.delta.unwrap_or_default(),
+        },
         "response.output_audio_transcript.done" => ServerEvent::OutputTranscriptDone {
+            item_id: raw.item_id,
             transcript: raw.transcript.unwrap_or_default(),
         },
         "conversation.item.input_audio_transcription.completed" => {
@@ -599,11 +639,15 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
         },
         "session.updated" => ServerEvent::SessionUpdated,
         "error" => {
-            let (code, message) = match raw.error {
-                Some(e) => (e.code, e.message.unwrap_or_default()),
-                None => (None, String::new()),
+            let (kind, code, message) = match raw.error {
+                Some(e) => (e.kind, e.code, e.message.unwrap_or_default()),
+                None => (None, None, String::new()),
             };
-            ServerEvent::Error { code, message }
+            ServerEvent::Error {
+                kind,
+                code,
+                message,
+            }
         }
         _ => ServerEvent::Other { kind: raw.kind },
     })
@@ -616,6 +660,18 @@ pub const BENIGN_ERROR_CODES: [&str; 3] = [
     "conversation_already_has_active_response",
     "input_audio_buffer_commit_empty",
 ];
+
+/// Error codes after which the server keeps no session: it closes the socket (1001 after
+/// `session_expired`, `shared/protocol/openai-realtime.md` §0 fact 9). An `error` of type
+/// `server_error` counts as one too: the proxy does not wait to learn whether the session
+/// survived it, it moves the call to a new session with the conversation restored.
+pub const SESSION_ENDING_ERROR_CODES: [&str; 1] = ["session_expired"];
+
+/// Whether an `error` with this `error.type` and `error.code` ends the upstream session
+/// ([`SESSION_ENDING_ERROR_CODES`], or type `server_error`).
+pub fn ends_session(kind: Option<&str>, code: Option<&str>) -> bool {
+    kind == Some("server_error") || code.is_some_and(|c| SESSION_ENDING_ERROR_CODES.contains(&c))
+}
 
 /// Bytes of audio in a base64 string, without decoding it (3 bytes per 4 characters, less
 /// padding).
@@ -717,6 +773,14 @@ mod tests {
             r#"{"type":"conversation.item.create","item":{"type":"message","role":"system","content":[{"type":"input_text","text":"Stay in role."}]}}"#
         );
         assert_eq!(
+            ClientEvent::UserText("I need a cleaning.").to_json(),
+            r#"{"type":"conversation.item.create","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"I need a cleaning."}]}}"#
+        );
+        assert_eq!(
+            ClientEvent::AssistantText("Tuesday at nine?").to_json(),
+            r#"{"type":"conversation.item.create","item":{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Tuesday at nine?"}]}}"#
+        );
+        assert_eq!(
             ClientEvent::ResponseWithInstructions("Be safe.").to_json(),
             r#"{"type":"response.create","response":{"instructions":"Be safe."}}"#
         );
@@ -745,6 +809,7 @@ mod tests {
         assert_eq!(
             parse(err).ok(),
             Some(ServerEvent::Error {
+                kind: Some("invalid_request_error".into()),
                 code: Some("response_cancel_not_active".into()),
                 message: "Cancellation failed: no active response found".into()
             })

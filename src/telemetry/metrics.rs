@@ -112,6 +112,14 @@ pub struct RateLimitLabels {
     pub name: &'static str,
 }
 
+/// What became of a lost upstream session.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconnectLabels {
+    /// `lost` (a reconnect began), `restored` (a new session took over) or `failed` (none
+    /// within the budget; the call ended).
+    pub outcome: &'static str,
+}
+
 /// An alert by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -189,6 +197,11 @@ pub struct Metrics {
     /// What the upstream's last `rate_limits.updated` left of each limit (requests or
     /// tokens in its window), as seen by the call that read it last.
     pub upstream_rate_limit_remaining: Family<RateLimitLabels, Gauge>,
+    /// Lost upstream sessions mid-call, by what became of them.
+    pub upstream_reconnects: Family<ReconnectLabels, Counter>,
+    /// A lost upstream session → the new one restored (conversation replayed, held caller
+    /// audio on its way), seconds.
+    pub upstream_reconnect: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -233,6 +246,8 @@ impl Metrics {
             alerts: Family::default(),
             http_connections_shed: Family::default(),
             upstream_rate_limit_remaining: Family::default(),
+            upstream_reconnects: Family::default(),
+            upstream_reconnect: voice_histogram(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -352,6 +367,16 @@ impl Metrics {
             "upstream_rate_limit_remaining",
             "What the upstream's last rate_limits.updated left of each limit (requests or tokens in its window)",
             m.upstream_rate_limit_remaining.clone(),
+        );
+        r.register(
+            "upstream_reconnects",
+            "Upstream sessions lost mid-call, by outcome (lost, restored, failed)",
+            m.upstream_reconnects.clone(),
+        );
+        r.register(
+            "upstream_reconnect_seconds",
+            "A lost upstream session to the new one restored with the conversation replayed",
+            m.upstream_reconnect.clone(),
         );
         Metrics { registry, ..m }
     }

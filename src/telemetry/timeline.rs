@@ -117,6 +117,33 @@ pub enum TimelineEvent {
         /// it said.
         expires_in_s: Option<i64>,
     },
+    /// The upstream session was lost mid-call; a reconnect begins (caller audio is held).
+    UpstreamLost {
+        /// What lost it, as the end reason the call would have had without a reconnect.
+        cause: crate::domain::EndReason,
+    },
+    /// A new upstream session took over: configured with FULL, the conversation replayed,
+    /// the held caller audio on its way.
+    Reconnected {
+        /// From the loss to the restore sent on the new session, ms.
+        gap_ms: f64,
+        /// Dials it took (1 when the first succeeded).
+        attempts: u32,
+        /// Conversation items replayed.
+        replayed: usize,
+        /// Caller frames held during the gap and sent after the restore.
+        held_frames: usize,
+        /// Caller frames the lost session had been sent but not committed, sent again (its
+        /// input audio buffer went with it).
+        resent_frames: usize,
+    },
+    /// No new upstream session could be had within the reconnect budget: the call ends.
+    ReconnectFailed {
+        /// Dials tried.
+        attempts: u32,
+        /// From the loss to giving up, ms.
+        waited_ms: f64,
+    },
     /// The call is closing on purpose (drain deadline, longest duration): the model was asked
     /// to say goodbye.
     Closing {
@@ -245,6 +272,30 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::UpstreamSession { expires_in_s: None } => {
                 write!(f, "upstream session created")
             }
+            TimelineEvent::UpstreamLost { cause } => {
+                write!(
+                    f,
+                    "upstream lost ({cause}): reconnecting, caller audio held"
+                )
+            }
+            TimelineEvent::Reconnected {
+                gap_ms,
+                attempts,
+                replayed,
+                held_frames,
+                resent_frames,
+            } => write!(
+                f,
+                "reconnected after {gap_ms:.0} ms ({attempts} dial(s)): {replayed} item(s) \
+                 replayed, {held_frames} held and {resent_frames} uncommitted frame(s) sent"
+            ),
+            TimelineEvent::ReconnectFailed {
+                attempts,
+                waited_ms,
+            } => write!(
+                f,
+                "reconnect failed after {waited_ms:.0} ms ({attempts} dial(s))"
+            ),
             TimelineEvent::Ended { reason } => write!(f, "call ended ({reason})"),
         }
     }

@@ -15,6 +15,10 @@ pub struct SimUpstreamArgs {
     /// Delay before completing each WebSocket handshake, in ms.
     #[arg(long = "connect-delay-ms", value_name = "MS", default_value_t = 0)]
     pub connect_delay_ms: u64,
+    /// Session lifetime, in ms: `expires_at` this far ahead, then `session_expired` and close
+    /// 1001 (the live service's limit is an hour).
+    #[arg(long = "session-lifetime-ms", value_name = "MS")]
+    pub session_lifetime_ms: Option<u64>,
     /// Send each response's audio as fast as possible instead of at real-time pace.
     #[arg(long)]
     pub fast: bool,
@@ -90,6 +94,9 @@ impl SimUpstreamArgs {
             dialect: self.dialect,
             keep_logs: !self.echo,
             fault: None,
+            faulty_connections: None,
+            session_lifetime_ms: self.session_lifetime_ms,
+            accepted_handshakes: None,
             recv_buffer_bytes: None,
         };
         Ok((self.listen, config))

@@ -49,9 +49,21 @@ pub struct SimUpstreamConfig {
     /// Keep every client event in [`SimUpstream::sessions`]. Default true; a load test turns it
     /// off so memory and the shared lock do not grow with traffic.
     pub keep_logs: bool,
-    /// A fault every connection suffers, timed from its handshake (for the tests of how a call
-    /// ends). Default `None`.
+    /// A fault connections suffer, timed from their handshake (for the tests of how a call
+    /// ends and how it survives). Default `None`.
     pub fault: Option<Fault>,
+    /// How many connections [`SimUpstreamConfig::fault`] hits, counted from the first one
+    /// accepted: `Some(1)` kills the first session and lets a redial work. Default `None`
+    /// (every connection).
+    pub faulty_connections: Option<usize>,
+    /// The session lifetime, ms: `session.created` reports `expires_at` this far ahead (in whole
+    /// seconds, rounded up) and, at it, the server sends `error` `session_expired` and closes
+    /// with 1001, as the live service does at its 60-minute limit. Default `None` (an hour, and
+    /// no expiry enforced).
+    pub session_lifetime_ms: Option<u64>,
+    /// How many WebSocket handshakes succeed; later ones get HTTP 503 (a provider outage that
+    /// begins after the first N sessions). Default `None` (all).
+    pub accepted_handshakes: Option<usize>,
     /// SO_RCVBUF of accepted sockets, bytes (a small one makes a server that stops reading
     /// push back on the client quickly); `None` leaves the kernel's own sizing.
     pub recv_buffer_bytes: Option<usize>,
@@ -66,6 +78,9 @@ pub enum Fault {
     Reset(u64),
     /// The server stops reading and writing, holding the connection open.
     StopReading(u64),
+    /// The server ends the session as at its time limit: `error` with type
+    /// `invalid_request_error` and code `session_expired`, then close 1001.
+    Expire(u64),
 }
 
 /// Length of the greeting in echo mode without `--clip`, ms.
@@ -119,6 +134,9 @@ impl Default for SimUpstreamConfig {
             dialect: Dialect::Ga,
             keep_logs: true,
             fault: None,
+            faulty_connections: None,
+            session_lifetime_ms: None,
+            accepted_handshakes: None,
             recv_buffer_bytes: None,
         }
     }

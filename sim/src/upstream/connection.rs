@@ -191,7 +191,12 @@ impl Connection {
                 .ok()
         });
         let vad_config = shared.config.vad;
-        let session = initial_session(number, model.as_deref(), &vad_config);
+        let session = initial_session(
+            number,
+            model.as_deref(),
+            &vad_config,
+            shared.config.session_lifetime_ms,
+        );
         Connection {
             out: Outbox {
                 ws,
@@ -235,11 +240,26 @@ impl Connection {
         self.out
             .send(json!({"type": "session.created", "session": session}))
             .await?;
-        let fault = self.config().fault.map(|f| match f {
-            Fault::Close(ms) | Fault::Reset(ms) | Fault::StopReading(ms) => {
+        let faulty = self
+            .config()
+            .faulty_connections
+            .is_none_or(|n| self.out.connection <= n);
+        let fault = self.config().fault.filter(|_| faulty).map(|f| match f {
+            Fault::Close(ms) | Fault::Reset(ms) | Fault::StopReading(ms) | Fault::Expire(ms) => {
                 (f, Instant::now() + Duration::from_millis(ms))
             }
         });
+        // The session's own limit comes first when it is sooner than the fault.
+        let fault = match (fault, self.config().session_lifetime_ms) {
+            (Some((f, at)), Some(ms)) if at <= Instant::now() + Duration::from_millis(ms) => {
+                Some((f, at))
+            }
+            (_, Some(ms)) => Some((
+                Fault::Expire(ms),
+                Instant::now() + Duration::from_millis(ms),
+            )),
+            (fault, None) => fault,
+        };
         loop {
             let due = self.response.as_ref().map(|r| r.next_at);
             let transcription_due = self.pending_transcriptions.front().map(|(at, _)| *at);
@@ -256,6 +276,23 @@ impl Connection {
                         }
                         // Dropping the socket ends the TCP connection without a close frame.
                         Some(Fault::Reset(_)) => return Ok(()),
+                        Some(Fault::Expire(_)) => {
+                            self.out
+                                .error(
+                                    None,
+                                    "session_expired",
+                                    "Your session hit the maximum duration of 60 minutes.",
+                                    None,
+                                )
+                                .await?;
+                            let frame = CloseFrame {
+                                code: CloseCode::Away,
+                                reason: "Your session hit the maximum duration of 60 minutes."
+                                    .into(),
+                            };
+                            let _ = self.out.ws.send(Message::Close(Some(frame))).await;
+                            return Ok(());
+                        }
                         _ => {
                             stopped(shutdown).await;
                             return Ok(());

@@ -23,6 +23,10 @@
 //! - Handles barge-in (`interrupt_response`), `response.cancel`, `conversation.item.truncate`
 //!   (checked against the audio actually sent), `conversation.item.create|delete|retrieve`,
 //!   `input_audio_buffer.commit|clear`, and answers unknown or malformed events with `error`.
+//! - Ends sessions on cue ([`Fault`], on every connection or the first N): a close 1011, a TCP
+//!   reset, a freeze, or the time limit (`error` `session_expired`, close 1001), which
+//!   `session_lifetime_ms` also sets for every session, with `expires_at` to match; and an
+//!   outage (`accepted_handshakes`: handshakes past the first N get HTTP 503).
 //!
 //! Use: [`SimUpstream::start`] with a [`SimUpstreamConfig`] (port 0 for tests), point the relay at
 //! [`SimUpstream::url`], then read what the relay sent from [`SimUpstream::sessions`] and the
@@ -110,6 +114,8 @@ struct Shared {
     /// WebSocket handshakes completed (connections that reached `session.created` or the beta
     /// refusal).
     connections: AtomicUsize,
+    /// WebSocket handshake requests seen on the Realtime path (refused ones included).
+    handshakes: AtomicUsize,
     /// One log per completed handshake, in handshake order; a connection writes only its own.
     sessions: Mutex<Vec<SessionLog>>,
 }
@@ -156,6 +162,7 @@ impl SimUpstream {
         let shared = Arc::new(Shared {
             config,
             connections: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
             sessions: Mutex::new(Vec::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -288,6 +295,12 @@ async fn serve_connection(
                 request.uri().path()
             )));
             *refused.status_mut() = StatusCode::NOT_FOUND;
+            return Err(refused);
+        }
+        let seen = shared.handshakes.fetch_add(1, Ordering::SeqCst) + 1;
+        if shared.config.accepted_handshakes.is_some_and(|n| seen > n) {
+            let mut refused = ErrorResponse::new(Some("simulated outage".to_string()));
+            *refused.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             return Err(refused);
         }
         handshake.model = request.uri().query().and_then(|query| {

@@ -5,12 +5,17 @@
 use super::*;
 
 /// The GA session object of `session.created`: the service defaults, with the simulator's VAD
-/// defaults for silence and padding.
-pub(super) fn initial_session(number: usize, model: Option<&str>, vad: &VadConfig) -> Value {
+/// defaults for silence and padding; `expires_at` is `lifetime_ms` ahead (default an hour).
+pub(super) fn initial_session(
+    number: usize,
+    model: Option<&str>,
+    vad: &VadConfig,
+    lifetime_ms: Option<u64>,
+) -> Value {
     let expires_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-        + 3600;
+        + lifetime_ms.map_or(3600, |ms| ms.div_ceil(1000));
     json!({
         "type": "realtime",
         "object": "realtime.session",
@@ -300,7 +305,7 @@ mod tests {
 
     #[test]
     fn a_format_change_replaces_the_old_format_and_a_vad_change_merges() {
-        let mut session = initial_session(1, None, &VadConfig::default());
+        let mut session = initial_session(1, None, &VadConfig::default(), None);
         let patch = json!({
             "type": "realtime",
             "instructions": "Be brief.",
@@ -327,8 +332,22 @@ mod tests {
     }
 
     #[test]
+    fn expires_at_follows_the_session_lifetime() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let at = |lifetime| {
+            initial_session(1, None, &VadConfig::default(), lifetime)["expires_at"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        assert!((now + 20..=now + 21).contains(&at(Some(19_500))));
+        assert!((now + 3600..=now + 3601).contains(&at(None)));
+    }
+
+    #[test]
     fn beta_shaped_and_unknown_session_fields_are_refused() {
-        let session = initial_session(1, None, &VadConfig::default());
+        let session = initial_session(1, None, &VadConfig::default(), None);
         for (patch, param) in [
             (
                 json!({"type": "realtime", "temperature": 0.8}),
@@ -354,7 +373,7 @@ mod tests {
     #[test]
     fn turning_vad_back_on_fills_in_its_defaults() {
         let vad = VadConfig::default();
-        let mut session = initial_session(1, None, &vad);
+        let mut session = initial_session(1, None, &vad, None);
         merge(
             &mut session,
             &json!({"audio": {"input": {"turn_detection": null}}}),
