@@ -20,12 +20,15 @@
 //! `--to`, and `--proxy-pid` for its CPU and memory); the upstream that proxy uses is its own
 //! business, e.g. `voxrelay sim-upstream --echo`.
 //!
+//! `voxrelay-loadtest reconnect` measures mid-call reconnects instead (`reconnect.rs`).
+//!
 //! Every loop is bounded in count and time and every address is loopback unless `--proxy`
 //! names another one.
 
 mod call;
 mod floor;
 mod proxy;
+mod reconnect;
 mod stamp;
 
 use std::net::SocketAddr;
@@ -69,6 +72,9 @@ enum Command {
         #[arg(long)]
         upstream: String,
     },
+    /// Measure mid-call reconnects: every upstream session is closed a few seconds in, and the
+    /// gap until the call's new session is restored is compared with a bare dial.
+    Reconnect(reconnect::ReconnectArgs),
 }
 
 /// What carries the calls.
@@ -230,6 +236,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Floor { listen, upstream }) => {
             runtime.block_on(floor::serve(listen, upstream))
         }
+        Some(Command::Reconnect(args)) => runtime.block_on(reconnect::run(args)),
         None if cli.run.floor => {
             let proxy = runtime.block_on(run(cli.run.clone(), Relay::Proxy))?;
             let floor = runtime.block_on(run(cli.run.clone(), Relay::Floor))?;

@@ -1,6 +1,7 @@
 //! The load generator end to end, small: three calls through a proxy it starts itself, with the
 //! simulated upstream in echo mode. Every call streams, every stamped frame comes back, and the
 //! report carries the proxy's own figures.
+//! The `reconnect` measurement, small: two calls that lose their upstream sessions.
 
 use std::process::Command;
 
@@ -105,4 +106,38 @@ fn out_of_range_options_are_refused_with_a_message() {
     let (ok, _, output) = run(&["--calls", "1", "--barge-in-rate", "2"]);
     assert!(!ok);
     assert!(output.contains("--barge-in-rate"), "{output}");
+}
+
+#[test]
+fn reconnects_are_measured_against_a_bare_dial_and_lose_no_caller_frame() {
+    let (ok, r, output) = run(&[
+        "reconnect",
+        "--calls",
+        "2",
+        "--duration",
+        "7",
+        "--ramp",
+        "0.2",
+        "--fault-ms",
+        "3000",
+        "--connect-delay-ms",
+        "50",
+    ]);
+    assert!(ok, "{output}");
+    assert_eq!(r["calls_ended_by_caller"], 2, "{output}");
+    assert_eq!(r["reconnects_failed"], 0, "{output}");
+    // Each call loses its session at 3 s and again at about 6 s.
+    let reconnects = r["reconnects"].as_u64().expect("reconnects");
+    assert!((2..=4).contains(&reconnects), "{output}");
+    assert_eq!(r["gap_ms"]["count"], reconnects, "{output}");
+    let gap = r["gap_ms"]["p50"].as_f64().expect("gap");
+    assert!(
+        gap >= 50.0,
+        "a redial costs at least the handshake: {output}"
+    );
+    assert_eq!(r["floor_ms"]["count"], 2, "{output}");
+    assert_eq!(r["caller_frames_dropped"], 0, "{output}");
+    let sent = r["caller_frames_sent"].as_u64().expect("sent");
+    let received = r["frames_received_by_sessions"].as_u64().expect("received");
+    assert!(sent > 500 && received >= sent, "{output}");
 }
