@@ -318,6 +318,10 @@ pub struct ReconnectConfig {
     /// The conversation so far is replayed into the new session as text items, newest first,
     /// up to this many tokens (o200k_base). Default 2000.
     pub restore_tokens: usize,
+    /// A reconnect still going this long plays the caller the hold clip of the business's
+    /// language ("one moment, please", `assets/audio/hold/`), once per reconnect, ms; 0: never.
+    /// Default 700.
+    pub hold_audio_after_ms: u64,
 }
 
 impl Default for ReconnectConfig {
@@ -327,6 +331,7 @@ impl Default for ReconnectConfig {
             budget_ms: 4000,
             hold_caller_ms: 10_000,
             restore_tokens: 2000,
+            hold_audio_after_ms: 700,
         }
     }
 }

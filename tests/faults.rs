@@ -14,6 +14,7 @@
 //! | Twilio leg goes quiet mid-call | [`fault_twilio_leg_goes_quiet_mid_call`] |
 //! | upstream socket closed mid-answer | [`fault_upstream_closed_mid_answer_reconnects_with_the_conversation`] |
 //! | upstream connection reset mid-answer | [`fault_upstream_reset_mid_answer_reconnects_with_the_conversation`] |
+//! | a slow redial (longer than 700 ms) | [`fault_a_slow_reconnect_plays_the_hold_clip_in_the_business_language`] |
 //! | upstream session expiry (`session_expired`) | [`fault_session_expiry_reconnects_and_the_call_goes_on`] |
 //! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] (reconnects) |
 //! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] |
@@ -370,6 +371,51 @@ async fn fault_upstream_closed_mid_answer_reconnects_with_the_conversation() {
 #[tokio::test]
 async fn fault_upstream_reset_mid_answer_reconnects_with_the_conversation() {
     killed_mid_answer(Fault::Reset(6500), 7).await;
+}
+
+#[tokio::test]
+async fn fault_a_slow_reconnect_plays_the_hold_clip_in_the_business_language() {
+    // Every handshake takes 1.2 s: the redial after the loss outlasts the 700 ms hold threshold.
+    let upstream = SimUpstreamConfig {
+        connect_delay_ms: 1200,
+        ..answering_upstream(Some(Fault::Close(6500)))
+    };
+    let mut world = world(upstream, None, Box::new(|_| {})).await;
+    let heard = caller::run(asking_caller(&world, 11, 6000))
+        .await
+        .expect("call runs");
+    let report = world
+        .report_for(&sid(11), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::Stop, "{:#?}", report.timeline);
+    let found = reconnects(&report);
+    assert_eq!(found.len(), 1, "{:#?}", report.timeline);
+    assert!(found[0].1 >= 1000.0, "a slow redial: {:.0} ms", found[0].1);
+    let entries = report.timeline.entries();
+    let at = |wanted: fn(&TimelineEvent) -> bool| {
+        entries
+            .iter()
+            .find(|(_, e)| wanted(e))
+            .map(|(at, _)| *at)
+            .expect("recorded")
+    };
+    let lost = at(|e| matches!(e, TimelineEvent::UpstreamLost { .. }));
+    let hold = at(|e| matches!(e, TimelineEvent::HoldAudio { .. }));
+    let held_for = hold.saturating_sub(lost);
+    assert!(
+        (Duration::from_millis(650)..Duration::from_millis(900)).contains(&held_for),
+        "the hold clip starts 700 ms into the reconnect: {held_for:?}"
+    );
+    // The business speaks English: the caller heard the English clip whole.
+    let clip = voxrelay::call::hold_audio::clip_for(Some("en"));
+    assert!(
+        heard.heard.windows(clip.len()).any(|w| w == clip),
+        "the hold clip played in full"
+    );
+    let sessions = world.upstream.sessions();
+    no_caller_frame_lost(&sessions, &heard, &report);
+    world.stop().await;
 }
 
 #[tokio::test]

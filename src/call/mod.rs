@@ -8,6 +8,7 @@
 //! - [`playback`]: what the caller heard (marks, playback clock, truncation point);
 //! - [`conversation`]: what was said, as text, to restore it on a new upstream session;
 //! - [`reconnect`]: a lost upstream replaced mid-call (dialer, backoff, held caller audio);
+//! - [`hold_audio`]: the "one moment, please" clip played during a long reconnect;
 //! - [`session`]: the task that relays audio and carries out the state machine's commands;
 //! - [`records`]: the one ordered writer of call records, retried while the database is away;
 //! - [`lifecycle`]: the drain (SIGTERM) and the call limits.
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod conversation;
 pub mod guards;
+pub mod hold_audio;
 pub mod leg;
 pub mod lifecycle;
 pub mod playback;

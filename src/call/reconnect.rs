@@ -48,6 +48,8 @@ pub struct ReconnectOptions {
     pub hold_frames: usize,
     /// Tokens of conversation replayed at most.
     pub restore_tokens: usize,
+    /// When in a reconnect the hold clip plays; `None`: never.
+    pub hold_audio_after: Option<Duration>,
 }
 
 impl From<&ReconnectConfig> for ReconnectOptions {
@@ -57,6 +59,8 @@ impl From<&ReconnectConfig> for ReconnectOptions {
             budget: Duration::from_millis(c.budget_ms),
             hold_frames: (c.hold_caller_ms / FRAME_MS).max(1) as usize,
             restore_tokens: c.restore_tokens,
+            hold_audio_after: (c.hold_audio_after_ms > 0)
+                .then(|| Duration::from_millis(c.hold_audio_after_ms)),
         }
     }
 }
@@ -171,6 +175,8 @@ pub struct Outage {
     pub held_frames: usize,
     /// Frames the lost session had not committed, to be sent again.
     pub resent_frames: usize,
+    /// Whether the hold clip has been played in this outage.
+    pub hold_played: bool,
 }
 
 impl Outage {
@@ -182,7 +188,16 @@ impl Outage {
             attempts: 0,
             held_frames: 0,
             resent_frames: 0,
+            hold_played: false,
         }
+    }
+
+    /// When the hold clip is due, if it is still to play.
+    pub fn hold_audio_due(&self, options: &ReconnectOptions) -> Option<Instant> {
+        options
+            .hold_audio_after
+            .filter(|_| !self.hold_played)
+            .map(|after| self.since + after)
     }
 
     /// When the budget runs out.
@@ -243,8 +258,19 @@ mod tests {
             budget_ms: 1500,
             hold_caller_ms: 1000,
             restore_tokens: 300,
+            hold_audio_after_ms: 0,
         });
         assert_eq!(options.hold_frames, 50);
         assert_eq!(options.budget, Duration::from_millis(1500));
+        assert_eq!(options.hold_audio_after, None, "0 turns hold audio off");
+        let on = ReconnectOptions::default();
+        assert_eq!(on.hold_audio_after, Some(Duration::from_millis(700)));
+        let mut outage = Outage::new(Instant::now(), EndReason::UpstreamClosed);
+        assert_eq!(
+            outage.hold_audio_due(&on),
+            Some(outage.since + Duration::from_millis(700))
+        );
+        outage.hold_played = true;
+        assert_eq!(outage.hold_audio_due(&on), None, "once per reconnect");
     }
 }

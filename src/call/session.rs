@@ -28,8 +28,10 @@ use tokio::sync::watch;
 use axum::extract::ws::{Message as TwMessage, WebSocket};
 use tokio_tungstenite::tungstenite::Message as UpMessage;
 
+use crate::audio::mulaw::BYTES_PER_MS;
 use crate::call::conversation::{Conversation, Speaker};
 use crate::call::guards::{self, CallGuards, GuardOutcome, Reaction};
+use crate::call::hold_audio;
 use crate::call::leg::{Leg, LegFault, LegLimits};
 use crate::call::reconnect::{self, DialFuture, Dialer, HeldAudio, Outage, ReconnectOptions};
 use crate::call::records::{Record, Records};
@@ -233,6 +235,8 @@ enum Wake {
     Dialed(Result<Box<UpstreamSocket>, UpstreamError>),
     /// The backoff before the next redial is over.
     Redial,
+    /// A reconnect has gone on long enough for the hold clip.
+    Hold,
     /// Nobody can signal closing any more.
     ClosingGone,
 }
@@ -406,6 +410,10 @@ pub async fn run(
                 .min()
                 .map(tokio::time::Instant::from_std);
                 let close_due = session.state.close_due();
+                let hold_due = session
+                    .outage
+                    .and_then(|o| o.hold_audio_due(&session.reconnect))
+                    .map(tokio::time::Instant::from_std);
                 let wake = tokio::select! {
                     message = twilio_stream.next() => Wake::Twilio(message),
                     message = next_upstream(&mut upstream_stream) => Wake::Upstream(message),
@@ -417,6 +425,8 @@ pub async fn run(
                     dialed = dial_done(&mut dialing), if dialing.is_some() => Wake::Dialed(dialed.map(Box::new)),
                     _ = tokio::time::sleep_until(redial_at.unwrap_or(far)), if redial_at.is_some()
                         => Wake::Redial,
+                    _ = tokio::time::sleep_until(hold_due.unwrap_or(far)), if hold_due.is_some()
+                        => Wake::Hold,
                     // The drain deadline: say goodbye and end.
                     changed = closing_changed(&mut closing), if closing.is_some() && !session.state.is_closing() => {
                         if changed { Wake::Close(EndReason::Shutdown) } else { Wake::ClosingGone }
@@ -452,6 +462,10 @@ pub async fn run(
                     Wake::Redial => {
                         redial_at = None;
                         dialing = session.dial();
+                        Flow::Continue
+                    }
+                    Wake::Hold => {
+                        session.play_hold_audio();
                         Flow::Continue
                     }
                     Wake::Close(reason) => {
@@ -1101,6 +1115,37 @@ impl Session {
         self.state.on_upstream_restored(now, &mut self.commands);
         self.dispatch();
         stream
+    }
+
+    /// The reconnect has taken long enough: the caller hears "one moment, please" in the
+    /// business's language, once per reconnect. It is sent as outbound media, counted by the
+    /// playback clock and marked like model audio.
+    fn play_hold_audio(&mut self) {
+        let Some(outage) = &mut self.outage else {
+            return;
+        };
+        outage.hold_played = true;
+        let now = Instant::now();
+        let clip = hold_audio::clip_for(self.setup.session.language.as_deref());
+        let mut sent = 0u64;
+        for (payload, bytes) in hold_audio::chunks(clip) {
+            if !self
+                .twilio_out
+                .audio(tw::media(&self.stream_sid, &payload), now)
+            {
+                self.state.on_audio_dropped();
+                break;
+            }
+            sent += bytes;
+            if let Some(name) = self.state.on_hold_audio_queued(bytes, now) {
+                self.twilio_out.control(tw::mark(&self.stream_sid, &name));
+            }
+        }
+        self.state.on_hold_audio_done(&mut self.commands);
+        self.dispatch();
+        let ms = sent / BYTES_PER_MS as u64;
+        tracing::info!(call_sid = %self.call_sid, ms, "reconnect still going: hold audio played");
+        self.state.record(TimelineEvent::HoldAudio { ms }, now);
     }
 
     /// Moves held caller audio into the upstream leg while it has room.

@@ -358,6 +358,25 @@ impl CallState {
         mark
     }
 
+    /// The Twilio leg accepted `bytes` of hold audio at `now` (played during a reconnect): it
+    /// moves the playback clock and marks like model audio, and measures no latency. Returns
+    /// the name of a mark to send after it, as [`CallState::on_audio_queued`] does.
+    pub fn on_hold_audio_queued(&mut self, bytes: u64, now: Instant) -> Option<String> {
+        self.counters.frames_out += 1;
+        let mark = self
+            .playback
+            .on_audio_sent(crate::call::hold_audio::HOLD_ITEM, bytes, now);
+        if mark.is_some() {
+            self.counters.marks_sent += 1;
+        }
+        mark
+    }
+
+    /// The end of a stretch of hold audio: its tail is marked, as a response's is.
+    pub fn on_hold_audio_done(&mut self, out: &mut Vec<Command>) {
+        self.on_audio_done(out);
+    }
+
     /// The Twilio leg refused a model audio delta (its queue is full): it is dropped and
     /// counted, and it counts toward nothing the caller hears.
     pub fn on_audio_dropped(&mut self) {
@@ -424,7 +443,9 @@ impl CallState {
         self.heard_pending = None;
         let cut = self.playback.on_clear(now);
         let truncate_ms = cut.truncate.as_ref().map(|(_, ms)| *ms);
-        if let Some((item_id, audio_end_ms)) = cut.truncate {
+        if let Some((item_id, audio_end_ms)) = cut.truncate
+            && item_id != crate::call::hold_audio::HOLD_ITEM
+        {
             out.push(Command::Truncate {
                 item_id,
                 audio_end_ms,
@@ -988,5 +1009,22 @@ mod tests {
         assert!(!s.owed_after_restore());
         s.on_upstream_restored(t0 + ms(100), &mut out);
         assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_barge_in_over_hold_audio_clears_twilio_and_truncates_nothing() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        for i in 0..10 {
+            s.on_hold_audio_queued(800, t0 + ms(i));
+        }
+        assert_eq!(
+            s.greeting_latency_ms(),
+            None,
+            "hold audio is not the greeting"
+        );
+        s.on_speech_started(t0 + ms(300), &mut out);
+        assert_eq!(out, vec![Command::TwilioClear]);
     }
 }

@@ -137,6 +137,11 @@ pub enum TimelineEvent {
         /// input audio buffer went with it).
         resent_frames: usize,
     },
+    /// The reconnect took long enough that the caller was played the hold clip.
+    HoldAudio {
+        /// Length of the clip, ms.
+        ms: u64,
+    },
     /// No new upstream session could be had within the reconnect budget: the call ends.
     ReconnectFailed {
         /// Dials tried.
@@ -289,6 +294,7 @@ impl fmt::Display for TimelineEvent {
                 "reconnected after {gap_ms:.0} ms ({attempts} dial(s)): {replayed} item(s) \
                  replayed, {held_frames} held and {resent_frames} uncommitted frame(s) sent"
             ),
+            TimelineEvent::HoldAudio { ms } => write!(f, "hold audio played ({ms} ms)"),
             TimelineEvent::ReconnectFailed {
                 attempts,
                 waited_ms,
