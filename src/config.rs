@@ -322,6 +322,11 @@ pub struct ReconnectConfig {
     /// language ("one moment, please", `assets/audio/hold/`), once per reconnect, ms; 0: never.
     /// Default 700.
     pub hold_audio_after_ms: u64,
+    /// A session that reports when it expires (`session.expires_at`) is replaced this long
+    /// before it, at the first turn boundary (nobody speaking, nothing owed), by a new session
+    /// opened ahead and seeded the same way as a reconnect's, so the caller hears no gap, ms;
+    /// 0: no rollover (the expiry is met by a reconnect). Default 120000.
+    pub rollover_margin_ms: u64,
 }
 
 impl Default for ReconnectConfig {
@@ -332,6 +337,7 @@ impl Default for ReconnectConfig {
             hold_caller_ms: 10_000,
             restore_tokens: 2000,
             hold_audio_after_ms: 700,
+            rollover_margin_ms: 120_000,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | upstream connection reset mid-answer | [`fault_upstream_reset_mid_answer_reconnects_with_the_conversation`] |
 //! | a slow redial (longer than 700 ms) | [`fault_a_slow_reconnect_plays_the_hold_clip_in_the_business_language`] |
 //! | upstream session expiry (`session_expired`) | [`fault_session_expiry_reconnects_and_the_call_goes_on`] |
+//! | session expiry, seen coming (`expires_at`) | [`fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_gap`] |
 //! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] (reconnects) |
 //! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] |
 //! | the stream token replayed on a second stream | `fault_a_replayed_stream_token_…` in `tests/lifecycle.rs` |
@@ -253,7 +254,8 @@ fn no_caller_frame_lost(
         .entries()
         .iter()
         .filter_map(|(_, e)| match e {
-            TimelineEvent::Reconnected { resent_frames, .. } => Some(*resent_frames as u64),
+            TimelineEvent::Reconnected { resent_frames, .. }
+            | TimelineEvent::Rollover { resent_frames, .. } => Some(*resent_frames as u64),
             _ => None,
         })
         .sum();
@@ -425,7 +427,13 @@ async fn fault_session_expiry_reconnects_and_the_call_goes_on() {
         session_lifetime_ms: Some(4000),
         ..answering_upstream(None)
     };
-    let mut world = world(upstream, None, Box::new(|_| {})).await;
+    // No rollover ahead of the expiry: the expiry itself is met.
+    let mut world = world(
+        upstream,
+        None,
+        Box::new(|c| c.reconnect.rollover_margin_ms = 0),
+    )
+    .await;
     let heard = caller::run(asking_caller(&world, 8, 6000))
         .await
         .expect("call runs");
@@ -448,6 +456,73 @@ async fn fault_session_expiry_reconnects_and_the_call_goes_on() {
         |(_, e)| matches!(e, TimelineEvent::UpstreamSession { expires_in_s: Some(s) } if *s <= 4),
     );
     assert!(expiring, "expires_at was read: {:#?}", report.timeline);
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_gap() {
+    // Every session lives 9 s; the proxy opens the next one 5 s before (4 s in, while the
+    // caller asks) and moves to it once the answer has played, well before the expiry.
+    let upstream = SimUpstreamConfig {
+        session_lifetime_ms: Some(9000),
+        ..answering_upstream(None)
+    };
+    let mut world = world(
+        upstream,
+        None,
+        Box::new(|c| c.reconnect.rollover_margin_ms = 5000),
+    )
+    .await;
+    let heard = caller::run(asking_caller(&world, 12, 6000))
+        .await
+        .expect("call runs");
+    let report = world
+        .report_for(&sid(12), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::Stop, "{:#?}", report.timeline);
+    let entries = report.timeline.entries();
+    let rollovers: Vec<Duration> = entries
+        .iter()
+        .filter(|(_, e)| matches!(e, TimelineEvent::Rollover { .. }))
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(!rollovers.is_empty(), "{:#?}", report.timeline);
+    assert!(
+        !entries
+            .iter()
+            .any(|(_, e)| matches!(e, TimelineEvent::UpstreamLost { .. })),
+        "no session was lost: {:#?}",
+        report.timeline
+    );
+    // The first rollover came after the answer had played, before the first session expired.
+    let answered = entries
+        .iter()
+        .filter(|(_, e)| matches!(e, TimelineEvent::TurnAudio { .. }))
+        .map(|(at, _)| *at)
+        .next()
+        .expect("the question was answered");
+    assert!(rollovers[0] > answered, "{:#?}", report.timeline);
+    assert!(
+        rollovers[0] < Duration::from_secs(9),
+        "{:#?}",
+        report.timeline
+    );
+    let sessions = world.upstream.sessions();
+    assert!(sessions.len() >= 2);
+    // The session rolled to has FULL and the conversation.
+    let items = replayed_items(&sessions[1]);
+    assert!(
+        items.contains(&("user".into(), "input_text".into(), QUESTION.into())),
+        "{items:?}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|(role, _, text)| role == "assistant" && text == ANSWER),
+        "the answer the caller heard in full is replayed whole: {items:?}"
+    );
+    no_caller_frame_lost(&sessions, &heard, &report);
     world.stop().await;
 }
 

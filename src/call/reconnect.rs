@@ -50,6 +50,8 @@ pub struct ReconnectOptions {
     pub restore_tokens: usize,
     /// When in a reconnect the hold clip plays; `None`: never.
     pub hold_audio_after: Option<Duration>,
+    /// How long before a session's expiry it is rolled over; `None`: never.
+    pub rollover_margin: Option<Duration>,
 }
 
 impl From<&ReconnectConfig> for ReconnectOptions {
@@ -61,6 +63,8 @@ impl From<&ReconnectConfig> for ReconnectOptions {
             restore_tokens: c.restore_tokens,
             hold_audio_after: (c.hold_audio_after_ms > 0)
                 .then(|| Duration::from_millis(c.hold_audio_after_ms)),
+            rollover_margin: (c.rollover_margin_ms > 0)
+                .then(|| Duration::from_millis(c.rollover_margin_ms)),
         }
     }
 }
@@ -259,6 +263,7 @@ mod tests {
             hold_caller_ms: 1000,
             restore_tokens: 300,
             hold_audio_after_ms: 0,
+            rollover_margin_ms: 0,
         });
         assert_eq!(options.hold_frames, 50);
         assert_eq!(options.budget, Duration::from_millis(1500));

@@ -135,6 +135,10 @@ struct Session {
     uncommitted: Option<HeldAudio>,
     /// The reconnect in progress.
     outage: Option<Outage>,
+    /// When to open the session that replaces this one before it expires.
+    rollover_at: Option<Instant>,
+    /// That session, open and configured, waiting for a turn boundary.
+    standby: Option<Box<UpstreamSocket>>,
     /// Reconnects made so far.
     reconnects: u32,
     dialer: Option<Dialer>,
@@ -237,6 +241,10 @@ enum Wake {
     Redial,
     /// A reconnect has gone on long enough for the hold clip.
     Hold,
+    /// The session nears its expiry: open the one that replaces it.
+    RolloverDue,
+    /// The replacing session's dial finished.
+    StandbyDialed(Result<Box<UpstreamSocket>, UpstreamError>),
     /// Nobody can signal closing any more.
     ClosingGone,
 }
@@ -355,6 +363,8 @@ pub async fn run(
         uncommitted: (begin.dialer.is_some() && options.reconnect.max_per_call > 0)
             .then(|| HeldAudio::new(reconnect::QUIET_RESEND_FRAMES)),
         outage: None,
+        rollover_at: None,
+        standby: None,
         reconnects: 0,
         dialer: begin.dialer,
         reconnect: options.reconnect,
@@ -383,6 +393,8 @@ pub async fn run(
     // A redial in progress, and when the next one may start.
     let mut dialing: Option<DialFuture> = None;
     let mut redial_at: Option<tokio::time::Instant> = None;
+    // The dial of a session opened ahead of an expiry.
+    let mut standby_dialing: Option<DialFuture> = None;
     let reason = loop {
         // Held caller audio goes to the upstream leg as it has room, ahead of newer frames.
         session.send_held();
@@ -414,6 +426,14 @@ pub async fn run(
                     .outage
                     .and_then(|o| o.hold_audio_due(&session.reconnect))
                     .map(tokio::time::Instant::from_std);
+                let rollover_due = session
+                    .rollover_at
+                    .filter(|_| {
+                        standby_dialing.is_none()
+                            && session.standby.is_none()
+                            && session.upstream_out.is_some()
+                    })
+                    .map(tokio::time::Instant::from_std);
                 let wake = tokio::select! {
                     message = twilio_stream.next() => Wake::Twilio(message),
                     message = next_upstream(&mut upstream_stream) => Wake::Upstream(message),
@@ -427,6 +447,10 @@ pub async fn run(
                         => Wake::Redial,
                     _ = tokio::time::sleep_until(hold_due.unwrap_or(far)), if hold_due.is_some()
                         => Wake::Hold,
+                    _ = tokio::time::sleep_until(rollover_due.unwrap_or(far)), if rollover_due.is_some()
+                        => Wake::RolloverDue,
+                    dialed = dial_done(&mut standby_dialing), if standby_dialing.is_some()
+                        => Wake::StandbyDialed(dialed.map(Box::new)),
                     // The drain deadline: say goodbye and end.
                     changed = closing_changed(&mut closing), if closing.is_some() && !session.state.is_closing() => {
                         if changed { Wake::Close(EndReason::Shutdown) } else { Wake::ClosingGone }
@@ -468,6 +492,24 @@ pub async fn run(
                         session.play_hold_audio();
                         Flow::Continue
                     }
+                    Wake::RolloverDue => {
+                        session.rollover_at = None;
+                        standby_dialing = session.dial_standby();
+                        Flow::Continue
+                    }
+                    Wake::StandbyDialed(result) => {
+                        standby_dialing = None;
+                        match result {
+                            Ok(socket) => session.standby = Some(socket),
+                            Err(e) => {
+                                // Tried again in a second; the expiry itself is met by a reconnect.
+                                tracing::warn!(call_sid = %session.call_sid, error = %e,
+                                    "the session to roll over to could not be opened");
+                                session.rollover_at = Some(Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                        Flow::Continue
+                    }
                     Wake::Close(reason) => {
                         tracing::info!(call_sid = %session.call_sid, end_reason = %reason,
                             "the call must end: the model is asked to say goodbye");
@@ -496,10 +538,20 @@ pub async fn run(
             {
                 upstream_stream = None;
                 session.lose_upstream(reason);
-                dialing = session.dial();
+                session.rollover_at = None;
+                match session.standby.take() {
+                    // A session opened ahead is ready: no dial needed.
+                    Some(socket) => upstream_stream = Some(session.restore(*socket)),
+                    None => dialing = session.dial(),
+                }
                 continue;
             }
             break reason;
+        }
+        if session.standby.is_some()
+            && let Some(stream) = session.roll_over()
+        {
+            upstream_stream = Some(stream);
         }
     };
 
@@ -851,6 +903,14 @@ impl Session {
                     "upstream session created");
                 self.state
                     .record(TimelineEvent::UpstreamSession { expires_in_s }, now);
+                if let (Some(secs), Some(margin), true) = (
+                    expires_in_s,
+                    self.reconnect.rollover_margin,
+                    self.may_reconnect(),
+                ) {
+                    let left = Duration::from_secs(secs.max(0) as u64);
+                    self.rollover_at = Some(now + left.saturating_sub(margin));
+                }
             }
             ServerEvent::RateLimits { limits } => {
                 for limit in &limits {
@@ -1063,6 +1123,49 @@ impl Session {
     /// owed. Returns the new session's reading half.
     fn restore(&mut self, socket: UpstreamSocket) -> SplitStream<UpstreamSocket> {
         let now = Instant::now();
+        let (stream, replayed) = self.seed(socket, now);
+        self.reconnects += 1;
+        let outage = self
+            .outage
+            .take()
+            .unwrap_or(Outage::new(now, EndReason::UpstreamError));
+        let gap = now.saturating_duration_since(outage.since);
+        self.metrics.upstream_reconnect.observe(gap.as_secs_f64());
+        self.metrics
+            .upstream_reconnects
+            .get_or_create(&ReconnectLabels {
+                outcome: "restored",
+            })
+            .inc();
+        let gap_ms = gap.as_secs_f64() * 1000.0;
+        tracing::info!(call_sid = %self.call_sid, gap_ms, attempts = outage.attempts,
+            replayed, held = self.held.len(), "upstream session restored");
+        self.state.record(
+            TimelineEvent::Reconnected {
+                gap_ms,
+                attempts: outage.attempts,
+                replayed,
+                held_frames: outage.held_frames,
+                resent_frames: outage.resent_frames,
+            },
+            now,
+        );
+        // The held audio goes before the response is asked for, so the model hears the
+        // caller's words first.
+        self.send_held();
+        self.state.on_upstream_restored(now, &mut self.commands);
+        self.dispatch();
+        stream
+    }
+
+    /// Makes `socket` (its `session.update` with FULL sent by the dialer) the call's upstream
+    /// leg, with the conversation so far replayed into it as text items ahead of any audio.
+    /// Returns its reading half and the number of items replayed.
+    fn seed(
+        &mut self,
+        socket: UpstreamSocket,
+        now: Instant,
+    ) -> (SplitStream<UpstreamSocket>, usize) {
         let (sink, stream) = socket.split();
         let mut leg = Leg::new(
             sink,
@@ -1083,38 +1186,56 @@ impl Session {
             pinged: None,
             ..self.heard
         };
-        self.reconnects += 1;
-        let outage = self
-            .outage
-            .take()
-            .unwrap_or(Outage::new(now, EndReason::UpstreamError));
-        let gap = now.saturating_duration_since(outage.since);
-        self.metrics.upstream_reconnect.observe(gap.as_secs_f64());
+        (stream, replay.len())
+    }
+
+    /// Starts opening the session that will replace the current one before it expires.
+    fn dial_standby(&mut self) -> Option<DialFuture> {
+        let dialer = self.dialer.as_ref()?;
+        let mut session = self.setup.session.clone();
+        session.instructions = self.setup.prompts.full.clone();
+        let dial = dialer(session);
+        let limit = self.reconnect.budget;
+        Some(Box::pin(async move {
+            match tokio::time::timeout(limit, dial).await {
+                Ok(result) => result,
+                Err(_) => Err(UpstreamError::Timeout {
+                    url: "(rollover)".into(),
+                    timeout_ms: limit.as_millis() as u64,
+                }),
+            }
+        }))
+    }
+
+    /// At a turn boundary with a session opened ahead: the call moves to it. The old session
+    /// is closed normally; the new one gets the conversation and the caller audio the old one
+    /// had not committed, so the caller hears no gap and no frame is lost.
+    fn roll_over(&mut self) -> Option<SplitStream<UpstreamSocket>> {
+        let now = Instant::now();
+        if self.upstream_out.is_none() || !self.state.at_turn_boundary(now) {
+            return None;
+        }
+        let socket = self.standby.take()?;
+        if let Some(leg) = self.upstream_out.take() {
+            tokio::spawn(leg.close(UpMessage::Close(None), CLOSE_LIMIT));
+        }
+        self.conversation.session_ended(None);
+        let (stream, replayed) = self.seed(*socket, now);
+        let resent = match &mut self.uncommitted {
+            Some(uncommitted) => self.held.resend_first(uncommitted),
+            None => 0,
+        };
+        self.send_held();
+        self.state.on_rollover(replayed, resent, now);
         self.metrics
             .upstream_reconnects
             .get_or_create(&ReconnectLabels {
-                outcome: "restored",
+                outcome: "rollover",
             })
             .inc();
-        let gap_ms = gap.as_secs_f64() * 1000.0;
-        tracing::info!(call_sid = %self.call_sid, gap_ms, attempts = outage.attempts,
-            replayed = replay.len(), held = self.held.len(), "upstream session restored");
-        self.state.record(
-            TimelineEvent::Reconnected {
-                gap_ms,
-                attempts: outage.attempts,
-                replayed: replay.len(),
-                held_frames: outage.held_frames,
-                resent_frames: outage.resent_frames,
-            },
-            now,
-        );
-        // The held audio goes before the response is asked for, so the model hears the
-        // caller's words first.
-        self.send_held();
-        self.state.on_upstream_restored(now, &mut self.commands);
-        self.dispatch();
-        stream
+        tracing::info!(call_sid = %self.call_sid, replayed, resent,
+            "upstream session rolled over before its expiry");
+        Some(stream)
     }
 
     /// The reconnect has taken long enough: the caller hears "one moment, please" in the

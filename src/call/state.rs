@@ -293,6 +293,34 @@ impl CallState {
         }
     }
 
+    /// Whether the call is between turns at `now`: nobody speaking, nothing playing, no
+    /// response asked for, active, queued or owed, no turn waiting for its answer, not
+    /// closing. A session can be swapped here without the caller noticing.
+    pub fn at_turn_boundary(&self, now: Instant) -> bool {
+        !self.upstream_down
+            && self.response == ResponseState::Idle
+            && self.queued.is_none()
+            && self.after_restore.is_none()
+            && !self.caller_speaking
+            && self.turn_ended_at.is_none()
+            && self.closing.is_none()
+            && !self.playback.is_playing(now)
+    }
+
+    /// The upstream session was swapped for one opened ahead, at a turn boundary: the old
+    /// item ids mean nothing to it. Recorded with what the new session was given.
+    pub fn on_rollover(&mut self, replayed: usize, resent_frames: usize, now: Instant) {
+        self.playback.forget_item();
+        self.upgraded = true;
+        self.timeline.push(
+            now,
+            TimelineEvent::Rollover {
+                replayed,
+                resent_frames,
+            },
+        );
+    }
+
     /// The response a restore will ask for, if any.
     pub fn owed_after_restore(&self) -> bool {
         self.after_restore.is_some()
@@ -1026,5 +1054,30 @@ mod tests {
         );
         s.on_speech_started(t0 + ms(300), &mut out);
         assert_eq!(out, vec![Command::TwilioClear]);
+    }
+
+    #[test]
+    fn a_turn_boundary_is_when_nobody_speaks_and_nothing_is_owed() {
+        let (mut s, t0) = greeting_playing(true, 1000);
+        let mut out = Vec::new();
+        assert!(!s.at_turn_boundary(t0 + ms(100)), "the greeting plays");
+        s.on_response_done(
+            Some("resp_1"),
+            Some("completed"),
+            None,
+            t0 + ms(20),
+            &mut out,
+        );
+        assert!(
+            s.at_turn_boundary(t0 + ms(1500)),
+            "played out, nothing owed"
+        );
+        s.on_speech_started(t0 + ms(1600), &mut out);
+        assert!(!s.at_turn_boundary(t0 + ms(1700)), "the caller speaks");
+        s.on_speech_stopped(t0 + ms(2000));
+        assert!(
+            !s.at_turn_boundary(t0 + ms(2100)),
+            "the turn waits for its answer"
+        );
     }
 }

@@ -137,6 +137,14 @@ pub enum TimelineEvent {
         /// input audio buffer went with it).
         resent_frames: usize,
     },
+    /// The upstream session was replaced before its expiry, at a turn boundary, by one
+    /// opened ahead (no gap for the caller).
+    Rollover {
+        /// Conversation items replayed into the new session.
+        replayed: usize,
+        /// Uncommitted caller frames sent again to the new session.
+        resent_frames: usize,
+    },
     /// The reconnect took long enough that the caller was played the hold clip.
     HoldAudio {
         /// Length of the clip, ms.
@@ -293,6 +301,14 @@ impl fmt::Display for TimelineEvent {
                 f,
                 "reconnected after {gap_ms:.0} ms ({attempts} dial(s)): {replayed} item(s) \
                  replayed, {held_frames} held and {resent_frames} uncommitted frame(s) sent"
+            ),
+            TimelineEvent::Rollover {
+                replayed,
+                resent_frames,
+            } => write!(
+                f,
+                "rolled over to a new session: {replayed} item(s) replayed, {resent_frames} \
+                 uncommitted frame(s) sent again"
             ),
             TimelineEvent::HoldAudio { ms } => write!(f, "hold audio played ({ms} ms)"),
             TimelineEvent::ReconnectFailed {
