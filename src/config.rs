@@ -136,6 +136,48 @@ pub struct UpstreamConfig {
     /// reading makes the kernel hold, and shows the stall sooner.
     #[serde(default)]
     pub socket_send_buffer_bytes: usize,
+    /// Upstreams to try, in order, when this one cannot be had (`[[upstream.fallback]]`);
+    /// may be left out (none).
+    #[serde(default)]
+    pub fallback: Vec<FallbackUpstream>,
+    /// Consecutive failed dials after which an upstream is skipped (its circuit breaker
+    /// opens). Default 3; may be left out of a file.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker skips its upstream before one dial probes it again, ms.
+    /// Default 30000; may be left out of a file.
+    #[serde(default = "default_breaker_cooldown_ms")]
+    pub breaker_cooldown_ms: u64,
+}
+
+/// One `[[upstream.fallback]]`: another Realtime endpoint (for example Azure OpenAI behind
+/// OpenAI), tried when the ones before it cannot be had.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackUpstream {
+    /// A name for logs and metrics (`azure-eastus`); default: the provider's.
+    #[serde(default)]
+    pub name: String,
+    /// `openai` or `azure`.
+    pub provider: Provider,
+    /// WebSocket URL without `?model=`.
+    pub url: String,
+    /// Model or deployment.
+    pub model: String,
+    /// The environment variable that holds its API key (never the key itself); empty: none.
+    #[serde(default)]
+    pub api_key_env: String,
+    /// Handshake limit, ms; default: `upstream.connect_timeout_ms`.
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+}
+
+fn default_breaker_failures() -> u32 {
+    3
+}
+
+fn default_breaker_cooldown_ms() -> u64 {
+    30_000
 }
 
 fn default_true() -> bool {
@@ -744,6 +786,32 @@ impl Config {
         if self.upstream.model.trim().is_empty() {
             return Err(bad("upstream.model", "must not be empty".into()));
         }
+        for (i, f) in self.upstream.fallback.iter().enumerate() {
+            if !(f.url.starts_with("wss://") || f.url.starts_with("ws://")) {
+                return Err(bad(
+                    &format!("upstream.fallback[{i}].url"),
+                    format!("{:?} is not a ws:// or wss:// URL", f.url),
+                ));
+            }
+            if f.model.trim().is_empty() {
+                return Err(bad(
+                    &format!("upstream.fallback[{i}].model"),
+                    "must not be empty".into(),
+                ));
+            }
+            if f.connect_timeout_ms == Some(0) {
+                return Err(bad(
+                    &format!("upstream.fallback[{i}].connect_timeout_ms"),
+                    "must be greater than 0".into(),
+                ));
+            }
+        }
+        if self.upstream.breaker_failures == 0 {
+            return Err(bad(
+                "upstream.breaker_failures",
+                "must be at least 1".into(),
+            ));
+        }
         if self.audio.format != "audio/pcmu" {
             return Err(bad(
                 "audio.format",
@@ -821,6 +889,41 @@ impl Config {
         (!self.prompt.dir.trim().is_empty()).then(|| PathBuf::from(&self.prompt.dir))
     }
 
+    /// Every upstream in the order calls try them, each named, with its settings: this
+    /// section's own (named by its provider, with `api_key`), then each fallback, whose key is
+    /// read from the environment variable it names.
+    pub fn upstream_targets(&self, api_key: Option<String>) -> Vec<(String, UpstreamSettings)> {
+        let mut targets = vec![(
+            provider_name(self.upstream.provider).to_string(),
+            self.upstream_settings(api_key),
+        )];
+        for f in &self.upstream.fallback {
+            let name = if f.name.trim().is_empty() {
+                provider_name(f.provider).to_string()
+            } else {
+                f.name.trim().to_string()
+            };
+            let api_key = Some(f.api_key_env.trim())
+                .filter(|v| !v.is_empty())
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|k| !k.is_empty());
+            targets.push((
+                name,
+                UpstreamSettings {
+                    url: f.url.clone(),
+                    model: f.model.clone(),
+                    provider: f.provider,
+                    api_key,
+                    connect_timeout_ms: f
+                        .connect_timeout_ms
+                        .unwrap_or(self.upstream.connect_timeout_ms),
+                    send_buffer_bytes: self.upstream.socket_send_buffer_bytes,
+                },
+            ));
+        }
+        targets
+    }
+
     /// Upstream dialling settings with the given key.
     pub fn upstream_settings(&self, api_key: Option<String>) -> UpstreamSettings {
         UpstreamSettings {
@@ -879,6 +982,14 @@ fn override_value(current: &toml::Value, raw: &str) -> Result<toml::Value, Strin
         }),
         _ => toml::Value::String(raw.to_string()),
     })
+}
+
+/// The name an upstream goes by when it is given none.
+fn provider_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Openai => "openai",
+        Provider::Azure => "azure",
+    }
 }
 
 #[cfg(test)]

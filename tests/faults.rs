@@ -20,6 +20,7 @@
 //! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] (reconnects) |
 //! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] |
 //! | the stream token replayed on a second stream | `fault_a_replayed_stream_token_…` in `tests/lifecycle.rs` |
+//! | the first upstream hangs at its handshake | [`fault_a_hanging_first_upstream_fails_over_and_its_breaker_spares_the_next_call`] |
 //! | a black-hole upstream (connects, never answers) | [`fault_a_black_hole_upstream_costs_one_connect_timeout`] |
 //! | 300 idle connections without credentials | [`fault_three_hundred_idle_connections`] |
 //! | a connection that sends nothing | [`fault_an_idle_connection_is_closed_at_the_header_read_timeout`] |
@@ -65,6 +66,27 @@ async fn world(
         configure: Some(configure),
     })
     .await
+}
+
+/// A server that takes TCP connections and never answers the WebSocket handshake: its
+/// `ws://` URL, the count of connections it took, and the task holding them (abort it).
+async fn black_hole() -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let hole = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let hole_url = format!("ws://{}", hole.local_addr().expect("addr"));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (hole_url, accepted, holder)
 }
 
 /// When the upstream's only session ended, waiting at most 3 s.
@@ -617,17 +639,7 @@ async fn fault_every_redial_refused_ends_the_call_within_the_budget() {
 #[tokio::test]
 async fn fault_a_black_hole_upstream_costs_one_connect_timeout() {
     // Takes TCP connections and never answers the WebSocket handshake.
-    let hole = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let hole_url = format!("ws://{}", hole.local_addr().expect("addr"));
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
+    let (hole_url, accepted, holder) = black_hole().await;
     let world = world(
         SimUpstreamConfig::default(),
         None,
@@ -668,6 +680,74 @@ async fn fault_a_black_hole_upstream_costs_one_connect_timeout() {
     let text = metrics(&world).await;
     assert!(
         text.contains("voxrelay_upstream_connect_failures_total 1"),
+        "{text}"
+    );
+    holder.abort();
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_a_hanging_first_upstream_fails_over_and_its_breaker_spares_the_next_call() {
+    // The first upstream takes TCP connections and never answers the handshake; the second
+    // is the simulator. One failure opens the first one's breaker.
+    let (hole_url, accepted, holder) = black_hole().await;
+    let mut world = world(
+        SimUpstreamConfig::default(),
+        None,
+        Box::new(move |c| {
+            let sim = std::mem::replace(&mut c.upstream.url, hole_url);
+            c.upstream
+                .fallback
+                .push(voxrelay::config::FallbackUpstream {
+                    name: "second".into(),
+                    provider: voxrelay::realtime::Provider::Openai,
+                    url: sim,
+                    model: c.upstream.model.clone(),
+                    api_key_env: String::new(),
+                    connect_timeout_ms: None,
+                });
+            c.upstream.connect_timeout_ms = 500;
+            c.upstream.breaker_failures = 1;
+        }),
+    )
+    .await;
+    let mut first_audio = Vec::new();
+    for n in [13, 14] {
+        let caller = world.caller(
+            &sid(n),
+            "+15005550006",
+            jfk_speech(Some(1.0)).expect("speech"),
+        );
+        let heard = caller::run(caller).await.expect("call runs");
+        let audio = heard
+            .first_audio_ms()
+            .expect("the caller was greeted by the second upstream");
+        first_audio.push(audio);
+        let report = world
+            .report_for(&sid(n), Duration::from_secs(5))
+            .await
+            .expect("report");
+        assert_eq!(report.end_reason, EndReason::Stop);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the second call skipped the hanging upstream"
+    );
+    // The first call waited out one connect timeout (500 ms) before the second upstream; the
+    // second call did not.
+    let (first, second) = (first_audio[0], first_audio[1]);
+    assert!(
+        second + 300.0 < first && first < 500.0 + second + 150.0,
+        "greeted at {first:.0} ms (a connect timeout, then the second upstream), then {second:.0} ms"
+    );
+    let text = metrics(&world).await;
+    assert!(
+        text.contains(r#"voxrelay_upstream_failovers_total{upstream="second"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"voxrelay_upstream_breaker_open{upstream="openai"} 1"#),
         "{text}"
     );
     holder.abort();

@@ -34,11 +34,11 @@ use crate::prompt::template::{self, TemplateVars};
 use crate::prompt::{BuiltPrompts, PromptLibrary};
 use crate::realtime::events::{ClientEvent, SessionConfig};
 use crate::realtime::upstream::UpstreamSocket;
-use crate::realtime::{UpstreamError, UpstreamSettings};
+use crate::realtime::{UpstreamError, Upstreams};
 use crate::store::{self, Business, CallEnd, NewCall, PromptVersion, Store, StoreError};
 use crate::telemetry::CallReport;
 use crate::telemetry::alerts::Alerts;
-use crate::telemetry::metrics::{BusinessLabels, Metrics};
+use crate::telemetry::metrics::{BusinessLabels, Metrics, UpstreamLabels};
 use crate::telemetry::outcome::CallOutcome;
 use crate::telemetry::window::{CallStats, LiveCall};
 use crate::twilio::media::Start;
@@ -218,7 +218,7 @@ pub struct CallService {
     /// Calls between webhook and media stream.
     registry: Registry,
     /// How to dial the upstream.
-    upstream: UpstreamSettings,
+    upstream: Arc<Upstreams>,
     /// Per-call tuning.
     session: SessionOptions,
     /// The sanitizer with the configured rules (businesses may add their own).
@@ -256,7 +256,7 @@ impl CallService {
         store: Store,
         prompts: Arc<PromptLibrary>,
         sanitizer: Sanitizer,
-        upstream: UpstreamSettings,
+        upstream: Upstreams,
         reports: Option<mpsc::UnboundedSender<CallReport>>,
     ) -> CallService {
         let metrics = Arc::new(Metrics::new());
@@ -288,7 +288,7 @@ impl CallService {
             signing_key,
             store,
             prompts,
-            upstream,
+            upstream: Arc::new(upstream),
             session,
             sanitizer: Arc::new(sanitizer),
             prompt_cache: FingerprintCache::default(),
@@ -938,14 +938,14 @@ impl CallService {
     }
 
     /// What a call redials a lost upstream with: [`CallService::dial`] on the configured
-    /// upstream.
+    /// upstreams, in order, through their breakers.
     pub fn dialer(&self) -> crate::call::reconnect::Dialer {
-        let settings = self.upstream.clone();
+        let upstreams = self.upstream.clone();
         let metrics = self.metrics.clone();
         Arc::new(move |session: SessionConfig| {
-            let settings = settings.clone();
+            let upstreams = upstreams.clone();
             let metrics = metrics.clone();
-            Box::pin(async move { dial(&settings, &session, &metrics).await })
+            Box::pin(async move { dial(&upstreams, &session, &metrics).await })
         })
     }
 
@@ -1102,7 +1102,7 @@ impl CallService {
 /// Dials the upstream while Twilio is still connecting the stream and, with `early_greeting`,
 /// asks for the greeting at once, so its audio waits in the socket for the stream.
 async fn prewarm(
-    settings: UpstreamSettings,
+    upstreams: Arc<Upstreams>,
     session: SessionConfig,
     metrics: Arc<Metrics>,
     early_greeting: bool,
@@ -1110,7 +1110,7 @@ async fn prewarm(
     greeted: Arc<OnceLock<Instant>>,
 ) -> Result<UpstreamSocket, UpstreamError> {
     let started = Instant::now();
-    let mut result = dial(&settings, &session, &metrics).await;
+    let mut result = dial(&upstreams, &session, &metrics).await;
     if early_greeting && let Ok(socket) = &mut result {
         use futures_util::SinkExt as _;
         let greeting = ClientEvent::ResponseCreate.to_json();
@@ -1125,7 +1125,7 @@ async fn prewarm(
             }
             Err(e) => {
                 result = Err(UpstreamError::Connect {
-                    url: settings.url.clone(),
+                    url: "(pre-warmed upstream)".into(),
                     source: Box::new(e),
                 });
             }
@@ -1139,18 +1139,51 @@ async fn prewarm(
     result
 }
 
-/// [`open_upstream`] with its duration recorded as the upstream connect time.
+/// [`open_upstream`] on each upstream its breaker lets through, in order, until one answers;
+/// the answering dial's duration is recorded as the upstream connect time. A dial that
+/// answers on another upstream than the first counts as a failover; a failed one counts
+/// toward its upstream's breaker.
+///
+/// Errors: the last upstream's error, when none answered.
 async fn dial(
-    settings: &UpstreamSettings,
+    upstreams: &Upstreams,
     session: &SessionConfig,
     metrics: &Metrics,
 ) -> Result<UpstreamSocket, UpstreamError> {
-    let started = Instant::now();
-    let socket = open_upstream(settings, session).await?;
-    metrics
-        .upstream_connect
-        .observe(started.elapsed().as_secs_f64());
-    Ok(socket)
+    let mut last = None;
+    for i in upstreams.plan(Instant::now()) {
+        let Some(target) = upstreams.targets().get(i) else {
+            continue;
+        };
+        let labels = UpstreamLabels {
+            upstream: target.name.clone(),
+        };
+        let started = Instant::now();
+        match open_upstream(&target.settings, session).await {
+            Ok(socket) => {
+                metrics
+                    .upstream_connect
+                    .observe(started.elapsed().as_secs_f64());
+                upstreams.succeeded(i);
+                metrics.upstream_breaker_open.get_or_create(&labels).set(0);
+                if i > 0 {
+                    metrics.upstream_failovers.get_or_create(&labels).inc();
+                    tracing::warn!(upstream = %target.name, "failed over: a later upstream answered");
+                }
+                return Ok(socket);
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %target.name, error = %e, "upstream dial failed");
+                if upstreams.failed(i, Instant::now()) {
+                    metrics.upstream_breaker_open.get_or_create(&labels).set(1);
+                    tracing::warn!(upstream = %target.name,
+                        "upstream circuit breaker open: calls skip it until its cool-down ends");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(crate::realtime::failover::none_answered(last))
 }
 
 /// A version's body rendered with the call's values.

@@ -66,7 +66,11 @@ impl AppState {
             store.clone(),
             prompts.clone(),
             sanitizer,
-            config.upstream_settings(secrets.openai_api_key.clone()),
+            crate::realtime::Upstreams::new(
+                config.upstream_targets(secrets.openai_api_key.clone()),
+                config.upstream.breaker_failures,
+                std::time::Duration::from_millis(config.upstream.breaker_cooldown_ms),
+            ),
             reports,
         );
         AppState {

@@ -6,7 +6,9 @@
 //! <https://platform.openai.com/docs/api-reference/realtime>). No call logic lives here.
 
 pub mod events;
+pub mod failover;
 pub mod upstream;
 
 pub use events::{ClientEvent, ServerEvent, SessionConfig, TurnDetection};
+pub use failover::Upstreams;
 pub use upstream::{Provider, UpstreamError, UpstreamSettings, UpstreamSocket};

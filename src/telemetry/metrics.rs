@@ -115,9 +115,16 @@ pub struct RateLimitLabels {
 /// What became of a lost upstream session.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconnectLabels {
-    /// `lost` (a reconnect began), `restored` (a new session took over) or `failed` (none
-    /// within the budget; the call ended).
+    /// `lost` (a reconnect began), `restored` (a new session took over), `failed` (none
+    /// within the budget; the call ended) or `rollover` (replaced before its expiry).
     pub outcome: &'static str,
+}
+
+/// One upstream of the failover list, by its configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// The upstream's name (`openai`, `azure`, or its `name` in `[[upstream.fallback]]`).
+    pub upstream: String,
 }
 
 /// An alert by name.
@@ -202,6 +209,11 @@ pub struct Metrics {
     /// A lost upstream session → the new one restored (conversation replayed, held caller
     /// audio on its way), seconds.
     pub upstream_reconnect: Histogram,
+    /// Dials answered by an upstream other than the first in the list, by the one that
+    /// answered.
+    pub upstream_failovers: Family<UpstreamLabels, Counter>,
+    /// 1 while an upstream's circuit breaker is open (new dials skip it), else 0.
+    pub upstream_breaker_open: Family<UpstreamLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -248,6 +260,8 @@ impl Metrics {
             upstream_rate_limit_remaining: Family::default(),
             upstream_reconnects: Family::default(),
             upstream_reconnect: voice_histogram(),
+            upstream_failovers: Family::default(),
+            upstream_breaker_open: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -370,13 +384,23 @@ impl Metrics {
         );
         r.register(
             "upstream_reconnects",
-            "Upstream sessions lost mid-call, by outcome (lost, restored, failed)",
+            "Upstream sessions lost mid-call, by outcome (lost, restored, failed), and sessions rolled over before their expiry (rollover)",
             m.upstream_reconnects.clone(),
         );
         r.register(
             "upstream_reconnect_seconds",
             "A lost upstream session to the new one restored with the conversation replayed",
             m.upstream_reconnect.clone(),
+        );
+        r.register(
+            "upstream_failovers",
+            "Upstream dials answered by an upstream other than the first in the list, by the one that answered",
+            m.upstream_failovers.clone(),
+        );
+        r.register(
+            "upstream_breaker_open",
+            "1 while an upstream's circuit breaker is open and new dials skip it",
+            m.upstream_breaker_open.clone(),
         );
         Metrics { registry, ..m }
     }
