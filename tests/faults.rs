@@ -194,6 +194,14 @@ const QUESTION: &str = "What time do you open tomorrow?";
 /// The model's answer to it.
 const ANSWER: &str = "We open at eight in the morning and close at six in the evening.";
 
+/// Where the simulated upstream writes every client event of the test `name`, when
+/// `VOXRELAY_EVENT_LOG_DIR` is set (`.ci/run` sets it and validates the files against the
+/// openai SDK's types, so the restore's events are checked as the demo's are).
+fn event_log(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("VOXRELAY_EVENT_LOG_DIR")?;
+    Some(std::path::Path::new(&dir).join(format!("reconnect_events_{name}.jsonl")))
+}
+
 /// A simulated model that greets (2 s), hears the caller's [`QUESTION`] and answers with
 /// [`ANSWER`] (2 s of tone each), and suffers `fault` on its first session only.
 fn answering_upstream(fault: Option<Fault>) -> SimUpstreamConfig {
@@ -307,12 +315,11 @@ fn instructions_sent(session: &SessionLog) -> Vec<String> {
 /// instructions, the conversation so far with the answer cut to what was heard, every caller
 /// frame (none lost across the gap), and is asked for the answer again.
 async fn killed_mid_answer(fault: Fault, n: u32) {
-    let mut world = world(
-        answering_upstream(Some(fault)),
-        None,
-        Box::new(|c| c.reconnect.budget_ms = 3000),
-    )
-    .await;
+    let upstream = SimUpstreamConfig {
+        event_log: event_log(&format!("killed_{n}")),
+        ..answering_upstream(Some(fault))
+    };
+    let mut world = world(upstream, None, Box::new(|c| c.reconnect.budget_ms = 3000)).await;
     let heard = caller::run(asking_caller(&world, n, 6000))
         .await
         .expect("call runs");
@@ -487,6 +494,7 @@ async fn fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_ga
     // caller asks) and moves to it once the answer has played, well before the expiry.
     let upstream = SimUpstreamConfig {
         session_lifetime_ms: Some(9000),
+        event_log: event_log("rollover"),
         ..answering_upstream(None)
     };
     let mut world = world(
