@@ -88,6 +88,9 @@ impl Upstreams {
         self.targets.first().map(|t| &t.settings)
     }
 
+    /// Upstream `i`'s breaker. `i` is always an index of [`Upstreams::targets`] (every caller
+    /// takes it from [`Upstreams::plan`] or a range over the targets); nothing from outside
+    /// the process chooses it.
     fn breaker(&self, i: usize) -> std::sync::MutexGuard<'_, Breaker> {
         // A panic elsewhere must not take the breakers with it.
         self.targets[i]
