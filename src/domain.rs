@@ -204,6 +204,21 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// What became of an upstream session that a call replaced mid-call; the `outcome` label of
+    /// `voxrelay_upstream_reconnects_total`.
+    ReconnectOutcome, "reconnect outcome" {
+        /// The session was lost: a reconnect began.
+        Lost = "lost",
+        /// A new session took over with the conversation restored.
+        Restored = "restored",
+        /// No new session within the budget: the call ended.
+        Failed = "failed",
+        /// The session was replaced before its expiry, at a turn boundary.
+        Rollover = "rollover",
+    }
+}
+
 impl EndReason {
     /// Whether the call's upstream session is what was lost (closed, failed, silent, stalled):
     /// the losses a mid-call reconnect answers.

@@ -148,14 +148,10 @@ impl Conversation {
         picked
     }
 
-    /// Turns recorded (for tests and the timeline).
-    pub fn len(&self) -> usize {
+    /// Turns recorded.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.turns.len()
-    }
-
-    /// Whether nothing has been said yet.
-    pub fn is_empty(&self) -> bool {
-        self.turns.is_empty()
     }
 
     fn push(&mut self, turn: Turn) {

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ReconnectConfig;
-use crate::domain::EndReason;
 use crate::realtime::events::SessionConfig;
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
 
@@ -171,8 +170,6 @@ impl HeldAudio {
 pub struct Outage {
     /// When the session was lost.
     pub since: Instant,
-    /// What lost it: the call's end reason if no new session comes.
-    pub cause: EndReason,
     /// Dials started so far.
     pub attempts: u32,
     /// Caller frames held since the loss.
@@ -185,10 +182,9 @@ pub struct Outage {
 
 impl Outage {
     /// An outage that began at `since`.
-    pub fn new(since: Instant, cause: EndReason) -> Outage {
+    pub fn new(since: Instant) -> Outage {
         Outage {
             since,
-            cause,
             attempts: 0,
             held_frames: 0,
             resent_frames: 0,
@@ -270,7 +266,7 @@ mod tests {
         assert_eq!(options.hold_audio_after, None, "0 turns hold audio off");
         let on = ReconnectOptions::default();
         assert_eq!(on.hold_audio_after, Some(Duration::from_millis(700)));
-        let mut outage = Outage::new(Instant::now(), EndReason::UpstreamClosed);
+        let mut outage = Outage::new(Instant::now());
         assert_eq!(
             outage.hold_audio_due(&on),
             Some(outage.since + Duration::from_millis(700))

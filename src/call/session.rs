@@ -37,7 +37,7 @@ use crate::call::reconnect::{self, DialFuture, Dialer, HeldAudio, Outage, Reconn
 use crate::call::records::{Record, Records};
 use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command, GOODBYE_INSTRUCTIONS};
-use crate::domain::{CallSid, EndReason, RelayLeg, StreamSid};
+use crate::domain::{CallSid, EndReason, ReconnectOutcome, RelayLeg, StreamSid};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
 use crate::store::NewCallEvent;
@@ -408,127 +408,127 @@ pub async fn run(
             )
         })
         .await;
-        let flow = match written {
-            Err(reason) => Flow::End(reason),
-            Ok(()) => {
-                let waiting = session.twilio_out.needs_write()
-                    || session.upstream_out.as_ref().is_some_and(Leg::needs_write);
-                let stall_deadline = [
-                    session.twilio_out.stall_deadline(),
-                    session.upstream_out.as_ref().and_then(Leg::stall_deadline),
-                ]
-                .into_iter()
-                .flatten()
-                .min()
+        let flow = 'wake: {
+            if let Err(reason) = written {
+                break 'wake Flow::End(reason);
+            }
+            let waiting = session.twilio_out.needs_write()
+                || session.upstream_out.as_ref().is_some_and(Leg::needs_write);
+            let stall_deadline = [
+                session.twilio_out.stall_deadline(),
+                session.upstream_out.as_ref().and_then(Leg::stall_deadline),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
+            let close_due = session.state.close_due();
+            let hold_due = session
+                .outage
+                .and_then(|o| o.hold_audio_due(&session.reconnect))
                 .map(tokio::time::Instant::from_std);
-                let close_due = session.state.close_due();
-                let hold_due = session
-                    .outage
-                    .and_then(|o| o.hold_audio_due(&session.reconnect))
-                    .map(tokio::time::Instant::from_std);
-                let rollover_due = session
-                    .rollover_at
-                    .filter(|_| {
-                        standby_dialing.is_none()
-                            && session.standby.is_none()
-                            && session.upstream_out.is_some()
-                    })
-                    .map(tokio::time::Instant::from_std);
-                let wake = tokio::select! {
-                    message = twilio_stream.next() => Wake::Twilio(message),
-                    message = next_upstream(&mut upstream_stream) => Wake::Upstream(message),
-                    written = poll_fn(|cx| poll_legs(&mut session.twilio_out, session.upstream_out.as_mut(), cx)),
-                        if waiting => Wake::Written(written),
-                    // A leg that takes nothing faults in `poll_legs` once its limit has passed.
-                    _ = tokio::time::sleep_until(stall_deadline.unwrap_or(far)), if stall_deadline.is_some()
-                        => Wake::Written(Ok(())),
-                    dialed = dial_done(&mut dialing), if dialing.is_some() => Wake::Dialed(dialed.map(Box::new)),
-                    _ = tokio::time::sleep_until(redial_at.unwrap_or(far)), if redial_at.is_some()
-                        => Wake::Redial,
-                    _ = tokio::time::sleep_until(hold_due.unwrap_or(far)), if hold_due.is_some()
-                        => Wake::Hold,
-                    _ = tokio::time::sleep_until(rollover_due.unwrap_or(far)), if rollover_due.is_some()
-                        => Wake::RolloverDue,
-                    dialed = dial_done(&mut standby_dialing), if standby_dialing.is_some()
-                        => Wake::StandbyDialed(dialed.map(Box::new)),
-                    // The drain deadline: say goodbye and end.
-                    changed = closing_changed(&mut closing), if closing.is_some() && !session.state.is_closing() => {
-                        if changed { Wake::Close(EndReason::Shutdown) } else { Wake::ClosingGone }
-                    }
-                    _ = tokio::time::sleep_until(longest.unwrap_or(far)),
-                        if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
-                    _ = tokio::time::sleep_until(close_due.map_or(far, |(at, _)| tokio::time::Instant::from_std(at))),
-                        if close_due.is_some() => Wake::Closed,
-                    // One timer per call, not one per message: the limits are looked at each tick.
-                    _ = liveness_tick.tick() => Wake::Quiet,
-                };
-                match wake {
-                    Wake::Twilio(message) => session.on_twilio_message(message),
-                    Wake::Upstream(message) => session.on_upstream_message(message),
-                    Wake::Written(Ok(())) => Flow::Continue,
-                    Wake::Written(Err(reason)) => Flow::End(reason),
-                    Wake::Dialed(result) => {
-                        dialing = None;
-                        match result {
-                            Ok(socket) => {
-                                upstream_stream = Some(session.restore(*socket));
+            let rollover_due = session
+                .rollover_at
+                .filter(|_| {
+                    standby_dialing.is_none()
+                        && session.standby.is_none()
+                        && session.upstream_out.is_some()
+                })
+                .map(tokio::time::Instant::from_std);
+            let wake = tokio::select! {
+                message = twilio_stream.next() => Wake::Twilio(message),
+                message = next_upstream(&mut upstream_stream) => Wake::Upstream(message),
+                written = poll_fn(|cx| poll_legs(&mut session.twilio_out, session.upstream_out.as_mut(), cx)),
+                    if waiting => Wake::Written(written),
+                // A leg that takes nothing faults in `poll_legs` once its limit has passed.
+                _ = tokio::time::sleep_until(stall_deadline.unwrap_or(far)), if stall_deadline.is_some()
+                    => Wake::Written(Ok(())),
+                dialed = dial_done(&mut dialing), if dialing.is_some() => Wake::Dialed(dialed.map(Box::new)),
+                _ = tokio::time::sleep_until(redial_at.unwrap_or(far)), if redial_at.is_some()
+                    => Wake::Redial,
+                _ = tokio::time::sleep_until(hold_due.unwrap_or(far)), if hold_due.is_some()
+                    => Wake::Hold,
+                _ = tokio::time::sleep_until(rollover_due.unwrap_or(far)), if rollover_due.is_some()
+                    => Wake::RolloverDue,
+                dialed = dial_done(&mut standby_dialing), if standby_dialing.is_some()
+                    => Wake::StandbyDialed(dialed.map(Box::new)),
+                // The drain deadline: say goodbye and end.
+                changed = closing_changed(&mut closing), if closing.is_some() && !session.state.is_closing() => {
+                    if changed { Wake::Close(EndReason::Shutdown) } else { Wake::ClosingGone }
+                }
+                _ = tokio::time::sleep_until(longest.unwrap_or(far)),
+                    if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
+                _ = tokio::time::sleep_until(close_due.map_or(far, |(at, _)| tokio::time::Instant::from_std(at))),
+                    if close_due.is_some() => Wake::Closed,
+                // One timer per call, not one per message: the limits are looked at each tick.
+                _ = liveness_tick.tick() => Wake::Quiet,
+            };
+            match wake {
+                Wake::Twilio(message) => session.on_twilio_message(message),
+                Wake::Upstream(message) => session.on_upstream_message(message),
+                Wake::Written(Ok(())) => Flow::Continue,
+                Wake::Written(Err(reason)) => Flow::End(reason),
+                Wake::Dialed(result) => {
+                    dialing = None;
+                    match result {
+                        Ok(socket) => {
+                            upstream_stream = Some(session.restore(*socket));
+                            Flow::Continue
+                        }
+                        Err(e) => match session.next_dial(&e) {
+                            Some(wait) => {
+                                redial_at = Some(tokio::time::Instant::now() + wait);
                                 Flow::Continue
                             }
-                            Err(e) => match session.next_dial(&e) {
-                                Some(wait) => {
-                                    redial_at = Some(tokio::time::Instant::now() + wait);
-                                    Flow::Continue
-                                }
-                                None => Flow::End(EndReason::UpstreamLost),
-                            },
-                        }
+                            None => Flow::End(EndReason::UpstreamLost),
+                        },
                     }
-                    Wake::Redial => {
-                        redial_at = None;
-                        dialing = session.dial();
-                        Flow::Continue
-                    }
-                    Wake::Hold => {
-                        session.play_hold_audio();
-                        Flow::Continue
-                    }
-                    Wake::RolloverDue => {
-                        session.rollover_at = None;
-                        standby_dialing = session.dial_standby();
-                        Flow::Continue
-                    }
-                    Wake::StandbyDialed(result) => {
-                        standby_dialing = None;
-                        match result {
-                            Ok(socket) => session.standby = Some(socket),
-                            Err(e) => {
-                                // Tried again in a second; the expiry itself is met by a reconnect.
-                                tracing::warn!(call_sid = %session.call_sid, error = %e,
-                                    "the session to roll over to could not be opened");
-                                session.rollover_at = Some(Instant::now() + Duration::from_secs(1));
-                            }
-                        }
-                        Flow::Continue
-                    }
-                    Wake::Close(reason) => {
-                        tracing::info!(call_sid = %session.call_sid, end_reason = %reason,
-                            "the call must end: the model is asked to say goodbye");
-                        session
-                            .state
-                            .close(reason, Instant::now(), &mut session.commands);
-                        session.dispatch();
-                        Flow::Continue
-                    }
-                    Wake::ClosingGone => {
-                        closing = None;
-                        Flow::Continue
-                    }
-                    Wake::Closed => match session.state.close_due() {
-                        Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
-                        _ => Flow::Continue,
-                    },
-                    Wake::Quiet => session.on_liveness_tick(&options.liveness),
                 }
+                Wake::Redial => {
+                    redial_at = None;
+                    dialing = session.dial();
+                    Flow::Continue
+                }
+                Wake::Hold => {
+                    session.play_hold_audio();
+                    Flow::Continue
+                }
+                Wake::RolloverDue => {
+                    session.rollover_at = None;
+                    standby_dialing = session.dial_standby();
+                    Flow::Continue
+                }
+                Wake::StandbyDialed(result) => {
+                    standby_dialing = None;
+                    match result {
+                        Ok(socket) => session.standby = Some(socket),
+                        Err(e) => {
+                            // Tried again in a second; the expiry itself is met by a reconnect.
+                            tracing::warn!(call_sid = %session.call_sid, error = %e,
+                                "the session to roll over to could not be opened");
+                            session.rollover_at = Some(Instant::now() + Duration::from_secs(1));
+                        }
+                    }
+                    Flow::Continue
+                }
+                Wake::Close(reason) => {
+                    tracing::info!(call_sid = %session.call_sid, end_reason = %reason,
+                        "the call must end: the model is asked to say goodbye");
+                    session
+                        .state
+                        .close(reason, Instant::now(), &mut session.commands);
+                    session.dispatch();
+                    Flow::Continue
+                }
+                Wake::ClosingGone => {
+                    closing = None;
+                    Flow::Continue
+                }
+                Wake::Closed => match session.state.close_due() {
+                    Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
+                    _ => Flow::Continue,
+                },
+                Wake::Quiet => session.on_liveness_tick(&options.liveness),
             }
         };
         if let Flow::End(reason) = flow {
@@ -538,7 +538,6 @@ pub async fn run(
             {
                 upstream_stream = None;
                 session.lose_upstream(reason);
-                session.rollover_at = None;
                 match session.standby.take() {
                     // A session opened ahead is ready: no dial needed.
                     Some(socket) => upstream_stream = Some(session.restore(*socket)),
@@ -1053,7 +1052,9 @@ impl Session {
             "upstream session lost: reconnecting with the conversation restored");
         self.metrics
             .upstream_reconnects
-            .get_or_create(&ReconnectLabels { outcome: "lost" })
+            .get_or_create(&ReconnectLabels {
+                outcome: ReconnectOutcome::Lost.as_str(),
+            })
             .inc();
         if let Some(leg) = self.upstream_out.take() {
             tokio::spawn(leg.close(UpMessage::Close(None), FAULTED_CLOSE_LIMIT));
@@ -1062,7 +1063,9 @@ impl Session {
         self.state.on_upstream_lost(cause, now);
         self.response_requested_at = None;
         self.upgrade_sent_at = None;
-        let mut outage = Outage::new(now, cause);
+        // The next session's own expiry schedules the next rollover.
+        self.rollover_at = None;
+        let mut outage = Outage::new(now);
         if let Some(uncommitted) = &mut self.uncommitted {
             outage.resent_frames = self.held.resend_first(uncommitted);
         }
@@ -1072,20 +1075,27 @@ impl Session {
     /// Starts a dial of the new session, limited to what is left of the reconnect budget:
     /// FULL instructions with the call's voice, VAD and transcription.
     fn dial(&mut self) -> Option<DialFuture> {
-        let (dialer, outage) = (self.dialer.as_ref()?, self.outage.as_mut()?);
+        let outage = self.outage.as_mut()?;
         outage.attempts += 1;
         let left = outage
             .deadline(&self.reconnect)
             .saturating_duration_since(Instant::now());
+        self.dial_full(left, "(reconnect budget)")
+    }
+
+    /// A dial of a new session with the FULL instructions and the call's voice, VAD and
+    /// transcription, failing as a timeout named `what` after `limit`; `None` without a dialer.
+    fn dial_full(&self, limit: Duration, what: &'static str) -> Option<DialFuture> {
+        let dialer = self.dialer.as_ref()?;
         let mut session = self.setup.session.clone();
         session.instructions = self.setup.prompts.full.clone();
         let dial = dialer(session);
         Some(Box::pin(async move {
-            match tokio::time::timeout(left, dial).await {
+            match tokio::time::timeout(limit, dial).await {
                 Ok(result) => result,
                 Err(_) => Err(UpstreamError::Timeout {
-                    url: "(reconnect budget)".into(),
-                    timeout_ms: left.as_millis() as u64,
+                    url: what.into(),
+                    timeout_ms: limit.as_millis() as u64,
                 }),
             }
         }))
@@ -1106,7 +1116,9 @@ impl Session {
             "no new upstream session within the reconnect budget: the call ends");
         self.metrics
             .upstream_reconnects
-            .get_or_create(&ReconnectLabels { outcome: "failed" })
+            .get_or_create(&ReconnectLabels {
+                outcome: ReconnectOutcome::Failed.as_str(),
+            })
             .inc();
         self.state.record(
             TimelineEvent::ReconnectFailed {
@@ -1125,16 +1137,13 @@ impl Session {
         let now = Instant::now();
         let (stream, replayed) = self.seed(socket, now);
         self.reconnects += 1;
-        let outage = self
-            .outage
-            .take()
-            .unwrap_or(Outage::new(now, EndReason::UpstreamError));
+        let outage = self.outage.take().unwrap_or(Outage::new(now));
         let gap = now.saturating_duration_since(outage.since);
         self.metrics.upstream_reconnect.observe(gap.as_secs_f64());
         self.metrics
             .upstream_reconnects
             .get_or_create(&ReconnectLabels {
-                outcome: "restored",
+                outcome: ReconnectOutcome::Restored.as_str(),
             })
             .inc();
         let gap_ms = gap.as_secs_f64() * 1000.0;
@@ -1190,21 +1199,8 @@ impl Session {
     }
 
     /// Starts opening the session that will replace the current one before it expires.
-    fn dial_standby(&mut self) -> Option<DialFuture> {
-        let dialer = self.dialer.as_ref()?;
-        let mut session = self.setup.session.clone();
-        session.instructions = self.setup.prompts.full.clone();
-        let dial = dialer(session);
-        let limit = self.reconnect.budget;
-        Some(Box::pin(async move {
-            match tokio::time::timeout(limit, dial).await {
-                Ok(result) => result,
-                Err(_) => Err(UpstreamError::Timeout {
-                    url: "(rollover)".into(),
-                    timeout_ms: limit.as_millis() as u64,
-                }),
-            }
-        }))
+    fn dial_standby(&self) -> Option<DialFuture> {
+        self.dial_full(self.reconnect.budget, "(rollover)")
     }
 
     /// At a turn boundary with a session opened ahead: the call moves to it. The old session
@@ -1230,7 +1226,7 @@ impl Session {
         self.metrics
             .upstream_reconnects
             .get_or_create(&ReconnectLabels {
-                outcome: "rollover",
+                outcome: ReconnectOutcome::Rollover.as_str(),
             })
             .inc();
         tracing::info!(call_sid = %self.call_sid, replayed, resent,
@@ -1262,7 +1258,8 @@ impl Session {
                 self.twilio_out.control(tw::mark(&self.stream_sid, &name));
             }
         }
-        self.state.on_hold_audio_done(&mut self.commands);
+        // Its tail is marked, as a response's is.
+        self.state.on_audio_done(&mut self.commands);
         self.dispatch();
         let ms = sent / BYTES_PER_MS as u64;
         tracing::info!(call_sid = %self.call_sid, ms, "reconnect still going: hold audio played");
@@ -1274,6 +1271,9 @@ impl Session {
         let Some(leg) = &mut self.upstream_out else {
             return;
         };
+        if self.held.is_empty() {
+            return;
+        }
         let now = Instant::now();
         while let Some(frame) = self.held.pop() {
             let copy = self.uncommitted.as_ref().map(|_| frame.clone());

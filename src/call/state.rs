@@ -279,18 +279,26 @@ impl CallState {
     /// no upgrade is due): the response the lost session owed is asked for.
     pub fn on_upstream_restored(&mut self, now: Instant, out: &mut Vec<Command>) {
         self.upstream_down = false;
-        if !self.upgraded {
-            self.upgraded = true;
-            self.timeline.push(
-                now,
-                TimelineEvent::Upgraded {
-                    full_tokens: self.settings.full_tokens,
-                },
-            );
-        }
+        self.mark_upgraded(now);
         if let Some(kind) = self.after_restore.take() {
             self.request_response(kind, out);
         }
+    }
+
+    /// The session has the FULL instructions from `now` on (recorded once). Returns whether
+    /// this is news.
+    fn mark_upgraded(&mut self, now: Instant) -> bool {
+        if self.upgraded {
+            return false;
+        }
+        self.upgraded = true;
+        self.timeline.push(
+            now,
+            TimelineEvent::Upgraded {
+                full_tokens: self.settings.full_tokens,
+            },
+        );
+        true
     }
 
     /// Whether the call is between turns at `now`: nobody speaking, nothing playing, no
@@ -311,7 +319,7 @@ impl CallState {
     /// item ids mean nothing to it. Recorded with what the new session was given.
     pub fn on_rollover(&mut self, replayed: usize, resent_frames: usize, now: Instant) {
         self.playback.forget_item();
-        self.upgraded = true;
+        self.mark_upgraded(now);
         self.timeline.push(
             now,
             TimelineEvent::Rollover {
@@ -378,6 +386,12 @@ impl CallState {
             self.timeline
                 .push(now, TimelineEvent::TurnAudio { latency_ms: ms });
         }
+        self.audio_sent(item_id, bytes, now)
+    }
+
+    /// `bytes` of `item_id` went to Twilio at `now`: counted, and on the playback clock.
+    /// Returns the name of a mark due after them.
+    fn audio_sent(&mut self, item_id: &str, bytes: u64, now: Instant) -> Option<String> {
         self.counters.frames_out += 1;
         let mark = self.playback.on_audio_sent(item_id, bytes, now);
         if mark.is_some() {
@@ -390,19 +404,7 @@ impl CallState {
     /// moves the playback clock and marks like model audio, and measures no latency. Returns
     /// the name of a mark to send after it, as [`CallState::on_audio_queued`] does.
     pub fn on_hold_audio_queued(&mut self, bytes: u64, now: Instant) -> Option<String> {
-        self.counters.frames_out += 1;
-        let mark = self
-            .playback
-            .on_audio_sent(crate::call::hold_audio::HOLD_ITEM, bytes, now);
-        if mark.is_some() {
-            self.counters.marks_sent += 1;
-        }
-        mark
-    }
-
-    /// The end of a stretch of hold audio: its tail is marked, as a response's is.
-    pub fn on_hold_audio_done(&mut self, out: &mut Vec<Command>) {
-        self.on_audio_done(out);
+        self.audio_sent(crate::call::hold_audio::HOLD_ITEM, bytes, now)
     }
 
     /// The Twilio leg refused a model audio delta (its queue is full): it is dropped and
@@ -566,15 +568,8 @@ impl CallState {
                 status: status.unwrap_or("unknown").to_string(),
             },
         );
-        if !self.upgraded {
-            self.upgraded = true;
+        if self.mark_upgraded(now) {
             out.push(Command::UpgradeInstructions);
-            self.timeline.push(
-                now,
-                TimelineEvent::Upgraded {
-                    full_tokens: self.settings.full_tokens,
-                },
-            );
         }
         if let Some(kind) = self.queued.take() {
             self.request_response(kind, out);

@@ -282,19 +282,7 @@ impl ClientEvent<'_> {
             ClientEvent::DeleteItem(item_id) => {
                 typed("conversation.item.delete", ItemIdBody { item_id })
             }
-            ClientEvent::SystemMessage(text) => typed(
-                "conversation.item.create",
-                ItemBody {
-                    item: MessageItem {
-                        kind: "message",
-                        role: "system",
-                        content: [InputText {
-                            kind: "input_text",
-                            text,
-                        }],
-                    },
-                },
-            ),
+            ClientEvent::SystemMessage(text) => message_item("system", "input_text", text),
             ClientEvent::UserText(text) => message_item("user", "input_text", text),
             ClientEvent::AssistantText(text) => message_item("assistant", "output_text", text),
             ClientEvent::Truncate {

@@ -73,19 +73,9 @@ impl Upstreams {
         }
     }
 
-    /// One upstream, no breaker to speak of (tests, tools).
-    pub fn single(settings: UpstreamSettings) -> Upstreams {
-        Upstreams::new(vec![("primary".into(), settings)], u32::MAX, Duration::ZERO)
-    }
-
     /// The upstreams in order.
     pub fn targets(&self) -> &[Target] {
         &self.targets
-    }
-
-    /// The first upstream's settings.
-    pub fn primary(&self) -> Option<&UpstreamSettings> {
-        self.targets.first().map(|t| &t.settings)
     }
 
     /// Upstream `i`'s breaker. `i` is always an index of [`Upstreams::targets`] (every caller

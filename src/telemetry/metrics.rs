@@ -115,8 +115,8 @@ pub struct RateLimitLabels {
 /// What became of a lost upstream session.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconnectLabels {
-    /// `lost` (a reconnect began), `restored` (a new session took over), `failed` (none
-    /// within the budget; the call ended) or `rollover` (replaced before its expiry).
+    /// [`crate::domain::ReconnectOutcome::as_str`]: `lost`, `restored`, `failed` or
+    /// `rollover`.
     pub outcome: &'static str,
 }
 
