@@ -384,6 +384,39 @@ impl Default for ReconnectConfig {
     }
 }
 
+/// `[fallback]`: where a call goes when no model can be had (no upstream at the stream's start,
+/// no greeting within `greeting_budget_ms`, or a mid-call reconnect that fails within its
+/// budget). The call is redirected through Twilio's REST API to TwiML that puts it through to a
+/// person (`<Dial>`), or that apologises in the business's language and hangs up. The section
+/// may be left out: the defaults below apply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FallbackConfig {
+    /// The E.164 number calls are put through to when their business names none of its own;
+    /// "" (default): the apology and a hang-up.
+    pub number: String,
+    /// Base URL of Twilio's REST API. Default `https://api.twilio.com`; tests point it at a
+    /// mock.
+    pub twilio_api_url: String,
+    /// How long the REST request redirecting the call may take, ms. Default 3000.
+    pub rest_timeout_ms: u64,
+    /// From the stream's start, how long the caller may wait for the greeting's first audio
+    /// before the call falls back, ms (an upstream that opened but sends nothing); 0: no limit.
+    /// Default 5000.
+    pub greeting_budget_ms: u64,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            number: String::new(),
+            twilio_api_url: "https://api.twilio.com".into(),
+            rest_timeout_ms: 3000,
+            greeting_budget_ms: 5000,
+        }
+    }
+}
+
 /// `[timeouts]`, all in ms.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -456,6 +489,9 @@ pub struct Config {
     /// `[reconnect]` (optional).
     #[serde(default)]
     pub reconnect: ReconnectConfig,
+    /// `[fallback]` (optional).
+    #[serde(default)]
+    pub fallback: FallbackConfig,
 }
 
 /// Secrets, from the environment only.
@@ -871,10 +907,26 @@ impl Config {
             ("audio.stall_limit_ms", self.audio.stall_limit_ms),
             ("reconnect.budget_ms", self.reconnect.budget_ms),
             ("reconnect.hold_caller_ms", self.reconnect.hold_caller_ms),
+            ("fallback.rest_timeout_ms", self.fallback.rest_timeout_ms),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0".into()));
             }
+        }
+        if !self.fallback.number.trim().is_empty()
+            && crate::store::normalize_e164(&self.fallback.number).is_err()
+        {
+            return Err(bad(
+                "fallback.number",
+                "must be an E.164 number (+ and up to 15 digits) or empty".into(),
+            ));
+        }
+        let api = self.fallback.twilio_api_url.trim();
+        if !(api.starts_with("https://") || api.starts_with("http://")) {
+            return Err(bad(
+                "fallback.twilio_api_url",
+                "must be an http:// or https:// URL".into(),
+            ));
         }
         Ok(())
     }

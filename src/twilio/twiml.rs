@@ -85,6 +85,43 @@ pub fn say_and_hangup(text: &str) -> String {
     out
 }
 
+/// TwiML that reads `text` in `language` (a Twilio `<Say>` language such as `en-US`) and
+/// hangs up: `<?xml …?><Response><Say language="LANG">TEXT</Say><Hangup/></Response>`.
+/// Escaping as in [`say_and_hangup`]. Source: <https://www.twilio.com/docs/voice/twiml/say>
+/// (`language`).
+pub fn say_in_and_hangup(text: &str, language: &str) -> String {
+    let mut out = String::with_capacity(120 + text.len());
+    out.push_str(XML_DECLARATION);
+    out.push_str("<Response>");
+    push_say(&mut out, text, language);
+    out.push_str("<Hangup/></Response>");
+    out
+}
+
+/// TwiML that reads `text` in `language`, then puts the call through to `number` (E.164):
+/// `<?xml …?><Response><Say language="LANG">TEXT</Say><Dial>NUMBER</Dial></Response>`. The
+/// dialled side sees the caller's own number (Twilio's default caller ID for a `<Dial>` on an
+/// inbound call). Sources: <https://www.twilio.com/docs/voice/twiml/dial>,
+/// <https://www.twilio.com/docs/voice/twiml/say>.
+pub fn say_in_and_dial(text: &str, language: &str, number: &str) -> String {
+    let mut out = String::with_capacity(140 + text.len());
+    out.push_str(XML_DECLARATION);
+    out.push_str("<Response>");
+    push_say(&mut out, text, language);
+    out.push_str("<Dial>");
+    push_escaped(&mut out, number, false);
+    out.push_str("</Dial></Response>");
+    out
+}
+
+fn push_say(out: &mut String, text: &str, language: &str) {
+    out.push_str("<Say language=\"");
+    push_escaped(out, language, true);
+    out.push_str("\">");
+    push_escaped(out, text, false);
+    out.push_str("</Say>");
+}
+
 /// Appends `text` XML-escaped; `attribute` also protects whitespace that attribute-value
 /// normalisation would turn into spaces.
 fn push_escaped(out: &mut String, text: &str, attribute: bool) {
@@ -164,6 +201,20 @@ mod tests {
             say_and_hangup("Tom & Jerry's <\"shop\">\nbye"),
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>\
              <Say>Tom &amp; Jerry&apos;s &lt;&quot;shop&quot;&gt;\nbye</Say><Hangup/></Response>"
+        );
+    }
+
+    #[test]
+    fn the_fallback_documents_say_in_the_language_then_dial_or_hang_up() {
+        assert_eq!(
+            say_in_and_dial("Un momento & gracias", "es-ES", "+15551234567"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say language=\"es-ES\">\
+             Un momento &amp; gracias</Say><Dial>+15551234567</Dial></Response>"
+        );
+        assert_eq!(
+            say_in_and_hangup("Au revoir", "fr-FR"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say language=\"fr-FR\">\
+             Au revoir</Say><Hangup/></Response>"
         );
     }
 }
