@@ -121,14 +121,8 @@ impl RestClient {
         call_sid: &CallSid,
         twiml: &str,
     ) -> Result<CallResource, RestError> {
-        if !is_sid(account_sid, "AC") {
-            return Err(RestError::BadAccountSid);
-        }
-        let url = format!(
-            "{}/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",
-            self.base_url
-        );
-        self.post(account_sid, &url, &[("Twiml", twiml)]).await
+        let resource = format!("Calls/{call_sid}.json");
+        self.post(account_sid, &resource, &[("Twiml", twiml)]).await
     }
 
     /// Places a call: `form` holds the Call resource's create parameters (`To`, `From`, `Url`
@@ -140,22 +134,24 @@ impl RestClient {
         account_sid: &str,
         form: &[(&str, &str)],
     ) -> Result<CallResource, RestError> {
+        self.post(account_sid, "Calls.json", form).await
+    }
+
+    /// POSTs `form` to `resource` (a path under the account, such as `Calls.json`) with the
+    /// account's credentials; the Account SID is checked before it goes into the path.
+    async fn post(
+        &self,
+        account_sid: &str,
+        resource: &str,
+        form: &[(&str, &str)],
+    ) -> Result<CallResource, RestError> {
         if !is_sid(account_sid, "AC") {
             return Err(RestError::BadAccountSid);
         }
         let url = format!(
-            "{}/2010-04-01/Accounts/{account_sid}/Calls.json",
+            "{}/2010-04-01/Accounts/{account_sid}/{resource}",
             self.base_url
         );
-        self.post(account_sid, &url, form).await
-    }
-
-    async fn post(
-        &self,
-        account_sid: &str,
-        url: &str,
-        form: &[(&str, &str)],
-    ) -> Result<CallResource, RestError> {
         let answer = self
             .http
             .post(url)
