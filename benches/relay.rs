@@ -112,6 +112,7 @@ fn relay(c: &mut Criterion) {
         updated_at_ms: 0,
         max_concurrent_calls: None,
         max_call_duration_s: None,
+        fallback: None,
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     let cache: FingerprintCache<voxrelay::prompt::BuiltPrompts> = FingerprintCache::default();

@@ -170,6 +170,10 @@ vocabulary! {
         SetupFailed = "setup_failed",
         /// The media stream started but no upstream session could be opened.
         UpstreamUnavailable = "upstream_unavailable",
+        /// The upstream session opened but no greeting audio came within
+        /// `fallback.greeting_budget_ms` of the stream's start (an upstream that handshakes and
+        /// then sends nothing): the call went to its fallback.
+        NoGreeting = "no_greeting",
         /// The webhook answered, but no media stream claimed the call in time
         /// (`timeouts.pending_call_ms`).
         NoStream = "no_stream",
@@ -201,6 +205,17 @@ vocabulary! {
         IdleEvicted = "idle_evicted",
         /// Every connection was busy: the new one was closed.
         OverCap = "over_cap",
+    }
+}
+
+vocabulary! {
+    /// Where a call goes when no model can take it (the human fallback,
+    /// [`crate::call::fallback`]); the `action` label of `voxrelay_call_fallbacks_total`.
+    FallbackAction, "fallback action" {
+        /// Put through to the business's own line (`<Dial>`).
+        Dial = "dial",
+        /// A spoken apology in the business's language, then a hang-up.
+        Apology = "apology",
     }
 }
 
@@ -245,6 +260,7 @@ impl EndReason {
                 | EndReason::UpstreamStalled
                 | EndReason::UpstreamSilent
                 | EndReason::UpstreamLost
+                | EndReason::NoGreeting
                 | EndReason::Crashed
         )
     }

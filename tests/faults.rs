@@ -18,7 +18,10 @@
 //! | upstream session expiry (`session_expired`) | [`fault_session_expiry_reconnects_and_the_call_goes_on`] |
 //! | session expiry, seen coming (`expires_at`) | [`fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_gap`] |
 //! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] (reconnects) |
-//! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] |
+//! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] (then the fallback) |
+//! | every upstream down | [`fault_every_upstream_down_sends_the_caller_to_the_business_line_or_its_apology`] |
+//! | `response.create` refused for the rate limit | [`fault_response_create_refused_for_rate_is_retried_and_the_caller_is_greeted`] |
+//! | upstream handshakes, then never sends an event | [`fault_upstream_handshakes_then_never_sends_an_event_falls_back_within_the_greeting_budget`] |
 //! | the stream token replayed on a second stream | `fault_a_replayed_stream_token_…` in `tests/lifecycle.rs` |
 //! | the first upstream hangs at its handshake | [`fault_a_hanging_first_upstream_fails_over_and_its_breaker_spares_the_next_call`] |
 //! | a black-hole upstream (connects, never answers) | [`fault_a_black_hole_upstream_costs_one_connect_timeout`] |
@@ -38,8 +41,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use voxrelay::domain::EndReason;
-use voxrelay::store::Store;
+use voxrelay::call::service::SETUP_FAILED_SORRY;
+use voxrelay::domain::{EndReason, FallbackAction};
+use voxrelay::store::{BusinessUpdate, Store};
 use voxrelay::telemetry::timeline::TimelineEvent;
 use voxrelay_sim::caller::{self, CallerEvent};
 use voxrelay_sim::demo::jfk_speech;
@@ -232,6 +236,28 @@ fn asking_caller(world: &World, n: u32, listen_ms: u64) -> voxrelay_sim::caller:
     caller.lead_silence_ms = 2500;
     caller.tail_silence_ms = listen_ms;
     caller
+}
+
+/// When (from the stream's start) and to what TwiML the simulated Twilio was told to redirect
+/// the call, if it was.
+fn redirected(heard: &voxrelay_sim::caller::CallerReport) -> Option<(Duration, String)> {
+    heard.events.iter().find_map(|(at, e)| match e {
+        CallerEvent::Redirected { twiml } => Some((*at, twiml.clone())),
+        _ => None,
+    })
+}
+
+/// The timeline's fallbacks: (action, delivered) in order.
+fn fallbacks(report: &voxrelay::telemetry::timeline::CallReport) -> Vec<(FallbackAction, bool)> {
+    report
+        .timeline
+        .entries()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            TimelineEvent::Fallback { action, delivered } => Some((*action, *delivered)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The timeline's reconnects: (cause of the loss, gap ms) in order.
@@ -613,20 +639,25 @@ async fn fault_every_redial_refused_ends_the_call_within_the_budget() {
     let heard = caller::run(asking_caller(&world, 10, 8000))
         .await
         .expect("call runs");
-    let closed_at = heard
-        .events
-        .iter()
-        .find_map(|(at, e)| matches!(e, CallerEvent::Closed { .. }).then_some(*at))
-        .expect("the proxy ended the call");
+    // No model could be had again: the caller goes to the business's fallback (the
+    // configured default here, the apology), redirected while the stream is still open.
+    let (redirected_at, twiml) = redirected(&heard).expect("the call went to its fallback");
     assert!(
-        closed_at < Duration::from_millis(3000 + 1500 + 1500),
-        "ended within the reconnect budget: {closed_at:?}"
+        redirected_at < Duration::from_millis(3000 + 1500 + 1500),
+        "within the reconnect budget: {redirected_at:?}"
     );
+    assert!(twiml.contains("Hangup"), "{twiml}");
     let report = world
         .report_for(&sid(10), Duration::from_secs(5))
         .await
         .expect("report");
     assert_eq!(report.end_reason, EndReason::UpstreamLost);
+    assert_eq!(
+        fallbacks(&report),
+        vec![(FallbackAction::Apology, true)],
+        "{:?}",
+        report.timeline.entries()
+    );
     let failed = report.timeline.entries().iter().find_map(|(_, e)| match e {
         TimelineEvent::ReconnectFailed {
             attempts,
@@ -641,6 +672,215 @@ async fn fault_every_redial_refused_ends_the_call_within_the_budget() {
         .await
         .expect("recorded");
     assert_eq!(call.end_reason.as_deref(), Some("upstream_lost"));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_every_upstream_down_sends_the_caller_to_the_business_line_or_its_apology() {
+    // Every handshake is refused (HTTP 503): no model for the pre-warm, nor for its retry.
+    let upstream = SimUpstreamConfig {
+        accepted_handshakes: Some(0),
+        ..SimUpstreamConfig::default()
+    };
+    let world = world(upstream, None, Box::new(|_| {})).await;
+    world
+        .store
+        .update_business(
+            "dental",
+            &BusinessUpdate {
+                fallback: Some("+1 (500) 555-0123".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("fallback set");
+    let caller = world.caller(
+        &sid(40),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(caller))
+        .await
+        .expect("the call ends")
+        .expect("call runs");
+    let (_, twiml) = redirected(&heard).expect("the call went to the business's line");
+    assert!(
+        twiml.contains(r#"<Say language="en-US">Sorry, our assistant is unavailable."#),
+        "{twiml}"
+    );
+    assert!(
+        twiml.ends_with("<Dial>+15005550123</Dial></Response>"),
+        "{twiml}"
+    );
+    assert_eq!(heard.media_received, 0, "no model spoke");
+    let redirects = world.twilio.redirects();
+    assert_eq!(redirects.len(), 1, "{redirects:?}");
+    let redirect = &redirects[0];
+    assert_eq!(redirect.call_sid, sid(40));
+    assert_eq!(redirect.account_sid, caller::account_sid());
+    assert!(
+        redirect.authorized,
+        "Basic auth with the account and the token"
+    );
+    assert!(
+        redirect.while_live,
+        "redirected before the stream was closed"
+    );
+    let call = ended_within(&world.store, &sid(40), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(
+        call.end_reason.as_deref(),
+        Some("upstream_unavailable"),
+        "a fallback is still a failed call"
+    );
+
+    // The same outage for a Spanish-speaking business that wants no transfer: the apology in
+    // its language, then a hang-up.
+    world
+        .store
+        .update_business(
+            "dental",
+            &BusinessUpdate {
+                fallback: Some("apology".into()),
+                language: Some("es".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("fallback set");
+    let caller = world.caller(
+        &sid(41),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(caller))
+        .await
+        .expect("the call ends")
+        .expect("call runs");
+    let (_, twiml) = redirected(&heard).expect("the call heard the apology");
+    assert!(
+        twiml.contains(r#"<Say language="es-ES">Lo sentimos, no podemos atender su llamada"#),
+        "{twiml}"
+    );
+    assert!(twiml.ends_with("<Hangup/></Response>"), "{twiml}");
+    let call = ended_within(&world.store, &sid(41), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(call.end_reason.as_deref(), Some("upstream_unavailable"));
+    let text = metrics(&world).await;
+    for action in ["dial", "apology"] {
+        let line =
+            format!("voxrelay_call_fallbacks_total{{action=\"{action}\",delivered=\"true\"}} 1");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_upstream_handshakes_then_never_sends_an_event_falls_back_within_the_greeting_budget()
+{
+    // The upstream takes the handshake and reads everything, answers pings, and sends nothing:
+    // not even session.created.
+    let upstream = answering_upstream(Some(Fault::Mute(0)));
+    let budget_ms = 1500;
+    let mut world = world(
+        upstream,
+        None,
+        Box::new(move |c| c.fallback.greeting_budget_ms = budget_ms),
+    )
+    .await;
+    let heard = tokio::time::timeout(
+        Duration::from_secs(15),
+        caller::run(asking_caller(&world, 42, 6000)),
+    )
+    .await
+    .expect("the call ends")
+    .expect("call runs");
+    let (at, twiml) = redirected(&heard).expect("the call went to its fallback");
+    assert!(twiml.contains(SETUP_FAILED_SORRY), "{twiml}");
+    assert!(
+        at >= Duration::from_millis(budget_ms - 50) && at < Duration::from_millis(budget_ms + 500),
+        "within the greeting budget of {budget_ms} ms: {at:?}"
+    );
+    assert_eq!(
+        heard.media_received, 0,
+        "the caller heard only the fallback"
+    );
+    let report = world
+        .report_for(&sid(42), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::NoGreeting);
+    assert_eq!(fallbacks(&report), vec![(FallbackAction::Apology, true)]);
+    let call = ended_within(&world.store, &sid(42), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(call.end_reason.as_deref(), Some("no_greeting"));
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_response_create_refused_for_rate_is_retried_and_the_caller_is_greeted() {
+    // The first two response.creates of the session fail with rate_limit_exceeded, the
+    // requests limit spent for 200 ms each time.
+    let upstream = SimUpstreamConfig {
+        refused_responses: 2,
+        ..answering_upstream(None)
+    };
+    let mut world = world(upstream, None, Box::new(|_| {})).await;
+    let heard = caller::run(asking_caller(&world, 43, 4000))
+        .await
+        .expect("call runs");
+    assert!(
+        heard.media_received > 0,
+        "the caller was greeted after the retries"
+    );
+    let first_audio = heard.first_audio_ms().expect("first audio");
+    let backoff: u64 = voxrelay::call::state::RESPONSE_RETRY_BACKOFF_MS[..2]
+        .iter()
+        .sum();
+    assert!(
+        first_audio >= backoff as f64,
+        "the greeting came after the backoff ({backoff} ms): {first_audio} ms"
+    );
+    assert!(first_audio < 3000.0, "{first_audio} ms");
+    let report = world
+        .report_for(&sid(43), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::Stop);
+    let retries: Vec<(u32, u64)> = report
+        .timeline
+        .entries()
+        .iter()
+        .filter_map(|(_, e)| match e {
+            TimelineEvent::ResponseRetry {
+                attempt,
+                wait_ms,
+                code,
+            } if code == "rate_limit_exceeded" => Some((*attempt, *wait_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        retries,
+        vec![(1, 250), (2, 500)],
+        "{:?}",
+        report.timeline.entries()
+    );
+    assert_eq!(report.counters.response_retries, 2);
+    let creates = world.upstream.sessions()[0]
+        .event_types()
+        .iter()
+        .filter(|t| *t == "response.create")
+        .count();
+    assert!(creates >= 3, "two refused, then the greeting: {creates}");
+    let text = metrics(&world).await;
+    assert!(
+        text.contains("voxrelay_upstream_rate_limit_remaining{name=\"requests\"}"),
+        "rate_limits.updated is tracked"
+    );
     world.stop().await;
 }
 
@@ -666,16 +906,9 @@ async fn fault_a_black_hole_upstream_costs_one_connect_timeout() {
         .await
         .expect("the stream is closed")
         .expect("call runs");
-    let closed = heard.events.iter().find_map(|(_, e)| match e {
-        CallerEvent::Closed { code, .. } => Some(*code),
-        _ => None,
-    });
-    assert_eq!(
-        closed,
-        Some(Some(1013)),
-        "try again later: {:?}",
-        heard.events
-    );
+    // The caller is not left in silence: the apology, while the stream is open.
+    let (_, twiml) = redirected(&heard).expect("the call went to its fallback");
+    assert!(twiml.contains(SETUP_FAILED_SORRY), "{twiml}");
     assert_eq!(
         accepted.load(Ordering::SeqCst),
         1,

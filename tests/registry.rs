@@ -57,6 +57,7 @@ fn setup() -> CallSetup {
         updated_at_ms: now_ms(),
         max_concurrent_calls: None,
         max_call_duration_s: None,
+        fallback: None,
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     CallSetup::build(

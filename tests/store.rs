@@ -18,8 +18,8 @@ use sqlx::{AnyConnection, Connection, SqlSafeStr};
 use voxrelay::domain::{Direction, GuardAction, GuardKind};
 use voxrelay::guard::redact::contains_card_number;
 use voxrelay::store::{
-    Business, BusinessRule, CallEnd, CallEvent, CallRecord, CallSummary, NewBusiness, NewCall,
-    NewCallEvent, Store, StoreError, now_ms,
+    Business, BusinessRule, BusinessUpdate, CallEnd, CallEvent, CallRecord, CallSummary,
+    NewBusiness, NewCall, NewCallEvent, Store, StoreError, now_ms,
 };
 
 mod common;
@@ -79,6 +79,7 @@ on_both_backends!(
     guard_rules_are_added_replaced_and_listed,
     a_guard_rule_for_an_unknown_business_is_not_found,
     an_invalid_guard_rule_is_rejected_naming_it,
+    a_business_fallback_is_a_number_or_the_apology_and_clears_to_the_default,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -944,6 +945,57 @@ async fn a_sqlite_file_database_uses_wal_and_keeps_its_data_across_reconnects() 
 /// Starts a database at schema version 1 (as deployed before the guards) with one business, then
 /// opens it as a [`Store`] and migrates: the business gets the default guard policy, both
 /// versions are recorded once, and the database itself rejects an unknown policy.
+async fn a_business_fallback_is_a_number_or_the_apology_and_clears_to_the_default(store: Store) {
+    add(&store, "biz_fb").await;
+    let set = |value: &str| BusinessUpdate {
+        fallback: Some(value.to_string()),
+        ..BusinessUpdate::default()
+    };
+    let b = store
+        .update_business("biz_fb", &set(" +1 (415) 555-0199 "))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.fallback.as_deref(),
+        Some("+14155550199"),
+        "stored as E.164"
+    );
+    let read = store.business("biz_fb").await.unwrap().expect("business");
+    assert_eq!(read.fallback.as_deref(), Some("+14155550199"));
+    let b = store
+        .update_business("biz_fb", &set("apology"))
+        .await
+        .unwrap();
+    assert_eq!(b.fallback.as_deref(), Some("apology"));
+    for bad in ["front desk", "+0123", "APOLOGY please"] {
+        let e = store
+            .update_business("biz_fb", &set(bad))
+            .await
+            .expect_err(bad);
+        assert!(
+            matches!(&e, StoreError::Invalid(m) if m.contains("fallback") && m.contains(bad)),
+            "{bad}: {e}"
+        );
+    }
+    let kept = store.business("biz_fb").await.unwrap().expect("business");
+    assert_eq!(
+        kept.fallback.as_deref(),
+        Some("apology"),
+        "a refused value changes nothing"
+    );
+    let b = store.update_business("biz_fb", &set("")).await.unwrap();
+    assert_eq!(b.fallback, None, "cleared to the instance's default");
+    assert_eq!(
+        store
+            .business("biz_fb")
+            .await
+            .unwrap()
+            .expect("business")
+            .fallback,
+        None
+    );
+}
+
 async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str) {
     sqlx::any::install_default_drivers();
     let v1 = Migrator::with_migrations(vec![Migration::new(
@@ -972,6 +1024,7 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
     assert_eq!(legacy.name, "Legacy Dental");
     assert_eq!(legacy.hours, "");
     assert!(legacy.required_sections.is_empty());
+    assert_eq!(legacy.fallback, None, "the instance's default fallback");
     store.set_guard_policy("legacy", "flag").await.unwrap();
     store.close().await;
 
@@ -981,7 +1034,7 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5], "every migration applied");
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6], "every migration applied");
     let rejected = sqlx::query(
         "INSERT INTO businesses (id, name, guard_policy, created_at_ms, updated_at_ms) \
          VALUES ('bad', 'Bad', 'block', 1, 1)",

@@ -63,6 +63,11 @@ pub enum BusinessCommand {
         /// Require no sections.
         #[arg(long, conflicts_with = "require_section")]
         no_required_sections: bool,
+        /// Where calls go when no model can take them: an E.164 number to put the caller
+        /// through to, "apology" (a spoken apology and a hang-up), or "" for the instance's
+        /// `fallback.number`.
+        #[arg(long)]
+        fallback: Option<String>,
     },
     /// Delete a business with its numbers, rules, prompt versions and experiments (its call
     /// records stay).
@@ -213,6 +218,7 @@ pub async fn run(
             greeting,
             require_section,
             no_required_sections,
+            fallback,
         } => {
             let update = BusinessUpdate {
                 name,
@@ -225,6 +231,7 @@ pub async fn run(
                 } else {
                     Some(require_section).filter(|s| !s.is_empty())
                 },
+                fallback,
                 ..BusinessUpdate::default()
             };
             let b = ops::businesses::update(store, checks, &id, &update).await?;

@@ -22,6 +22,8 @@ use tokio_tungstenite::tungstenite::Message;
 use voxrelay::audio::mulaw::{FRAME_BYTES, SILENCE};
 use voxrelay::twilio::signature;
 
+use crate::twilio_rest::LiveCalls;
+
 /// How the simulated call is placed.
 #[derive(Debug, Clone)]
 pub struct CallerConfig {
@@ -68,6 +70,10 @@ pub struct CallerConfig {
     /// At the end of the media, send nothing more (no `stop`, no marks) and keep the socket
     /// open, still reading: a Twilio that died without its TCP connection closing.
     pub go_quiet: bool,
+    /// The simulated Twilio REST API's live calls: the stream registers there while it is
+    /// open, and a redirect of the call ends it as Twilio would (`stop`, then close, recorded
+    /// as [`CallerEvent::Redirected`]). `None`: no REST API to redirect it.
+    pub live_calls: Option<LiveCalls>,
 }
 
 impl CallerConfig {
@@ -101,6 +107,7 @@ impl CallerConfig {
             recv_buffer_bytes: None,
             close_without_stop: false,
             go_quiet: false,
+            live_calls: None,
         }
     }
 }
@@ -130,6 +137,12 @@ pub enum CallerEvent {
     Stop,
     /// The caller went quiet (`go_quiet`): nothing more is sent.
     Quiet,
+    /// The call was redirected through the REST API (the proxy's fallback): Twilio ended
+    /// the stream (`stop`, then close) and runs this TwiML instead.
+    Redirected {
+        /// The TwiML the call now runs.
+        twiml: String,
+    },
     /// The proxy closed the WebSocket.
     Closed {
         /// Close code, if any.
@@ -435,6 +448,7 @@ async fn stream(
     }
     let t0 = Instant::now();
     let since = |at: Instant| at.saturating_duration_since(t0);
+    let mut redirect = config.live_calls.as_ref().map(|l| l.open(&config.call_sid));
 
     // The caller's side: lead silence, speech, tail silence, in 20 ms frames.
     let frame_ms = 20u64;
@@ -540,6 +554,19 @@ async fn stream(
                 let _ = sink.close().await;
                 break;
             }
+            twiml = redirected(&mut redirect), if redirect.is_some() => {
+                let Some(twiml) = twiml else {
+                    redirect = None;
+                    continue;
+                };
+                report.events.push((since(Instant::now()), CallerEvent::Redirected { twiml }));
+                seq += 1;
+                let stop = json!({"event":"stop","sequenceNumber":seq.to_string(),"streamSid":stream_sid,
+                    "stop":{"accountSid":account_sid,"callSid":config.call_sid}});
+                let _ = sink.send(Message::Text(stop.to_string().into())).await;
+                let _ = sink.close().await;
+                break;
+            }
             // A stalled Twilio: wake when reading stops and when it resumes.
             _ = tokio::time::sleep_until(reading_stops.unwrap_or(far)), if reading() && reading_stops.is_some_and(|t| t > tokio::time::Instant::now()) => {}
             _ = tokio::time::sleep_until(reading_resumes.unwrap_or(far)), if !reading() => {}
@@ -599,7 +626,20 @@ async fn stream(
             }
         }
     }
+    if let Some(live) = &config.live_calls {
+        live.close(&config.call_sid);
+    }
     report.heard = speaker.into_heard(Instant::now());
+}
+
+/// The TwiML of the call's redirect, when one comes; `None` when none can come any more.
+async fn redirected(
+    redirect: &mut Option<tokio::sync::oneshot::Receiver<String>>,
+) -> Option<String> {
+    match redirect {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -203,6 +203,9 @@ pub fn render(outcome: &DemoOutcome) -> String {
             ),
             CallerEvent::Stop => "stop sent (hang-up)".to_string(),
             CallerEvent::Quiet => "the caller's side goes quiet (a dead peer)".to_string(),
+            CallerEvent::Redirected { .. } => {
+                "the call is redirected to the business's fallback (stream stopped)".to_string()
+            }
             CallerEvent::Closed { code, reason } => {
                 format!("proxy closed the stream ({code:?} {reason})")
             }

@@ -5,6 +5,7 @@
 //! - [`upstream`]: the simulated Realtime API (GA and beta event names, VAD, faults, echo mode);
 //! - [`vad`]: its energy VAD;
 //! - [`caller`]: the simulated Twilio (webhook, Media Streams, marks);
+//! - [`twilio_rest`]: the simulated Twilio REST API (a live call's redirect);
 //! - [`playback`]: Twilio's playback buffer, for the caller and the load generator;
 //! - [`world`]: a proxy, an upstream and a database for a test or the demo;
 //! - [`demo`]: the demo call and its timeline;
@@ -13,6 +14,7 @@
 pub mod caller;
 pub mod demo;
 pub mod playback;
+pub mod twilio_rest;
 pub mod upstream;
 pub mod vad;
 pub mod wav;

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::caller::{self, CallerConfig, CallerReport};
+use crate::twilio_rest::SimTwilioRest;
 use crate::upstream::{SimUpstream, SimUpstreamConfig};
 use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML, Role, Secrets};
 use voxrelay::http::{self, AppState};
@@ -46,6 +47,8 @@ pub struct World {
     pub proxy_addr: SocketAddr,
     /// The simulated upstream.
     pub upstream: SimUpstream,
+    /// The simulated Twilio REST API (`fallback.twilio_api_url` points at it).
+    pub twilio: SimTwilioRest,
     /// The proxy's database (shared with the proxy).
     pub store: Store,
     /// The proxy's configuration.
@@ -73,6 +76,8 @@ impl World {
         config.server.public_host = proxy_addr.to_string();
         config.server.public_scheme = "http".into();
         config.upstream.url = upstream.url();
+        let twilio = SimTwilioRest::start(SIM_TWILIO_AUTH_TOKEN).await?;
+        config.fallback.twilio_api_url = twilio.url();
         config.database.url = match options.database_url {
             Some(url) => url,
             None => format!(
@@ -115,6 +120,7 @@ impl World {
         Ok(World {
             proxy_addr,
             upstream,
+            twilio,
             store,
             config,
             reports,
@@ -144,15 +150,18 @@ impl World {
     }
 
     /// A simulated Twilio call to `to` with `speech` (8 kHz mu-law), signed for this proxy.
+    /// Its stream is registered with [`World::twilio`], so a redirect ends it as Twilio would.
     pub fn caller(&self, call_sid: &str, to: &str, speech: Vec<u8>) -> CallerConfig {
-        CallerConfig::inbound(
+        let mut caller = CallerConfig::inbound(
             &format!("http://{}/twilio/voice", self.proxy_addr),
             SIM_TWILIO_AUTH_TOKEN,
             call_sid,
             "+14155550100",
             to,
             speech,
-        )
+        );
+        caller.live_calls = Some(self.twilio.live_calls());
+        caller
     }
 
     /// Places a call and, when it streamed, waits (up to 10 s) for the proxy's report of it.
@@ -191,5 +200,6 @@ impl World {
         self.server.abort();
         self.store.close().await;
         self.upstream.shutdown().await;
+        self.twilio.shutdown();
     }
 }

@@ -8,6 +8,8 @@
 //! - [`playback`]: what the caller heard (marks, playback clock, truncation point);
 //! - [`conversation`]: what was said, as text, to restore it on a new upstream session;
 //! - [`reconnect`]: a lost upstream replaced mid-call (dialer, backoff, held caller audio);
+//! - [`fallback`]: where a call goes when no model can take it (the business's line, or an
+//!   apology);
 //! - [`hold_audio`]: the "one moment, please" clip played during a long reconnect;
 //! - [`session`]: the task that relays audio and carries out the state machine's commands;
 //! - [`records`]: the one ordered writer of call records, retried while the database is away;
@@ -15,6 +17,7 @@
 
 pub mod cache;
 pub mod conversation;
+pub mod fallback;
 pub mod guards;
 pub mod hold_audio;
 pub mod leg;

@@ -20,6 +20,7 @@ use axum::extract::ws::WebSocket;
 use tokio::sync::mpsc;
 
 use crate::call::cache::{FingerprintCache, fingerprint};
+use crate::call::fallback::Fallbacks;
 use crate::call::leg::LegLimits;
 use crate::call::lifecycle::{Admission, Lifecycle, Slot};
 use crate::call::records::{Record, Records};
@@ -237,6 +238,8 @@ pub struct CallService {
     pub call_stats: CallStats,
     /// Alerts on the windowed figures.
     pub alerts: Alerts,
+    /// Sends calls no model can take to their business's fallback (Twilio's REST API).
+    fallbacks: Fallbacks,
     /// Every call record write, in order, retried while the database is away.
     records: Records,
     /// Drain state and the live calls' tasks.
@@ -249,7 +252,8 @@ pub struct CallService {
 
 impl CallService {
     /// Assembles the service. `upstream` is how to dial the model; `reports` receives every
-    /// finished call's report when given.
+    /// finished call's report when given. Calls no model can take end without a fallback until
+    /// [`CallService::with_fallbacks`] gives the service a way to redirect them.
     pub fn new(
         config: Arc<Config>,
         signing_key: Vec<u8>,
@@ -276,6 +280,8 @@ impl CallService {
                 upstream_quiet: Duration::from_millis(config.timeouts.upstream_quiet_ms),
             },
             reconnect: crate::call::reconnect::ReconnectOptions::from(&config.reconnect),
+            greeting_budget: Some(Duration::from_millis(config.fallback.greeting_budget_ms))
+                .filter(|d| !d.is_zero()),
         };
         CallService {
             registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),
@@ -297,7 +303,13 @@ impl CallService {
             reports,
             metrics,
             call_stats: CallStats::default(),
+            fallbacks: Fallbacks::disabled(),
         }
+    }
+
+    /// The service with `fallbacks` redirecting the calls no model can take.
+    pub fn with_fallbacks(self, fallbacks: Fallbacks) -> CallService {
+        CallService { fallbacks, ..self }
     }
 
     /// Drops pending calls nobody claimed (each recorded as ended `no_stream`) and re-judges
@@ -782,6 +794,16 @@ impl CallService {
             Err(e) => {
                 tracing::error!(call_sid = %start.call_sid, error = %e, "upstream unavailable; ending the call");
                 self.metrics.upstream_connect_failures.inc();
+                // While the stream is open: closing it first would end the call.
+                self.fallbacks
+                    .fall_back(
+                        &start.account_sid,
+                        &start.call_sid,
+                        &setup,
+                        EndReason::UpstreamUnavailable,
+                        &self.metrics,
+                    )
+                    .await;
                 self.record_unserved(
                     start.call_sid.as_str(),
                     &setup.business_id,
@@ -897,6 +919,7 @@ impl CallService {
                 closing: Some(self.lifecycle.closing()),
                 max_duration: Some(max_duration),
                 dialer: Some(self.dialer()),
+                fallbacks: Some(self.fallbacks.clone()),
             },
             &self.session,
         )

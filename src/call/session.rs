@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::Message as UpMessage;
 
 use crate::audio::mulaw::BYTES_PER_MS;
 use crate::call::conversation::{Conversation, Speaker};
+use crate::call::fallback::{self, Fallbacks};
 use crate::call::guards::{self, CallGuards, GuardOutcome, Reaction};
 use crate::call::hold_audio;
 use crate::call::leg::{Leg, LegFault, LegLimits};
@@ -74,6 +75,10 @@ pub struct SessionOptions {
     pub liveness: Liveness,
     /// What a lost upstream session is answered with (`[reconnect]`).
     pub reconnect: ReconnectOptions,
+    /// From `start`, how long the caller may wait for the greeting's first audio before the
+    /// call ends as [`EndReason::NoGreeting`] and falls back (`fallback.greeting_budget_ms`);
+    /// `None`: no limit.
+    pub greeting_budget: Option<Duration>,
 }
 
 /// How long each peer may send nothing mid-call (`[timeouts]`).
@@ -111,6 +116,10 @@ pub struct SessionStart {
     /// Opens a new upstream session when this one is lost mid-call; `None`: a lost upstream
     /// ends the call.
     pub dialer: Option<Dialer>,
+    /// Redirects the call to its business's fallback when no model can take it
+    /// ([`fallback::falls_back`]), before the Twilio socket is closed; `None`: the call just
+    /// ends.
+    pub fallbacks: Option<Fallbacks>,
 }
 
 struct Session {
@@ -235,6 +244,10 @@ enum Wake {
     Closed,
     /// A liveness limit may have come.
     Quiet,
+    /// The greeting budget passed with no greeting audio.
+    NoGreeting,
+    /// A refused response is due to be asked for again.
+    Retry,
     /// A redial finished (the socket boxed: it is large, and this is rare).
     Dialed(Result<Box<UpstreamSocket>, UpstreamError>),
     /// The backoff before the next redial is over.
@@ -390,6 +403,11 @@ pub async fn run(
     let longest = begin
         .max_duration
         .map(|d| tokio::time::Instant::from_std(begin.started_at + d));
+    let greeting_due = options
+        .greeting_budget
+        .map(|d| tokio::time::Instant::from_std(begin.started_at + d));
+    let account_sid = begin.start.account_sid;
+    let fallbacks = begin.fallbacks;
     // A redial in progress, and when the next one may start.
     let mut dialing: Option<DialFuture> = None;
     let mut redial_at: Option<tokio::time::Instant> = None;
@@ -427,6 +445,10 @@ pub async fn run(
                 .outage
                 .and_then(|o| o.hold_audio_due(&session.reconnect))
                 .map(tokio::time::Instant::from_std);
+            let retry_due = session
+                .state
+                .retry_due()
+                .map(tokio::time::Instant::from_std);
             let rollover_due = session
                 .rollover_at
                 .filter(|_| {
@@ -458,6 +480,12 @@ pub async fn run(
                 }
                 _ = tokio::time::sleep_until(longest.unwrap_or(far)),
                     if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
+                _ = tokio::time::sleep_until(retry_due.unwrap_or(far)), if retry_due.is_some()
+                    => Wake::Retry,
+                // No greeting audio in time: an upstream that opened and says nothing.
+                _ = tokio::time::sleep_until(greeting_due.unwrap_or(far)),
+                    if greeting_due.is_some() && session.state.greeting_latency_ms().is_none()
+                    => Wake::NoGreeting,
                 _ = tokio::time::sleep_until(close_due.map_or(far, |(at, _)| tokio::time::Instant::from_std(at))),
                     if close_due.is_some() => Wake::Closed,
                 // One timer per call, not one per message: the limits are looked at each tick.
@@ -529,6 +557,14 @@ pub async fn run(
                     _ => Flow::Continue,
                 },
                 Wake::Quiet => session.on_liveness_tick(&options.liveness),
+                Wake::NoGreeting => Flow::End(EndReason::NoGreeting),
+                Wake::Retry => {
+                    session
+                        .state
+                        .retry_now(Instant::now(), &mut session.commands);
+                    session.dispatch();
+                    Flow::Continue
+                }
             }
         };
         if let Flow::End(reason) = flow {
@@ -554,6 +590,24 @@ pub async fn run(
         }
     };
 
+    if let Some(fallbacks) = &fallbacks
+        && fallback::falls_back(reason)
+    {
+        // While the Twilio socket is open: closing it first would end the call.
+        let (action, delivered) = fallbacks
+            .fall_back(
+                &account_sid,
+                &session.call_sid,
+                &session.setup,
+                reason,
+                &options.metrics,
+            )
+            .await;
+        session.state.record(
+            TimelineEvent::Fallback { action, delivered },
+            Instant::now(),
+        );
+    }
     session
         .state
         .record(TimelineEvent::Ended { reason }, Instant::now());
@@ -822,11 +876,17 @@ impl Session {
                 response_id,
                 status,
                 usage,
+                failure,
             } => {
+                if let Some(failure) = &failure {
+                    tracing::warn!(call_sid = %self.call_sid, code = failure.label(),
+                        retryable = failure.is_retryable(), "upstream response failed");
+                }
                 self.state.on_response_done(
                     response_id.as_deref(),
                     status.as_deref(),
                     usage,
+                    failure.as_ref(),
                     now,
                     &mut self.commands,
                 );
@@ -912,6 +972,7 @@ impl Session {
                 }
             }
             ServerEvent::RateLimits { limits } => {
+                self.state.on_rate_limits(&limits, now);
                 for limit in &limits {
                     self.metrics
                         .upstream_rate_limit_remaining

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::call::fallback::FallbackTarget;
 use crate::config::Config;
 use crate::domain::Direction;
 use crate::domain::GuardPolicy;
@@ -45,6 +46,9 @@ pub struct CallSetup {
     pub caller: String,
     /// The business's longest call, seconds, when it sets one (else `limits.max_call_duration_s`).
     pub max_call_duration_s: Option<u64>,
+    /// Where the call goes when no model can take it (the business's `fallback`, else
+    /// `fallback.number`).
+    pub fallback: FallbackTarget,
 }
 
 /// Which prompt a call runs: the version and the experiment arm that chose it, if any.
@@ -178,6 +182,7 @@ impl CallSetup {
                 .max_call_duration_s
                 .and_then(|s| u64::try_from(s).ok())
                 .filter(|s| *s > 0),
+            fallback: FallbackTarget::choose(business.fallback.as_deref(), &config.fallback.number),
         }
     }
 
@@ -269,6 +274,7 @@ mod tests {
             updated_at_ms: 0,
             max_concurrent_calls: None,
             max_call_duration_s: None,
+            fallback: None,
         };
         let texts = [
             "We open at eight.\nParking is free.\n\n",

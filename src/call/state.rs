@@ -14,13 +14,13 @@
 //!
 //! Sources: `shared/protocol/openai-realtime.md` §4.2–4.4, `shared/protocol/twilio.md` §4.3.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::audio::mulaw::BYTES_PER_MS;
 use crate::call::guards::{self, Reaction};
 use crate::call::playback::Playback;
 use crate::domain::EndReason;
-use crate::realtime::events::{BENIGN_ERROR_CODES, Usage};
+use crate::realtime::events::{BENIGN_ERROR_CODES, RateLimit, ResponseFailure, Usage};
 use crate::telemetry::timeline::{CallCounters, Timeline, TimelineEvent};
 
 /// Something the session must send.
@@ -139,6 +139,33 @@ pub struct CallState {
     /// The upstream session is lost and not yet replaced: responses asked for are owed to the
     /// next one.
     upstream_down: bool,
+    /// The kind of the last `response.create` sent, until its `response.done`.
+    in_flight: Option<ResponseKind>,
+    /// Responses refused for rate or server reasons, and the next try.
+    retry: Retry,
+    /// Until when the upstream's rate limits are spent (a `rate_limits.updated` limit with
+    /// nothing remaining, for its `reset_seconds`).
+    rate_limited_until: Option<Instant>,
+}
+
+/// Waits between tries of a refused response, ms: the n-th retry waits the n-th (the last
+/// for any after), or until the spent rate limit resets if that is later.
+pub const RESPONSE_RETRY_BACKOFF_MS: [u64; 4] = [250, 500, 1000, 2000];
+/// Tries of one refused response after the first.
+pub const RESPONSE_RETRY_MAX: u32 = 4;
+/// From a response's first refusal, how long its retries may go on, ms; a caller waits this
+/// long at most before the proxy stops asking (and the caller can speak again).
+pub const RESPONSE_RETRY_BUDGET_MS: u64 = 5000;
+
+/// The retries of a refused response.
+#[derive(Debug, Default)]
+struct Retry {
+    /// Retries sent since the last response that completed.
+    attempts: u32,
+    /// The first refusal of this run of retries.
+    since: Option<Instant>,
+    /// When to ask again, and for what.
+    due: Option<(Instant, ResponseKind)>,
 }
 
 impl CallState {
@@ -161,6 +188,9 @@ impl CallState {
             closing: None,
             after_restore: None,
             upstream_down: false,
+            in_flight: None,
+            retry: Retry::default(),
+            rate_limited_until: None,
         }
     }
 
@@ -186,6 +216,7 @@ impl CallState {
         }
         if self.response == ResponseState::Idle {
             self.response = ResponseState::Requested;
+            self.in_flight = Some(kind);
             out.push(match kind {
                 ResponseKind::Plain => Command::ResponseCreate,
                 ResponseKind::Safe => Command::SafeResponse,
@@ -538,16 +569,22 @@ impl CallState {
         );
     }
 
-    /// `response.done`: the upgrade on the first one, then any queued `response.create`.
+    /// `response.done`: the upgrade on the first one, then any queued `response.create`. A
+    /// response that `failed` for rate or server reasons ([`ResponseFailure::is_retryable`]) is
+    /// asked for again after a backoff ([`RESPONSE_RETRY_BACKOFF_MS`], or until a spent rate
+    /// limit resets), at most [`RESPONSE_RETRY_MAX`] times within
+    /// [`RESPONSE_RETRY_BUDGET_MS`]; [`CallState::retry_due`] says when.
     pub fn on_response_done(
         &mut self,
         response_id: Option<&str>,
         status: Option<&str>,
         usage: Option<Usage>,
+        failure: Option<&ResponseFailure>,
         now: Instant,
         out: &mut Vec<Command>,
     ) {
         self.response = ResponseState::Idle;
+        let kind = self.in_flight.take().unwrap_or(ResponseKind::Plain);
         if self.muted_response.as_deref() == response_id {
             self.muted_response = None;
         }
@@ -568,6 +605,19 @@ impl CallState {
                 status: status.unwrap_or("unknown").to_string(),
             },
         );
+        match failure {
+            Some(failure) if failure.is_retryable() && self.queued.is_none() => {
+                self.schedule_retry(kind, failure.label(), now);
+            }
+            Some(failure) => {
+                tracing::warn!(
+                    code = failure.label(),
+                    "upstream response failed; not retried"
+                );
+            }
+            None if status == Some("completed") => self.retry = Retry::default(),
+            None => {}
+        }
         if self.mark_upgraded(now) {
             out.push(Command::UpgradeInstructions);
         }
@@ -576,10 +626,81 @@ impl CallState {
         }
     }
 
+    /// A refused response of `kind` (`code` says why): the next try is due after the backoff,
+    /// unless the tries or their budget are spent.
+    fn schedule_retry(&mut self, kind: ResponseKind, code: &str, now: Instant) {
+        let since = *self.retry.since.get_or_insert(now);
+        let attempt = self.retry.attempts + 1;
+        let step = (self.retry.attempts as usize).min(RESPONSE_RETRY_BACKOFF_MS.len() - 1);
+        let mut wait = Duration::from_millis(RESPONSE_RETRY_BACKOFF_MS[step]);
+        if let Some(until) = self.rate_limited_until {
+            wait = wait.max(until.saturating_duration_since(now));
+        }
+        let within_budget = (now + wait).saturating_duration_since(since)
+            <= Duration::from_millis(RESPONSE_RETRY_BUDGET_MS);
+        if attempt > RESPONSE_RETRY_MAX || !within_budget {
+            self.timeline.push(
+                now,
+                TimelineEvent::ResponseGaveUp {
+                    code: code.to_string(),
+                    retries: self.retry.attempts,
+                },
+            );
+            self.retry = Retry::default();
+            return;
+        }
+        self.retry.attempts = attempt;
+        self.retry.due = Some((now + wait, kind));
+        self.counters.response_retries += 1;
+        self.timeline.push(
+            now,
+            TimelineEvent::ResponseRetry {
+                code: code.to_string(),
+                attempt,
+                wait_ms: wait.as_millis() as u64,
+            },
+        );
+    }
+
+    /// When a refused response is to be asked for again, if one is.
+    pub fn retry_due(&self) -> Option<Instant> {
+        self.retry.due.map(|(at, _)| at)
+    }
+
+    /// The retry's time has come (`now`): the refused response is asked for again (or after
+    /// the active one, or owed to a restored session, as any other).
+    pub fn retry_now(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if let Some((at, kind)) = self.retry.due
+            && at <= now
+        {
+            self.retry.due = None;
+            self.request_response(kind, out);
+        }
+    }
+
+    /// `rate_limits.updated`: a limit with nothing remaining is spent until its reset, and a
+    /// retry waits for that.
+    pub fn on_rate_limits(&mut self, limits: &[RateLimit], now: Instant) {
+        let spent = limits
+            .iter()
+            .filter(|l| l.limit > 0 && l.remaining == 0)
+            .map(|l| now + Duration::from_secs_f64(l.reset_seconds.clamp(0.0, 60.0)))
+            .max();
+        self.rate_limited_until = spent;
+    }
+
     /// An upstream `error`. Returns true when it is benign.
     pub fn on_error(&mut self, code: Option<&str>, now: Instant) -> bool {
         let code = code.unwrap_or("unknown");
         let benign = BENIGN_ERROR_CODES.contains(&code);
+        if code == "rate_limit_exceeded" && self.response == ResponseState::Requested {
+            // The response.create was refused outright: no response will come for it.
+            self.response = ResponseState::Idle;
+            let kind = self.in_flight.take().unwrap_or(ResponseKind::Plain);
+            if self.queued.is_none() {
+                self.schedule_retry(kind, code, now);
+            }
+        }
         if code == "conversation_already_has_active_response" {
             // Our response.create lost a race with one the server started: retry after it.
             if let Some(closing) = &mut self.closing
@@ -794,6 +915,7 @@ mod tests {
             Some("resp_1"),
             Some("completed"),
             None,
+            None,
             t0 + ms(100),
             &mut out,
         );
@@ -815,11 +937,11 @@ mod tests {
     fn the_first_response_done_upgrades_once() {
         let (mut s, t0) = greeting_playing(true, 1000);
         let mut out = Vec::new();
-        s.on_response_done(Some("resp_1"), Some("completed"), None, t0, &mut out);
+        s.on_response_done(Some("resp_1"), Some("completed"), None, None, t0, &mut out);
         assert_eq!(out, vec![Command::UpgradeInstructions]);
         out.clear();
         s.on_response_created("resp_2", t0);
-        s.on_response_done(Some("resp_2"), Some("completed"), None, t0, &mut out);
+        s.on_response_done(Some("resp_2"), Some("completed"), None, None, t0, &mut out);
         assert!(out.is_empty(), "{out:?}");
         assert!(s.upgraded());
     }
@@ -833,7 +955,14 @@ mod tests {
         s.on_response_created("resp_vad", t0);
         s.greet(t0, &mut out);
         assert!(out.is_empty(), "queued, not sent: {out:?}");
-        s.on_response_done(Some("resp_vad"), Some("completed"), None, t0, &mut out);
+        s.on_response_done(
+            Some("resp_vad"),
+            Some("completed"),
+            None,
+            None,
+            t0,
+            &mut out,
+        );
         assert_eq!(
             out,
             vec![Command::UpgradeInstructions, Command::ResponseCreate]
@@ -848,7 +977,7 @@ mod tests {
         s.greet(t0, &mut out);
         out.clear();
         assert!(s.on_error(Some("conversation_already_has_active_response"), t0));
-        s.on_response_done(Some("resp_x"), Some("completed"), None, t0, &mut out);
+        s.on_response_done(Some("resp_x"), Some("completed"), None, None, t0, &mut out);
         assert!(out.contains(&Command::ResponseCreate), "{out:?}");
     }
 
@@ -902,6 +1031,7 @@ mod tests {
             Some("resp_1"),
             Some("cancelled"),
             None,
+            None,
             t0 + ms(520),
             &mut out,
         );
@@ -929,6 +1059,7 @@ mod tests {
             Some("resp_1"),
             Some("completed"),
             None,
+            None,
             t0 + ms(50),
             &mut out,
         );
@@ -946,7 +1077,7 @@ mod tests {
         let (mut s, t0) = greeting_playing(true, 100);
         let mut out = Vec::new();
         s.on_audio_done(&mut out);
-        s.on_response_done(Some("resp_1"), Some("completed"), None, t0, &mut out);
+        s.on_response_done(Some("resp_1"), Some("completed"), None, None, t0, &mut out);
         let stopped = t0 + ms(5_000);
         s.on_speech_stopped(stopped);
         // The answer: 300 ms later its first 0.6 s of audio goes out, with a mark after 0.5 s.
@@ -1060,6 +1191,7 @@ mod tests {
             Some("resp_1"),
             Some("completed"),
             None,
+            None,
             t0 + ms(20),
             &mut out,
         );
@@ -1074,5 +1206,129 @@ mod tests {
             !s.at_turn_boundary(t0 + ms(2100)),
             "the turn waits for its answer"
         );
+    }
+
+    fn rate_limited() -> ResponseFailure {
+        ResponseFailure {
+            kind: Some("invalid_request_error".into()),
+            code: Some("rate_limit_exceeded".into()),
+        }
+    }
+
+    #[test]
+    fn a_response_refused_for_rate_is_asked_for_again_with_backoff_within_a_budget() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        s.greet(t0, &mut out);
+        assert_eq!(out, vec![Command::ResponseCreate]);
+        out.clear();
+        let failure = rate_limited();
+        let mut at = t0;
+        let mut waits = Vec::new();
+        for n in 1..=RESPONSE_RETRY_MAX {
+            s.on_response_created(&format!("resp_{n}"), at);
+            s.on_response_done(
+                Some(&format!("resp_{n}")),
+                Some("failed"),
+                None,
+                Some(&failure),
+                at,
+                &mut out,
+            );
+            assert!(
+                !out.contains(&Command::ResponseCreate),
+                "not before the backoff"
+            );
+            let due = s.retry_due().expect("a retry is due");
+            waits.push(due.duration_since(at).as_millis() as u64);
+            s.retry_now(due - ms(1), &mut out);
+            assert!(
+                out.is_empty() || !out.contains(&Command::ResponseCreate),
+                "not early"
+            );
+            s.retry_now(due, &mut out);
+            assert!(out.contains(&Command::ResponseCreate), "asked again at {n}");
+            out.clear();
+            at = due;
+        }
+        assert_eq!(waits, RESPONSE_RETRY_BACKOFF_MS.to_vec());
+        // One more refusal: the tries are spent.
+        s.on_response_created("resp_last", at);
+        s.on_response_done(
+            Some("resp_last"),
+            Some("failed"),
+            None,
+            Some(&failure),
+            at,
+            &mut out,
+        );
+        assert_eq!(s.retry_due(), None, "given up");
+        let gave_up = s.timeline.entries().iter().any(|(_, e)| {
+            matches!(e, TimelineEvent::ResponseGaveUp { retries, .. } if *retries == RESPONSE_RETRY_MAX)
+        });
+        assert!(gave_up);
+        assert_eq!(s.counters.response_retries, u64::from(RESPONSE_RETRY_MAX));
+    }
+
+    #[test]
+    fn a_spent_rate_limit_makes_the_retry_wait_for_its_reset_and_other_failures_are_not_retried() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        s.greet(t0, &mut out);
+        s.on_response_created("resp_1", t0);
+        s.on_rate_limits(
+            &[RateLimit {
+                name: crate::realtime::events::RateLimitName::Requests,
+                limit: 100,
+                remaining: 0,
+                reset_seconds: 1.5,
+            }],
+            t0,
+        );
+        s.on_response_done(
+            Some("resp_1"),
+            Some("failed"),
+            None,
+            Some(&rate_limited()),
+            t0,
+            &mut out,
+        );
+        assert_eq!(s.retry_due(), Some(t0 + ms(1500)), "waits for the reset");
+
+        let mut s = CallState::new(settings(true), t0);
+        s.greet(t0, &mut out);
+        s.on_response_created("resp_1", t0);
+        let refused = ResponseFailure {
+            kind: Some("invalid_request_error".into()),
+            code: Some("invalid_value".into()),
+        };
+        s.on_response_done(
+            Some("resp_1"),
+            Some("failed"),
+            None,
+            Some(&refused),
+            t0,
+            &mut out,
+        );
+        assert_eq!(
+            s.retry_due(),
+            None,
+            "a refusal for the request itself is not retried"
+        );
+    }
+
+    #[test]
+    fn a_response_create_refused_by_an_error_event_is_retried_and_does_not_wedge_the_call() {
+        let t0 = Instant::now();
+        let mut s = CallState::new(settings(true), t0);
+        let mut out = Vec::new();
+        s.greet(t0, &mut out);
+        out.clear();
+        assert!(!s.on_error(Some("rate_limit_exceeded"), t0));
+        let due = s.retry_due().expect("a retry is due");
+        s.retry_now(due, &mut out);
+        assert_eq!(out, vec![Command::ResponseCreate]);
     }
 }

@@ -72,7 +72,11 @@ impl AppState {
                 std::time::Duration::from_millis(config.upstream.breaker_cooldown_ms),
             ),
             reports,
-        );
+        )
+        .with_fallbacks(crate::call::fallback::Fallbacks::new(
+            &config,
+            &secrets.twilio_auth_token,
+        ));
         AppState {
             inner: Arc::new(Shared {
                 config,

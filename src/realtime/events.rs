@@ -385,6 +385,8 @@ pub enum ServerEvent<'a> {
         status: Option<String>,
         /// Token usage, if reported.
         usage: Option<Usage>,
+        /// Why it failed, when `status` is `failed` (`status_details.error`).
+        failure: Option<ResponseFailure>,
     },
     /// `conversation.item.truncated`.
     Truncated {
@@ -407,6 +409,39 @@ pub enum ServerEvent<'a> {
         /// The `type` field.
         kind: Cow<'a, str>,
     },
+}
+
+/// Why a response failed: `response.done.response.status_details.error` {`type`, `code`}
+/// (`shared/protocol/openai-realtime.md`, "response.done").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseFailure {
+    /// `error.type`, e.g. `server_error`.
+    pub kind: Option<String>,
+    /// `error.code`, e.g. `rate_limit_exceeded`.
+    pub code: Option<String>,
+}
+
+/// Failure types and codes after which the same `response.create` may succeed if sent again
+/// later: a rate limit, or a fault on the server's side.
+pub const RETRYABLE_FAILURES: [&str; 2] = ["rate_limit_exceeded", "server_error"];
+
+impl ResponseFailure {
+    /// Whether sending the `response.create` again later may succeed ([`RETRYABLE_FAILURES`]
+    /// in the type or the code).
+    pub fn is_retryable(&self) -> bool {
+        [&self.kind, &self.code]
+            .into_iter()
+            .flatten()
+            .any(|v| RETRYABLE_FAILURES.contains(&v.as_str()))
+    }
+
+    /// The code, else the type, else `unknown`: for the timeline and logs.
+    pub fn label(&self) -> &str {
+        self.code
+            .as_deref()
+            .or(self.kind.as_deref())
+            .unwrap_or("unknown")
+    }
 }
 
 /// One entry of `rate_limits.updated.rate_limits`.
@@ -525,6 +560,14 @@ struct RawResponse {
     status: Option<String>,
     #[serde(default)]
     usage: Option<Usage>,
+    #[serde(default)]
+    status_details: Option<RawStatusDetails>,
+}
+
+#[derive(Deserialize)]
+struct RawStatusDetails {
+    #[serde(default)]
+    error: Option<RawError>,
 }
 
 #[derive(Deserialize)]
@@ -583,14 +626,22 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
             response_id: raw.response.and_then(|r| r.id).unwrap_or_default(),
         },
         "response.done" => {
-            let (response_id, status, usage) = match raw.response {
-                Some(r) => (r.id, r.status, r.usage),
-                None => (None, None, None),
+            let (response_id, status, usage, details) = match raw.response {
+                Some(r) => (r.id, r.status, r.usage, r.status_details),
+                None => (None, None, None, None),
             };
+            let failure = (status.as_deref() == Some("failed")).then(|| {
+                let error = details.and_then(|d| d.error);
+                ResponseFailure {
+                    kind: error.as_ref().and_then(|e| e.kind.clone()),
+                    code: error.and_then(|e| e.code),
+                }
+            });
             ServerEvent::ResponseDone {
                 response_id,
                 status,
                 usage,
+                failure,
             }
         }
         "response.output_audio.done" => ServerEvent::AudioDone {
@@ -808,13 +859,32 @@ mod tests {
                 response_id,
                 status,
                 usage,
+                failure,
             }) => {
                 assert_eq!(response_id.as_deref(), Some("resp_2"));
                 assert_eq!(status.as_deref(), Some("cancelled"));
                 assert_eq!(usage.map(|u| u.total_tokens), Some(253));
+                assert_eq!(failure, None);
             }
             other => panic!("{other:?}"),
         }
+        let failed = r#"{"type":"response.done","response":{"id":"resp_3","status":"failed","status_details":{"type":"failed","error":{"type":"server_error","code":"rate_limit_exceeded","message":"Rate limit reached"}},"output":[]}}"#;
+        match parse(failed) {
+            Ok(ServerEvent::ResponseDone {
+                failure: Some(failure),
+                ..
+            }) => {
+                assert!(failure.is_retryable());
+                assert_eq!(failure.label(), "rate_limit_exceeded");
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused = ResponseFailure {
+            kind: Some("invalid_request_error".into()),
+            code: Some("invalid_value".into()),
+        };
+        assert!(!refused.is_retryable());
+        assert_eq!(ResponseFailure::default().label(), "unknown");
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl Store {
             "UPDATE businesses SET name = $2, language = $3, voice = $4, ai_prompt = $5, \
              outbound_ai_prompt = $6, greeting_instructions = $7, guard_policy = $8, hours = $9, \
              required_sections = $10, updated_at_ms = $11, max_concurrent_calls = $12, \
-             max_call_duration_s = $13 WHERE id = $1 \
+             max_call_duration_s = $13, fallback = $14 WHERE id = $1 \
              RETURNING {BUSINESS_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -60,6 +60,7 @@ impl Store {
             .bind(business.updated_at_ms)
             .bind(business.max_concurrent_calls)
             .bind(business.max_call_duration_s)
+            .bind(&business.fallback)
             .fetch_optional(&self.pool)
             .await?;
         match row {
@@ -129,7 +130,7 @@ impl Store {
         let business = new.to_business()?;
         let sql = format!(
             "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&business.id)
@@ -146,6 +147,7 @@ impl Store {
             .bind(business.updated_at_ms)
             .bind(business.max_concurrent_calls)
             .bind(business.max_call_duration_s)
+            .bind(&business.fallback)
             .execute(&self.pool)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -338,6 +340,7 @@ pub(super) fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
         updated_at_ms: row.try_get("updated_at_ms")?,
         max_concurrent_calls: row.try_get("max_concurrent_calls")?,
         max_call_duration_s: row.try_get("max_call_duration_s")?,
+        fallback: row.try_get("fallback")?,
     })
 }
 
@@ -367,6 +370,9 @@ impl BusinessUpdate {
         }
         if let Some(hours) = &self.hours {
             business.hours = hours.trim().to_string();
+        }
+        if let Some(fallback) = &self.fallback {
+            business.fallback = validate_fallback(fallback)?;
         }
         for (field, value, current) in [
             (
@@ -437,6 +443,27 @@ impl NewBusiness {
             updated_at_ms: now,
             max_concurrent_calls: None,
             max_call_duration_s: None,
+            fallback: None,
         })
     }
+}
+
+/// A business's `fallback` as stored: `""` clears it (`None`, the instance's default),
+/// `"apology"` stays, anything else must be a phone number and is stored normalised to E.164.
+///
+/// # Errors
+/// [`StoreError::Invalid`] naming the value when it is neither.
+fn validate_fallback(value: &str) -> Result<Option<String>, StoreError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value == crate::call::fallback::APOLOGY {
+        return Ok(Some(value.to_string()));
+    }
+    normalize_e164(value).map(Some).map_err(|_| {
+        StoreError::Invalid(format!(
+            "fallback {value:?} is neither \"apology\" nor an E.164 number (e.g. \"+14155550100\")"
+        ))
+    })
 }

@@ -72,11 +72,15 @@ const POSTGRES_SUMMARIES: &str = include_str!("../../migrations/postgres/0004_su
 const SQLITE_LIFECYCLE: &str = include_str!("../../migrations/sqlite/0005_lifecycle.sql");
 /// PostgreSQL migration 5: the instance holding each call, business call limits.
 const POSTGRES_LIFECYCLE: &str = include_str!("../../migrations/postgres/0005_lifecycle.sql");
+/// SQLite migration 6: each business's fallback.
+const SQLITE_FALLBACK: &str = include_str!("../../migrations/sqlite/0006_fallback.sql");
+/// PostgreSQL migration 6: each business's fallback.
+const POSTGRES_FALLBACK: &str = include_str!("../../migrations/postgres/0006_fallback.sql");
 
 /// The `businesses` columns, as every query selects them.
 const BUSINESS_COLUMNS: &str = "id, name, language, voice, ai_prompt, outbound_ai_prompt, \
      greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms, \
-     max_concurrent_calls, max_call_duration_s";
+     max_concurrent_calls, max_call_duration_s, fallback";
 
 /// The `calls` columns, as every query selects them.
 pub(crate) const CALL_COLUMNS: &str = "call_sid, stream_sid, business_id, direction, \
@@ -261,7 +265,8 @@ impl Store {
     /// 2 `guards`: guard policy, call events, business guard rules; 3 `prompts`: prompt versions,
     /// experiments, the prompt version and variant of each call; 4 `summaries`: business hours
     /// and required sections, each call's experiment and summary; 5 `lifecycle`: the instance
-    /// holding each call, business call limits) that are not applied yet.
+    /// holding each call, business call limits; 6 `fallback`: each business's fallback) that are not
+    /// applied yet.
     /// Idempotent: running it on an up-to-date database changes nothing. Progress is recorded in
     /// sqlx's `_sqlx_migrations` table; on PostgreSQL an advisory lock keeps concurrent runs
     /// apart.
@@ -270,13 +275,14 @@ impl Store {
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (init, guards, prompts, summaries, lifecycle) = match self.backend {
+        let (init, guards, prompts, summaries, lifecycle, fallback) = match self.backend {
             Backend::Sqlite => (
                 SQLITE_INIT,
                 SQLITE_GUARDS,
                 SQLITE_PROMPTS,
                 SQLITE_SUMMARIES,
                 SQLITE_LIFECYCLE,
+                SQLITE_FALLBACK,
             ),
             Backend::Postgres => (
                 POSTGRES_INIT,
@@ -284,6 +290,7 @@ impl Store {
                 POSTGRES_PROMPTS,
                 POSTGRES_SUMMARIES,
                 POSTGRES_LIFECYCLE,
+                POSTGRES_FALLBACK,
             ),
         };
         let migration = |version, description, sql: &'static str| {
@@ -301,6 +308,7 @@ impl Store {
             migration(3, "prompts", prompts),
             migration(4, "summaries", summaries),
             migration(5, "lifecycle", lifecycle),
+            migration(6, "fallback", fallback),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

@@ -49,6 +49,10 @@ pub struct Business {
     pub max_concurrent_calls: Option<i64>,
     /// The business's longest call, seconds; `None`: `limits.max_call_duration_s`.
     pub max_call_duration_s: Option<i64>,
+    /// Where its calls go when no model can take them ([`crate::call::fallback`]): an E.164
+    /// number to put the caller through to, `"apology"` (a spoken apology and a hang-up), or
+    /// `None`: the instance's `fallback.number`.
+    pub fallback: Option<String>,
 }
 
 /// A business to create with [`Store::add_business`](super::Store::add_business).
@@ -127,6 +131,9 @@ pub struct BusinessUpdate {
     /// The business's longest call, seconds, at least 1; `0` removes it (the instance's
     /// `limits.max_call_duration_s` applies).
     pub max_call_duration_s: Option<i64>,
+    /// Where calls go when no model can take them: an E.164 number, `"apology"`, or `""` for
+    /// the instance's `fallback.number`.
+    pub fallback: Option<String>,
 }
 
 impl BusinessUpdate {

@@ -127,6 +127,16 @@ pub struct UpstreamLabels {
     pub upstream: String,
 }
 
+/// A call's fallback and whether Twilio took the redirect.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// [`crate::domain::FallbackAction::as_str`]: `dial` or `apology`.
+    pub action: &'static str,
+    /// `true` when Twilio accepted the redirect; `false` when it could not be sent or was
+    /// refused (the call then ended as it would have without a fallback).
+    pub delivered: &'static str,
+}
+
 /// An alert by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -214,6 +224,9 @@ pub struct Metrics {
     pub upstream_failovers: Family<UpstreamLabels, Counter>,
     /// 1 while an upstream's circuit breaker is open (new dials skip it), else 0.
     pub upstream_breaker_open: Family<UpstreamLabels, Gauge>,
+    /// Calls sent to their business's fallback (no model could take them), by action and
+    /// whether Twilio took the redirect.
+    pub call_fallbacks: Family<FallbackLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -258,6 +271,7 @@ impl Metrics {
             alerts: Family::default(),
             http_connections_shed: Family::default(),
             upstream_rate_limit_remaining: Family::default(),
+            call_fallbacks: Family::default(),
             upstream_reconnects: Family::default(),
             upstream_reconnect: voice_histogram(),
             upstream_failovers: Family::default(),
@@ -401,6 +415,11 @@ impl Metrics {
             "upstream_breaker_open",
             "1 while an upstream's circuit breaker is open and new dials skip it",
             m.upstream_breaker_open.clone(),
+        );
+        r.register(
+            "call_fallbacks",
+            "Calls no model could take, sent to their business's fallback (dial or apology), by whether Twilio took the redirect",
+            m.call_fallbacks.clone(),
         );
         Metrics { registry, ..m }
     }

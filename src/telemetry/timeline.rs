@@ -78,6 +78,23 @@ pub enum TimelineEvent {
         /// `completed`, `cancelled`, …
         status: String,
     },
+    /// A response failed for rate or server reasons (`response.done` `failed`, or an `error`
+    /// refusing the `response.create`): it is asked for again after `wait_ms`.
+    ResponseRetry {
+        /// The failure's code (or type), e.g. `rate_limit_exceeded`.
+        code: String,
+        /// This retry's number, from 1.
+        attempt: u32,
+        /// The wait before it, ms.
+        wait_ms: u64,
+    },
+    /// A refused response is not asked for again: its retries or their budget are spent.
+    ResponseGaveUp {
+        /// The last failure's code (or type).
+        code: String,
+        /// Retries made.
+        retries: u32,
+    },
     /// What the caller said (input transcription).
     CallerTranscript {
         /// The text.
@@ -163,6 +180,14 @@ pub enum TimelineEvent {
         /// The end reason it will end with.
         reason: crate::domain::EndReason,
     },
+    /// No model could take the call: it was redirected to its business's fallback
+    /// ([`crate::call::fallback`]) before its stream closed.
+    Fallback {
+        /// A dial to the business's line, or the apology.
+        action: crate::domain::FallbackAction,
+        /// Whether Twilio took the redirect.
+        delivered: bool,
+    },
     /// The call ended.
     Ended {
         /// Why.
@@ -246,6 +271,18 @@ impl fmt::Display for TimelineEvent {
                 response_id,
                 status,
             } => write!(f, "response {response_id} done ({status})"),
+            TimelineEvent::ResponseRetry {
+                code,
+                attempt,
+                wait_ms,
+            } => write!(
+                f,
+                "response refused ({code}): asking again in {wait_ms} ms (retry {attempt})"
+            ),
+            TimelineEvent::ResponseGaveUp { code, retries } => write!(
+                f,
+                "response refused ({code}): given up after {retries} retries"
+            ),
             TimelineEvent::CallerTranscript { text } => write!(f, "caller said: {text:?}"),
             TimelineEvent::ModelTranscript { text } => write!(f, "model said: {text:?}"),
             TimelineEvent::UpstreamError { code, benign } => write!(
@@ -317,6 +354,20 @@ impl fmt::Display for TimelineEvent {
             } => write!(
                 f,
                 "reconnect failed after {waited_ms:.0} ms ({attempts} dial(s))"
+            ),
+            TimelineEvent::Fallback {
+                action,
+                delivered: true,
+            } => write!(
+                f,
+                "no model can take the call: sent to the fallback ({action})"
+            ),
+            TimelineEvent::Fallback {
+                action,
+                delivered: false,
+            } => write!(
+                f,
+                "no model can take the call: the fallback ({action}) could not be reached"
             ),
             TimelineEvent::Ended { reason } => write!(f, "call ended ({reason})"),
         }
@@ -413,6 +464,8 @@ pub struct CallCounters {
     pub total_tokens: u64,
     /// Of the input tokens, those served from the prompt cache.
     pub cached_tokens: u64,
+    /// Responses asked for again after the upstream refused them for rate or server reasons.
+    pub response_retries: u64,
     /// The most messages that ever waited in the Twilio leg's queue at once (bounded by
     /// `audio.queue_frames + audio.control_queue`).
     pub peak_waiting_twilio: u64,

@@ -97,6 +97,7 @@ impl SimUpstreamArgs {
             faulty_connections: None,
             session_lifetime_ms: self.session_lifetime_ms,
             accepted_handshakes: None,
+            refused_responses: 0,
             recv_buffer_bytes: None,
         };
         Ok((self.listen, config))

@@ -67,6 +67,11 @@ pub struct SimUpstreamConfig {
     /// SO_RCVBUF of accepted sockets, bytes (a small one makes a server that stops reading
     /// push back on the client quickly); `None` leaves the kernel's own sizing.
     pub recv_buffer_bytes: Option<usize>,
+    /// How many `response.create`s of each connection are refused for the rate limit, counted
+    /// from its first: each gets `response.created`, a `rate_limits.updated` with no requests
+    /// remaining (resetting in 0.2 s), and `response.done` with status `failed` and
+    /// `status_details.error` code `rate_limit_exceeded`. Default 0.
+    pub refused_responses: usize,
 }
 
 /// Something that goes wrong with a connection, this many ms after its handshake.
@@ -81,6 +86,10 @@ pub enum Fault {
     /// The server ends the session as at its time limit: `error` with type
     /// `invalid_request_error` and code `session_expired`, then close 1001.
     Expire(u64),
+    /// The server goes mute: it keeps reading (and answering pings) but sends no event from
+    /// then on. `Mute(0)` sends not even `session.created`: a session that handshakes and then
+    /// says nothing.
+    Mute(u64),
 }
 
 /// Length of the greeting in echo mode without `--clip`, ms.
@@ -138,6 +147,7 @@ impl Default for SimUpstreamConfig {
             session_lifetime_ms: None,
             accepted_handshakes: None,
             recv_buffer_bytes: None,
+            refused_responses: 0,
         }
     }
 }

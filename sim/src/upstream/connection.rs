@@ -13,11 +13,16 @@ pub(super) struct Outbox {
     next_event: u64,
     /// Rename GA event types to their beta names before sending.
     beta: bool,
+    /// From then on no event is sent ([`Fault::Mute`]).
+    muted_from: Option<Instant>,
 }
 
 impl Outbox {
     /// Sends one server event, adding a unique `event_id`.
     async fn send(&mut self, mut event: Value) -> Result<(), WsError> {
+        if self.muted_from.is_some_and(|from| Instant::now() >= from) {
+            return Ok(());
+        }
         self.next_event += 1;
         if let Value::Object(fields) = &mut event {
             if self.beta
@@ -160,6 +165,8 @@ pub(super) struct Connection {
     committed_turns: usize,
     /// Responses started on this connection (indexes the scripted replies).
     responses_started: usize,
+    /// `response.create`s refused so far ([`SimUpstreamConfig::refused_responses`]).
+    responses_refused: usize,
     /// The caller's last scripted transcript (for `{caller}` in replies).
     last_caller_transcript: String,
     /// Scripted transcription events waiting for their delay: (due, event).
@@ -203,6 +210,7 @@ impl Connection {
                 connection: number,
                 next_event: 0,
                 beta: shared.config.dialect == Dialect::Beta,
+                muted_from: None,
             },
             shared,
             index,
@@ -218,6 +226,7 @@ impl Connection {
             next_response: 0,
             committed_turns: 0,
             responses_started: 0,
+            responses_refused: 0,
             last_caller_transcript: String::new(),
             pending_transcriptions: std::collections::VecDeque::new(),
             usage: UsageHistory::default(),
@@ -236,19 +245,26 @@ impl Connection {
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), WsError> {
-        let session = self.session.clone();
-        self.out
-            .send(json!({"type": "session.created", "session": session}))
-            .await?;
         let faulty = self
             .config()
             .faulty_connections
             .is_none_or(|n| self.out.connection <= n);
-        let fault = self.config().fault.filter(|_| faulty).map(|f| match f {
-            Fault::Close(ms) | Fault::Reset(ms) | Fault::StopReading(ms) | Fault::Expire(ms) => {
-                (f, Instant::now() + Duration::from_millis(ms))
-            }
+        let mut fault = self.config().fault.filter(|_| faulty).map(|f| match f {
+            Fault::Close(ms)
+            | Fault::Reset(ms)
+            | Fault::StopReading(ms)
+            | Fault::Expire(ms)
+            | Fault::Mute(ms) => (f, Instant::now() + Duration::from_millis(ms)),
         });
+        // A mute is no event of its own: the outbox drops what comes after it.
+        if let Some((Fault::Mute(_), at)) = fault {
+            self.out.muted_from = Some(at);
+            fault = None;
+        }
+        let session = self.session.clone();
+        self.out
+            .send(json!({"type": "session.created", "session": session}))
+            .await?;
         // The session's own limit comes first when it is sooner than the fault.
         let fault = match (fault, self.config().session_lifetime_ms) {
             (Some((f, at)), Some(ms)) if at <= Instant::now() + Duration::from_millis(ms) => {
@@ -970,7 +986,48 @@ impl Connection {
                 )
                 .await;
         }
+        if self.responses_refused < self.config().refused_responses {
+            self.responses_refused += 1;
+            return self.refuse_response().await;
+        }
         self.start_response(event.get("response")).await
+    }
+
+    /// A `response.create` refused for the rate limit, as the live service reports it: the
+    /// response is created and fails at once (`status_details.error`), after a
+    /// `rate_limits.updated` with the requests spent.
+    async fn refuse_response(&mut self) -> Result<(), WsError> {
+        self.next_response += 1;
+        let id = format!("resp_{}", self.next_response);
+        let base = json!({"object": "realtime.response", "id": id, "output": [], "usage": null});
+        let mut created = base.clone();
+        created["status"] = json!("in_progress");
+        created["status_details"] = Value::Null;
+        self.out
+            .send(json!({"type": "response.created", "response": created}))
+            .await?;
+        self.out
+            .send(json!({
+                "type": "rate_limits.updated",
+                "rate_limits": [
+                    {"name": "requests", "limit": 5000, "remaining": 0, "reset_seconds": 0.2},
+                    {"name": "tokens", "limit": 40000, "remaining": 36000, "reset_seconds": 6.0},
+                ],
+            }))
+            .await?;
+        let mut done = base;
+        done["status"] = json!("failed");
+        done["status_details"] = json!({
+            "type": "failed",
+            "error": {
+                "type": "invalid_request_error",
+                "code": "rate_limit_exceeded",
+                "message": "Rate limit reached for requests. Please try again in 200ms.",
+            },
+        });
+        self.out
+            .send(json!({"type": "response.done", "response": done}))
+            .await
     }
 
     async fn on_response_cancel(&mut self, id: Option<&str>) -> Result<(), WsError> {

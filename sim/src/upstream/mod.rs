@@ -26,7 +26,9 @@
 //! - Ends sessions on cue ([`Fault`], on every connection or the first N): a close 1011, a TCP
 //!   reset, a freeze, or the time limit (`error` `session_expired`, close 1001), which
 //!   `session_lifetime_ms` also sets for every session, with `expires_at` to match; and an
-//!   outage (`accepted_handshakes`: handshakes past the first N get HTTP 503).
+//!   outage (`accepted_handshakes`: handshakes past the first N get HTTP 503); goes mute
+//!   ([`Fault::Mute`]: reads on, sends nothing); refuses the first N `response.create`s of a
+//!   connection for the rate limit (`refused_responses`).
 //!
 //! Use: [`SimUpstream::start`] with a [`SimUpstreamConfig`] (port 0 for tests), point the relay at
 //! [`SimUpstream::url`], then read what the relay sent from [`SimUpstream::sessions`] and the
