@@ -484,3 +484,47 @@ async fn a_webhook_with_an_unsafe_call_sid_or_party_is_refused_before_any_cost()
     );
     world.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_calls_to_several_businesses_each_carry_only_their_own_business() {
+    let upstream = SimUpstreamConfig {
+        check_isolation: true,
+        ..SimUpstreamConfig::default()
+    };
+    let world = World::start(WorldOptions {
+        upstream,
+        database_url: None,
+        configure: None,
+    })
+    .await
+    .expect("world starts");
+    let businesses = 3;
+    voxrelay_sim::isolation::seed(&world.store, businesses, DENTAL)
+        .await
+        .expect("isolation businesses");
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..2 * businesses {
+        let business = i % businesses;
+        let mut caller = world.caller(
+            &sid(900 + i as u32),
+            &voxrelay_sim::isolation::number(business),
+            jfk(1.0),
+        );
+        caller.from = voxrelay_sim::isolation::caller(business, i / businesses);
+        caller.lead_silence_ms = 1500;
+        calls.spawn(caller::run(caller));
+    }
+    while let Some(call) = calls.join_next().await {
+        let heard = call.expect("task").expect("call runs");
+        assert!(heard.media_received > 0, "greeted");
+    }
+    let isolation = world.upstream.isolation();
+    assert_eq!(isolation.leaks, 0, "{isolation:?}");
+    assert_eq!(isolation.unmarked, 0, "{isolation:?}");
+    // COMPACT at the pre-warm and FULL at the upgrade, for every call.
+    assert!(
+        isolation.checked >= 2 * 2 * businesses as u64,
+        "{isolation:?}"
+    );
+    world.stop().await;
+}

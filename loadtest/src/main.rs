@@ -136,6 +136,11 @@ struct RunArgs {
     /// Run the load through the proxy and then through the floor relay, and report the ratios.
     #[arg(long, conflicts_with = "proxy")]
     floor: bool,
+    /// Spread the calls over this many businesses (1 to 999), each with its own marked prompt,
+    /// and have the simulated upstream check that every session carries only its own call's
+    /// business (`voxrelay_sim::isolation`); any leak fails the run.
+    #[arg(long, conflicts_with_all = ["proxy", "floor"])]
+    businesses: Option<u32>,
 }
 
 /// Upper bounds, so a typo cannot start a run that never ends.
@@ -223,6 +228,9 @@ struct Report {
     /// CPU of this process (load generator and in-process simulated upstream), % of one core.
     load_generator_cpu_percent: Option<f64>,
     wall_s: f64,
+    /// With `--businesses`: how many, and what the upstream's isolation check found.
+    businesses: Option<u32>,
+    isolation: Option<voxrelay_sim::isolation::IsolationReport>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -321,6 +329,22 @@ fn check(report: &Report) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
+    if let Some(isolation) = &report.isolation
+        && (isolation.leaks > 0 || isolation.unmarked > 0 || isolation.checked == 0)
+    {
+        bail!(
+            "{}: isolation: {} leak(s) and {} unmarked of {} instructions checked{}",
+            report.relay,
+            isolation.leaks,
+            isolation.unmarked,
+            isolation.checked,
+            isolation
+                .first_leak
+                .as_deref()
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
+        );
+    }
     Ok(())
 }
 
@@ -364,6 +388,9 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
     if !(0.0..=1.0).contains(&args.barge_in_rate) {
         bail!("--barge-in-rate must be between 0 and 1");
     }
+    if args.businesses.is_some_and(|n| !(1..=999).contains(&n)) {
+        bail!("--businesses must be 1 to 999");
+    }
 
     // The proxy: started here, or the one named.
     let dir = tempfile::tempdir()?;
@@ -387,6 +414,7 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
                     dialect: args.upstream_dialect,
                     keep_logs: false,
                     clip: greeting_clip()?,
+                    check_isolation: args.businesses.is_some(),
                     ..SimUpstreamConfig::default()
                 },
             )
@@ -400,6 +428,9 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
                         dir.path().join("loadtest.db").display()
                     );
                     proxy::seed_database(&db).await?;
+                    if let Some(n) = args.businesses {
+                        proxy::seed_isolation(&db, n as usize).await?;
+                    }
                     proxy::spawn(listen, &db, &sim.url(), &log).await?
                 }
                 Relay::Floor => proxy::spawn_floor(listen, &sim.url(), &log).await?,
@@ -464,6 +495,16 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
             duration / 2
         });
         let webhook = format!("{base}/twilio/voice");
+        let (from, to) = match args.businesses {
+            Some(n) => {
+                let business = (i % n) as usize;
+                (
+                    voxrelay_sim::isolation::caller(business, (i / n) as usize),
+                    voxrelay_sim::isolation::number(business),
+                )
+            }
+            None => (format!("+1415{:07}", i), to.clone()),
+        };
         let plan = CallPlan {
             index: i as u16,
             caller: CallerConfig {
@@ -474,7 +515,7 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
                     &webhook,
                     &auth_token,
                     &format!("CA{:032x}", u128::from(i) + 1),
-                    &format!("+1415{:07}", i),
+                    &from,
                     &to,
                     speech.to_vec(),
                 )
@@ -567,6 +608,8 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
             .zip(own_after)
             .map(|(b, a)| 100.0 * (a.cpu_s - b.cpu_s) / wall.as_secs_f64()),
         wall_s: wall.as_secs_f64(),
+        businesses: args.businesses,
+        isolation: None,
     };
     for r in &results {
         if r.streamed {
@@ -603,6 +646,7 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
     }
     drop(child);
     if let Some(sim) = upstream {
+        report.isolation = args.businesses.map(|_| sim.isolation());
         sim.shutdown().await;
     }
     Ok(report)
@@ -710,6 +754,16 @@ fn table(r: &Report) -> String {
         ),
         ("wall time", format!("{:.1} s", r.wall_s)),
     ];
+    let mut rows = rows;
+    if let (Some(n), Some(i)) = (r.businesses, &r.isolation) {
+        rows.push((
+            "isolation",
+            format!(
+                "{} businesses: {} leak(s), {} unmarked, of {} session instructions checked",
+                n, i.leaks, i.unmarked, i.checked
+            ),
+        ));
+    }
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<34}{value}");
     }

@@ -46,6 +46,20 @@ pub async fn seed_database(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds `count` isolation businesses ([`voxrelay_sim::isolation::seed`]) to the database at
+/// `url` (migrated by [`seed_database`]).
+pub async fn seed_isolation(url: &str, count: usize) -> anyhow::Result<()> {
+    let store = voxrelay::store::Store::connect(url).await?;
+    voxrelay_sim::isolation::seed(
+        &store,
+        count,
+        include_str!("../../prompts/examples/bright_smile_dental.md"),
+    )
+    .await?;
+    store.close().await;
+    Ok(())
+}
+
 /// Starts `voxrelay-loadtest proxy` on `listen` with the database `database_url` and the
 /// upstream `upstream_url`, logging to `log` (warnings and errors), and waits until it answers
 /// `/healthz` (10 s at most).

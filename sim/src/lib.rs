@@ -4,6 +4,7 @@
 //!
 //! - [`upstream`]: the simulated Realtime API (GA and beta event names, VAD, faults, echo mode);
 //! - [`vad`]: its energy VAD;
+//! - [`isolation`]: the check that every upstream session carries only its own business;
 //! - [`caller`]: the simulated Twilio (webhook, Media Streams, marks);
 //! - [`twilio_rest`]: the simulated Twilio REST API (a live call's redirect);
 //! - [`playback`]: Twilio's playback buffer, for the caller and the load generator;
@@ -13,6 +14,7 @@
 
 pub mod caller;
 pub mod demo;
+pub mod isolation;
 pub mod playback;
 pub mod twilio_rest;
 pub mod upstream;

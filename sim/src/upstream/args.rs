@@ -98,6 +98,7 @@ impl SimUpstreamArgs {
             session_lifetime_ms: self.session_lifetime_ms,
             accepted_handshakes: None,
             refused_responses: 0,
+            check_isolation: false,
             recv_buffer_bytes: None,
         };
         Ok((self.listen, config))

@@ -72,6 +72,9 @@ pub struct SimUpstreamConfig {
     /// remaining (resetting in 0.2 s), and `response.done` with status `failed` and
     /// `status_details.error` code `rate_limit_exceeded`. Default 0.
     pub refused_responses: usize,
+    /// Check every `session.update`'s instructions for business isolation
+    /// ([`crate::isolation`]), readable from [`super::SimUpstream::isolation`]. Default off.
+    pub check_isolation: bool,
 }
 
 /// Something that goes wrong with a connection, this many ms after its handshake.
@@ -148,6 +151,7 @@ impl Default for SimUpstreamConfig {
             accepted_handshakes: None,
             recv_buffer_bytes: None,
             refused_responses: 0,
+            check_isolation: false,
         }
     }
 }

@@ -167,6 +167,8 @@ pub(super) struct Connection {
     responses_started: usize,
     /// `response.create`s refused so far ([`SimUpstreamConfig::refused_responses`]).
     responses_refused: usize,
+    /// The business this connection's instructions have been, for the isolation check.
+    isolation_seen: Option<usize>,
     /// The caller's last scripted transcript (for `{caller}` in replies).
     last_caller_transcript: String,
     /// Scripted transcription events waiting for their delay: (due, event).
@@ -227,6 +229,7 @@ impl Connection {
             committed_turns: 0,
             responses_started: 0,
             responses_refused: 0,
+            isolation_seen: None,
             last_caller_transcript: String::new(),
             pending_transcriptions: std::collections::VecDeque::new(),
             usage: UsageHistory::default(),
@@ -473,6 +476,13 @@ impl Connection {
                 .out
                 .error(id, problem.code, problem.message, Some(&problem.param))
                 .await;
+        }
+        if let (Some(patterns), Some(instructions)) = (
+            &self.shared.isolation_patterns,
+            patch.get("instructions").and_then(Value::as_str),
+        ) {
+            let verdict = crate::isolation::check(patterns, instructions);
+            self.isolation_seen = self.shared.isolation.record(self.isolation_seen, verdict);
         }
         merge(&mut self.session, patch);
         normalise_turn_detection(&mut self.session, &self.shared.config.vad);

@@ -63,6 +63,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::isolation::{IsolationCounts, IsolationReport, Patterns};
 use crate::vad::{EnergyVad, VadEvent};
 use voxrelay::audio::mulaw::{self, BYTES_PER_MS};
 
@@ -120,6 +121,10 @@ struct Shared {
     handshakes: AtomicUsize,
     /// One log per completed handshake, in handshake order; a connection writes only its own.
     sessions: Mutex<Vec<SessionLog>>,
+    /// What [`SimUpstreamConfig::check_isolation`] found, over every connection.
+    isolation: IsolationCounts,
+    /// Its patterns, when it is on.
+    isolation_patterns: Option<Patterns>,
 }
 
 impl Shared {
@@ -161,11 +166,18 @@ impl SimUpstream {
             }
         };
         let local_addr = listener.local_addr()?;
+        let isolation_patterns = if config.check_isolation {
+            Some(Patterns::new().map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             config,
             connections: AtomicUsize::new(0),
             handshakes: AtomicUsize::new(0),
             sessions: Mutex::new(Vec::new()),
+            isolation: IsolationCounts::default(),
+            isolation_patterns,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx));
@@ -205,6 +217,12 @@ impl SimUpstream {
     /// connect order.
     pub fn sessions(&self) -> Vec<SessionLog> {
         self.shared.sessions().clone()
+    }
+
+    /// What the isolation check found so far ([`SimUpstreamConfig::check_isolation`]; all
+    /// zero when it is off).
+    pub fn isolation(&self) -> IsolationReport {
+        self.shared.isolation.report()
     }
 
     /// Stops accepting, closes every live connection (close code 1001) and waits, at most about
