@@ -27,6 +27,8 @@
 //! | a black-hole upstream (connects, never answers) | [`fault_a_black_hole_upstream_costs_one_connect_timeout`] |
 //! | 300 idle connections without credentials | [`fault_three_hundred_idle_connections`] |
 //! | a connection that sends nothing | [`fault_an_idle_connection_is_closed_at_the_header_read_timeout`] |
+//! | the upstream link impaired (150 ms RTT, jitter, stalls) | `fault_impaired_upstream_link_…` in `tests/network.rs` |
+//! | the Twilio link impaired (150 ms RTT, jitter, stalls) | `fault_impaired_twilio_link_…` in `tests/network.rs` |
 //!
 //! The database faults go through a TCP relay in front of PostgreSQL that the test cuts (every
 //! connection reset, new ones refused) and restores: the database is down for this instance

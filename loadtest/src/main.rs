@@ -431,7 +431,7 @@ async fn run(args: RunArgs, relay: Relay) -> anyhow::Result<Report> {
                     if let Some(n) = args.businesses {
                         proxy::seed_isolation(&db, n as usize).await?;
                     }
-                    proxy::spawn(listen, &db, &sim.url(), &log).await?
+                    proxy::spawn(listen, &db, &sim.url(), args.calls, &log).await?
                 }
                 Relay::Floor => proxy::spawn_floor(listen, &sim.url(), &log).await?,
             };

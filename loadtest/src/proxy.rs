@@ -61,12 +61,14 @@ pub async fn seed_isolation(url: &str, count: usize) -> anyhow::Result<()> {
 }
 
 /// Starts `voxrelay-loadtest proxy` on `listen` with the database `database_url` and the
-/// upstream `upstream_url`, logging to `log` (warnings and errors), and waits until it answers
+/// upstream `upstream_url`, its call limits (`limits.max_calls`, `limits.max_pending`) raised
+/// to take `calls` at once, logging to `log` (warnings and errors), and waits until it answers
 /// `/healthz` (10 s at most).
 pub async fn spawn(
     listen: std::net::SocketAddr,
     database_url: &str,
     upstream_url: &str,
+    calls: u32,
     log: &Path,
 ) -> anyhow::Result<ProxyProcess> {
     let mut command = Command::new(std::env::current_exe().context("finding this binary")?);
@@ -78,6 +80,8 @@ pub async fn spawn(
         .env("VOXRELAY_DATABASE_URL", database_url)
         .env("VOXRELAY_UPSTREAM_URL", upstream_url)
         .env("VOXRELAY_UPSTREAM_TRANSCRIPTION_MODEL", "")
+        .env("VOXRELAY_LIMITS_MAX_CALLS", (calls + 10).to_string())
+        .env("VOXRELAY_LIMITS_MAX_PENDING", (calls + 10).to_string())
         .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
         .env("VOXRELAY_SIGNING_KEY", SIGNING_KEY)
         .env("RUST_LOG", "warn");

@@ -4,6 +4,8 @@
 //!
 //! - [`upstream`]: the simulated Realtime API (GA and beta event names, VAD, faults, echo mode);
 //! - [`vad`]: its energy VAD;
+//! - [`impaired`]: a TCP relay that impairs a link as a real network would (delay, jitter,
+//!   stalls);
 //! - [`isolation`]: the check that every upstream session carries only its own business;
 //! - [`caller`]: the simulated Twilio (webhook, Media Streams, marks);
 //! - [`twilio_rest`]: the simulated Twilio REST API (a live call's redirect);
@@ -14,6 +16,7 @@
 
 pub mod caller;
 pub mod demo;
+pub mod impaired;
 pub mod isolation;
 pub mod playback;
 pub mod twilio_rest;

@@ -6,6 +6,7 @@
 //! - [`guards`]: the call's guard decisions (sanitizer, echo monitor, leak guard) and policy;
 //! - [`leg`]: the writing half of one socket: direct writes, a bounded queue under backpressure;
 //! - [`playback`]: what the caller heard (marks, playback clock, truncation point);
+//! - [`link_delay`]: the Twilio link's one-way delay, from WebSocket pings, for that clock;
 //! - [`conversation`]: what was said, as text, to restore it on a new upstream session;
 //! - [`reconnect`]: a lost upstream replaced mid-call (dialer, backoff, held caller audio);
 //! - [`fallback`]: where a call goes when no model can take it (the business's line, or an
@@ -22,6 +23,7 @@ pub mod guards;
 pub mod hold_audio;
 pub mod leg;
 pub mod lifecycle;
+pub mod link_delay;
 pub mod playback;
 pub mod reconnect;
 pub mod records;

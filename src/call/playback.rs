@@ -63,6 +63,10 @@ pub struct Playback {
     /// Send a mark after this many bytes (4000 = 0.5 s).
     mark_interval: u64,
     item: Option<ItemAudio>,
+    /// The Twilio link's one-way delay ([`crate::call::link_delay`]): a mark echo left Twilio
+    /// this long before it arrived, audio and a `clear` reach Twilio this long after they are
+    /// sent.
+    link_delay: std::time::Duration,
 }
 
 impl Playback {
@@ -77,7 +81,14 @@ impl Playback {
             since_mark: 0,
             mark_interval: mark_interval_ms.max(20) * BYTES_PER_MS as u64,
             item: None,
+            link_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// The Twilio link's one-way delay, as measured ([`crate::call::link_delay::LinkDelay`]);
+    /// zero (the default) is loopback.
+    pub fn set_link_delay(&mut self, delay: std::time::Duration) {
+        self.link_delay = delay;
     }
 
     /// The playhead position at `now`, in bytes.
@@ -96,8 +107,8 @@ impl Playback {
     /// a mark to send after it when a mark interval has filled up.
     pub fn on_audio_sent(&mut self, item_id: &str, bytes: u64, now: Instant) -> Option<String> {
         if self.played(now) >= self.sent {
-            // Twilio's buffer is empty: this audio starts playing now.
-            self.anchor = Some((now, self.sent));
+            // Twilio's buffer is empty: this audio starts playing when it gets there.
+            self.anchor = Some((now + self.link_delay, self.sent));
         }
         match &mut self.item {
             Some(item) if item.item_id == item_id => item.received += bytes,
@@ -162,8 +173,9 @@ impl Playback {
             }
         }
         let pos = position?;
-        // The audio before the mark has just finished playing.
-        self.anchor = Some((now, pos.min(self.sent)));
+        // The audio before the mark finished playing when Twilio sent the echo.
+        let at = now.checked_sub(self.link_delay).unwrap_or(now);
+        self.anchor = Some((at, pos.min(self.sent)));
         Some(pos)
     }
 
@@ -212,9 +224,10 @@ impl Playback {
     }
 
     /// The caller barged in at `now` and a `clear` is being sent: everything unplayed is gone,
-    /// pending marks become stale, and the current item is to be truncated at what was heard.
+    /// pending marks become stale, and the current item is to be truncated at what was heard,
+    /// which is what will have played when the `clear` reaches Twilio, one link delay on.
     pub fn on_clear(&mut self, now: Instant) -> Interruption {
-        let played = self.played(now);
+        let played = self.played(now + self.link_delay);
         let dropped_ms = (self.sent - played) / BYTES_PER_MS as u64;
         let truncate = self.item.take().and_then(|item| {
             let heard = played.saturating_sub(item.start).min(item.received);
@@ -358,5 +371,32 @@ mod tests {
             assert!(!p.on_mark(name, t0), "{name}");
         }
         assert!(p.on_mark("vr0.1", t0 + ms(1000)), "real marks still count");
+    }
+
+    #[test]
+    fn across_a_slow_link_the_truncate_is_what_will_have_played_when_the_clear_arrives() {
+        let t0 = Instant::now();
+        let one_way = ms(75);
+        let mut p = Playback::new(500);
+        p.set_link_delay(one_way);
+        let marks = send(&mut p, "item_1", 3000, t0);
+        // Audio sent into an idle buffer starts playing when it reaches Twilio.
+        assert_eq!(p.heard_ms(t0 + ms(75)), 0);
+        assert_eq!(p.heard_ms(t0 + ms(575)), 500);
+        // The first mark (after 500 ms) echoes at Twilio at 75 + 500 ms and reaches us 75 ms
+        // later: the clock is re-anchored at Twilio's time, not ours.
+        assert!(p.on_mark(&marks[0], t0 + ms(650)));
+        assert_eq!(p.heard_ms(t0 + ms(650)), 575);
+        // A barge-in at 1,000 ms: the clear reaches Twilio at 1,075, when 1,000 ms had played.
+        let cut = p.on_clear(t0 + ms(1000));
+        assert_eq!(cut.truncate, Some(("item_1".to_string(), 1000)));
+        assert_eq!(cut.dropped_ms, 2000);
+
+        // The same with no link delay cuts a whole round trip (150 ms) earlier.
+        let mut p = Playback::new(500);
+        let marks = send(&mut p, "item_1", 3000, t0);
+        assert!(p.on_mark(&marks[0], t0 + ms(650)));
+        let cut = p.on_clear(t0 + ms(1000));
+        assert_eq!(cut.truncate, Some(("item_1".to_string(), 850)));
     }
 }

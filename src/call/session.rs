@@ -34,6 +34,7 @@ use crate::call::fallback::{self, Fallbacks};
 use crate::call::guards::{self, CallGuards, GuardOutcome, Reaction};
 use crate::call::hold_audio;
 use crate::call::leg::{Leg, LegFault, LegLimits};
+use crate::call::link_delay::LinkDelay;
 use crate::call::reconnect::{self, DialFuture, Dialer, HeldAudio, Outage, ReconnectOptions};
 use crate::call::records::{Record, Records};
 use crate::call::setup::CallSetup;
@@ -162,6 +163,8 @@ struct Session {
     warnings: BadFrames,
     /// When each peer last sent anything, and when the last ping went out.
     heard: Heard,
+    /// The Twilio link's delay, from pings sent at the start and on each liveness tick.
+    link: LinkDelay,
 }
 
 impl Liveness {
@@ -387,7 +390,9 @@ pub async fn run(
         upgrade_sent_at: None,
         warnings: BadFrames::default(),
         heard: Heard::new(Instant::now()),
+        link: LinkDelay::default(),
     };
+    session.ping_twilio(Instant::now());
     if let Some(requested) = begin_greeting_requested {
         session.state.greeting_requested_earlier(Instant::now());
         session.response_requested_at = Some(requested);
@@ -619,6 +624,7 @@ pub async fn run(
         guards,
         twilio_out,
         upstream_out,
+        link,
         ..
     } = session;
     let limit = |faulted: bool| {
@@ -639,6 +645,7 @@ pub async fn run(
             | EndReason::UpstreamSilent
             | EndReason::UpstreamLost
     );
+    let link_one_way_ms = link.one_way().as_millis() as u64;
     let peak_twilio = twilio_out.peak_waiting();
     let peak_upstream = upstream_out.as_ref().map_or(0, Leg::peak_waiting);
     let close_upstream = async move {
@@ -654,6 +661,7 @@ pub async fn run(
     let (greeting_latency_ms, turn_latencies_ms, mut counters, timeline) = state.into_parts();
     counters.peak_waiting_twilio = peak_twilio as u64;
     counters.peak_waiting_upstream = peak_upstream as u64;
+    counters.twilio_link_one_way_ms = link_one_way_ms;
     let turn_heard_ms = timeline.heard_latencies_ms();
     let guard_counters = guards.counters();
     let echo = guards.echo_stats();
@@ -669,6 +677,7 @@ pub async fn run(
         dropped_in = counters.dropped_in,
         peak_waiting_twilio = peak_twilio,
         peak_waiting_upstream = peak_upstream,
+        twilio_link_one_way_ms = link_one_way_ms,
         echo_rate = echo.echo_rate(),
         guard_blocked = guard_counters.blocked,
         "call ended"
@@ -692,8 +701,16 @@ pub async fn run(
 impl Session {
     /// The liveness limits, looked at on their tick: ping a quiet upstream, end the call on a
     /// dead peer.
+    /// Pings the Twilio socket for the link delay, unless a ping is still unanswered.
+    fn ping_twilio(&mut self, now: Instant) {
+        if let Some(payload) = self.link.ping(now) {
+            self.twilio_out.frame(TwMessage::Ping(payload.into()));
+        }
+    }
+
     fn on_liveness_tick(&mut self, limits: &Liveness) -> Flow {
         let now = Instant::now();
+        self.ping_twilio(now);
         if self.upstream_out.is_none() {
             // No upstream to hear from during a reconnect: its clock starts with the new one.
             self.heard.upstream = now;
@@ -726,6 +743,12 @@ impl Session {
                 Flow::Continue
             }
             Some(Ok(TwMessage::Close(_))) | None => Flow::End(EndReason::TwilioClosed),
+            Some(Ok(TwMessage::Pong(payload))) => {
+                if self.link.on_pong(&payload, Instant::now()) {
+                    self.state.set_twilio_link_delay(self.link.one_way());
+                }
+                Flow::Continue
+            }
             Some(Ok(_)) => Flow::Continue,
             Some(Err(e)) => {
                 tracing::warn!(call_sid = %self.call_sid, error = %e, "Twilio socket error");

@@ -468,6 +468,12 @@ impl CallState {
         }
     }
 
+    /// The Twilio link's one-way delay changed (measured by the session's pings): the playback
+    /// clock accounts for it ([`Playback::set_link_delay`]).
+    pub fn set_twilio_link_delay(&mut self, delay: std::time::Duration) {
+        self.playback.set_link_delay(delay);
+    }
+
     /// Twilio echoed a mark at `now`. When it is the first counted mark past the start of the
     /// last turn's answer, the caller-heard turn latency is recorded: the audio between the
     /// answer's first byte and the mark has just finished playing, so the answer began to play

@@ -466,6 +466,9 @@ pub struct CallCounters {
     pub cached_tokens: u64,
     /// Responses asked for again after the upstream refused them for rate or server reasons.
     pub response_retries: u64,
+    /// The Twilio link's one-way delay at the end of the call, ms (half the smallest recent
+    /// ping round trip, [`crate::call::link_delay`]; 0 when no pong came).
+    pub twilio_link_one_way_ms: u64,
     /// The most messages that ever waited in the Twilio leg's queue at once (bounded by
     /// `audio.queue_frames + audio.control_queue`).
     pub peak_waiting_twilio: u64,
