@@ -971,6 +971,19 @@ async fn fault_a_hanging_first_upstream_fails_over_and_its_breaker_spares_the_ne
             .await
             .expect("report");
         assert_eq!(report.end_reason, EndReason::Stop);
+        // Each call's timeline says it runs on the second upstream.
+        let failovers: Vec<(String, usize)> = report
+            .timeline
+            .entries()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                TimelineEvent::Failover { upstream, position } => {
+                    Some((upstream.clone(), *position))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failovers, vec![("second".to_string(), 1)], "call {n}");
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),

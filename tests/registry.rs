@@ -14,6 +14,7 @@ use voxrelay::config::{Config, DEFAULT_PATH, DEFAULT_TOML};
 use voxrelay::domain::{CallSid, Direction};
 use voxrelay::guard::sanitizer::Sanitizer;
 use voxrelay::prompt::PromptLibrary;
+use voxrelay::realtime::failover::Dialed;
 use voxrelay::realtime::{Provider, UpstreamSettings};
 use voxrelay::store::{Business, now_ms};
 
@@ -86,7 +87,11 @@ fn pending(url: String, setup: CallSetup) -> PendingCall {
         setup,
         from: "+14155550100".into(),
         to: "+15005550006".into(),
-        prewarm: tokio::spawn(async move { open_upstream(&settings, &session).await }),
+        prewarm: tokio::spawn(async move {
+            open_upstream(&settings, &session)
+                .await
+                .map(|socket| Dialed::first(socket, "openai"))
+        }),
         created: Instant::now(),
         greeting_requested_at: Default::default(),
         slot: None,

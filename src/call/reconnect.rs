@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use crate::config::ReconnectConfig;
 use crate::realtime::events::SessionConfig;
-use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
+use crate::realtime::failover::Dialed;
+use crate::realtime::upstream::UpstreamError;
 
 /// A dial in progress: the new upstream socket, its first `session.update` already sent.
-pub type DialFuture = Pin<Box<dyn Future<Output = Result<UpstreamSocket, UpstreamError>> + Send>>;
+pub type DialFuture = Pin<Box<dyn Future<Output = Result<Dialed, UpstreamError>> + Send>>;
 
 /// Opens a new upstream session configured with the given `session.update` (the caller's
 /// choice of upstream, connect timeout and metrics live inside).

@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 use crate::call::lifecycle::Slot;
 use crate::call::setup::CallSetup;
 use crate::domain::{CallSid, Direction};
-use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
+use crate::realtime::failover::Dialed;
+use crate::realtime::upstream::UpstreamError;
 
 /// The pre-warm task: resolves to an upstream socket with the COMPACT session sent.
-pub type Prewarm = JoinHandle<Result<UpstreamSocket, UpstreamError>>;
+pub type Prewarm = JoinHandle<Result<Dialed, UpstreamError>>;
 
 /// A call the webhook accepted, waiting for its media stream.
 #[derive(Debug)]
@@ -125,8 +126,8 @@ fn discard(call: PendingCall) {
     let prewarm = call.prewarm;
     if tokio::runtime::Handle::try_current().is_ok() {
         tokio::spawn(async move {
-            if let Ok(Ok(mut socket)) = prewarm.await {
-                let _ = socket.close(None).await;
+            if let Ok(Ok(mut dialed)) = prewarm.await {
+                let _ = dialed.socket.close(None).await;
             }
         });
     }

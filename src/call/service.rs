@@ -34,7 +34,7 @@ use crate::prompt::resolve::{self, ResolveError};
 use crate::prompt::template::{self, TemplateVars};
 use crate::prompt::{BuiltPrompts, PromptLibrary};
 use crate::realtime::events::{ClientEvent, SessionConfig};
-use crate::realtime::upstream::UpstreamSocket;
+use crate::realtime::failover::Dialed;
 use crate::realtime::{UpstreamError, Upstreams};
 use crate::store::{self, Business, CallEnd, NewCall, PromptVersion, Store, StoreError};
 use crate::telemetry::CallReport;
@@ -121,7 +121,7 @@ impl Refusal {
 /// A media stream that may go on: its setup and its upstream socket.
 pub struct Admitted {
     setup: CallSetup,
-    upstream: UpstreamSocket,
+    upstream: Dialed,
     /// How long before `start` the webhook ran, when this instance took it.
     since_webhook: Option<Duration>,
     /// When the pre-warm sent the greeting's `response.create`, if it did.
@@ -702,8 +702,8 @@ impl CallService {
                     Ok(false) => {
                         tracing::warn!(call_sid = %start.call_sid,
                             "stream token replayed: the call was already streamed elsewhere; closing");
-                        if let Ok(Ok(mut socket)) = prewarmed {
-                            let _ = socket.close(None).await;
+                        if let Ok(Ok(mut dialed)) = prewarmed {
+                            let _ = dialed.socket.close(None).await;
                         }
                         return Err(NotAdmitted::AlreadyClaimed);
                     }
@@ -974,7 +974,7 @@ impl CallService {
 
     /// Dials the upstream for a call and sends its first `session.update`, recording the
     /// connect time. Errors: as [`open_upstream`].
-    pub async fn dial(&self, session: &SessionConfig) -> Result<UpstreamSocket, UpstreamError> {
+    pub async fn dial(&self, session: &SessionConfig) -> Result<Dialed, UpstreamError> {
         dial(&self.upstream, session, &self.metrics).await
     }
 
@@ -1131,10 +1131,10 @@ async fn prewarm(
     early_greeting: bool,
     call_sid: CallSid,
     greeted: Arc<OnceLock<Instant>>,
-) -> Result<UpstreamSocket, UpstreamError> {
+) -> Result<Dialed, UpstreamError> {
     let started = Instant::now();
     let mut result = dial(&upstreams, &session, &metrics).await;
-    if early_greeting && let Ok(socket) = &mut result {
+    if early_greeting && let Ok(Dialed { socket, .. }) = &mut result {
         use futures_util::SinkExt as _;
         let greeting = ClientEvent::ResponseCreate.to_json();
         match socket
@@ -1172,7 +1172,7 @@ async fn dial(
     upstreams: &Upstreams,
     session: &SessionConfig,
     metrics: &Metrics,
-) -> Result<UpstreamSocket, UpstreamError> {
+) -> Result<Dialed, UpstreamError> {
     let mut last = None;
     for i in upstreams.plan(Instant::now()) {
         let Some(target) = upstreams.targets().get(i) else {
@@ -1193,7 +1193,11 @@ async fn dial(
                     metrics.upstream_failovers.get_or_create(&labels).inc();
                     tracing::warn!(upstream = %target.name, "failed over: a later upstream answered");
                 }
-                return Ok(socket);
+                return Ok(Dialed {
+                    socket,
+                    upstream: target.name.clone(),
+                    position: i,
+                });
             }
             Err(e) => {
                 tracing::warn!(upstream = %target.name, error = %e, "upstream dial failed");

@@ -41,6 +41,7 @@ use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command, GOODBYE_INSTRUCTIONS};
 use crate::domain::{CallSid, EndReason, ReconnectOutcome, RelayLeg, StreamSid};
 use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
+use crate::realtime::failover::Dialed;
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
 use crate::store::NewCallEvent;
 use crate::telemetry::metrics::{Metrics, RateLimitLabels, ReconnectLabels};
@@ -148,7 +149,7 @@ struct Session {
     /// When to open the session that replaces this one before it expires.
     rollover_at: Option<Instant>,
     /// That session, open and configured, waiting for a turn boundary.
-    standby: Option<Box<UpstreamSocket>>,
+    standby: Option<Box<Dialed>>,
     /// Reconnects made so far.
     reconnects: u32,
     dialer: Option<Dialer>,
@@ -252,7 +253,7 @@ enum Wake {
     /// A refused response is due to be asked for again.
     Retry,
     /// A redial finished (the socket boxed: it is large, and this is rare).
-    Dialed(Result<Box<UpstreamSocket>, UpstreamError>),
+    Dialed(Result<Box<Dialed>, UpstreamError>),
     /// The backoff before the next redial is over.
     Redial,
     /// A reconnect has gone on long enough for the hold clip.
@@ -260,7 +261,7 @@ enum Wake {
     /// The session nears its expiry: open the one that replaces it.
     RolloverDue,
     /// The replacing session's dial finished.
-    StandbyDialed(Result<Box<UpstreamSocket>, UpstreamError>),
+    StandbyDialed(Result<Box<Dialed>, UpstreamError>),
     /// Nobody can signal closing any more.
     ClosingGone,
 }
@@ -316,11 +317,16 @@ fn poll_legs(
 /// closes both and reports.
 pub async fn run(
     twilio: WebSocket,
-    upstream: UpstreamSocket,
+    upstream: Dialed,
     begin: SessionStart,
     options: &SessionOptions,
 ) -> CallReport {
     let (twilio_sink, mut twilio_stream) = twilio.split();
+    let Dialed {
+        socket: upstream,
+        upstream: upstream_name,
+        position: upstream_position,
+    } = upstream;
     let (upstream_sink, upstream_stream) = upstream.split();
     let mut upstream_stream = Some(upstream_stream);
     let twilio_out = Leg::new(
@@ -350,6 +356,15 @@ pub async fn run(
         },
         begin.started_at,
     );
+    if upstream_position > 0 {
+        state.record(
+            TimelineEvent::Failover {
+                upstream: upstream_name,
+                position: upstream_position,
+            },
+            begin.started_at,
+        );
+    }
     state.record(
         TimelineEvent::Prompts {
             compact_tokens: begin.setup.prompts.compact_tokens,
@@ -1217,9 +1232,9 @@ impl Session {
     /// A new session is open (its `session.update` with FULL sent by the dialer): the
     /// conversation is replayed, the held audio follows, then the response the lost session
     /// owed. Returns the new session's reading half.
-    fn restore(&mut self, socket: UpstreamSocket) -> SplitStream<UpstreamSocket> {
+    fn restore(&mut self, dialed: Dialed) -> SplitStream<UpstreamSocket> {
         let now = Instant::now();
-        let (stream, replayed) = self.seed(socket, now);
+        let (stream, replayed) = self.seed(dialed, now);
         self.reconnects += 1;
         let outage = self.outage.take().unwrap_or(Outage::new(now));
         let gap = now.saturating_duration_since(outage.since);
@@ -1254,12 +1269,9 @@ impl Session {
     /// Makes `socket` (its `session.update` with FULL sent by the dialer) the call's upstream
     /// leg, with the conversation so far replayed into it as text items ahead of any audio.
     /// Returns its reading half and the number of items replayed.
-    fn seed(
-        &mut self,
-        socket: UpstreamSocket,
-        now: Instant,
-    ) -> (SplitStream<UpstreamSocket>, usize) {
-        let (sink, stream) = socket.split();
+    fn seed(&mut self, dialed: Dialed, now: Instant) -> (SplitStream<UpstreamSocket>, usize) {
+        self.record_failover(&dialed, now);
+        let (sink, stream) = dialed.socket.split();
         let mut leg = Leg::new(
             sink,
             |t| UpMessage::Text(t.into()),
@@ -1280,6 +1292,19 @@ impl Session {
             ..self.heard
         };
         (stream, replay.len())
+    }
+
+    /// A session from an upstream after the first goes in the timeline.
+    fn record_failover(&mut self, dialed: &Dialed, now: Instant) {
+        if dialed.position > 0 {
+            self.state.record(
+                TimelineEvent::Failover {
+                    upstream: dialed.upstream.clone(),
+                    position: dialed.position,
+                },
+                now,
+            );
+        }
     }
 
     /// Starts opening the session that will replace the current one before it expires.
@@ -1383,7 +1408,7 @@ async fn next_upstream(
 }
 
 /// The result of the redial in progress; never, while there is none.
-async fn dial_done(dialing: &mut Option<DialFuture>) -> Result<UpstreamSocket, UpstreamError> {
+async fn dial_done(dialing: &mut Option<DialFuture>) -> Result<Dialed, UpstreamError> {
     match dialing {
         Some(dial) => dial.as_mut().await,
         None => std::future::pending().await,

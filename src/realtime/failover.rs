@@ -9,7 +9,29 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::realtime::{UpstreamError, UpstreamSettings};
+use crate::realtime::{UpstreamError, UpstreamSettings, UpstreamSocket};
+
+/// An upstream session opened through the list, and which upstream answered.
+#[derive(Debug)]
+pub struct Dialed {
+    /// The session's socket (its first `session.update` sent).
+    pub socket: UpstreamSocket,
+    /// The answering upstream's configured name.
+    pub upstream: String,
+    /// Its place in the list: 0 is the first; more means the dial failed over.
+    pub position: usize,
+}
+
+impl Dialed {
+    /// A session from the first upstream, for callers that dial one upstream directly.
+    pub fn first(socket: UpstreamSocket, upstream: &str) -> Dialed {
+        Dialed {
+            socket,
+            upstream: upstream.to_string(),
+            position: 0,
+        }
+    }
+}
 
 /// One upstream's breaker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -134,6 +134,14 @@ pub enum TimelineEvent {
         /// it said.
         expires_in_s: Option<i64>,
     },
+    /// The call's upstream session came from an upstream after the first in the failover
+    /// list (the ones before it failed, or their breakers were open).
+    Failover {
+        /// The answering upstream's configured name.
+        upstream: String,
+        /// Its place in the list (1 is the second).
+        position: usize,
+    },
     /// The upstream session was lost mid-call; a reconnect begins (caller audio is held).
     UpstreamLost {
         /// What lost it, as the end reason the call would have had without a reconnect.
@@ -322,6 +330,11 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::UpstreamSession { expires_in_s: None } => {
                 write!(f, "upstream session created")
             }
+            TimelineEvent::Failover { upstream, position } => write!(
+                f,
+                "failed over: the session is on upstream {upstream} (number {} in the list)",
+                position + 1
+            ),
             TimelineEvent::UpstreamLost { cause } => {
                 write!(
                     f,
