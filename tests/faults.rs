@@ -581,6 +581,22 @@ async fn fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_ga
         "the answer the caller heard in full is replayed whole: {items:?}"
     );
     no_caller_frame_lost(&sessions, &heard, &report);
+    // The figures BENCHMARKS.md quotes (run with --nocapture): when the switch came, and that
+    // the answer before it had finished (the switch waits until its audio has played too).
+    let last_audio_out = entries
+        .iter()
+        .filter(|(_, e)| matches!(e, TimelineEvent::ResponseDone { .. }))
+        .map(|(at, _)| *at)
+        .filter(|at| *at < rollovers[0])
+        .last();
+    let appended: u64 = sessions.iter().map(|s| s.append_events).sum();
+    eprintln!(
+        "rollover: at {:.0} ms (first session expiring at 9000 ms), the answer's response.done at {} ms; caller frames {} sent, {appended} reached a session, {} dropped",
+        rollovers[0].as_secs_f64() * 1000.0,
+        last_audio_out.map_or("-".into(), |at| format!("{:.0}", at.as_secs_f64() * 1000.0)),
+        heard.frames_sent,
+        report.counters.dropped_in
+    );
     world.stop().await;
 }
 

@@ -749,7 +749,11 @@ impl Session {
     }
 
     fn on_twilio_message(&mut self, message: Option<Result<TwMessage, axum::Error>>) -> Flow {
-        self.heard.twilio = Instant::now();
+        // A pong answers our ping and says nothing of the stream: Twilio sends a media frame
+        // every 20 ms while the call lasts, and only that keeps the leg alive.
+        if !matches!(message, Some(Ok(TwMessage::Pong(_)))) {
+            self.heard.twilio = Instant::now();
+        }
         match message {
             Some(Ok(TwMessage::Text(text))) => self.on_twilio(text.as_str()),
             Some(Ok(TwMessage::Binary(_))) => {
