@@ -587,8 +587,7 @@ async fn fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_ga
         .iter()
         .filter(|(_, e)| matches!(e, TimelineEvent::ResponseDone { .. }))
         .map(|(at, _)| *at)
-        .filter(|at| *at < rollovers[0])
-        .last();
+        .rfind(|at| *at < rollovers[0]);
     let appended: u64 = sessions.iter().map(|s| s.append_events).sum();
     eprintln!(
         "rollover: at {:.0} ms (first session expiring at 9000 ms), the answer's response.done at {} ms; caller frames {} sent, {appended} reached a session, {} dropped",
