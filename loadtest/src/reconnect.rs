@@ -50,6 +50,11 @@ pub struct ReconnectArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Spread the calls over this many marked businesses (1 to 999) and have the simulated
+    /// upstream check that every session, restored ones included, carries only its own call's
+    /// business (`voxrelay_sim::isolation`); any leak fails the run.
+    #[arg(long)]
+    pub businesses: Option<u32>,
 }
 
 /// What a reconnect run measured.
@@ -70,6 +75,9 @@ pub struct ReconnectReport {
     frames_received_by_sessions: u64,
     frames_resent: u64,
     caller_frames_dropped: u64,
+    /// With `--businesses`: how many, and what the upstream's isolation check found.
+    businesses: Option<u32>,
+    isolation: Option<voxrelay_sim::isolation::IsolationReport>,
 }
 
 const MAX_CALLS: u32 = 1000;
@@ -84,11 +92,15 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<()> {
     if !(3.0..=MAX_SECONDS).contains(&args.duration) || !(0.0..=MAX_SECONDS).contains(&args.ramp) {
         bail!("--duration must be 3 to {MAX_SECONDS} s and --ramp 0 to {MAX_SECONDS} s");
     }
+    if args.businesses.is_some_and(|n| !(1..=999).contains(&n)) {
+        bail!("--businesses must be 1 to 999");
+    }
     let upstream = SimUpstreamConfig {
         connect_delay_ms: args.connect_delay_ms,
         fault: Some(Fault::Close(args.fault_ms)),
         transcripts: vec!["What time do you open tomorrow?".into()],
         keep_logs: true,
+        check_isolation: args.businesses.is_some(),
         ..SimUpstreamConfig::default()
     };
     let calls = args.calls;
@@ -113,17 +125,33 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<()> {
         )
         .await
         .context("adding the business")?;
+    if let Some(n) = args.businesses {
+        voxrelay_sim::isolation::seed(
+            &world.store,
+            n as usize,
+            "Bright Smile Dental cleans teeth.",
+        )
+        .await
+        .context("adding the isolation businesses")?;
+    }
 
     let speech = jfk_speech(Some(2.5)).context("reading jfk.wav")?;
     let speech_ms = speech.len() as u64 / 8;
     let mut placed = JoinSet::new();
     let started = Instant::now();
     for n in 0..calls {
+        let to = match args.businesses {
+            Some(b) => voxrelay_sim::isolation::number((n % b) as usize),
+            None => "+15005550006".to_string(),
+        };
         let mut caller = world.caller(
             &format!("CA{:032x}", 0x5ec0_0000u32 + n),
-            "+15005550006",
+            &to,
             speech.clone(),
         );
+        if let Some(b) = args.businesses {
+            caller.from = voxrelay_sim::isolation::caller((n % b) as usize, (n / b) as usize);
+        }
         caller.lead_silence_ms = 1500;
         caller.tail_silence_ms = ((args.duration * 1000.0) as u64).saturating_sub(1500 + speech_ms);
         let at = started + Duration::from_secs_f64(args.ramp * f64::from(n) / f64::from(calls));
@@ -182,6 +210,7 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<()> {
         .map(|s| s.append_events)
         .sum();
 
+    let isolation = args.businesses.map(|_| world.upstream.isolation());
     let floor = floor(&world.upstream.url(), calls).await?;
     world.stop().await;
     let report = ReconnectReport {
@@ -198,6 +227,8 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<()> {
         frames_received_by_sessions: received,
         frames_resent: resent,
         caller_frames_dropped: dropped,
+        businesses: args.businesses,
+        isolation,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -208,6 +239,21 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<()> {
         bail!(
             "{} of {calls} calls lasted until the caller hung up; {failed} reconnect(s) failed",
             by_caller
+        );
+    }
+    if let Some(isolation) = &report.isolation
+        && (isolation.leaks > 0 || isolation.unmarked > 0 || isolation.checked == 0)
+    {
+        bail!(
+            "isolation: {} leak(s) and {} unmarked of {} instructions checked{}",
+            isolation.leaks,
+            isolation.unmarked,
+            isolation.checked,
+            isolation
+                .first_leak
+                .as_deref()
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
         );
     }
     if dropped > 0 || received < frames_sent || received > frames_sent + resent {
@@ -238,7 +284,14 @@ async fn floor(url: &str, n: u32) -> anyhow::Result<Histogram<u64>> {
 
 fn table(r: &ReconnectReport) -> String {
     let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-    format!(
+    let isolation = match (r.businesses, &r.isolation) {
+        (Some(n), Some(i)) => format!(
+            "{:<44}{n} businesses: {} leak(s), {} unmarked, of {} session instructions checked\n",
+            "isolation", i.leaks, i.unmarked, i.checked
+        ),
+        _ => String::new(),
+    };
+    let table = format!(
         "reconnect: {} calls of {:.0} s, every upstream session closed {} ms after its handshake, handshake {} ms\n\
          {:<44}{}\n{:<44}{}\n{:<44}{}\n\
          {:<44}p50 {} / p99 {} / max {} ms\n\
@@ -267,5 +320,6 @@ fn table(r: &ReconnectReport) -> String {
         r.frames_received_by_sessions,
         r.frames_resent,
         r.caller_frames_dropped,
-    )
+    );
+    table + &isolation
 }
