@@ -18,6 +18,7 @@
 //! | upstream session expiry (`session_expired`) | [`fault_session_expiry_reconnects_and_the_call_goes_on`] |
 //! | session expiry, seen coming (`expires_at`) | [`fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_gap`] |
 //! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] (reconnects) |
+//! | the upstream process frozen mid-call (SIGSTOP) | `fault_upstream_process_frozen_by_sigstop_…` in `cli/tests/frozen_upstream.rs` (fails over to the second upstream) |
 //! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] (then the fallback) |
 //! | every upstream down | [`fault_every_upstream_down_sends_the_caller_to_the_business_line_or_its_apology`] |
 //! | `response.create` refused for the rate limit | [`fault_response_create_refused_for_rate_is_retried_and_the_caller_is_greeted`] |
