@@ -16,7 +16,7 @@
 //! | upstream connection reset mid-answer | [`fault_upstream_reset_mid_answer_reconnects_with_the_conversation`] |
 //! | a slow redial (longer than 700 ms) | [`fault_a_slow_reconnect_plays_the_hold_clip_in_the_business_language`] |
 //! | upstream session expiry (`session_expired`) | [`fault_session_expiry_reconnects_and_the_call_goes_on`] |
-//! | session expiry, seen coming (`expires_at`) | [`fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_gap`] |
+//! | session expiry, seen coming (`expires_at`) | [`fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_gap`], [`fault_a_rollover_adds_no_silence_to_the_next_turn`] |
 //! | upstream frozen mid-call | [`fault_upstream_frozen_mid_call`] (reconnects) |
 //! | the upstream process frozen mid-call (SIGSTOP) | `fault_upstream_process_frozen_by_sigstop_…` in `cli/tests/frozen_upstream.rs` (fails over to the second upstream) |
 //! | every redial refused | [`fault_every_redial_refused_ends_the_call_within_the_budget`] (then the fallback) |
@@ -597,6 +597,85 @@ async fn fault_session_expiry_is_met_by_a_rollover_at_a_turn_boundary_with_no_ga
         heard.frames_sent,
         report.counters.dropped_in
     );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_a_rollover_adds_no_silence_to_the_next_turn() {
+    // Sessions live 20 s; the next one is opened 14 s before (6 s in) and taken at the first
+    // turn boundary after that: once the first answer has played. The caller asks twice, so
+    // the second question is answered by the session rolled over to.
+    let upstream = SimUpstreamConfig {
+        session_lifetime_ms: Some(20_000),
+        first_audio_delay_ms: 300,
+        transcripts: vec![QUESTION.to_string(), QUESTION.to_string()],
+        replies: vec![
+            "Thanks for calling, how can I help?".to_string(),
+            ANSWER.to_string(),
+            ANSWER.to_string(),
+        ],
+        ..answering_upstream(None)
+    };
+    let mut world = world(
+        upstream,
+        None,
+        Box::new(|c| c.reconnect.rollover_margin_ms = 14_000),
+    )
+    .await;
+    let question = jfk_speech(Some(2.5)).expect("speech");
+    let mut speech = question.clone();
+    speech.extend(std::iter::repeat_n(
+        voxrelay::audio::mulaw::SILENCE,
+        4500 * voxrelay::audio::mulaw::BYTES_PER_MS,
+    ));
+    speech.extend(&question);
+    let mut caller = world.caller(&sid(15), "+15005550006", speech);
+    caller.lead_silence_ms = 2500;
+    caller.tail_silence_ms = 5000;
+    let heard = caller::run(caller).await.expect("call runs");
+    let report = world
+        .report_for(&sid(15), Duration::from_secs(5))
+        .await
+        .expect("report");
+    assert_eq!(report.end_reason, EndReason::Stop);
+    let entries = report.timeline.entries();
+    let rollover = entries
+        .iter()
+        .find(|(_, e)| matches!(e, TimelineEvent::Rollover { .. }))
+        .map(|(at, _)| *at)
+        .expect("rolled over");
+    let turns: Vec<(Duration, f64)> = entries
+        .iter()
+        .filter_map(|(at, e)| match e {
+            TimelineEvent::TurnAudio { latency_ms } => Some((*at, *latency_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(turns.len(), 2, "two questions answered: {entries:?}");
+    assert!(
+        turns[0].0 < rollover && rollover < turns[1].0,
+        "the first answered before the rollover, the second after: {entries:?}"
+    );
+    let heard_turns = &report.turn_heard_ms;
+    assert_eq!(heard_turns.len(), 2, "{heard_turns:?}");
+    let (before, after) = (turns[0].1, turns[1].1);
+    eprintln!(
+        "rollover: turn latency {before:.1} ms before the rollover, {after:.1} ms after; as heard \
+         at the caller {:.1} ms and {:.1} ms; rolled over at {:.0} ms",
+        heard_turns[0],
+        heard_turns[1],
+        rollover.as_secs_f64() * 1000.0
+    );
+    // No added silence: the answer from the new session comes as soon as one from the old.
+    assert!(
+        after <= before + 50.0,
+        "turn after the rollover {after:.1} ms, before {before:.1} ms"
+    );
+    assert!(
+        heard_turns[1] <= heard_turns[0] + 50.0,
+        "as heard: {heard_turns:?}"
+    );
+    no_caller_frame_lost(&world.upstream.sessions(), &heard, &report);
     world.stop().await;
 }
 
