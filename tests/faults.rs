@@ -25,6 +25,7 @@
 //! | upstream handshakes, then never sends an event | [`fault_upstream_handshakes_then_never_sends_an_event_falls_back_within_the_greeting_budget`] |
 //! | the stream token replayed on a second stream | `fault_a_replayed_stream_token_…` in `tests/lifecycle.rs` |
 //! | the first upstream hangs at its handshake | [`fault_a_hanging_first_upstream_fails_over_and_its_breaker_spares_the_next_call`] |
+//! | every breaker open at the webhook | [`fault_with_every_breaker_open_the_webhook_answers_with_the_fallback_at_once`] |
 //! | a black-hole upstream (connects, never answers) | [`fault_a_black_hole_upstream_costs_one_connect_timeout`] |
 //! | 300 idle connections without credentials | [`fault_three_hundred_idle_connections`] |
 //! | a connection that sends nothing | [`fault_an_idle_connection_is_closed_at_the_header_read_timeout`] |
@@ -978,6 +979,86 @@ async fn fault_response_create_refused_for_rate_is_retried_and_the_caller_is_gre
         text.contains("voxrelay_upstream_rate_limit_remaining{name=\"requests\"}"),
         "rate_limits.updated is tracked"
     );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn fault_with_every_breaker_open_the_webhook_answers_with_the_fallback_at_once() {
+    // The only upstream takes TCP connections and never answers; one failure opens its breaker
+    // for the default cool-down (30 s).
+    let (hole_url, accepted, holder) = black_hole().await;
+    let world = world(
+        SimUpstreamConfig::default(),
+        None,
+        Box::new(move |c| {
+            c.upstream.url = hole_url;
+            c.upstream.connect_timeout_ms = 300;
+            c.upstream.breaker_failures = 1;
+        }),
+    )
+    .await;
+    world
+        .store
+        .update_business(
+            "dental",
+            &BusinessUpdate {
+                fallback: Some("+15005550123".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("fallback set");
+    // The first call costs one connect timeout, then is redirected to the business's line.
+    let first = world.caller(
+        &sid(44),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(first))
+        .await
+        .expect("the call ends")
+        .expect("call runs");
+    let (_, twiml) = redirected(&heard).expect("redirected to the business's line");
+    assert!(twiml.contains("<Dial>+15005550123</Dial>"), "{twiml}");
+    // The second finds the breaker open: the webhook answers with the same fallback, no stream,
+    // no dial, no dead air.
+    let second = world.caller(
+        &sid(45),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    let began = std::time::Instant::now();
+    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(second))
+        .await
+        .expect("the call ends")
+        .expect("call runs");
+    let took = began.elapsed();
+    assert!(!heard.streamed, "no media stream: {}", heard.twiml);
+    assert!(
+        heard.twiml.contains("Sorry, our assistant is unavailable.")
+            && heard.twiml.contains("<Dial>+15005550123</Dial>"),
+        "{}",
+        heard.twiml
+    );
+    assert!(
+        took < Duration::from_millis(300),
+        "answered at once: {took:?}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the second call dialled nothing"
+    );
+    let call = ended_within(&world.store, &sid(45), Duration::from_secs(5))
+        .await
+        .expect("recorded");
+    assert_eq!(call.end_reason.as_deref(), Some("upstream_unavailable"));
+    let text = metrics(&world).await;
+    assert!(
+        text.contains(r#"voxrelay_call_fallbacks_total{action="dial",delivered="true"} 2"#),
+        "{text}"
+    );
+    holder.abort();
     world.stop().await;
 }
 

@@ -1,6 +1,8 @@
 //! The human fallback: where a call goes when no model can take it, as its business says.
 //!
-//! A call falls back when no upstream session can be had at its media stream's start, when a
+//! A call falls back when every upstream's breaker is open at its webhook (the webhook answers
+//! with [`twiml_for`] itself: no stream, no REST request), when no upstream session can be had
+//! at its media stream's start, when a
 //! mid-call reconnect fails within its budget (or none may be tried), and when an upstream
 //! session opens but sends no greeting audio within `fallback.greeting_budget_ms`. It goes to
 //! its business's own line (`businesses.fallback` holding an E.164 number, else the

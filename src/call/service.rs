@@ -81,6 +81,14 @@ pub enum Prepared {
     Refused(Refusal),
     /// The instance is draining: answer 503, so Twilio tries the number's fallback URL.
     Draining,
+    /// No upstream can be had (every breaker is open): answer with the business's fallback
+    /// TwiML at once ([`crate::call::fallback::twiml_for`]), no stream.
+    Fallback {
+        /// The business's line or the apology.
+        target: crate::call::fallback::FallbackTarget,
+        /// The business's language (ISO 639-1), for the spoken line.
+        language: Option<String>,
+    },
 }
 
 /// Why a webhook's call is not taken. Each is logged with its reason where it is decided.
@@ -540,6 +548,30 @@ impl CallService {
             },
         };
         self.records.write(Record::Opened(record));
+        if self.upstream.none_available(Instant::now()) {
+            tracing::warn!(call_sid = %call.call_sid, business_id = %setup.business_id,
+                action = %setup.fallback.action(),
+                "every upstream's breaker is open: the call goes to the business's fallback");
+            self.metrics.upstream_connect_failures.inc();
+            self.metrics
+                .call_fallbacks
+                .get_or_create(&crate::telemetry::metrics::FallbackLabels {
+                    action: setup.fallback.action().as_str(),
+                    delivered: "true",
+                })
+                .inc();
+            self.record_unserved(
+                call.call_sid.as_str(),
+                &setup.business_id,
+                direction,
+                EndReason::UpstreamUnavailable,
+            );
+            drop(slot);
+            return Ok(Prepared::Fallback {
+                target: setup.fallback,
+                language: setup.session.language,
+            });
+        }
         if setup.prompt_version_id.is_some() {
             self.records.write(Record::Prompt {
                 call_sid: call.call_sid.to_string(),

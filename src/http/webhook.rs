@@ -69,6 +69,9 @@ pub async fn voice(
         Prepared::Refused(Refusal::Busy) => twiml_response(twiml::reject_busy()),
         Prepared::Refused(refusal) => twiml_response(twiml::say_and_hangup(refusal.apology())),
         // Twilio requests the number's fallback URL when the webhook answers 5xx.
+        Prepared::Fallback { target, language } => twiml_response(
+            crate::call::fallback::twiml_for(&target, language.as_deref()),
+        ),
         Prepared::Draining => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "5")],

@@ -3,8 +3,10 @@
 //!
 //! A breaker opens after `failures` consecutive failed dials of its upstream; while open, the
 //! upstream is skipped. Once `cooldown` has passed, one dial probes it (half-open): success
-//! closes the breaker, failure opens it for another cool-down. When every breaker is open, the
-//! upstream whose cool-down ends first is tried anyway rather than none.
+//! closes the breaker, failure opens it for another cool-down. When every breaker is open, a
+//! dial tries the upstream whose cool-down ends first anyway rather than none; a new call's
+//! webhook instead sends the call to its business's fallback at once
+//! ([`Upstreams::none_available`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -146,6 +148,13 @@ impl Upstreams {
         self.breaker(i).open_until.is_some_and(|until| now < until)
     }
 
+    /// Whether no upstream can be had at `now`: every breaker is open and none is due for its
+    /// probe. A call then goes straight to its fallback instead of waiting out a connect
+    /// timeout; once a cool-down ends, the next call probes again.
+    pub fn none_available(&self, now: Instant) -> bool {
+        !self.targets.is_empty() && (0..self.targets.len()).all(|i| self.is_open(i, now))
+    }
+
     /// The order to dial in at `now`: every upstream its breaker admits, in order; when it
     /// admits none, the one whose cool-down ends first, so a call is never refused untried.
     pub fn plan(&self, now: Instant) -> Vec<usize> {
@@ -235,5 +244,18 @@ mod tests {
         u.failed(1, t0);
         u.failed(0, t0 + Duration::from_secs(1));
         assert_eq!(u.plan(t0 + Duration::from_secs(2)), vec![1]);
+    }
+
+    #[test]
+    fn none_is_available_only_while_every_breaker_is_open_and_none_is_due_for_a_probe() {
+        let ups = two(1);
+        let t0 = Instant::now();
+        assert!(!ups.none_available(t0));
+        ups.failed(0, t0);
+        assert!(!ups.none_available(t0), "b is still closed");
+        ups.failed(1, t0);
+        assert!(ups.none_available(t0 + Duration::from_secs(1)));
+        // A cool-down over: the next call probes.
+        assert!(!ups.none_available(t0 + Duration::from_secs(31)));
     }
 }
