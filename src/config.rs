@@ -384,6 +384,26 @@ impl Default for ReconnectConfig {
     }
 }
 
+/// `[keypad]`: the caller's keypad (DTMF) entries ([`crate::call::keypad`]). The section may be
+/// left out: the defaults below apply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeypadConfig {
+    /// A pause this long after the last key ends an entry, ms. Default 2000.
+    pub inter_digit_ms: u64,
+    /// An entry ends at this many keys (1 to 64). Default 32.
+    pub max_digits: usize,
+}
+
+impl Default for KeypadConfig {
+    fn default() -> Self {
+        KeypadConfig {
+            inter_digit_ms: 2000,
+            max_digits: 32,
+        }
+    }
+}
+
 /// `[fallback]`: where a call goes when no model can be had (no upstream at the stream's start,
 /// no greeting within `greeting_budget_ms`, or a mid-call reconnect that fails within its
 /// budget). The call is redirected through Twilio's REST API to TwiML that puts it through to a
@@ -492,6 +512,9 @@ pub struct Config {
     /// `[fallback]` (optional).
     #[serde(default)]
     pub fallback: FallbackConfig,
+    /// `[keypad]` (optional).
+    #[serde(default)]
+    pub keypad: KeypadConfig,
 }
 
 /// Secrets, from the environment only.
@@ -908,6 +931,7 @@ impl Config {
             ("reconnect.budget_ms", self.reconnect.budget_ms),
             ("reconnect.hold_caller_ms", self.reconnect.hold_caller_ms),
             ("fallback.rest_timeout_ms", self.fallback.rest_timeout_ms),
+            ("keypad.inter_digit_ms", self.keypad.inter_digit_ms),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0".into()));
@@ -920,6 +944,9 @@ impl Config {
                 "fallback.number",
                 "must be an E.164 number (+ and up to 15 digits) or empty".into(),
             ));
+        }
+        if !(1..=64).contains(&self.keypad.max_digits) {
+            return Err(bad("keypad.max_digits", "must be 1 to 64".into()));
         }
         let api = self.fallback.twilio_api_url.trim();
         if !(api.starts_with("https://") || api.starts_with("http://")) {
@@ -1149,6 +1176,17 @@ mod tests {
                 "window_minutes = 5",
                 "window_minutes = 0",
                 "alerts.window_minutes",
+            ),
+            ("max_digits = 32", "max_digits = 0", "keypad.max_digits"),
+            (
+                "inter_digit_ms = 2000",
+                "inter_digit_ms = 0",
+                "keypad.inter_digit_ms",
+            ),
+            (
+                "number = \"\"",
+                "number = \"front desk\"",
+                "fallback.number",
             ),
         ] {
             let text = DEFAULT_TOML.replace(from, to);

@@ -38,6 +38,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 const CALLER: &str = "+14155550123";
 const CALLED: &str = "+15005550006";
 const UNROUTED: &str = "+15005550987";
+/// Typed on the keypad: a test card number of another brand than the one said.
+const TYPED: &str = "5454545454545454";
 const SAID: &str = "my card is 4111 1111 1111 1111 and call me back on 415 555 0199";
 
 #[tokio::test]
@@ -79,7 +81,14 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
     caller.lead_silence_ms = 600;
     caller.tail_silence_ms = 1500;
     let stream_sid = format!("MZ{}", call_sid.trim_start_matches("CA"));
-    for (frame, digit) in [(20, "7"), (21, "3")] {
+    // A card number typed on the keypad, one key per 20 ms frame, then the finish key.
+    let typed: Vec<String> = TYPED
+        .chars()
+        .map(String::from)
+        .chain(["#".to_string()])
+        .collect();
+    for (i, digit) in typed.iter().enumerate() {
+        let frame = 20 + i;
         caller.inject.push((
             frame,
             format!(
@@ -91,6 +100,31 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
     assert!(heard.streamed, "{}", heard.twiml);
     let report = report.expect("report");
     assert!(report.counters.turns >= 1, "the caller's turn was heard");
+    // The entry went to the model, whole, as the caller's text, and was answered; the timeline
+    // kept only its length.
+    let session = &world.upstream.sessions()[0];
+    let types = session.event_types();
+    let entry_at = session
+        .events
+        .iter()
+        .position(|e| e.contains("conversation.item.create") && e.contains(TYPED))
+        .expect("the keypad entry reached the model");
+    assert!(
+        types[entry_at + 1..].iter().any(|t| t == "response.create"),
+        "and was answered: {types:?}"
+    );
+    assert!(
+        report.timeline.entries().iter().any(|(_, e)| matches!(
+            e,
+            voxrelay::telemetry::timeline::TimelineEvent::KeypadEntry { keys: 16 }
+        )),
+        "{:?}",
+        report.timeline.entries()
+    );
+    assert!(
+        !format!("{:?}", report.timeline.entries()).contains(TYPED),
+        "no digits in the timeline"
+    );
 
     // A number no business owns.
     let unrouted = world.caller(&format!("CA{:032x}", 0x9112u32), UNROUTED, Vec::new());
@@ -110,8 +144,8 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
     .into_owned();
     assert!(text.contains("call ended"), "the call was logged:\n{text}");
     assert!(
-        text.contains("DTMF from caller"),
-        "the keypad was logged:\n{text}"
+        text.contains("keypad entry to the model") && text.contains("••••••••••••••••"),
+        "the keypad entry was logged, masked:\n{text}"
     );
     for secret in [
         "4155550123",
@@ -119,6 +153,8 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
         "5005550987",
         "4111 1111",
         "4111111111111111",
+        TYPED,
+        "5454",
         "555 0199",
         "my card",
         "digit=",

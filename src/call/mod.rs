@@ -11,6 +11,7 @@
 //! - [`reconnect`]: a lost upstream replaced mid-call (dialer, backoff, held caller audio);
 //! - [`fallback`]: where a call goes when no model can take it (the business's line, or an
 //!   apology);
+//! - [`keypad`]: the caller's keypad (DTMF) entries, for the model and never the logs;
 //! - [`hold_audio`]: the "one moment, please" clip played during a long reconnect;
 //! - [`session`]: the task that relays audio and carries out the state machine's commands;
 //! - [`records`]: the one ordered writer of call records, retried while the database is away;
@@ -21,6 +22,7 @@ pub mod conversation;
 pub mod fallback;
 pub mod guards;
 pub mod hold_audio;
+pub mod keypad;
 pub mod leg;
 pub mod lifecycle;
 pub mod link_delay;

@@ -290,6 +290,10 @@ impl CallService {
             reconnect: crate::call::reconnect::ReconnectOptions::from(&config.reconnect),
             greeting_budget: Some(Duration::from_millis(config.fallback.greeting_budget_ms))
                 .filter(|d| !d.is_zero()),
+            keypad: (
+                Duration::from_millis(config.keypad.inter_digit_ms),
+                config.keypad.max_digits,
+            ),
         };
         CallService {
             registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),

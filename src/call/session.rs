@@ -33,6 +33,7 @@ use crate::call::conversation::{Conversation, Speaker};
 use crate::call::fallback::{self, Fallbacks};
 use crate::call::guards::{self, CallGuards, GuardOutcome, Reaction};
 use crate::call::hold_audio;
+use crate::call::keypad::{self, Keypad, Press};
 use crate::call::leg::{Leg, LegFault, LegLimits};
 use crate::call::link_delay::LinkDelay;
 use crate::call::reconnect::{self, DialFuture, Dialer, HeldAudio, Outage, ReconnectOptions};
@@ -81,6 +82,8 @@ pub struct SessionOptions {
     /// call ends as [`EndReason::NoGreeting`] and falls back (`fallback.greeting_budget_ms`);
     /// `None`: no limit.
     pub greeting_budget: Option<Duration>,
+    /// How keypad entries end (`[keypad]`): the pause after the last key, and the most keys.
+    pub keypad: (Duration, usize),
 }
 
 /// How long each peer may send nothing mid-call (`[timeouts]`).
@@ -166,6 +169,8 @@ struct Session {
     heard: Heard,
     /// The Twilio link's delay, from pings sent at the start and on each liveness tick.
     link: LinkDelay,
+    /// The keypad entry in progress.
+    keypad: Keypad,
 }
 
 impl Liveness {
@@ -252,6 +257,8 @@ enum Wake {
     NoGreeting,
     /// A refused response is due to be asked for again.
     Retry,
+    /// The pause after the last keypad key has passed.
+    KeypadPause,
     /// A redial finished (the socket boxed: it is large, and this is rare).
     Dialed(Result<Box<Dialed>, UpstreamError>),
     /// The backoff before the next redial is over.
@@ -406,6 +413,7 @@ pub async fn run(
         warnings: BadFrames::default(),
         heard: Heard::new(Instant::now()),
         link: LinkDelay::default(),
+        keypad: Keypad::new(options.keypad.0, options.keypad.1),
     };
     session.ping_twilio(Instant::now());
     if let Some(requested) = begin_greeting_requested {
@@ -469,6 +477,7 @@ pub async fn run(
                 .state
                 .retry_due()
                 .map(tokio::time::Instant::from_std);
+            let keypad_due = session.keypad.due().map(tokio::time::Instant::from_std);
             let rollover_due = session
                 .rollover_at
                 .filter(|_| {
@@ -502,6 +511,8 @@ pub async fn run(
                     if longest.is_some() && !session.state.is_closing() => Wake::Close(EndReason::MaxDuration),
                 _ = tokio::time::sleep_until(retry_due.unwrap_or(far)), if retry_due.is_some()
                     => Wake::Retry,
+                _ = tokio::time::sleep_until(keypad_due.unwrap_or(far)), if keypad_due.is_some()
+                    => Wake::KeypadPause,
                 // No greeting audio in time: an upstream that opened and says nothing.
                 _ = tokio::time::sleep_until(greeting_due.unwrap_or(far)),
                     if greeting_due.is_some() && session.state.greeting_latency_ms().is_none()
@@ -578,6 +589,13 @@ pub async fn run(
                 },
                 Wake::Quiet => session.on_liveness_tick(&options.liveness),
                 Wake::NoGreeting => Flow::End(EndReason::NoGreeting),
+                Wake::KeypadPause => {
+                    let now = Instant::now();
+                    if let Some(digits) = session.keypad.flush(now) {
+                        session.keypad_entry(&digits, now);
+                    }
+                    Flow::Continue
+                }
                 Wake::Retry => {
                     session
                         .state
@@ -716,6 +734,21 @@ pub async fn run(
 impl Session {
     /// The liveness limits, looked at on their tick: ping a quiet upstream, end the call on a
     /// dead peer.
+    /// A finished keypad entry: to the model as the caller's text (and to the conversation, for
+    /// a restore), then an answer is asked for. Logged and recorded masked.
+    fn keypad_entry(&mut self, digits: &str, now: Instant) {
+        let text = keypad::entry_text(digits);
+        tracing::info!(call_sid = %self.call_sid, entry = %keypad::mask(digits),
+            "keypad entry to the model");
+        self.conversation.caller_said(&text);
+        if let Some(leg) = &mut self.upstream_out {
+            leg.control(ClientEvent::UserText(&text).to_json());
+        }
+        self.state
+            .on_keypad_entry(digits.chars().count(), now, &mut self.commands);
+        self.dispatch();
+    }
+
     /// Pings the Twilio socket for the link delay, unless a ping is still unanswered.
     fn ping_twilio(&mut self, now: Instant) {
         if let Some(payload) = self.link.ping(now) {
@@ -837,8 +870,15 @@ impl Session {
             }
             Ok(Inbound::Mark { name }) => self.state.on_mark(&name, Instant::now()),
             Ok(Inbound::Stop) => return Flow::End(EndReason::Stop),
-            Ok(Inbound::Dtmf { digit: _ }) => {
-                tracing::info!(call_sid = %self.call_sid, "DTMF from caller (the digit is not logged)");
+            Ok(Inbound::Dtmf { digit }) => {
+                let now = Instant::now();
+                match self.keypad.press(&digit, now) {
+                    Press::Collected => {}
+                    Press::Entry(digits) => self.keypad_entry(&digits, now),
+                    Press::Ignored => {
+                        tracing::warn!(call_sid = %self.call_sid, "a dtmf message with no single key skipped");
+                    }
+                }
             }
             Ok(Inbound::Connected) | Ok(Inbound::Start(_)) => {}
             Ok(Inbound::Unknown { event }) => {

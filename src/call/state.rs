@@ -668,6 +668,13 @@ impl CallState {
         );
     }
 
+    /// The caller finished a keypad entry of `keys` keys, already given to the model as text:
+    /// the model is asked to answer it (after the active response, if one is playing).
+    pub fn on_keypad_entry(&mut self, keys: usize, now: Instant, out: &mut Vec<Command>) {
+        self.timeline.push(now, TimelineEvent::KeypadEntry { keys });
+        self.request_response(ResponseKind::Plain, out);
+    }
+
     /// When a refused response is to be asked for again, if one is.
     pub fn retry_due(&self) -> Option<Instant> {
         self.retry.due.map(|(at, _)| at)

@@ -95,6 +95,12 @@ pub enum TimelineEvent {
         /// Retries made.
         retries: u32,
     },
+    /// The caller typed an entry on the keypad (DTMF), given to the model as text. Only its
+    /// length is kept: the digits may be a card number.
+    KeypadEntry {
+        /// Keys in the entry.
+        keys: usize,
+    },
     /// What the caller said (input transcription).
     CallerTranscript {
         /// The text.
@@ -291,6 +297,12 @@ impl fmt::Display for TimelineEvent {
                 f,
                 "response refused ({code}): given up after {retries} retries"
             ),
+            TimelineEvent::KeypadEntry { keys } => {
+                write!(
+                    f,
+                    "caller typed {keys} key(s) on the keypad (digits not kept)"
+                )
+            }
             TimelineEvent::CallerTranscript { text } => write!(f, "caller said: {text:?}"),
             TimelineEvent::ModelTranscript { text } => write!(f, "model said: {text:?}"),
             TimelineEvent::UpstreamError { code, benign } => write!(
