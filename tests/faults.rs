@@ -251,6 +251,35 @@ fn redirected(heard: &voxrelay_sim::caller::CallerReport) -> Option<(Duration, S
     })
 }
 
+/// Places a call with 1 s of speech to the dental number and waits at most 10 s for it to end.
+async fn one_second_call(world: &World, n: u32) -> voxrelay_sim::caller::CallerReport {
+    let caller = world.caller(
+        &sid(n),
+        "+15005550006",
+        jfk_speech(Some(1.0)).expect("speech"),
+    );
+    tokio::time::timeout(Duration::from_secs(10), caller::run(caller))
+        .await
+        .expect("the call ends")
+        .expect("call runs")
+}
+
+/// Sets where the dental business's calls fall back to (and its language, when given).
+async fn set_fallback(world: &World, fallback: &str, language: Option<&str>) {
+    world
+        .store
+        .update_business(
+            "dental",
+            &BusinessUpdate {
+                fallback: Some(fallback.into()),
+                language: language.map(str::to_string),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("fallback set");
+}
+
 /// The timeline's fallbacks: (action, delivered) in order.
 fn fallbacks(report: &voxrelay::telemetry::timeline::CallReport) -> Vec<(FallbackAction, bool)> {
     report
@@ -781,26 +810,8 @@ async fn fault_every_upstream_down_sends_the_caller_to_the_business_line_or_its_
         ..SimUpstreamConfig::default()
     };
     let world = world(upstream, None, Box::new(|_| {})).await;
-    world
-        .store
-        .update_business(
-            "dental",
-            &BusinessUpdate {
-                fallback: Some("+1 (500) 555-0123".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("fallback set");
-    let caller = world.caller(
-        &sid(40),
-        "+15005550006",
-        jfk_speech(Some(1.0)).expect("speech"),
-    );
-    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(caller))
-        .await
-        .expect("the call ends")
-        .expect("call runs");
+    set_fallback(&world, "+1 (500) 555-0123", None).await;
+    let heard = one_second_call(&world, 40).await;
     let (_, twiml) = redirected(&heard).expect("the call went to the business's line");
     assert!(
         twiml.contains(r#"<Say language="en-US">Sorry, our assistant is unavailable."#),
@@ -835,27 +846,8 @@ async fn fault_every_upstream_down_sends_the_caller_to_the_business_line_or_its_
 
     // The same outage for a Spanish-speaking business that wants no transfer: the apology in
     // its language, then a hang-up.
-    world
-        .store
-        .update_business(
-            "dental",
-            &BusinessUpdate {
-                fallback: Some("apology".into()),
-                language: Some("es".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("fallback set");
-    let caller = world.caller(
-        &sid(41),
-        "+15005550006",
-        jfk_speech(Some(1.0)).expect("speech"),
-    );
-    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(caller))
-        .await
-        .expect("the call ends")
-        .expect("call runs");
+    set_fallback(&world, "apology", Some("es")).await;
+    let heard = one_second_call(&world, 41).await;
     let (_, twiml) = redirected(&heard).expect("the call heard the apology");
     assert!(
         twiml.contains(r#"<Say language="es-ES">Lo sentimos, no podemos atender su llamada"#),
@@ -997,27 +989,9 @@ async fn fault_with_every_breaker_open_the_webhook_answers_with_the_fallback_at_
         }),
     )
     .await;
-    world
-        .store
-        .update_business(
-            "dental",
-            &BusinessUpdate {
-                fallback: Some("+15005550123".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("fallback set");
+    set_fallback(&world, "+15005550123", None).await;
     // The first call costs one connect timeout, then is redirected to the business's line.
-    let first = world.caller(
-        &sid(44),
-        "+15005550006",
-        jfk_speech(Some(1.0)).expect("speech"),
-    );
-    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(first))
-        .await
-        .expect("the call ends")
-        .expect("call runs");
+    let heard = one_second_call(&world, 44).await;
     let (_, twiml) = redirected(&heard).expect("redirected to the business's line");
     assert!(twiml.contains("<Dial>+15005550123</Dial>"), "{twiml}");
     // The second finds the breaker open: the webhook answers with the same fallback, no stream,
@@ -1075,15 +1049,7 @@ async fn fault_a_black_hole_upstream_costs_one_connect_timeout() {
         }),
     )
     .await;
-    let caller = world.caller(
-        &sid(7),
-        "+15005550006",
-        jfk_speech(Some(1.0)).expect("speech"),
-    );
-    let heard = tokio::time::timeout(Duration::from_secs(10), caller::run(caller))
-        .await
-        .expect("the stream is closed")
-        .expect("call runs");
+    let heard = one_second_call(&world, 7).await;
     // The caller is not left in silence: the apology, while the stream is open.
     let (_, twiml) = redirected(&heard).expect("the call went to its fallback");
     assert!(twiml.contains(SETUP_FAILED_SORRY), "{twiml}");

@@ -329,21 +329,8 @@ fn check(report: &Report) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
-    if let Some(isolation) = &report.isolation
-        && (isolation.leaks > 0 || isolation.unmarked > 0 || isolation.checked == 0)
-    {
-        bail!(
-            "{}: isolation: {} leak(s) and {} unmarked of {} instructions checked{}",
-            report.relay,
-            isolation.leaks,
-            isolation.unmarked,
-            isolation.checked,
-            isolation
-                .first_leak
-                .as_deref()
-                .map(|e| format!("; first: {e}"))
-                .unwrap_or_default()
-        );
+    if let Some(failure) = report.isolation.as_ref().and_then(|i| i.failure()) {
+        bail!("{}: {failure}", report.relay);
     }
     Ok(())
 }

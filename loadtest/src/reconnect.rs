@@ -241,20 +241,8 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<()> {
             by_caller
         );
     }
-    if let Some(isolation) = &report.isolation
-        && (isolation.leaks > 0 || isolation.unmarked > 0 || isolation.checked == 0)
-    {
-        bail!(
-            "isolation: {} leak(s) and {} unmarked of {} instructions checked{}",
-            isolation.leaks,
-            isolation.unmarked,
-            isolation.checked,
-            isolation
-                .first_leak
-                .as_deref()
-                .map(|e| format!("; first: {e}"))
-                .unwrap_or_default()
-        );
+    if let Some(failure) = report.isolation.as_ref().and_then(|i| i.failure()) {
+        bail!("{failure}");
     }
     if dropped > 0 || received < frames_sent || received > frames_sent + resent {
         bail!(

@@ -179,6 +179,26 @@ pub struct IsolationReport {
     pub first_leak: Option<String>,
 }
 
+impl IsolationReport {
+    /// Why a run fails the check: any leak, any unmarked instructions, or nothing checked at
+    /// all; `None` when it passes.
+    pub fn failure(&self) -> Option<String> {
+        if self.leaks == 0 && self.unmarked == 0 && self.checked > 0 {
+            return None;
+        }
+        Some(format!(
+            "isolation: {} leak(s) and {} unmarked of {} instructions checked{}",
+            self.leaks,
+            self.unmarked,
+            self.checked,
+            self.first_leak
+                .as_deref()
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
 impl IsolationCounts {
     /// Records one verdict of a connection that has so far been business `seen` (`None`
     /// before its first marked instructions); returns the business it is now.

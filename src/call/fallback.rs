@@ -149,6 +149,17 @@ pub fn falls_back(reason: EndReason) -> bool {
         )
 }
 
+/// Counts a fallback of `action` in `voxrelay_call_fallbacks_total`, `delivered` or not.
+pub fn count(metrics: &Metrics, action: FallbackAction, delivered: bool) {
+    metrics
+        .call_fallbacks
+        .get_or_create(&FallbackLabels {
+            action: action.as_str(),
+            delivered: if delivered { "true" } else { "false" },
+        })
+        .inc();
+}
+
 /// Why a fallback could not be delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum FallbackError {
@@ -228,13 +239,7 @@ impl Fallbacks {
                 false
             }
         };
-        metrics
-            .call_fallbacks
-            .get_or_create(&FallbackLabels {
-                action: action.as_str(),
-                delivered: if delivered { "true" } else { "false" },
-            })
-            .inc();
+        count(metrics, action, delivered);
         (action, delivered)
     }
 

@@ -557,13 +557,7 @@ impl CallService {
                 action = %setup.fallback.action(),
                 "every upstream's breaker is open: the call goes to the business's fallback");
             self.metrics.upstream_connect_failures.inc();
-            self.metrics
-                .call_fallbacks
-                .get_or_create(&crate::telemetry::metrics::FallbackLabels {
-                    action: setup.fallback.action().as_str(),
-                    delivered: "true",
-                })
-                .inc();
+            crate::call::fallback::count(&self.metrics, setup.fallback.action(), true);
             self.record_unserved(
                 call.call_sid.as_str(),
                 &setup.business_id,

@@ -363,14 +363,8 @@ pub async fn run(
         },
         begin.started_at,
     );
-    if upstream_position > 0 {
-        state.record(
-            TimelineEvent::Failover {
-                upstream: upstream_name,
-                position: upstream_position,
-            },
-            begin.started_at,
-        );
+    if let Some(failover) = failover_event(&upstream_name, upstream_position) {
+        state.record(failover, begin.started_at);
     }
     state.record(
         TimelineEvent::Prompts {
@@ -732,8 +726,6 @@ pub async fn run(
 }
 
 impl Session {
-    /// The liveness limits, looked at on their tick: ping a quiet upstream, end the call on a
-    /// dead peer.
     /// A finished keypad entry: to the model as the caller's text (and to the conversation, for
     /// a restore), then an answer is asked for. Logged and recorded masked.
     fn keypad_entry(&mut self, digits: &str, now: Instant) {
@@ -756,6 +748,8 @@ impl Session {
         }
     }
 
+    /// The liveness limits, looked at on their tick: ping a quiet upstream, end the call on a
+    /// dead peer. The Twilio link is pinged too, for its delay.
     fn on_liveness_tick(&mut self, limits: &Liveness) -> Flow {
         let now = Instant::now();
         self.ping_twilio(now);
@@ -1314,7 +1308,9 @@ impl Session {
     /// leg, with the conversation so far replayed into it as text items ahead of any audio.
     /// Returns its reading half and the number of items replayed.
     fn seed(&mut self, dialed: Dialed, now: Instant) -> (SplitStream<UpstreamSocket>, usize) {
-        self.record_failover(&dialed, now);
+        if let Some(failover) = failover_event(&dialed.upstream, dialed.position) {
+            self.state.record(failover, now);
+        }
         let (sink, stream) = dialed.socket.split();
         let mut leg = Leg::new(
             sink,
@@ -1336,19 +1332,6 @@ impl Session {
             ..self.heard
         };
         (stream, replay.len())
-    }
-
-    /// A session from an upstream after the first goes in the timeline.
-    fn record_failover(&mut self, dialed: &Dialed, now: Instant) {
-        if dialed.position > 0 {
-            self.state.record(
-                TimelineEvent::Failover {
-                    upstream: dialed.upstream.clone(),
-                    position: dialed.position,
-                },
-                now,
-            );
-        }
     }
 
     /// Starts opening the session that will replace the current one before it expires.
@@ -1449,6 +1432,15 @@ async fn next_upstream(
         Some(stream) => stream.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// The timeline's `Failover` for a session from upstream `upstream` at `position` in the list;
+/// `None` for the first upstream.
+fn failover_event(upstream: &str, position: usize) -> Option<TimelineEvent> {
+    (position > 0).then(|| TimelineEvent::Failover {
+        upstream: upstream.to_string(),
+        position,
+    })
 }
 
 /// The result of the redial in progress; never, while there is none.

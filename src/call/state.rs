@@ -470,7 +470,7 @@ impl CallState {
 
     /// The Twilio link's one-way delay changed (measured by the session's pings): the playback
     /// clock accounts for it ([`Playback::set_link_delay`]).
-    pub fn set_twilio_link_delay(&mut self, delay: std::time::Duration) {
+    pub fn set_twilio_link_delay(&mut self, delay: Duration) {
         self.playback.set_link_delay(delay);
     }
 
