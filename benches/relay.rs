@@ -113,6 +113,8 @@ fn relay(c: &mut Criterion) {
         max_concurrent_calls: None,
         max_call_duration_s: None,
         fallback: None,
+        end_call_enabled: true,
+        transfer_enabled: true,
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     let cache: FingerprintCache<voxrelay::prompt::BuiltPrompts> = FingerprintCache::default();

@@ -404,6 +404,29 @@ impl Default for KeypadConfig {
     }
 }
 
+/// `[tools]`: how the proxy calls a business's tools ([`crate::tools`]). The section may be
+/// left out: the defaults below apply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// A tool whose result is not back this long after the model's call makes the caller hear
+    /// the hold clip ("one moment", in the business's language), ms; counted from when the
+    /// model's own audio has finished playing. Default 800.
+    pub hold_after_ms: u64,
+    /// The largest tool answer read, bytes; a larger one is refused (`too_large`) and the
+    /// model is told. Default 16384.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            hold_after_ms: 800,
+            max_response_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// `[fallback]`: where a call goes when no model can be had (no upstream at the stream's start,
 /// no greeting within `greeting_budget_ms`, or a mid-call reconnect that fails within its
 /// budget). The call is redirected through Twilio's REST API to TwiML that puts it through to a
@@ -515,6 +538,9 @@ pub struct Config {
     /// `[keypad]` (optional).
     #[serde(default)]
     pub keypad: KeypadConfig,
+    /// `[tools]` (optional).
+    #[serde(default)]
+    pub tools: ToolsConfig,
 }
 
 /// Secrets, from the environment only.
@@ -530,6 +556,9 @@ pub struct Secrets {
     /// comma-separated `role:token` pairs. Empty (the variable unset) disables the API: every
     /// request gets 401.
     pub admin_tokens: Vec<(String, Role)>,
+    /// Where the tools' signing secrets (and MCP tokens) are read, by the variable each tool
+    /// names: the environment, unless a test or the demo gives its own.
+    pub tool_secrets: crate::tools::SecretSource,
 }
 
 /// What an admin API token may do.
@@ -664,6 +693,7 @@ impl Secrets {
             twilio_auth_token,
             signing_key: signing_key.into_bytes(),
             admin_tokens,
+            tool_secrets: crate::tools::SecretSource::environment(),
         })
     }
 }
@@ -932,6 +962,7 @@ impl Config {
             ("reconnect.hold_caller_ms", self.reconnect.hold_caller_ms),
             ("fallback.rest_timeout_ms", self.fallback.rest_timeout_ms),
             ("keypad.inter_digit_ms", self.keypad.inter_digit_ms),
+            ("tools.hold_after_ms", self.tools.hold_after_ms),
         ] {
             if value == 0 {
                 return Err(bad(key, "must be greater than 0".into()));
@@ -943,6 +974,12 @@ impl Config {
             return Err(bad(
                 "fallback.number",
                 "must be an E.164 number (+ and up to 15 digits) or empty".into(),
+            ));
+        }
+        if !(256..=1024 * 1024).contains(&self.tools.max_response_bytes) {
+            return Err(bad(
+                "tools.max_response_bytes",
+                "must be 256 to 1048576".into(),
             ));
         }
         if !(1..=64).contains(&self.keypad.max_digits) {
@@ -1178,6 +1215,11 @@ mod tests {
                 "alerts.window_minutes",
             ),
             ("max_digits = 32", "max_digits = 0", "keypad.max_digits"),
+            (
+                "max_response_bytes = 16384",
+                "max_response_bytes = 10",
+                "tools.max_response_bytes",
+            ),
             (
                 "inter_digit_ms = 2000",
                 "inter_digit_ms = 0",

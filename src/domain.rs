@@ -177,6 +177,49 @@ vocabulary! {
         /// The webhook answered, but no media stream claimed the call in time
         /// (`timeouts.pending_call_ms`).
         NoStream = "no_stream",
+        /// The model ended the call with the built-in `end_call` tool, and its goodbye played
+        /// ([`crate::tools::builtin`]).
+        AgentHangup = "agent_hangup",
+    }
+}
+
+vocabulary! {
+    /// How a tool call ended (`tool_calls.status`; the `status` label of
+    /// `voxrelay_tool_call_seconds`). Every status but `ok` reaches the model as an error
+    /// output it can speak about ([`crate::tools::ToolFailure`]).
+    ToolStatus, "tool status" {
+        /// The endpoint answered 2xx with a body within the size limit.
+        Ok = "ok",
+        /// The arguments did not match the tool's JSON Schema (or were not JSON): no request
+        /// was made.
+        InvalidArguments = "invalid_arguments",
+        /// The endpoint did not answer within the tool's `timeout_ms`.
+        Timeout = "timeout",
+        /// The endpoint answered with a status outside 2xx.
+        HttpError = "http_error",
+        /// The endpoint's answer was larger than `tools.max_response_bytes`.
+        TooLarge = "too_large",
+        /// The endpoint could not be reached (refused, reset, DNS, TLS).
+        ConnectionError = "connection_error",
+        /// The model called a tool the business does not have.
+        UnknownTool = "unknown_tool",
+        /// The tool's signing secret is not in the environment: no request was made.
+        NotConfigured = "not_configured",
+        /// A built-in call-control tool (`end_call`) was carried out by the proxy.
+        Handled = "handled",
+    }
+}
+
+vocabulary! {
+    /// What a business tool is: a function the proxy calls over HTTPS, or a remote MCP server
+    /// the Realtime API calls itself (`business_tools.kind`).
+    ToolKind, "tool kind" {
+        /// `{"type":"function"}`: the model's call reaches the proxy, which POSTs it to the
+        /// tool's endpoint, signed.
+        Function = "function",
+        /// `{"type":"mcp"}`: passed through to the Realtime API, which calls the server
+        /// (`shared/protocol/openai-realtime.md`, "Additions").
+        Mcp = "mcp",
     }
 }
 

@@ -38,6 +38,7 @@ pub mod prompt;
 pub mod realtime;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod twilio;
 
 /// The crate version, from Cargo.toml.

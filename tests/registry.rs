@@ -59,6 +59,8 @@ fn setup() -> CallSetup {
         max_concurrent_calls: None,
         max_call_duration_s: None,
         fallback: None,
+        end_call_enabled: true,
+        transfer_enabled: true,
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     CallSetup::build(

@@ -73,6 +73,8 @@ on_both_backends!(
     a_bad_guard_policy_is_invalid_and_named,
     setting_the_guard_policy_of_an_unknown_business_is_not_found,
     an_event_round_trips_all_its_fields,
+    tools_are_stored_replaced_listed_and_removed_per_business,
+    a_tool_call_is_recorded_with_its_arguments_redacted,
     an_event_detail_is_stored_redacted,
     events_are_listed_per_call_in_time_order,
     an_invalid_event_is_rejected_before_it_is_stored,
@@ -1025,6 +1027,10 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
     assert_eq!(legacy.hours, "");
     assert!(legacy.required_sections.is_empty());
     assert_eq!(legacy.fallback, None, "the instance's default fallback");
+    assert!(
+        legacy.end_call_enabled && legacy.transfer_enabled,
+        "call control on by default"
+    );
     store.set_guard_policy("legacy", "flag").await.unwrap();
     store.close().await;
 
@@ -1034,7 +1040,7 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6], "every migration applied");
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7], "every migration applied");
     let rejected = sqlx::query(
         "INSERT INTO businesses (id, name, guard_policy, created_at_ms, updated_at_ms) \
          VALUES ('bad', 'Bad', 'block', 1, 1)",
@@ -1083,4 +1089,95 @@ async fn an_in_memory_sqlite_store_keeps_its_data_between_operations() {
     assert_eq!(a.unwrap().map(|b| b.id), Some("acme".to_string()));
     assert_eq!(b.unwrap().len(), 1);
     store.close().await;
+}
+
+fn tool(name: &str) -> voxrelay::store::BusinessTool {
+    voxrelay::store::BusinessTool {
+        name: name.to_string(),
+        kind: voxrelay::domain::ToolKind::Function,
+        description: "Books a visit.".to_string(),
+        parameters: serde_json::json!({"type": "object", "properties": {"day": {"type": "string"}}}),
+        endpoint: "https://tools.example.com/book".to_string(),
+        timeout_ms: 2500,
+        secret_env: "BOOKING_SECRET".to_string(),
+        allowed_tools: vec![],
+        updated_at_ms: 0,
+    }
+}
+
+async fn tools_are_stored_replaced_listed_and_removed_per_business(store: Store) {
+    add(&store, "acme").await;
+    add(&store, "other").await;
+    assert!(store.tools("acme").await.unwrap().is_empty());
+    let stored = store.upsert_tool("acme", &tool("zeta")).await.unwrap();
+    assert!(stored.updated_at_ms > 0);
+    let mcp = voxrelay::store::BusinessTool {
+        kind: voxrelay::domain::ToolKind::Mcp,
+        endpoint: "https://mcp.example.com/sse".to_string(),
+        secret_env: String::new(),
+        allowed_tools: vec!["lookup".into(), "search".into()],
+        ..tool("alpha")
+    };
+    store.upsert_tool("acme", &mcp).await.unwrap();
+    store.upsert_tool("other", &tool("zeta")).await.unwrap();
+    let listed = store.tools("acme").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["alpha", "zeta"]
+    );
+    assert_eq!(listed[0].allowed_tools, ["lookup", "search"]);
+    assert_eq!(listed[0].kind, voxrelay::domain::ToolKind::Mcp);
+    assert_eq!(listed[1].parameters, tool("zeta").parameters);
+    assert_eq!(listed[1].timeout_ms, 2500);
+
+    let replaced = voxrelay::store::BusinessTool {
+        timeout_ms: 900,
+        ..tool("zeta")
+    };
+    store.upsert_tool("acme", &replaced).await.unwrap();
+    assert_eq!(store.tools("acme").await.unwrap()[1].timeout_ms, 900);
+    assert_eq!(store.tools("other").await.unwrap()[0].timeout_ms, 2500);
+
+    store.delete_tool("acme", "zeta").await.unwrap();
+    assert!(matches!(
+        store.delete_tool("acme", "zeta").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.upsert_tool("nobody", &tool("x")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Deleting a business removes its tools.
+    store.delete_business("other").await.unwrap();
+    assert!(store.tools("other").await.unwrap().is_empty());
+}
+
+async fn a_tool_call_is_recorded_with_its_arguments_redacted(store: Store) {
+    let call = voxrelay::store::NewToolCall {
+        call_sid: "CA0123".into(),
+        business_id: "acme".into(),
+        at_ms: 1_700_000_000_000,
+        tool: "book".into(),
+        status: voxrelay::domain::ToolStatus::Timeout,
+        latency_ms: 412.5,
+        held_ms: 1200,
+        arguments: r#"{"card":"4111 1111 1111 1111","day":"Tuesday"}"#.into(),
+    };
+    let id = store.insert_tool_call(&call).await.unwrap();
+    assert!(id.starts_with("tool_"));
+    let rows = store.tool_calls("CA0123").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].status, voxrelay::domain::ToolStatus::Timeout);
+    assert_eq!(rows[0].latency_ms, 412.5);
+    assert_eq!(rows[0].held_ms, 1200);
+    assert!(!rows[0].arguments.contains("4111"), "{}", rows[0].arguments);
+    assert!(rows[0].arguments.contains("Tuesday"));
+    let bad = voxrelay::store::NewToolCall {
+        latency_ms: f64::NAN,
+        ..call
+    };
+    assert!(matches!(
+        store.insert_tool_call(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
 }

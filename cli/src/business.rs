@@ -68,6 +68,13 @@ pub enum BusinessCommand {
         /// `fallback.number`.
         #[arg(long)]
         fallback: Option<String>,
+        /// Whether the model may end calls itself (the built-in end_call tool): true or false.
+        #[arg(long)]
+        end_call: Option<bool>,
+        /// Whether the model may transfer calls (the built-in transfer_call tool): true or
+        /// false.
+        #[arg(long)]
+        transfer: Option<bool>,
     },
     /// Delete a business with its numbers, rules, prompt versions and experiments (its call
     /// records stay).
@@ -219,6 +226,8 @@ pub async fn run(
             require_section,
             no_required_sections,
             fallback,
+            end_call,
+            transfer,
         } => {
             let update = BusinessUpdate {
                 name,
@@ -232,6 +241,8 @@ pub async fn run(
                     Some(require_section).filter(|s| !s.is_empty())
                 },
                 fallback,
+                end_call_enabled: end_call,
+                transfer_enabled: transfer,
                 ..BusinessUpdate::default()
             };
             let b = ops::businesses::update(store, checks, &id, &update).await?;

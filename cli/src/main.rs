@@ -18,6 +18,7 @@ mod guard;
 mod prompt;
 mod serve;
 mod sim;
+mod tool;
 
 use business::{BusinessCommand, NumberCommand};
 use guard::GuardCommand;
@@ -74,6 +75,11 @@ enum Command {
     Experiment {
         #[command(subcommand)]
         command: experiment::ExperimentCommand,
+    },
+    /// A business's tools: functions the proxy calls, MCP servers passed through.
+    Tool {
+        #[command(subcommand)]
+        command: tool::ToolCommand,
     },
     /// Guards.
     Guard {
@@ -168,6 +174,7 @@ async fn with_config(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Number { command } => {
             business::number(&bootstrap::store(&config).await?, command).await
         }
+        Command::Tool { command } => tool::run(&bootstrap::store(&config).await?, command).await,
         Command::Experiment { command } => {
             experiment::run(&bootstrap::store(&config).await?, command).await
         }

@@ -22,6 +22,11 @@ use voxrelay::telemetry::CallReport;
 pub const SIM_TWILIO_AUTH_TOKEN: &str = "sim-twilio-auth-token";
 /// Signing key used by the simulated world.
 pub const SIM_SIGNING_KEY: &str = "sim-signing-key-0123456789abcdef";
+/// The environment variable a simulated business's tools name for their signing secret (the
+/// world gives the proxy its value without touching the process environment).
+pub const SIM_TOOL_SECRET_ENV: &str = "SIM_TOOL_SECRET";
+/// Its value: the key the simulated tool endpoint checks signatures with.
+pub const SIM_TOOL_SECRET: &str = "whsec_sim_0123456789abcdef";
 /// Admin API token with the `admin` role in the simulated world.
 pub const SIM_ADMIN_TOKEN: &str = "sim-admin-token";
 /// Admin API token with the `viewer` role in the simulated world.
@@ -99,6 +104,9 @@ impl World {
                 (SIM_ADMIN_TOKEN.into(), Role::Admin),
                 (SIM_VIEWER_TOKEN.into(), Role::Viewer),
             ],
+            tool_secrets: voxrelay::tools::SecretSource::fixed(
+                [(SIM_TOOL_SECRET_ENV.to_string(), SIM_TOOL_SECRET.to_string())].into(),
+            ),
         };
         let store = voxrelay::bootstrap::store(&config).await?;
         let prompts = voxrelay::bootstrap::prompts(&config)?;

@@ -34,3 +34,4 @@ pub mod service;
 pub mod session;
 pub mod setup;
 pub mod state;
+pub mod tool_calls;

@@ -199,6 +199,12 @@ impl Playback {
         }
     }
 
+    /// Whether a mark sent is still waiting for Twilio's echo (audio sent that Twilio has not
+    /// yet reported played).
+    pub fn marks_outstanding(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// When the audio sent so far will have played by the clock (with [`MARK_GRACE`] while a
     /// mark is outstanding); `None` when nothing plays.
     pub fn plays_until(&self) -> Option<Instant> {

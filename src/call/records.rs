@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::domain::Arm;
-use crate::store::{CallEnd, NewCall, NewCallEvent, Store, StoreError};
+use crate::store::{CallEnd, NewCall, NewCallEvent, NewToolCall, Store, StoreError};
 
 /// First wait before a failed write is tried again.
 const FIRST_RETRY: Duration = Duration::from_millis(50);
@@ -50,6 +50,8 @@ pub enum Record {
     },
     /// A guard decision ([`Store::insert_event`]).
     Event(NewCallEvent),
+    /// A tool call ([`Store::insert_tool_call`]).
+    ToolCall(NewToolCall),
 }
 
 /// What the writer's queue carries: a record, or a barrier that answers once everything
@@ -69,6 +71,7 @@ impl Record {
             Record::Prompt { .. } => "prompt",
             Record::Finished { .. } => "finished",
             Record::Event(_) => "event",
+            Record::ToolCall(_) => "tool_call",
         }
     }
 
@@ -78,6 +81,7 @@ impl Record {
             Record::Opened(c) | Record::Claimed(c) => &c.call_sid,
             Record::Prompt { call_sid, .. } | Record::Finished { call_sid, .. } => call_sid,
             Record::Event(e) => &e.call_sid,
+            Record::ToolCall(t) => &t.call_sid,
         }
     }
 }
@@ -226,5 +230,6 @@ async fn apply(store: &Store, record: &Record) -> Result<(), StoreError> {
         }
         Record::Finished { call_sid, end } => store.finish_call(call_sid, end).await,
         Record::Event(event) => store.insert_event(event).await.map(|_| ()),
+        Record::ToolCall(call) => store.insert_tool_call(call).await.map(|_| ()),
     }
 }

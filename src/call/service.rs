@@ -42,6 +42,7 @@ use crate::telemetry::alerts::Alerts;
 use crate::telemetry::metrics::{BusinessLabels, Metrics, UpstreamLabels};
 use crate::telemetry::outcome::CallOutcome;
 use crate::telemetry::window::{CallStats, LiveCall};
+use crate::tools::{Builtin, ToolSet};
 use crate::twilio::media::Start;
 use crate::twilio::token::{self, CallToken};
 
@@ -294,6 +295,7 @@ impl CallService {
                 Duration::from_millis(config.keypad.inter_digit_ms),
                 config.keypad.max_digits,
             ),
+            tools: crate::call::tool_calls::ToolCallsOptions::from_config(&config.tools),
         };
         CallService {
             registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),
@@ -317,6 +319,12 @@ impl CallService {
             call_stats: CallStats::default(),
             fallbacks: Fallbacks::disabled(),
         }
+    }
+
+    /// The service reading its tools' secrets from `secrets` (by default the environment).
+    pub fn with_tool_secrets(mut self, secrets: crate::tools::SecretSource) -> CallService {
+        self.session.tools.secrets = secrets;
+        self
     }
 
     /// The service with `fallbacks` redirecting the calls no model can take.
@@ -1036,6 +1044,7 @@ impl CallService {
         resolved: resolve::Resolved,
     ) -> Result<CallSetup, SetupError> {
         let sanitizer = self.sanitizer_for(business).await?;
+        let tools = self.tools_for(business).await?;
         let prompts = self.prompts_for(business, direction, caller, &resolved)?;
         Ok(CallSetup::with_prompts(
             &self.config,
@@ -1048,7 +1057,24 @@ impl CallService {
                 experiment: resolved.experiment,
                 caller: caller.to_string(),
             },
-        ))
+        )
+        .with_tools(tools))
+    }
+
+    /// The business's tools for a call: its stored tools and the built-ins it has on. A stored
+    /// function whose schema does not compile is left out and logged: the call runs without it.
+    async fn tools_for(&self, business: &Business) -> Result<Arc<ToolSet>, SetupError> {
+        let stored = self.store.tools(&business.id).await?;
+        let mut builtins = Vec::new();
+        if business.end_call_enabled {
+            builtins.push(Builtin::EndCall);
+        }
+        let (tools, skipped) = ToolSet::compile(&stored, &builtins, &self.session.tools.secrets);
+        for (tool, error) in &skipped {
+            tracing::warn!(business_id = %business.id, tool, %error,
+                "a business tool does not compile; calls run without it");
+        }
+        Ok(Arc::new(tools))
     }
 
     /// The configured sanitizer, with the business's own rules when it has any: compiled once

@@ -40,14 +40,17 @@ use crate::call::reconnect::{self, DialFuture, Dialer, HeldAudio, Outage, Reconn
 use crate::call::records::{Record, Records};
 use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command, GOODBYE_INSTRUCTIONS};
+use crate::call::tool_calls::{Finished, Started, ToolCalls, ToolCallsOptions};
 use crate::domain::{CallSid, EndReason, ReconnectOutcome, RelayLeg, StreamSid};
-use crate::realtime::events::{self as rt, ClientEvent, ServerEvent};
+use crate::realtime::events::{self as rt, ClientEvent, FunctionCall, ServerEvent};
 use crate::realtime::failover::Dialed;
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
-use crate::store::NewCallEvent;
-use crate::telemetry::metrics::{Metrics, RateLimitLabels, ReconnectLabels};
+use crate::store::{NewCallEvent, NewToolCall};
+use crate::telemetry::metrics::{Metrics, RateLimitLabels, ReconnectLabels, ToolLabels};
 use crate::telemetry::repeats::Repeats;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
+use crate::tools::Builtin;
+use crate::tools::builtin::END_CALL_OUTPUT;
 use crate::twilio::media::{self as tw, Inbound, Start};
 
 /// The leg that writes to Twilio.
@@ -84,6 +87,8 @@ pub struct SessionOptions {
     pub greeting_budget: Option<Duration>,
     /// How keypad entries end (`[keypad]`): the pause after the last key, and the most keys.
     pub keypad: (Duration, usize),
+    /// How tool calls are made (`[tools]`).
+    pub tools: ToolCallsOptions,
 }
 
 /// How long each peer may send nothing mid-call (`[timeouts]`).
@@ -171,6 +176,8 @@ struct Session {
     link: LinkDelay,
     /// The keypad entry in progress.
     keypad: Keypad,
+    /// The model's tool calls.
+    tool_calls: ToolCalls,
 }
 
 impl Liveness {
@@ -271,6 +278,11 @@ enum Wake {
     StandbyDialed(Result<Box<Dialed>, UpstreamError>),
     /// Nobody can signal closing any more.
     ClosingGone,
+    /// A tool call's result (`None`: its channel closed, which cannot happen while the call
+    /// holds its sender).
+    ToolResult(Option<(String, crate::tools::invoke::ToolResult)>),
+    /// A tool has run long enough after the model's audio for the hold clip.
+    ToolHold,
 }
 
 /// The end reason of a leg's fault.
@@ -380,6 +392,12 @@ pub async fn run(
         &begin.setup.canary,
         &begin.setup.confidential,
     );
+    let tool_calls = ToolCalls::new(
+        begin.setup.tools.clone(),
+        options.tools.clone(),
+        begin.start.call_sid.as_str(),
+        &begin.setup.business_id,
+    );
     let mut session = Session {
         call_sid: begin.start.call_sid.clone(),
         stream_sid: begin.start.stream_sid.clone(),
@@ -408,6 +426,7 @@ pub async fn run(
         heard: Heard::new(Instant::now()),
         link: LinkDelay::default(),
         keypad: Keypad::new(options.keypad.0, options.keypad.1),
+        tool_calls,
     };
     session.ping_twilio(Instant::now());
     if let Some(requested) = begin_greeting_requested {
@@ -472,6 +491,10 @@ pub async fn run(
                 .retry_due()
                 .map(tokio::time::Instant::from_std);
             let keypad_due = session.keypad.due().map(tokio::time::Instant::from_std);
+            let tool_hold_due = session
+                .tool_calls
+                .hold_due(session.state.plays_until())
+                .map(tokio::time::Instant::from_std);
             let rollover_due = session
                 .rollover_at
                 .filter(|_| {
@@ -507,6 +530,9 @@ pub async fn run(
                     => Wake::Retry,
                 _ = tokio::time::sleep_until(keypad_due.unwrap_or(far)), if keypad_due.is_some()
                     => Wake::KeypadPause,
+                result = session.tool_calls.next() => Wake::ToolResult(result),
+                _ = tokio::time::sleep_until(tool_hold_due.unwrap_or(far)), if tool_hold_due.is_some()
+                    => Wake::ToolHold,
                 // No greeting audio in time: an upstream that opened and says nothing.
                 _ = tokio::time::sleep_until(greeting_due.unwrap_or(far)),
                     if greeting_due.is_some() && session.state.greeting_latency_ms().is_none()
@@ -595,6 +621,23 @@ pub async fn run(
                         .state
                         .retry_now(Instant::now(), &mut session.commands);
                     session.dispatch();
+                    Flow::Continue
+                }
+                Wake::ToolResult(Some((call_id, result))) => {
+                    let now = Instant::now();
+                    if let Some(finished) = session.tool_calls.on_result(&call_id, result, now) {
+                        session.tool_done(finished);
+                    }
+                    Flow::Continue
+                }
+                Wake::ToolResult(None) => Flow::Continue,
+                Wake::ToolHold => {
+                    let ms = session.play_hold_clip();
+                    session.tool_calls.on_hold_played(ms);
+                    tracing::info!(call_sid = %session.call_sid, ms, "a tool is still running: hold audio played");
+                    session
+                        .state
+                        .record(TimelineEvent::HoldAudio { ms }, Instant::now());
                     Flow::Continue
                 }
             }
@@ -948,11 +991,13 @@ impl Session {
                 self.state.on_audio_done(&mut self.commands);
                 self.dispatch();
             }
+            ServerEvent::FunctionCall(call) => self.on_function_call(call, now),
             ServerEvent::ResponseDone {
                 response_id,
                 status,
                 usage,
                 failure,
+                function_calls,
             } => {
                 if let Some(failure) = &failure {
                     tracing::warn!(call_sid = %self.call_sid, code = failure.label(),
@@ -967,6 +1012,10 @@ impl Session {
                     &mut self.commands,
                 );
                 self.dispatch();
+                // Calls only `response.done` carried (the `.done` events came first otherwise).
+                for call in function_calls {
+                    self.on_function_call(call, now);
+                }
             }
             ServerEvent::OutputTranscriptDelta { item_id, delta } => {
                 self.conversation.model_words(item_id.as_deref(), &delta);
@@ -1378,6 +1427,16 @@ impl Session {
             return;
         };
         outage.hold_played = true;
+        let ms = self.play_hold_clip();
+        tracing::info!(call_sid = %self.call_sid, ms, "reconnect still going: hold audio played");
+        self.state
+            .record(TimelineEvent::HoldAudio { ms }, Instant::now());
+    }
+
+    /// Sends the hold clip ("one moment, please" in the business's language) to Twilio as
+    /// outbound media, counted by the playback clock and marked like model audio, its tail
+    /// marked too. Returns its length, ms.
+    fn play_hold_clip(&mut self) -> u64 {
         let now = Instant::now();
         let clip = hold_audio::clip_for(self.setup.session.language.as_deref());
         let mut sent = 0u64;
@@ -1394,12 +1453,132 @@ impl Session {
                 self.twilio_out.control(tw::mark(&self.stream_sid, &name));
             }
         }
-        // Its tail is marked, as a response's is.
         self.state.on_audio_done(&mut self.commands);
         self.dispatch();
-        let ms = sent / BYTES_PER_MS as u64;
-        tracing::info!(call_sid = %self.call_sid, ms, "reconnect still going: hold audio played");
-        self.state.record(TimelineEvent::HoldAudio { ms }, now);
+        sent / BYTES_PER_MS as u64
+    }
+
+    /// The model called a function (`call`, at `now`): a built-in is carried out, a business
+    /// tool is called (its result arrives as [`Wake::ToolResult`]), anything else is answered
+    /// at once with an error output.
+    fn on_function_call(&mut self, call: FunctionCall, now: Instant) {
+        let tool = call.name.clone();
+        match self.tool_calls.on_call(call, now) {
+            Started::Duplicate => {}
+            Started::Builtin(Builtin::EndCall, call) => {
+                tracing::info!(call_sid = %self.call_sid, "the model ends the call (end_call): hang-up once the goodbye has played");
+                self.state
+                    .record(TimelineEvent::ToolCalled { tool: tool.clone() }, now);
+                if let Some(leg) = &mut self.upstream_out {
+                    leg.control(
+                        ClientEvent::FunctionOutput {
+                            call_id: &call.call_id,
+                            output: END_CALL_OUTPUT,
+                        }
+                        .to_json(),
+                    );
+                }
+                self.state.hang_up(now);
+                self.record_tool_call(
+                    &tool,
+                    crate::domain::ToolStatus::Handled,
+                    &call.arguments,
+                    crate::store::now_ms(),
+                    0.0,
+                    0,
+                );
+            }
+            Started::Answered(finished) => {
+                self.state.record(TimelineEvent::ToolCalled { tool }, now);
+                self.tool_done(finished);
+            }
+            Started::Running => {
+                tracing::info!(call_sid = %self.call_sid, tool = %tool, "tool called");
+                self.state.record(TimelineEvent::ToolCalled { tool }, now);
+            }
+        }
+    }
+
+    /// A tool call ended: its output goes to the model, then (when no other call of the run is
+    /// out) a `response.create`; it is recorded, timed and counted.
+    fn tool_done(&mut self, finished: Finished) {
+        if let Some(leg) = &mut self.upstream_out {
+            leg.control(
+                ClientEvent::FunctionOutput {
+                    call_id: &finished.call_id,
+                    output: &finished.output,
+                }
+                .to_json(),
+            );
+        } else {
+            tracing::warn!(call_sid = %self.call_sid, tool = %finished.tool,
+                "tool result during a reconnect: the new session cannot take it; the model is asked again");
+        }
+        if finished.last {
+            self.state.on_tool_outputs(&mut self.commands);
+            self.dispatch();
+        }
+        let now = Instant::now();
+        let after_answer_us = now
+            .saturating_duration_since(finished.answered_at)
+            .as_micros() as u64;
+        let held_ms = if finished.last {
+            self.tool_calls.take_held_ms()
+        } else {
+            0
+        };
+        tracing::info!(call_sid = %self.call_sid, tool = %finished.tool, status = %finished.status,
+            latency_ms = finished.latency_ms, held_ms, "tool result to the model");
+        self.metrics
+            .tool_calls
+            .get_or_create(&ToolLabels {
+                tool: finished.tool.clone(),
+                status: finished.status.as_str(),
+            })
+            .observe(finished.latency_ms / 1000.0);
+        self.state.record(
+            TimelineEvent::ToolResult {
+                tool: finished.tool.clone(),
+                status: finished.status,
+                latency_ms: finished.latency_ms,
+                held_ms,
+                before_request_us: finished.before_request_us,
+                after_answer_us,
+            },
+            now,
+        );
+        self.record_tool_call(
+            &finished.tool,
+            finished.status,
+            &finished.arguments,
+            finished.at_ms,
+            finished.latency_ms,
+            held_ms,
+        );
+    }
+
+    /// Writes a tool call's row (arguments redacted by the store).
+    fn record_tool_call(
+        &self,
+        tool: &str,
+        status: crate::domain::ToolStatus,
+        arguments: &str,
+        at_ms: i64,
+        latency_ms: f64,
+        held_ms: u64,
+    ) {
+        if let Some(records) = &self.records {
+            records.write(Record::ToolCall(NewToolCall {
+                call_sid: self.call_sid.to_string(),
+                business_id: self.setup.business_id.clone(),
+                at_ms,
+                tool: tool.to_string(),
+                status,
+                latency_ms,
+                held_ms,
+                arguments: arguments.to_string(),
+            }));
+        }
     }
 
     /// Moves held caller audio into the upstream leg while it has room.

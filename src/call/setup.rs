@@ -16,6 +16,7 @@ use crate::prompt::{BuiltPrompts, BusinessLayer, PromptError, PromptLibrary, cou
 use crate::realtime::events::{ClientEvent, SessionConfig};
 use crate::realtime::upstream::{self, UpstreamError, UpstreamSettings, UpstreamSocket};
 use crate::store::Business;
+use crate::tools::ToolSet;
 
 /// Everything decided about a call before audio flows.
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct CallSetup {
     /// Where the call goes when no model can take it (the business's `fallback`, else
     /// `fallback.number`).
     pub fallback: FallbackTarget,
+    /// The call's tools (also in [`SessionConfig::tools`]); none until
+    /// [`CallSetup::with_tools`].
+    pub tools: Arc<ToolSet>,
 }
 
 /// Which prompt a call runs: the version and the experiment arm that chose it, if any.
@@ -169,6 +173,7 @@ impl CallSetup {
                 turn_detection: Some(turn_detection),
                 transcription_model,
                 language,
+                tools: Arc::default(),
             },
             prompts: Arc::new(prompts),
             confidential: without_business_layer(&prompts_full_for_leak),
@@ -183,7 +188,16 @@ impl CallSetup {
                 .and_then(|s| u64::try_from(s).ok())
                 .filter(|s| *s > 0),
             fallback: FallbackTarget::choose(business.fallback.as_deref(), &config.fallback.number),
+            tools: Arc::default(),
         }
+    }
+
+    /// The setup with `tools`: they go into every `session.update` that configures a session
+    /// (the first one, and those of reconnects and rollovers).
+    pub fn with_tools(mut self, tools: Arc<ToolSet>) -> CallSetup {
+        self.session.tools = tools.definitions();
+        self.tools = tools;
+        self
     }
 
     /// The experiment arm, if the call is part of an experiment.
@@ -275,6 +289,8 @@ mod tests {
             max_concurrent_calls: None,
             max_call_duration_s: None,
             fallback: None,
+            end_call_enabled: true,
+            transfer_enabled: true,
         };
         let texts = [
             "We open at eight.\nParking is free.\n\n",

@@ -83,6 +83,9 @@ struct Closing {
     goodbye_id: Option<String>,
     /// The goodbye response is done (all its audio sent).
     goodbye_done: bool,
+    /// The model ended the call itself (`end_call`): the end waits for Twilio to acknowledge
+    /// the goodbye's last mark, and the caller speaking calls it off.
+    by_model: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,9 +254,38 @@ impl CallState {
             goodbye_sent: false,
             goodbye_id: None,
             goodbye_done: false,
+            by_model: false,
         });
         self.timeline.push(now, TimelineEvent::Closing { reason });
         self.request_response(ResponseKind::Goodbye, out);
+        true
+    }
+
+    /// The model called `end_call` at `now`: the response in progress is its goodbye. The call
+    /// ends as [`EndReason::AgentHangup`] once that response is done and Twilio has
+    /// acknowledged its last mark (everything sent has played), or at
+    /// [`CallSettings::goodbye_limit`]; nothing else is asked for meanwhile. A caller who
+    /// starts speaking first calls it off ([`CallState::on_speech_started`]). Returns false
+    /// when the call was already closing.
+    pub fn hang_up(&mut self, now: Instant) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        let (goodbye_id, goodbye_done) = match &self.response {
+            ResponseState::Active(id) => (Some(id.clone()), false),
+            // Already done (the call came in `response.done`), or never started.
+            ResponseState::Idle | ResponseState::Requested => (None, true),
+        };
+        self.queued = None;
+        self.closing = Some(Closing {
+            reason: EndReason::AgentHangup,
+            since: now,
+            goodbye_sent: true,
+            goodbye_id,
+            goodbye_done,
+            by_model: true,
+        });
+        self.timeline.push(now, TimelineEvent::HangupRequested);
         true
     }
 
@@ -267,7 +299,14 @@ impl CallState {
     pub fn close_due(&self) -> Option<(Instant, EndReason)> {
         let closing = self.closing.as_ref()?;
         let limit = closing.since + self.settings.goodbye_limit;
-        let due = if closing.goodbye_done {
+        let due = if closing.by_model {
+            // Twilio's own word that the goodbye played: its last mark came back.
+            if closing.goodbye_done && !self.playback.marks_outstanding() {
+                closing.since
+            } else {
+                limit
+            }
+        } else if closing.goodbye_done {
             self.playback
                 .plays_until()
                 .map_or(closing.since, |until| until.max(closing.since))
@@ -502,6 +541,14 @@ impl CallState {
     pub fn on_speech_started(&mut self, now: Instant, out: &mut Vec<Command>) -> bool {
         self.timeline.push(now, TimelineEvent::CallerSpeechStarted);
         self.caller_speaking = true;
+        if self.closing.as_ref().is_some_and(|c| c.by_model) {
+            // The caller has more to say: the model's hang-up is off, and it is told why.
+            self.closing = None;
+            self.timeline.push(now, TimelineEvent::HangupCancelled);
+            out.push(Command::SystemMessage(
+                crate::tools::builtin::HANGUP_CANCELLED,
+            ));
+        }
         if !self.playback.is_playing(now) {
             return false;
         }
@@ -673,6 +720,18 @@ impl CallState {
     pub fn on_keypad_entry(&mut self, keys: usize, now: Instant, out: &mut Vec<Command>) {
         self.timeline.push(now, TimelineEvent::KeypadEntry { keys });
         self.request_response(ResponseKind::Plain, out);
+    }
+
+    /// Every call of a run of tool calls has its output: the model is asked to answer (after
+    /// the active response, if one is still going).
+    pub fn on_tool_outputs(&mut self, out: &mut Vec<Command>) {
+        self.request_response(ResponseKind::Plain, out);
+    }
+
+    /// When the audio sent so far will have played, by the playback clock; `None` when
+    /// nothing plays.
+    pub fn plays_until(&self) -> Option<Instant> {
+        self.playback.plays_until()
     }
 
     /// When a refused response is to be asked for again, if one is.

@@ -76,7 +76,8 @@ impl AppState {
         .with_fallbacks(crate::call::fallback::Fallbacks::new(
             &config,
             &secrets.twilio_auth_token,
-        ));
+        ))
+        .with_tool_secrets(secrets.tool_secrets.clone());
         AppState {
             inner: Arc::new(Shared {
                 config,

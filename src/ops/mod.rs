@@ -9,11 +9,13 @@
 //! - [`experiments`]: prompt experiments (create, start, stop, read one, a caller's arm,
 //!   results per arm);
 //! - [`rules`]: a business's own guard rules (list, set, disable), checked by the sanitizer.
+//! - [`tools`]: a business's tools (list, set, remove), checked before they are stored.
 
 pub mod businesses;
 pub mod experiments;
 pub mod prompts;
 pub mod rules;
+pub mod tools;
 
 use crate::prompt::resolve::ResolveError;
 use crate::store::{Business, Store, StoreError};

@@ -42,6 +42,9 @@ pub struct SessionConfig {
     pub transcription_model: Option<String>,
     /// ISO-639-1 language hint for transcription (`en`), if known.
     pub language: Option<String>,
+    /// `session.tools`: the call's function and MCP tools ([`crate::tools::ToolSet`]); empty
+    /// sends no `tools` field.
+    pub tools: std::sync::Arc<Vec<serde_json::Value>>,
 }
 
 /// An event the proxy sends upstream.
@@ -72,6 +75,14 @@ pub enum ClientEvent<'a> {
     /// `conversation.item.create` of a model turn as text (`role: assistant`, `output_text`
     /// content; assistant audio cannot be injected: `shared/protocol/openai-realtime.md` §2.3).
     AssistantText(&'a str),
+    /// `conversation.item.create` of a `function_call_output`: the answer to the model's
+    /// function call `call_id` (`shared/protocol/openai-realtime.md` §2.3).
+    FunctionOutput {
+        /// The `call_id` of the model's `function_call`.
+        call_id: &'a str,
+        /// The output, a string (JSON text by convention).
+        output: &'a str,
+    },
     /// `conversation.item.truncate`: cut an assistant audio item at `audio_end_ms` (what the
     /// caller heard), which also drops the unheard transcript from the model's context.
     Truncate {
@@ -136,6 +147,19 @@ struct MessageItem<'a> {
 }
 
 #[derive(Serialize)]
+struct OutputItemBody<'a> {
+    item: FunctionOutputItem<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOutputItem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    call_id: &'a str,
+    output: &'a str,
+}
+
+#[derive(Serialize)]
 struct InputText<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
@@ -156,6 +180,8 @@ struct SessionObj<'a> {
     output_modalities: Option<[&'static str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     audio: Option<AudioObj<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [serde_json::Value]>,
 }
 
 #[derive(Serialize)]
@@ -256,6 +282,7 @@ impl ClientEvent<'_> {
                                 voice: &cfg.voice,
                             },
                         }),
+                        tools: (!cfg.tools.is_empty()).then_some(cfg.tools.as_slice()),
                     },
                 },
             ),
@@ -267,6 +294,7 @@ impl ClientEvent<'_> {
                         instructions,
                         output_modalities: None,
                         audio: None,
+                        tools: None,
                     },
                 },
             ),
@@ -285,6 +313,16 @@ impl ClientEvent<'_> {
             ClientEvent::SystemMessage(text) => message_item("system", "input_text", text),
             ClientEvent::UserText(text) => message_item("user", "input_text", text),
             ClientEvent::AssistantText(text) => message_item("assistant", "output_text", text),
+            ClientEvent::FunctionOutput { call_id, output } => typed(
+                "conversation.item.create",
+                OutputItemBody {
+                    item: FunctionOutputItem {
+                        kind: "function_call_output",
+                        call_id,
+                        output,
+                    },
+                },
+            ),
             ClientEvent::Truncate {
                 item_id,
                 audio_end_ms,
@@ -387,7 +425,13 @@ pub enum ServerEvent<'a> {
         usage: Option<Usage>,
         /// Why it failed, when `status` is `failed` (`status_details.error`).
         failure: Option<ResponseFailure>,
+        /// The `function_call` items of its output.
+        function_calls: Vec<FunctionCall>,
     },
+    /// `response.function_call_arguments.done`: the model calls a function tool. The same call
+    /// is also in `response.done`'s output ([`ServerEvent::ResponseDone::function_calls`]);
+    /// the session acts on the first it sees of a `call_id`.
+    FunctionCall(FunctionCall),
     /// `conversation.item.truncated`.
     Truncated {
         /// The truncated item.
@@ -409,6 +453,25 @@ pub enum ServerEvent<'a> {
         /// The `type` field.
         kind: Cow<'a, str>,
     },
+}
+
+/// A function call by the model: from `response.function_call_arguments.done`, or a
+/// `function_call` item of `response.done.response.output` (`shared/protocol/openai-realtime.md`
+/// §3, "Responses").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct FunctionCall {
+    /// `call_…`: what the `function_call_output` answers.
+    #[serde(default)]
+    pub call_id: String,
+    /// The function's name.
+    #[serde(default)]
+    pub name: String,
+    /// The arguments, JSON text as the model wrote it.
+    #[serde(default)]
+    pub arguments: String,
+    /// The response it belongs to, when known.
+    #[serde(default)]
+    pub response_id: Option<String>,
 }
 
 /// Why a response failed: `response.done.response.status_details.error` {`type`, `code`}
@@ -534,6 +597,12 @@ struct Raw<'a> {
     session: Option<RawSession>,
     #[serde(default)]
     rate_limits: Option<Vec<RateLimit>>,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -562,6 +631,21 @@ struct RawResponse {
     usage: Option<Usage>,
     #[serde(default)]
     status_details: Option<RawStatusDetails>,
+    #[serde(default)]
+    output: Vec<RawItem>,
+}
+
+/// An output item of `response.done`, read only for its function calls.
+#[derive(Deserialize)]
+struct RawItem {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -626,10 +710,22 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
             response_id: raw.response.and_then(|r| r.id).unwrap_or_default(),
         },
         "response.done" => {
-            let (response_id, status, usage, details) = match raw.response {
-                Some(r) => (r.id, r.status, r.usage, r.status_details),
-                None => (None, None, None, None),
+            let (response_id, status, usage, details, output) = match raw.response {
+                Some(r) => (r.id, r.status, r.usage, r.status_details, r.output),
+                None => (None, None, None, None, Vec::new()),
             };
+            let function_calls = output
+                .into_iter()
+                .filter(|item| item.kind == "function_call")
+                .filter_map(|item| {
+                    Some(FunctionCall {
+                        call_id: item.call_id?,
+                        name: item.name.unwrap_or_default(),
+                        arguments: item.arguments.unwrap_or_default(),
+                        response_id: response_id.clone(),
+                    })
+                })
+                .collect();
             let failure = (status.as_deref() == Some("failed")).then(|| {
                 let error = details.and_then(|d| d.error);
                 ResponseFailure {
@@ -642,8 +738,18 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
                 status,
                 usage,
                 failure,
+                function_calls,
             }
         }
+        "response.function_call_arguments.done" => ServerEvent::FunctionCall(FunctionCall {
+            call_id: raw.call_id.ok_or(ParseError::Missing {
+                kind: "response.function_call_arguments.done",
+                field: "call_id",
+            })?,
+            name: raw.name.unwrap_or_default(),
+            arguments: raw.arguments.unwrap_or_default(),
+            response_id: raw.response_id,
+        }),
         "response.output_audio.done" => ServerEvent::AudioDone {
             item_id: raw.item_id,
         },
@@ -737,7 +843,66 @@ mod tests {
             }),
             transcription_model: Some("gpt-4o-mini-transcribe".into()),
             language: Some("en".into()),
+            tools: Default::default(),
         }
+    }
+
+    #[test]
+    fn tools_go_in_the_full_session_update_only_when_there_are_some() {
+        let mut cfg = config();
+        let v: serde_json::Value =
+            serde_json::from_str(&ClientEvent::SessionUpdate(&cfg).to_json()).expect("json");
+        assert!(v["session"].get("tools").is_none(), "{v}");
+        cfg.tools = std::sync::Arc::new(vec![serde_json::json!({
+            "type": "function", "name": "book", "description": "Book.",
+            "parameters": {"type": "object", "properties": {}}
+        })]);
+        let v: serde_json::Value =
+            serde_json::from_str(&ClientEvent::SessionUpdate(&cfg).to_json()).expect("json");
+        assert_eq!(v["session"]["tools"][0]["name"], "book");
+        let v: serde_json::Value =
+            serde_json::from_str(&ClientEvent::SessionInstructions("x").to_json()).expect("json");
+        assert!(
+            v["session"].get("tools").is_none(),
+            "the upgrade leaves the tools alone"
+        );
+    }
+
+    #[test]
+    fn a_function_output_is_a_function_call_output_item() {
+        let text = ClientEvent::FunctionOutput {
+            call_id: "call_1",
+            output: r#"{"ok":true}"#,
+        }
+        .to_json();
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["type"], "conversation.item.create");
+        assert_eq!(v["item"]["type"], "function_call_output");
+        assert_eq!(v["item"]["call_id"], "call_1");
+        assert_eq!(v["item"]["output"], r#"{"ok":true}"#);
+    }
+
+    #[test]
+    fn function_calls_are_read_from_arguments_done_and_from_response_done() {
+        let done = r#"{"type":"response.function_call_arguments.done","event_id":"e","response_id":"resp_1","item_id":"item_2","output_index":1,"call_id":"call_9","name":"book","arguments":"{\"day\":\"Tue\"}"}"#;
+        match parse(done).expect("parse") {
+            ServerEvent::FunctionCall(call) => {
+                assert_eq!(call.call_id, "call_9");
+                assert_eq!(call.name, "book");
+                assert_eq!(call.arguments, r#"{"day":"Tue"}"#);
+                assert_eq!(call.response_id.as_deref(), Some("resp_1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let response = r#"{"type":"response.done","response":{"id":"resp_1","status":"completed","output":[{"type":"message","role":"assistant"},{"type":"function_call","call_id":"call_9","name":"book","arguments":"{}"}]}}"#;
+        match parse(response).expect("parse") {
+            ServerEvent::ResponseDone { function_calls, .. } => {
+                assert_eq!(function_calls.len(), 1);
+                assert_eq!(function_calls[0].call_id, "call_9");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(r#"{"type":"response.function_call_arguments.done","name":"x"}"#).is_err());
     }
 
     #[test]
@@ -860,6 +1025,7 @@ mod tests {
                 status,
                 usage,
                 failure,
+                ..
             }) => {
                 assert_eq!(response_id.as_deref(), Some("resp_2"));
                 assert_eq!(status.as_deref(), Some("cancelled"));

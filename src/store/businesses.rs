@@ -9,7 +9,8 @@ use super::*;
 
 /// The tables that hang off a business, in the order they are emptied when it is deleted:
 /// experiments before the prompt versions they name, versions before the business.
-const BUSINESS_CHILD_TABLES: [&str; 4] = [
+const BUSINESS_CHILD_TABLES: [&str; 5] = [
+    "business_tools",
     "experiments",
     "prompt_versions",
     "business_guard_rules",
@@ -43,7 +44,8 @@ impl Store {
             "UPDATE businesses SET name = $2, language = $3, voice = $4, ai_prompt = $5, \
              outbound_ai_prompt = $6, greeting_instructions = $7, guard_policy = $8, hours = $9, \
              required_sections = $10, updated_at_ms = $11, max_concurrent_calls = $12, \
-             max_call_duration_s = $13, fallback = $14 WHERE id = $1 \
+             max_call_duration_s = $13, fallback = $14, end_call_enabled = $15, \
+             transfer_enabled = $16 WHERE id = $1 \
              RETURNING {BUSINESS_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -61,6 +63,8 @@ impl Store {
             .bind(business.max_concurrent_calls)
             .bind(business.max_call_duration_s)
             .bind(&business.fallback)
+            .bind(i64::from(business.end_call_enabled))
+            .bind(i64::from(business.transfer_enabled))
             .fetch_optional(&self.pool)
             .await?;
         match row {
@@ -130,7 +134,7 @@ impl Store {
         let business = new.to_business()?;
         let sql = format!(
             "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&business.id)
@@ -148,6 +152,8 @@ impl Store {
             .bind(business.max_concurrent_calls)
             .bind(business.max_call_duration_s)
             .bind(&business.fallback)
+            .bind(i64::from(business.end_call_enabled))
+            .bind(i64::from(business.transfer_enabled))
             .execute(&self.pool)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -341,6 +347,8 @@ pub(super) fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
         max_concurrent_calls: row.try_get("max_concurrent_calls")?,
         max_call_duration_s: row.try_get("max_call_duration_s")?,
         fallback: row.try_get("fallback")?,
+        end_call_enabled: row.try_get::<i64, _>("end_call_enabled")? != 0,
+        transfer_enabled: row.try_get::<i64, _>("transfer_enabled")? != 0,
     })
 }
 
@@ -373,6 +381,12 @@ impl BusinessUpdate {
         }
         if let Some(fallback) = &self.fallback {
             business.fallback = validate_fallback(fallback)?;
+        }
+        if let Some(on) = self.end_call_enabled {
+            business.end_call_enabled = on;
+        }
+        if let Some(on) = self.transfer_enabled {
+            business.transfer_enabled = on;
         }
         for (field, value, current) in [
             (
@@ -444,6 +458,8 @@ impl NewBusiness {
             max_concurrent_calls: None,
             max_call_duration_s: None,
             fallback: None,
+            end_call_enabled: true,
+            transfer_enabled: true,
         })
     }
 }

@@ -89,7 +89,7 @@ pub(super) fn event_from_row(row: &AnyRow) -> Result<CallEvent, sqlx::Error> {
 }
 
 /// Column `column` read as a vocabulary value; an unknown form is a decode error naming it.
-fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
+pub(super) fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
 where
     T: std::str::FromStr<Err = crate::domain::UnknownValue>,
 {

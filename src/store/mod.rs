@@ -27,6 +27,7 @@ mod events;
 mod model;
 mod prompts;
 mod rules;
+mod tools;
 
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,9 +44,9 @@ use crate::guard::redact::redact;
 pub use backend::Backend;
 pub use e164::normalize_e164;
 pub use model::{
-    Business, BusinessRule, BusinessUpdate, CallEnd, CallEvent, CallRecord, CallSummary,
-    DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, ExperimentCall, NewBusiness, NewCall,
-    NewCallEvent,
+    Business, BusinessRule, BusinessTool, BusinessUpdate, CallEnd, CallEvent, CallRecord,
+    CallSummary, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, ExperimentCall,
+    NewBusiness, NewCall, NewCallEvent, NewToolCall, ToolCallRecord,
 };
 pub use prompts::{
     Experiment, ExperimentStatus, NewPromptVersion, PromptStatus, PromptVersion,
@@ -76,11 +77,15 @@ const POSTGRES_LIFECYCLE: &str = include_str!("../../migrations/postgres/0005_li
 const SQLITE_FALLBACK: &str = include_str!("../../migrations/sqlite/0006_fallback.sql");
 /// PostgreSQL migration 6: each business's fallback.
 const POSTGRES_FALLBACK: &str = include_str!("../../migrations/postgres/0006_fallback.sql");
+/// SQLite migration 7: business tools, built-in call control switches, tool calls.
+const SQLITE_TOOLS: &str = include_str!("../../migrations/sqlite/0007_tools.sql");
+/// PostgreSQL migration 7: business tools, built-in call control switches, tool calls.
+const POSTGRES_TOOLS: &str = include_str!("../../migrations/postgres/0007_tools.sql");
 
 /// The `businesses` columns, as every query selects them.
 const BUSINESS_COLUMNS: &str = "id, name, language, voice, ai_prompt, outbound_ai_prompt, \
      greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms, \
-     max_concurrent_calls, max_call_duration_s, fallback";
+     max_concurrent_calls, max_call_duration_s, fallback, end_call_enabled, transfer_enabled";
 
 /// The `calls` columns, as every query selects them.
 pub(crate) const CALL_COLUMNS: &str = "call_sid, stream_sid, business_id, direction, \
@@ -275,7 +280,7 @@ impl Store {
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (init, guards, prompts, summaries, lifecycle, fallback) = match self.backend {
+        let (init, guards, prompts, summaries, lifecycle, fallback, tools) = match self.backend {
             Backend::Sqlite => (
                 SQLITE_INIT,
                 SQLITE_GUARDS,
@@ -283,6 +288,7 @@ impl Store {
                 SQLITE_SUMMARIES,
                 SQLITE_LIFECYCLE,
                 SQLITE_FALLBACK,
+                SQLITE_TOOLS,
             ),
             Backend::Postgres => (
                 POSTGRES_INIT,
@@ -291,6 +297,7 @@ impl Store {
                 POSTGRES_SUMMARIES,
                 POSTGRES_LIFECYCLE,
                 POSTGRES_FALLBACK,
+                POSTGRES_TOOLS,
             ),
         };
         let migration = |version, description, sql: &'static str| {
@@ -309,6 +316,7 @@ impl Store {
             migration(4, "summaries", summaries),
             migration(5, "lifecycle", lifecycle),
             migration(6, "fallback", fallback),
+            migration(7, "tools", tools),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

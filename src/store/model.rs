@@ -53,6 +53,10 @@ pub struct Business {
     /// number to put the caller through to, `"apology"` (a spoken apology and a hang-up), or
     /// `None`: the instance's `fallback.number`.
     pub fallback: Option<String>,
+    /// The model may end the call with the built-in `end_call` tool (on by default).
+    pub end_call_enabled: bool,
+    /// The model may transfer the call with the built-in `transfer_call` tool (on by default).
+    pub transfer_enabled: bool,
 }
 
 /// A business to create with [`Store::add_business`](super::Store::add_business).
@@ -134,6 +138,10 @@ pub struct BusinessUpdate {
     /// Where calls go when no model can take them: an E.164 number, `"apology"`, or `""` for
     /// the instance's `fallback.number`.
     pub fallback: Option<String>,
+    /// Whether the model may end calls with the built-in `end_call` tool.
+    pub end_call_enabled: Option<bool>,
+    /// Whether the model may transfer calls with the built-in `transfer_call` tool.
+    pub transfer_enabled: Option<bool>,
 }
 
 impl BusinessUpdate {
@@ -337,4 +345,78 @@ impl From<BusinessRule> for crate::guard::sanitizer::RuleOverride {
             enabled: rule.enabled,
         }
     }
+}
+
+/// A tool of a business (`business_tools`), as stored and as the admin API shows it. Checked
+/// by [`crate::ops::tools::set`] before it is written; the secret itself is never stored, only
+/// the name of the environment variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BusinessTool {
+    /// The name the model calls it by (`^[A-Za-z0-9_-]{1,64}$`, the Realtime API's rule for
+    /// function names); for an MCP tool, its `server_label`. Unique per business; `end_call`
+    /// and `transfer_call` are the built-ins' and cannot be taken.
+    pub name: String,
+    /// `function` (called by the proxy) or `mcp` (passed through).
+    pub kind: crate::domain::ToolKind,
+    /// What the tool does, for the model (may be empty for an MCP tool).
+    pub description: String,
+    /// The JSON Schema of a function's arguments (an object schema); `{}`-like for MCP.
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+    /// A function's endpoint (`https://`, or `http://` to a loopback address), or an MCP
+    /// server's URL.
+    pub endpoint: String,
+    /// How long the proxy waits for a function's endpoint, ms (1 to 30,000).
+    pub timeout_ms: i64,
+    /// The environment variable holding the signing secret (a function; required) or the
+    /// bearer token (MCP; optional, empty for none).
+    pub secret_env: String,
+    /// An MCP tool's `allowed_tools`; empty: all of the server's tools.
+    pub allowed_tools: Vec<String>,
+    /// When it was last written, epoch ms.
+    pub updated_at_ms: i64,
+}
+
+/// A tool call to record with [`Store::insert_tool_call`](super::Store::insert_tool_call).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewToolCall {
+    /// Twilio CallSid of the call that made it.
+    pub call_sid: String,
+    /// The call's business.
+    pub business_id: String,
+    /// When the model's call arrived, epoch ms.
+    pub at_ms: i64,
+    /// The tool's name.
+    pub tool: String,
+    /// How it ended.
+    pub status: crate::domain::ToolStatus,
+    /// From the model's call to its output, ms.
+    pub latency_ms: f64,
+    /// Hold audio the caller heard meanwhile, ms.
+    pub held_ms: u64,
+    /// The arguments as JSON text; redacted before they are written.
+    pub arguments: String,
+}
+
+/// A stored tool call, as [`Store::tool_calls`](super::Store::tool_calls) reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ToolCallRecord {
+    /// Generated id: `"tool_"` + 32 hex digits.
+    pub id: String,
+    /// Twilio CallSid.
+    pub call_sid: String,
+    /// The call's business.
+    pub business_id: String,
+    /// When the model's call arrived, epoch ms.
+    pub at_ms: i64,
+    /// The tool's name.
+    pub tool: String,
+    /// How it ended.
+    pub status: crate::domain::ToolStatus,
+    /// From the model's call to its output, ms.
+    pub latency_ms: f64,
+    /// Hold audio the caller heard meanwhile, ms.
+    pub held_ms: i64,
+    /// The redacted arguments (JSON text).
+    pub arguments: String,
 }

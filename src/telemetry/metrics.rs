@@ -137,6 +137,15 @@ pub struct FallbackLabels {
     pub delivered: &'static str,
 }
 
+/// A tool and how its call ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    /// The tool's name (a business's tool names are few and chosen by its operators).
+    pub tool: String,
+    /// [`crate::domain::ToolStatus::as_str`].
+    pub status: &'static str,
+}
+
 /// An alert by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -227,6 +236,8 @@ pub struct Metrics {
     /// Calls sent to their business's fallback (no model could take them), by action and
     /// whether Twilio took the redirect.
     pub call_fallbacks: Family<FallbackLabels, Counter>,
+    /// The model's tool call to its output sent, by tool and status.
+    pub tool_calls: HistogramFamily<ToolLabels>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -272,6 +283,7 @@ impl Metrics {
             http_connections_shed: Family::default(),
             upstream_rate_limit_remaining: Family::default(),
             call_fallbacks: Family::default(),
+            tool_calls: Family::new_with_constructor(voice_histogram),
             upstream_reconnects: Family::default(),
             upstream_reconnect: voice_histogram(),
             upstream_failovers: Family::default(),
@@ -420,6 +432,11 @@ impl Metrics {
             "call_fallbacks",
             "Calls no model could take, sent to their business's fallback (dial or apology), by whether Twilio took the redirect",
             m.call_fallbacks.clone(),
+        );
+        r.register(
+            "tool_call_seconds",
+            "The model's tool call (response.function_call_arguments.done) to its function_call_output sent upstream, by tool and status",
+            m.tool_calls.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -101,6 +101,33 @@ pub enum TimelineEvent {
         /// Keys in the entry.
         keys: usize,
     },
+    /// The model called a tool.
+    ToolCalled {
+        /// The tool's name.
+        tool: String,
+    },
+    /// A tool call ended and its output went to the model (then a `response.create`, once no
+    /// other call of the run is out).
+    ToolResult {
+        /// The tool's name.
+        tool: String,
+        /// How it ended.
+        status: crate::domain::ToolStatus,
+        /// The model's call to its output sent, ms.
+        latency_ms: f64,
+        /// Hold audio the caller heard while it ran, ms (0: none).
+        held_ms: u64,
+        /// The proxy's own time from the model's call to the request handed to the HTTP
+        /// client, µs; `None` when no request was made.
+        before_request_us: Option<u64>,
+        /// The proxy's own time from the endpoint's answer read to the output (and the
+        /// `response.create`) queued upstream, µs.
+        after_answer_us: u64,
+    },
+    /// The model called `end_call`: the call ends once its goodbye has played.
+    HangupRequested,
+    /// The caller spoke before the goodbye had played: the hang-up is off.
+    HangupCancelled,
     /// What the caller said (input transcription).
     CallerTranscript {
         /// The text.
@@ -302,6 +329,38 @@ impl fmt::Display for TimelineEvent {
                     f,
                     "caller typed {keys} key(s) on the keypad (digits not kept)"
                 )
+            }
+            TimelineEvent::ToolCalled { tool } => write!(f, "model calls tool {tool}"),
+            TimelineEvent::ToolResult {
+                tool,
+                status,
+                latency_ms,
+                held_ms,
+                before_request_us,
+                after_answer_us,
+            } => {
+                write!(f, "tool {tool}: {status} after {latency_ms:.1} ms")?;
+                if *held_ms > 0 {
+                    write!(f, ", caller heard {held_ms} ms of hold audio")?;
+                }
+                if let Some(before) = before_request_us {
+                    write!(
+                        f,
+                        " (proxy time: {:.3} ms to the request, {:.3} ms after the answer)",
+                        *before as f64 / 1000.0,
+                        *after_answer_us as f64 / 1000.0
+                    )?;
+                }
+                Ok(())
+            }
+            TimelineEvent::HangupRequested => {
+                write!(
+                    f,
+                    "model ends the call: hang-up once the goodbye has played"
+                )
+            }
+            TimelineEvent::HangupCancelled => {
+                write!(f, "caller spoke during the goodbye: hang-up cancelled")
             }
             TimelineEvent::CallerTranscript { text } => write!(f, "caller said: {text:?}"),
             TimelineEvent::ModelTranscript { text } => write!(f, "model said: {text:?}"),

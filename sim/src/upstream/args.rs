@@ -99,6 +99,7 @@ impl SimUpstreamArgs {
             accepted_handshakes: None,
             refused_responses: 0,
             check_isolation: false,
+            tool_calls: Vec::new(),
             recv_buffer_bytes: None,
         };
         Ok((self.listen, config))

@@ -75,6 +75,23 @@ pub struct SimUpstreamConfig {
     /// Check every `session.update`'s instructions for business isolation
     /// ([`crate::isolation`]), readable from [`super::SimUpstream::isolation`]. Default off.
     pub check_isolation: bool,
+    /// Scripted function calls: the response of a connection with index
+    /// [`ScriptedToolCall::response`] (0-based, as `replies`) ends, after its audio, with a
+    /// `function_call` item, announced by `response.function_call_arguments.delta`/`.done` and
+    /// in `response.done`'s output, as the live service does. A cancelled response calls
+    /// nothing. Default empty.
+    pub tool_calls: Vec<ScriptedToolCall>,
+}
+
+/// A function call the simulated model makes at the end of one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptedToolCall {
+    /// Which response of a connection (0-based; the greeting is 0).
+    pub response: usize,
+    /// The function's name.
+    pub name: String,
+    /// The arguments, JSON text.
+    pub arguments: String,
 }
 
 /// Something that goes wrong with a connection, this many ms after its handshake.
@@ -152,6 +169,7 @@ impl Default for SimUpstreamConfig {
             recv_buffer_bytes: None,
             refused_responses: 0,
             check_isolation: false,
+            tool_calls: Vec::new(),
         }
     }
 }

@@ -105,6 +105,8 @@ pub(super) struct ActiveResponse {
     /// False for out-of-band responses (`conversation: "none"`), whose item is not added to the
     /// conversation.
     in_conversation: bool,
+    /// The function call it ends with, if scripted.
+    tool_call: Option<ScriptedToolCall>,
 }
 
 /// Turn-detection settings in effect, read from the session object.
@@ -167,6 +169,8 @@ pub(super) struct Connection {
     responses_started: usize,
     /// `response.create`s refused so far ([`SimUpstreamConfig::refused_responses`]).
     responses_refused: usize,
+    /// `call_id`s of the function calls made on this connection (an output must name one).
+    calls: std::collections::HashSet<String>,
     /// The business this connection's instructions have been, for the isolation check.
     isolation_seen: Option<usize>,
     /// The caller's last scripted transcript (for `{caller}` in replies).
@@ -229,6 +233,7 @@ impl Connection {
             committed_turns: 0,
             responses_started: 0,
             responses_refused: 0,
+            calls: Default::default(),
             isolation_seen: None,
             last_caller_transcript: String::new(),
             pending_transcriptions: std::collections::VecDeque::new(),
@@ -813,6 +818,21 @@ impl Connection {
             Some(given) => given.to_owned(),
             None => self.new_item_id(),
         };
+        if fields.get("type").and_then(Value::as_str) == Some("function_call_output") {
+            let call_id = fields.get("call_id").and_then(Value::as_str).unwrap_or("");
+            if !self.calls.contains(call_id) {
+                // The live service refuses an output for a call it did not make.
+                return self
+                    .out
+                    .error(
+                        id,
+                        "invalid_value",
+                        format!("Tool call with call_id '{call_id}' not found in conversation."),
+                        Some("item.call_id"),
+                    )
+                    .await;
+            }
+        }
         let mut item = fields.clone();
         item.insert("id".into(), Value::String(item_id.clone()));
         item.insert("object".into(), Value::String("realtime.item".into()));
@@ -1083,6 +1103,12 @@ impl Connection {
                 .replace("{instructions}", &instructions),
             None => self.config().clip.transcript.clone(),
         };
+        let tool_call = self
+            .config()
+            .tool_calls
+            .iter()
+            .find(|c| c.response == self.responses_started)
+            .cloned();
         self.responses_started += 1;
         let now = Instant::now();
         let first_audio_at = now + Duration::from_millis(self.config().first_audio_delay_ms);
@@ -1098,6 +1124,7 @@ impl Connection {
             transcript,
             metadata,
             in_conversation,
+            tool_call,
         };
         let response =
             self.response_object(&active, "in_progress", Value::Null, vec![], Value::Null);
@@ -1292,12 +1319,84 @@ impl Connection {
                 .send(json!({"type": "conversation.item.done", "previous_item_id": previous, "item": item}))
                 .await?;
         }
+        let mut output = vec![item];
+        if let (Finish::Completed, Some(call)) = (finish, &active.tool_call) {
+            output.push(self.call_function(&active, call).await?);
+        }
         let usage = self.usage_for(&active, &transcript);
-        let response = self.response_object(&active, status, status_details, vec![item], usage);
+        let response = self.response_object(&active, status, status_details, output, usage);
         self.echoing = self.config().echo;
         self.out
             .send(json!({"type": "response.done", "response": response}))
             .await
+    }
+
+    /// The events of a function call at the end of `active` (output index 1): the item added,
+    /// the arguments streamed and done, the item done, as the live service sends them.
+    /// Returns the item, for `response.done`'s output.
+    async fn call_function(
+        &mut self,
+        active: &ActiveResponse,
+        call: &ScriptedToolCall,
+    ) -> Result<Value, WsError> {
+        let item_id = self.new_item_id();
+        let call_id = format!(
+            "call_sim{:03}{}",
+            self.out.connection,
+            item_id.trim_start_matches("item_")
+        );
+        self.calls.insert(call_id.clone());
+        let item = |status: &str, arguments: &str| {
+            json!({
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": status,
+                "name": call.name,
+                "call_id": call_id,
+                "arguments": arguments,
+            })
+        };
+        self.out
+            .send(
+                json!({"type": "response.output_item.added", "response_id": active.id,
+                "output_index": 1, "item": item("in_progress", "")}),
+            )
+            .await?;
+        let previous = self.order.last().cloned();
+        self.add_item(
+            item_id.clone(),
+            Role::Other,
+            item("completed", &call.arguments),
+        );
+        self.out
+            .send(
+                json!({"type": "conversation.item.added", "previous_item_id": previous,
+                "item": item("in_progress", "")}),
+            )
+            .await?;
+        self.out
+            .send(json!({"type": "response.function_call_arguments.delta", "response_id": active.id,
+                "item_id": item_id, "output_index": 1, "call_id": call_id, "delta": call.arguments}))
+            .await?;
+        self.out
+            .send(
+                json!({"type": "response.function_call_arguments.done", "response_id": active.id,
+                "item_id": item_id, "output_index": 1, "call_id": call_id, "name": call.name,
+                "arguments": call.arguments}),
+            )
+            .await?;
+        let done = item("completed", &call.arguments);
+        self.out
+            .send(
+                json!({"type": "response.output_item.done", "response_id": active.id,
+                "output_index": 1, "item": done}),
+            )
+            .await?;
+        self.out
+            .send(json!({"type": "conversation.item.done", "previous_item_id": previous, "item": done}))
+            .await?;
+        Ok(done)
     }
 
     /// Plausible token counts: input text ≈ instructions chars / 4 plus earlier text, input audio

@@ -36,7 +36,9 @@
 //!
 //! Limits, on purpose: output audio is always the clip's mu-law, whatever `audio.output.format`
 //! says, and input audio is always read as mu-law (the relay uses `audio/pcmu` both ways);
-//! `semantic_vad` behaves like `server_vad`; `idle_timeout_ms` and tools are accepted and ignored.
+//! `semantic_vad` behaves like `server_vad`; `idle_timeout_ms` is accepted and ignored; tools
+//! are accepted, and a response calls one only when scripted to (`tool_calls`), whatever the
+//! session's tools are. A `function_call_output` must name a `call_id` the connection made.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -107,7 +109,9 @@ mod session;
 pub use args::SimUpstreamArgs;
 pub use clip::{Clip, ClipError, default_clip};
 use config::*;
-pub use config::{Dialect, ECHO_GREETING_MS, Fault, SessionLog, SimUpstreamConfig, Truncation};
+pub use config::{
+    Dialect, ECHO_GREETING_MS, Fault, ScriptedToolCall, SessionLog, SimUpstreamConfig, Truncation,
+};
 use connection::*;
 use session::*;
 

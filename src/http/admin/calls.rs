@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorBody};
 use crate::http::AppState;
-use crate::store::{CallEvent, CallRecord};
+use crate::store::{CallEvent, CallRecord, ToolCallRecord};
 use crate::telemetry::alerts::AlertStatus;
 use crate::telemetry::window::{
     BusinessFigures, LiveCall, RecentCall, WINDOWS_MINUTES, WindowFigures,
@@ -37,6 +37,8 @@ pub struct CallDetail {
     /// Guard decisions, oldest first.
     #[schema(value_type = Vec<Object>)]
     pub events: Vec<CallEvent>,
+    /// Tool calls (name, status, latency, hold audio heard, redacted arguments), oldest first.
+    pub tool_calls: Vec<ToolCallRecord>,
 }
 
 /// What the dashboard shows: this instance's live calls, and per business the latency
@@ -119,10 +121,12 @@ pub(super) async fn show_call(
         .await?
         .unwrap_or_default();
     let events = state.store.call_events(&call_sid).await?;
+    let tool_calls = state.store.tool_calls(&call_sid).await?;
     Ok(Json(CallDetail {
         call,
         prompt_version_id,
         variant,
         events,
+        tool_calls,
     }))
 }

@@ -1,5 +1,5 @@
 //! The admin API (JSON over HTTP, under `/api/v1`): businesses and their numbers (create, read,
-//! change, delete) and own guard rules (list, set, disable), prompt versions (create, list, show, diff, promote, roll back, preview),
+//! change, delete), own guard rules (list, set, disable) and tools (list, set, remove), prompt versions (create, list, show, diff, promote, roll back, preview),
 //! prompt experiments (create, start, stop, results, a caller's assignment), and calls (the
 //! most recent ones, and one with its prompt version, summary and guard events).
 //!
@@ -25,7 +25,7 @@
 //! Prompt bodies are validated on create, promote and rollback, by the same use cases
 //! `voxrelay prompt` runs ([`crate::ops::prompts`]).
 //!
-//! One file per resource: [`businesses`] (and their numbers and policy), [`prompts`],
+//! One file per resource: [`businesses`] (and their numbers and policy), [`tools`], [`prompts`],
 //! [`experiments`], [`calls`] (and the stats); auth and errors have their own.
 
 mod auth;
@@ -34,6 +34,7 @@ mod calls;
 mod error;
 mod experiments;
 mod prompts;
+mod tools;
 
 pub use error::{ApiError, Body, ErrorBody};
 use error::{CommonErrors, json_errors};
@@ -43,6 +44,7 @@ use businesses::*;
 use calls::*;
 use experiments::*;
 use prompts::*;
+use tools::*;
 
 use axum::http::Method;
 use axum::middleware;
@@ -106,6 +108,21 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::DELETE,
             "/api/v1/businesses/{id}/guard-rules/{rule_id}",
             delete(disable_rule),
+        ),
+        (
+            Method::GET,
+            "/api/v1/businesses/{id}/tools",
+            get(list_tools),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/businesses/{id}/tools/{name}",
+            put(set_tool),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/businesses/{id}/tools/{name}",
+            delete(remove_tool),
         ),
         (
             Method::POST,
@@ -226,6 +243,9 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         list_rules,
         set_rule,
         disable_rule,
+        list_tools,
+        set_tool,
+        remove_tool,
         create_prompt,
         list_prompts,
         rollback,
@@ -251,6 +271,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         AddNumber,
         NumberAdded,
         SetRule,
+        SetTool,
+        crate::store::BusinessTool,
+        crate::store::ToolCallRecord,
+        crate::domain::ToolKind,
+        crate::domain::ToolStatus,
         CreatePrompt,
         ValidatedVersion,
         Promote,
