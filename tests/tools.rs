@@ -10,6 +10,7 @@
 //! | every other way a tool fails | [`every_tool_failure_becomes_an_output_the_model_can_speak_about`] |
 //! | `end_call` after the goodbye played | [`end_call_hangs_up_once_the_goodbye_has_played`] |
 //! | `end_call` cancelled by the caller | [`end_call_is_cancelled_when_the_caller_speaks_during_the_goodbye`] |
+//! | `voxrelay demo --scenario booking` | [`the_booking_demo_books_with_the_hold_clip_and_the_agent_hangs_up`] |
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -653,4 +654,19 @@ async fn end_call_is_cancelled_when_the_caller_speaks_during_the_goodbye() {
         "no tools when end_call is off and the business has none"
     );
     world.stop().await;
+}
+
+#[tokio::test]
+async fn the_booking_demo_books_with_the_hold_clip_and_the_agent_hangs_up() {
+    let outcome = voxrelay_sim::demo::run(&voxrelay_sim::demo::DemoOptions {
+        scenario: voxrelay_sim::demo::Scenario::Booking,
+        ..Default::default()
+    })
+    .await
+    .expect("the demo runs");
+    voxrelay_sim::demo::check(&outcome).expect("the demo shows what it exists to show");
+    let text = voxrelay_sim::demo::render(&outcome);
+    assert!(text.contains("tool book_appointment: ok"), "{text}");
+    assert!(text.contains("hold audio played"), "{text}");
+    assert!(text.contains("agent_hangup"), "{text}");
 }

@@ -26,6 +26,10 @@ pub struct DemoArgs {
     /// Make the caller's second line a prompt-injection attempt.
     #[arg(long)]
     attack: bool,
+    /// What the call shows: call (greeting, barge-in, answers) or booking (a tool call with
+    /// its hold clip, then the agent hangs up).
+    #[arg(long, value_enum, default_value = "call")]
+    scenario: demo::Scenario,
 }
 
 /// `voxrelay call-sim`.
@@ -68,6 +72,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         heard_wav: args.heard_wav,
         policy: args.policy,
         attack: args.attack,
+        scenario: args.scenario,
         ..DemoOptions::default()
     };
     println!("voxrelay demo: placing one simulated call on jfk.wav (about 20 s of real time)...");

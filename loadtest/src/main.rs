@@ -30,6 +30,7 @@ mod floor;
 mod proxy;
 mod reconnect;
 mod stamp;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,6 +76,8 @@ enum Command {
     /// Measure mid-call reconnects: every upstream session is closed a few seconds in, and the
     /// gap until the call's new session is restored is compared with a bare dial.
     Reconnect(reconnect::ReconnectArgs),
+    /// Measure what a tool call costs the proxy, beside the same request sent directly.
+    Tools(tools::ToolsArgs),
 }
 
 /// What carries the calls.
@@ -245,6 +248,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(floor::serve(listen, upstream))
         }
         Some(Command::Reconnect(args)) => runtime.block_on(reconnect::run(args)),
+        Some(Command::Tools(args)) => runtime.block_on(tools::run(args)),
         None if cli.run.floor => {
             let proxy = runtime.block_on(run(cli.run.clone(), Relay::Proxy))?;
             let floor = runtime.block_on(run(cli.run.clone(), Relay::Floor))?;

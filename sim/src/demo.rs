@@ -62,7 +62,29 @@ pub struct DemoOptions {
     pub policy: String,
     /// The caller's second line is an injection attempt instead of JFK's words.
     pub attack: bool,
+    /// What the call shows.
+    pub scenario: Scenario,
 }
+
+/// What a demo call shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Scenario {
+    /// Greeting, upgrade, barge-in and answers on jfk.wav (the default).
+    #[default]
+    Call,
+    /// The caller books an appointment: the model calls the business's booking tool on a
+    /// local endpoint the demo starts (slow enough for the hold clip), reads back the booking,
+    /// says goodbye and ends the call itself (`end_call`).
+    Booking,
+}
+
+/// The booking demo's tool and what its endpoint answers (after [`BOOKING_TOOL_DELAY_MS`]).
+pub const BOOKING_TOOL: &str = "book_appointment";
+/// What the booking endpoint answers.
+pub const BOOKING_ANSWER: &str =
+    r#"{"booked":true,"day":"Tuesday","time":"10:00","confirmation":"BK-1042"}"#;
+/// How long the booking endpoint takes, ms: long enough for the hold clip.
+pub const BOOKING_TOOL_DELAY_MS: u64 = 1800;
 
 /// What the simulated upstream "transcribes" for each of the caller's turns in jfk.wav.
 pub const JFK_LINES: [&str; 4] = [
@@ -89,6 +111,7 @@ impl Default for DemoOptions {
             stream_connect_delay_ms: 250,
             policy: "monitor".into(),
             attack: false,
+            scenario: Scenario::Call,
         }
     }
 }
@@ -102,10 +125,15 @@ pub struct DemoOutcome {
     pub proxy: CallReport,
     /// `session.update` events carrying the FULL instructions that reached the upstream.
     pub full_updates: usize,
+    /// What the call showed.
+    pub scenario: Scenario,
 }
 
 /// Runs the demo call. Errors when any part fails to start or the call does not stream.
 pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
+    if options.scenario == Scenario::Booking {
+        return run_booking(options).await;
+    }
     let speech = jfk_speech(None)?;
     let mut transcripts: Vec<String> = JFK_LINES.iter().map(|l| l.to_string()).collect();
     if options.attack {
@@ -168,6 +196,121 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         caller,
         proxy,
         full_updates,
+        scenario: Scenario::Call,
+    })
+}
+
+/// The booking scenario: the caller asks for an appointment (the first 3 s of jfk.wav, heard
+/// by the simulated model as a booking request); the model says it will check and calls
+/// `book_appointment` on the demo's endpoint, which answers after 1.8 s; the model reads the
+/// booking back, says goodbye and calls `end_call`; the proxy hangs up once that played.
+async fn run_booking(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
+    use crate::tool_endpoint::{Behaviour, SimToolEndpoint};
+    use crate::upstream::{ScriptedToolCall, default_clip};
+    let endpoint = SimToolEndpoint::start(
+        crate::world::SIM_TOOL_SECRET,
+        [(
+            BOOKING_TOOL.to_string(),
+            Behaviour::ok(BOOKING_ANSWER, BOOKING_TOOL_DELAY_MS),
+        )]
+        .into(),
+    )
+    .await?;
+    let upstream = SimUpstreamConfig {
+        clip: default_clip()?.first_ms(2000, "Bright Smile Dental, how can I help?"),
+        transcripts: vec!["Hi, I'd like to book a cleaning on Tuesday at ten, please.".into()],
+        replies: vec![
+            "Thank you for calling Bright Smile Dental, how can I help you today?".into(),
+            "Let me check Tuesday at ten for you.".into(),
+            "You're booked for Tuesday at 10 a.m., confirmation BK-1042. Goodbye!".into(),
+        ],
+        tool_calls: vec![
+            ScriptedToolCall {
+                response: 1,
+                name: BOOKING_TOOL.into(),
+                arguments: r#"{"day":"Tuesday","time":"10:00","service":"cleaning"}"#.into(),
+            },
+            ScriptedToolCall {
+                response: 2,
+                name: "end_call".into(),
+                arguments: r#"{"reason":"appointment booked"}"#.into(),
+            },
+        ],
+        transcription_delay_ms: options.transcription_ms,
+        first_audio_delay_ms: options.first_audio_ms,
+        connect_delay_ms: options.connect_delay_ms,
+        event_log: options.event_log.clone(),
+        ..SimUpstreamConfig::default()
+    };
+    let mut world = World::start(WorldOptions {
+        upstream,
+        ..WorldOptions::default()
+    })
+    .await?;
+    world
+        .add_business(
+            DEMO_BUSINESS_ID,
+            "Bright Smile Dental",
+            DEMO_PROMPT,
+            "Greet the caller warmly, say the practice's name, and ask how you can help.",
+            DEMO_NUMBER,
+        )
+        .await?;
+    voxrelay::ops::tools::set(
+        &world.store,
+        DEMO_BUSINESS_ID,
+        voxrelay::store::BusinessTool {
+            name: BOOKING_TOOL.into(),
+            kind: voxrelay::domain::ToolKind::Function,
+            description: "Book an appointment at the practice for the caller.".into(),
+            parameters: serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "day": {"type": "string", "description": "Weekday"},
+                    "time": {"type": "string", "pattern": "^[0-9]{2}:[0-9]{2}$"},
+                    "service": {"type": "string", "enum": ["cleaning", "checkup", "emergency"]}
+                },
+                "required": ["day", "time"],
+                "additionalProperties": false
+            }),
+            endpoint: endpoint.url(BOOKING_TOOL),
+            timeout_ms: 5000,
+            secret_env: crate::world::SIM_TOOL_SECRET_ENV.into(),
+            allowed_tools: Vec::new(),
+            updated_at_ms: 0,
+        },
+    )
+    .await?;
+    let mut caller = world.caller(
+        "CA0123456789abcdef0123456789abcdee",
+        DEMO_NUMBER,
+        jfk_speech(Some(3.0))?,
+    );
+    // The caller waits for the greeting, asks, then stays on the line: the model hangs up.
+    caller.lead_silence_ms = 2600;
+    caller.tail_silence_ms = 15_000;
+    caller.stream_connect_delay_ms = options.stream_connect_delay_ms;
+    let (caller, proxy) = world.call(caller).await?;
+    let requests = endpoint.requests();
+    world.stop().await;
+    let proxy = proxy.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the call did not stream (webhook answered {}: {})",
+            caller.webhook_status,
+            caller.twiml
+        )
+    })?;
+    if !requests.iter().all(|r| r.verified) {
+        anyhow::bail!("a tool request's signature did not verify");
+    }
+    if let Some(path) = &options.heard_wav {
+        wav::write_mulaw_as_wav(path, &caller.heard)?;
+    }
+    Ok(DemoOutcome {
+        caller,
+        proxy,
+        full_updates: 1,
+        scenario: Scenario::Booking,
     })
 }
 
@@ -393,6 +536,9 @@ pub fn heard_against_twilio(
 
 /// Checks that the demo showed what it exists to show; returns what is missing.
 pub fn check(outcome: &DemoOutcome) -> Result<(), String> {
+    if outcome.scenario == Scenario::Booking {
+        return check_booking(outcome);
+    }
     let p = &outcome.proxy;
     let mut missing = Vec::new();
     if p.greeting_latency_ms.is_none() {
@@ -418,6 +564,46 @@ pub fn check(outcome: &DemoOutcome) -> Result<(), String> {
         missing.push(
             "a caller-heard moment is more than 20 ms from when the simulated Twilio began playing",
         );
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
+/// The booking scenario's checks: the tool answered (with the hold clip heard while it ran),
+/// the model hung up, and the call ended that way.
+fn check_booking(outcome: &DemoOutcome) -> Result<(), String> {
+    let p = &outcome.proxy;
+    let mut missing = Vec::new();
+    let booked = p.timeline.entries().iter().find_map(|(_, e)| match e {
+        TimelineEvent::ToolResult {
+            tool,
+            status,
+            held_ms,
+            ..
+        } if tool == BOOKING_TOOL => Some((*status, *held_ms)),
+        _ => None,
+    });
+    match booked {
+        None => missing.push("the booking tool was never called"),
+        Some((status, _)) if status != voxrelay::domain::ToolStatus::Ok => {
+            missing.push("the booking tool did not answer ok")
+        }
+        Some((_, 0)) => missing.push("no hold clip while the booking tool ran"),
+        Some(_) => {}
+    }
+    if !p
+        .timeline
+        .entries()
+        .iter()
+        .any(|(_, e)| matches!(e, TimelineEvent::HangupRequested))
+    {
+        missing.push("the model did not call end_call");
+    }
+    if p.end_reason != voxrelay::domain::EndReason::AgentHangup {
+        missing.push("the call did not end with the agent's hang-up");
     }
     if missing.is_empty() {
         Ok(())
