@@ -211,6 +211,37 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// A remote MCP tool's server event (`shared/protocol/openai-realtime.md`, "Additions"): the
+    /// Realtime API calls the MCP server itself and tells the client what happened; the `event`
+    /// label of `voxrelay_mcp_events_total`. All are informational except the two `failed`.
+    McpEvent, "MCP event" {
+        /// `mcp_list_tools.in_progress`.
+        ListToolsInProgress = "mcp_list_tools.in_progress",
+        /// `mcp_list_tools.completed`.
+        ListToolsCompleted = "mcp_list_tools.completed",
+        /// `mcp_list_tools.failed`: the server's tools could not be listed.
+        ListToolsFailed = "mcp_list_tools.failed",
+        /// `response.mcp_call_arguments.delta`.
+        CallArgumentsDelta = "response.mcp_call_arguments.delta",
+        /// `response.mcp_call_arguments.done`.
+        CallArgumentsDone = "response.mcp_call_arguments.done",
+        /// `response.mcp_call.in_progress`.
+        CallInProgress = "response.mcp_call.in_progress",
+        /// `response.mcp_call.completed`.
+        CallCompleted = "response.mcp_call.completed",
+        /// `response.mcp_call.failed`: the call to the MCP server failed.
+        CallFailed = "response.mcp_call.failed",
+    }
+}
+
+impl McpEvent {
+    /// Whether the event reports a failure (the rest only say how things are going).
+    pub fn is_failure(self) -> bool {
+        matches!(self, McpEvent::ListToolsFailed | McpEvent::CallFailed)
+    }
+}
+
+vocabulary! {
     /// What a business tool is: a function the proxy calls over HTTPS, or a remote MCP server
     /// the Realtime API calls itself (`business_tools.kind`).
     ToolKind, "tool kind" {

@@ -670,3 +670,116 @@ async fn the_booking_demo_books_with_the_hold_clip_and_the_agent_hangs_up() {
     assert!(text.contains("hold audio played"), "{text}");
     assert!(text.contains("agent_hangup"), "{text}");
 }
+
+#[tokio::test]
+async fn tools_are_managed_through_the_admin_api_and_count_in_the_prompt_tokens() {
+    let (world, endpoint) = world(Vec::new(), 600, true, HashMap::new()).await;
+    let base = format!("http://{}/api/v1/businesses/dental/tools", world.proxy_addr);
+    let client = reqwest::Client::new();
+    let library = voxrelay::bootstrap::prompts(&world.config).expect("prompts");
+    let draft = || voxrelay::ops::prompts::NewDraft {
+        business_id: "dental".into(),
+        direction: voxrelay::domain::Direction::Inbound,
+        body: "We clean teeth at {{ business.name }}.".into(),
+        author: "test".into(),
+        note: String::new(),
+    };
+    let only_end_call = voxrelay::ops::prompts::create_version(&world.store, &library, draft())
+        .await
+        .expect("draft")
+        .report
+        .tools_tokens;
+    assert!(only_end_call > 20, "end_call counts: {only_end_call}");
+
+    let put = |name: &str, body: Value| {
+        client
+            .put(format!("{base}/{name}"))
+            .bearer_auth(SIM_ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let good = json!({
+        "description": "Book a dental appointment.",
+        "parameters": booking("x", 1).parameters,
+        "endpoint": endpoint.url("book_appointment"),
+        "timeout_ms": 2500,
+        "secret_env": SIM_TOOL_SECRET_ENV,
+    });
+    let stored: Value = put("book_appointment", good.clone())
+        .await
+        .expect("PUT")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stored["timeout_ms"], 2500);
+    assert_eq!(stored["kind"], "function");
+    let with_booking = voxrelay::ops::prompts::create_version(&world.store, &library, draft())
+        .await
+        .expect("draft")
+        .report
+        .tools_tokens;
+    assert!(
+        with_booking > only_end_call + 30,
+        "{only_end_call} -> {with_booking}"
+    );
+
+    // Each refusal names the field.
+    for (change, field) in [
+        (
+            json!({"endpoint": "http://tools.example.com/book"}),
+            "endpoint",
+        ),
+        (json!({"parameters": {"type": "array"}}), "parameters"),
+        (json!({"secret_env": ""}), "secret_env"),
+        (json!({"timeout_ms": 0}), "timeout_ms"),
+    ] {
+        let mut body = good.clone();
+        for (k, v) in change.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let answer = put("book_appointment", body).await.expect("PUT");
+        assert_eq!(answer.status(), 422, "{field}");
+        let text = answer.text().await.expect("text");
+        assert!(text.contains(field), "{field}: {text}");
+    }
+    let reserved = put("end_call", good.clone()).await.expect("PUT");
+    assert_eq!(reserved.status(), 422);
+
+    // A viewer reads, and cannot change.
+    let listed: Value = client
+        .get(&base)
+        .bearer_auth(voxrelay_sim::world::SIM_VIEWER_TOKEN)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed[0]["name"], "book_appointment");
+    assert!(
+        listed.to_string().find(SIM_TOOL_SECRET).is_none(),
+        "no secret shown"
+    );
+    let denied = client
+        .delete(format!("{base}/book_appointment"))
+        .bearer_auth(voxrelay_sim::world::SIM_VIEWER_TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(denied.status(), 403);
+    let removed = client
+        .delete(format!("{base}/book_appointment"))
+        .bearer_auth(SIM_ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(removed.status(), 204);
+    let again = client
+        .delete(format!("{base}/book_appointment"))
+        .bearer_auth(SIM_ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(again.status(), 404);
+    world.stop().await;
+}

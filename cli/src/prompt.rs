@@ -89,8 +89,8 @@ fn print_report(report: &Report) {
         println!("warning: {w}");
     }
     println!(
-        "FULL {} tokens, COMPACT {} tokens, prefix shared with other businesses {} tokens",
-        report.full_tokens, report.compact_tokens, report.shared_prefix_tokens
+        "FULL {} tokens, COMPACT {} tokens, prefix shared with other businesses {} tokens, tools {} tokens",
+        report.full_tokens, report.compact_tokens, report.shared_prefix_tokens, report.tools_tokens
     );
 }
 

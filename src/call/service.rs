@@ -42,7 +42,7 @@ use crate::telemetry::alerts::Alerts;
 use crate::telemetry::metrics::{BusinessLabels, Metrics, UpstreamLabels};
 use crate::telemetry::outcome::CallOutcome;
 use crate::telemetry::window::{CallStats, LiveCall};
-use crate::tools::{Builtin, ToolSet};
+use crate::tools::ToolSet;
 use crate::twilio::media::Start;
 use crate::twilio::token::{self, CallToken};
 
@@ -1065,11 +1065,8 @@ impl CallService {
     /// function whose schema does not compile is left out and logged: the call runs without it.
     async fn tools_for(&self, business: &Business) -> Result<Arc<ToolSet>, SetupError> {
         let stored = self.store.tools(&business.id).await?;
-        let mut builtins = Vec::new();
-        if business.end_call_enabled {
-            builtins.push(Builtin::EndCall);
-        }
-        let (tools, skipped) = ToolSet::compile(&stored, &builtins, &self.session.tools.secrets);
+        let (tools, skipped) =
+            crate::tools::for_business(business, &stored, &self.session.tools.secrets);
         for (tool, error) in &skipped {
             tracing::warn!(business_id = %business.id, tool, %error,
                 "a business tool does not compile; calls run without it");

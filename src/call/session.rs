@@ -46,7 +46,7 @@ use crate::realtime::events::{self as rt, ClientEvent, FunctionCall, ServerEvent
 use crate::realtime::failover::Dialed;
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
 use crate::store::{NewCallEvent, NewToolCall};
-use crate::telemetry::metrics::{Metrics, RateLimitLabels, ReconnectLabels, ToolLabels};
+use crate::telemetry::metrics::{McpLabels, Metrics, RateLimitLabels, ReconnectLabels, ToolLabels};
 use crate::telemetry::repeats::Repeats;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::tools::Builtin;
@@ -1117,6 +1117,19 @@ impl Session {
                 if let Some(uncommitted) = &mut self.uncommitted {
                     uncommitted.clear();
                     uncommitted.set_cap(reconnect::QUIET_RESEND_FRAMES);
+                }
+            }
+            ServerEvent::Mcp(event) => {
+                self.metrics
+                    .mcp_events
+                    .get_or_create(&McpLabels {
+                        event: event.as_str(),
+                    })
+                    .inc();
+                if event.is_failure() {
+                    tracing::warn!(call_sid = %self.call_sid, event = %event, "an MCP tool failed upstream");
+                    self.state
+                        .record(TimelineEvent::McpFailed { mcp_event: event }, now);
                 }
             }
             ServerEvent::Truncated { .. } | ServerEvent::Other { .. } => {}

@@ -69,6 +69,19 @@ pub fn check(
     )
 }
 
+/// What `business`'s tools add to every response's input, tokens ([`crate::tools::tokens`]).
+///
+/// Errors: the store's own.
+pub async fn tools_tokens(store: &Store, business: &Business) -> Result<usize, OpsError> {
+    let stored = store.tools(&business.id).await?;
+    let (set, _) = crate::tools::for_business(
+        business,
+        &stored,
+        &crate::tools::SecretSource::fixed(Default::default()),
+    );
+    Ok(crate::tools::tokens(&set.definitions()))
+}
+
 /// [`check`], as an error when the body is rejected.
 fn accepted(
     library: &PromptLibrary,
@@ -107,7 +120,8 @@ pub async fn create_version(
     draft: NewDraft,
 ) -> Result<Validated, OpsError> {
     let business = business(store, &draft.business_id).await?;
-    let report = accepted(library, &business, &draft.body, draft.direction)?;
+    let mut report = accepted(library, &business, &draft.body, draft.direction)?;
+    report.tools_tokens = tools_tokens(store, &business).await?;
     let parent = store
         .production_version(&business.id, draft.direction)
         .await?
@@ -140,7 +154,8 @@ pub async fn promote(
 ) -> Result<Validated, OpsError> {
     let current = version(store, id).await?;
     let business = business(store, &current.business_id).await?;
-    let report = accepted(library, &business, &current.body, current.direction)?;
+    let mut report = accepted(library, &business, &current.body, current.direction)?;
+    report.tools_tokens = tools_tokens(store, &business).await?;
     let version = store.promote(id, to).await?;
     Ok(Validated { version, report })
 }
@@ -186,12 +201,13 @@ pub async fn preview(
 ) -> Result<Preview, OpsError> {
     let business = business(store, business_id).await?;
     let resolved = resolve::for_preview(store, &business, direction, version_id).await?;
-    let report = accepted(
+    let mut report = accepted(
         library,
         &business,
         resolved.text(&business, direction),
         direction,
     )?;
+    report.tools_tokens = tools_tokens(store, &business).await?;
     if report.prompts.is_none() {
         return Err(OpsError::InvalidPrompt {
             problems: vec!["the prompt cannot be built".into()],

@@ -205,6 +205,9 @@ pub struct Report {
     pub compact_tokens: usize,
     /// Tokens at the start of FULL shared byte for byte with another business's FULL.
     pub shared_prefix_tokens: usize,
+    /// What the business's tools add to every response's input (`session.tools`, including
+    /// the built-ins it has on), o200k_base tokens; set by [`crate::ops::prompts`], 0 here.
+    pub tools_tokens: usize,
     /// The prompts as built with the sample values, when they could be built.
     pub prompts: Option<BuiltPrompts>,
 }
@@ -379,6 +382,7 @@ pub fn validate(
         warnings,
         full_tokens: prompts.as_ref().map_or(0, |p| p.full_tokens),
         compact_tokens: prompts.as_ref().map_or(0, |p| p.compact_tokens),
+        tools_tokens: 0,
         shared_prefix_tokens: shared,
         prompts,
     }

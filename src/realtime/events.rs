@@ -432,6 +432,8 @@ pub enum ServerEvent<'a> {
     /// is also in `response.done`'s output ([`ServerEvent::ResponseDone::function_calls`]);
     /// the session acts on the first it sees of a `call_id`.
     FunctionCall(FunctionCall),
+    /// An MCP tool's event (the Realtime API calls the server itself).
+    Mcp(crate::domain::McpEvent),
     /// `conversation.item.truncated`.
     Truncated {
         /// The truncated item.
@@ -794,7 +796,10 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
                 message,
             }
         }
-        _ => ServerEvent::Other { kind: raw.kind },
+        other => match other.parse::<crate::domain::McpEvent>() {
+            Ok(event) => ServerEvent::Mcp(event),
+            Err(_) => ServerEvent::Other { kind: raw.kind },
+        },
     })
 }
 
@@ -866,6 +871,20 @@ mod tests {
             v["session"].get("tools").is_none(),
             "the upgrade leaves the tools alone"
         );
+    }
+
+    #[test]
+    fn mcp_events_are_understood() {
+        use crate::domain::McpEvent;
+        assert_eq!(
+            parse(r#"{"type":"response.mcp_call.failed","item_id":"x"}"#).expect("parse"),
+            ServerEvent::Mcp(McpEvent::CallFailed)
+        );
+        assert_eq!(
+            parse(r#"{"type":"mcp_list_tools.completed","item_id":"x"}"#).expect("parse"),
+            ServerEvent::Mcp(McpEvent::ListToolsCompleted)
+        );
+        assert!(McpEvent::CallFailed.is_failure() && !McpEvent::CallCompleted.is_failure());
     }
 
     #[test]

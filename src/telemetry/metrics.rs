@@ -146,6 +146,13 @@ pub struct ToolLabels {
     pub status: &'static str,
 }
 
+/// An MCP server event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpLabels {
+    /// [`crate::domain::McpEvent::as_str`].
+    pub event: &'static str,
+}
+
 /// An alert by name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
@@ -238,6 +245,8 @@ pub struct Metrics {
     pub call_fallbacks: Family<FallbackLabels, Counter>,
     /// The model's tool call to its output sent, by tool and status.
     pub tool_calls: HistogramFamily<ToolLabels>,
+    /// MCP server events the upstream reported, by event.
+    pub mcp_events: Family<McpLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -284,6 +293,7 @@ impl Metrics {
             upstream_rate_limit_remaining: Family::default(),
             call_fallbacks: Family::default(),
             tool_calls: Family::new_with_constructor(voice_histogram),
+            mcp_events: Family::default(),
             upstream_reconnects: Family::default(),
             upstream_reconnect: voice_histogram(),
             upstream_failovers: Family::default(),
@@ -437,6 +447,11 @@ impl Metrics {
             "tool_call_seconds",
             "The model's tool call (response.function_call_arguments.done) to its function_call_output sent upstream, by tool and status",
             m.tool_calls.clone(),
+        );
+        r.register(
+            "mcp_events",
+            "Remote MCP tool events the upstream reported (it calls the MCP servers itself), by event; only the two failed events are faults",
+            m.mcp_events.clone(),
         );
         Metrics { registry, ..m }
     }

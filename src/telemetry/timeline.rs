@@ -124,6 +124,11 @@ pub enum TimelineEvent {
         /// `response.create`) queued upstream, µs.
         after_answer_us: u64,
     },
+    /// A remote MCP tool failed upstream (`mcp_list_tools.failed`, `response.mcp_call.failed`).
+    McpFailed {
+        /// Which event reported it.
+        mcp_event: crate::domain::McpEvent,
+    },
     /// The model called `end_call`: the call ends once its goodbye has played.
     HangupRequested,
     /// The caller spoke before the goodbye had played: the hang-up is off.
@@ -352,6 +357,9 @@ impl fmt::Display for TimelineEvent {
                     )?;
                 }
                 Ok(())
+            }
+            TimelineEvent::McpFailed { mcp_event } => {
+                write!(f, "MCP tool failed upstream ({mcp_event})")
             }
             TimelineEvent::HangupRequested => {
                 write!(

@@ -115,7 +115,9 @@ impl FunctionTool {
 fn schema_complaint(error: &jsonschema::ValidationError<'_>) -> String {
     use jsonschema::error::ValidationErrorKind as K;
     match error.kind() {
-        K::Required { property } => format!("{property} is required"),
+        K::Required { property } => {
+            format!("{} is required", property.as_str().unwrap_or("a property"))
+        }
         K::Type { .. } => "has the wrong type".into(),
         K::Enum { .. } => "is not one of the allowed values".into(),
         K::Pattern { .. } => "does not match the pattern".into(),
@@ -216,6 +218,30 @@ impl ToolSet {
     }
 }
 
+/// The set for `business`'s calls: its stored `tools` and the built-ins it has switched on
+/// (`end_call_enabled`). Returns what [`ToolSet::compile`] returns.
+pub fn for_business(
+    business: &crate::store::Business,
+    tools: &[BusinessTool],
+    secrets: &SecretSource,
+) -> (ToolSet, Vec<(String, String)>) {
+    let mut builtins = Vec::new();
+    if business.end_call_enabled {
+        builtins.push(Builtin::EndCall);
+    }
+    ToolSet::compile(tools, &builtins, secrets)
+}
+
+/// What `session.tools` costs in every response's input, o200k_base tokens: its JSON text
+/// counted (the model reads the tools with the instructions; the exact server-side rendering
+/// is not published, so this is an estimate within a few tokens). 0 without tools.
+pub fn tokens(definitions: &[Value]) -> usize {
+    if definitions.is_empty() {
+        return 0;
+    }
+    crate::prompt::count_tokens(&Value::Array(definitions.to_vec()).to_string())
+}
+
 /// What a model's call names.
 #[derive(Debug)]
 pub enum Lookup<'a> {
@@ -300,5 +326,99 @@ impl ToolFailure {
     /// The `function_call_output` text.
     pub fn output(&self) -> String {
         json!({"error": self.status.as_str(), "message": self.message}).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn function(name: &str) -> BusinessTool {
+        BusinessTool {
+            name: name.into(),
+            kind: ToolKind::Function,
+            description: "Books.".into(),
+            parameters: json!({"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}),
+            endpoint: "https://tools.example.com/book".into(),
+            timeout_ms: 1000,
+            secret_env: "BOOK_SECRET".into(),
+            allowed_tools: vec![],
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_session_tools_are_the_builtins_then_functions_and_mcp_servers() {
+        let mcp = BusinessTool {
+            kind: ToolKind::Mcp,
+            name: "calendar".into(),
+            endpoint: "https://mcp.example.com/sse".into(),
+            secret_env: "CAL_TOKEN".into(),
+            allowed_tools: vec!["free_slots".into()],
+            ..function("calendar")
+        };
+        let secrets = SecretSource::fixed([("CAL_TOKEN".to_string(), "tok".to_string())].into());
+        let mut broken = function("broken");
+        broken.parameters = json!({"type": "object", "properties": {"x": {"type": 12}}});
+        let (set, skipped) = ToolSet::compile(
+            &[function("book"), mcp, broken],
+            &[Builtin::EndCall],
+            &secrets,
+        );
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].0, "broken");
+        let defs = set.definitions();
+        assert_eq!(defs.len(), 3);
+        assert_eq!(defs[0]["name"], "end_call");
+        assert_eq!(
+            defs[1],
+            json!({"type": "function", "name": "book", "description": "Books.",
+                "parameters": function("book").parameters})
+        );
+        assert_eq!(
+            defs[2],
+            json!({"type": "mcp", "server_label": "calendar",
+                "server_url": "https://mcp.example.com/sse", "require_approval": "never",
+                "server_description": "Books.", "allowed_tools": ["free_slots"],
+                "authorization": "tok"})
+        );
+        assert!(matches!(
+            set.lookup("end_call"),
+            Lookup::Builtin(Builtin::EndCall)
+        ));
+        assert!(matches!(set.lookup("book"), Lookup::Function(_)));
+        assert!(
+            matches!(set.lookup("calendar"), Lookup::Unknown),
+            "MCP calls are upstream's"
+        );
+    }
+
+    #[test]
+    fn arguments_are_checked_without_repeating_their_values() {
+        let (set, _) = ToolSet::compile(&[function("book")], &[], &SecretSource::default());
+        let Lookup::Function(book) = set.lookup("book") else {
+            panic!("book is a function");
+        };
+        assert_eq!(
+            book.check(r#"{"day":"Tue"}"#).unwrap(),
+            json!({"day": "Tue"})
+        );
+        let err = book.check(r#"{"day": 4155550199}"#).unwrap_err();
+        assert!(err.contains("/day") && !err.contains("4155550199"), "{err}");
+        assert!(book.check("{}").unwrap_err().contains("day is required"));
+        assert!(book.check("not json").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_failure_output_names_the_status_and_the_tool() {
+        let failure = ToolFailure::new("book", ToolStatus::Timeout, "no answer within 300 ms");
+        let output: Value = serde_json::from_str(&failure.output()).unwrap();
+        assert_eq!(output["error"], "timeout");
+        assert!(
+            output["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("book did not answer")
+        );
     }
 }

@@ -46,6 +46,8 @@ pub struct ValidatedVersion {
     pub compact_tokens: usize,
     /// Tokens at the start of FULL shared with other businesses.
     pub shared_prefix_tokens: usize,
+    /// What the business's tools add to every response's input, o200k_base tokens.
+    pub tools_tokens: usize,
 }
 
 /// Filter of the version list.
@@ -104,6 +106,8 @@ pub struct Preview {
     pub compact_tokens: usize,
     /// Tokens at the start of FULL shared byte for byte with other businesses.
     pub shared_prefix_tokens: usize,
+    /// What the business's tools add to every response's input, o200k_base tokens.
+    pub tools_tokens: usize,
     /// Validation warnings.
     pub warnings: Vec<String>,
 }
@@ -116,6 +120,7 @@ pub(super) fn validated(done: ops::prompts::Validated) -> ValidatedVersion {
         full_tokens: report.full_tokens,
         compact_tokens: report.compact_tokens,
         shared_prefix_tokens: report.shared_prefix_tokens,
+        tools_tokens: report.tools_tokens,
     }
 }
 
@@ -211,6 +216,7 @@ pub(super) async fn preview(
         full_tokens: report.full_tokens,
         compact_tokens: report.compact_tokens,
         shared_prefix_tokens: report.shared_prefix_tokens,
+        tools_tokens: report.tools_tokens,
         warnings,
     }))
 }
