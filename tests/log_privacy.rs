@@ -1,7 +1,9 @@
 //! No PII in the logs: a full call through the proxy, with debug logging of every voxrelay
-//! module captured, whose caller number, called number, keypad digits and transcript (a card
-//! number and a phone number said aloud) must appear nowhere in clear; plus a call to a number
-//! no business owns, whose warning shows the number masked to its last 4 digits.
+//! module captured, whose caller number, called number, keypad digits, transcript (a card
+//! number and a phone number said aloud) and tool arguments (a card number given to a payment
+//! tool) must appear nowhere in clear, in the logs nor in the call's stored tool calls and
+//! events; plus a call to a number no business owns, whose warning shows the number masked to
+//! its last 4 digits.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,8 @@ const UNROUTED: &str = "+15005550987";
 /// Typed on the keypad: a test card number of another brand than the one said.
 const TYPED: &str = "5454545454545454";
 const SAID: &str = "my card is 4111 1111 1111 1111 and call me back on 415 555 0199";
+/// Given by the model to a payment tool: the endpoint needs it, the records must not hold it.
+const PAID_WITH: &str = "4242424242424242";
 
 #[tokio::test]
 async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
@@ -58,6 +62,17 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
     let mut world = World::start(WorldOptions {
         upstream: SimUpstreamConfig {
             transcripts: vec![SAID.into()],
+            // Short answers, so they finish (and call the tool) within the call.
+            clip: voxrelay_sim::upstream::default_clip()
+                .expect("clip")
+                .first_ms(800, "One moment."),
+            tool_calls: (1..=3)
+                .map(|response| voxrelay_sim::upstream::ScriptedToolCall {
+                    response,
+                    name: "take_payment".into(),
+                    arguments: format!(r#"{{"card":"{PAID_WITH}","phone":"+14155550123"}}"#),
+                })
+                .collect(),
             ..SimUpstreamConfig::default()
         },
         ..WorldOptions::default()
@@ -74,12 +89,39 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
         )
         .await
         .expect("business");
+    let endpoint = voxrelay_sim::tool_endpoint::SimToolEndpoint::start(
+        voxrelay_sim::world::SIM_TOOL_SECRET,
+        [(
+            "take_payment".to_string(),
+            voxrelay_sim::tool_endpoint::Behaviour::ok(r#"{"paid":true}"#, 0),
+        )]
+        .into(),
+    )
+    .await
+    .expect("tool endpoint");
+    voxrelay::ops::tools::set(
+        &world.store,
+        "dental",
+        voxrelay::store::BusinessTool {
+            name: "take_payment".into(),
+            kind: voxrelay::domain::ToolKind::Function,
+            description: "Take a card payment.".into(),
+            parameters: serde_json::json!({"type": "object", "properties": {"card": {"type": "string"}, "phone": {"type": "string"}}}),
+            endpoint: endpoint.url("take_payment"),
+            timeout_ms: 2000,
+            secret_env: voxrelay_sim::world::SIM_TOOL_SECRET_ENV.into(),
+            allowed_tools: Vec::new(),
+            updated_at_ms: 0,
+        },
+    )
+    .await
+    .expect("tool");
 
     let call_sid = format!("CA{:032x}", 0x9111u32);
     let mut caller = world.caller(&call_sid, CALLED, jfk_speech(Some(2.0)).expect("speech"));
     caller.from = CALLER.into();
     caller.lead_silence_ms = 600;
-    caller.tail_silence_ms = 1500;
+    caller.tail_silence_ms = 3000;
     let stream_sid = format!("MZ{}", call_sid.trim_start_matches("CA"));
     // A card number typed on the keypad, one key per 20 ms frame, then the finish key.
     let typed: Vec<String> = TYPED
@@ -126,6 +168,41 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
         "no digits in the timeline"
     );
 
+    // The tool got the card (the business needs it); what was stored of the call did not.
+    assert_eq!(
+        endpoint.requests()[0].body["arguments"]["card"],
+        PAID_WITH,
+        "the payment tool was called with the card"
+    );
+    let mut stored = String::new();
+    for _ in 0..100 {
+        let tools = world.store.tool_calls(&call_sid).await.expect("tool calls");
+        if !tools.is_empty() {
+            // The call's own row keeps its numbers (that is what it records); its tool calls
+            // and events keep nothing of what was said, typed or given to a tool.
+            stored = format!(
+                "{:?} {:?}",
+                tools,
+                world.store.call_events(&call_sid).await.expect("events"),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stored.contains("take_payment"),
+        "the tool call was stored: {stored}"
+    );
+    for secret in [
+        PAID_WITH,
+        TYPED,
+        "4155550123",
+        "4111111111111111",
+        "4111 1111",
+    ] {
+        assert!(!stored.contains(secret), "{secret:?} is stored: {stored}");
+    }
+
     // A number no business owns.
     let unrouted = world.caller(&format!("CA{:032x}", 0x9112u32), UNROUTED, Vec::new());
     let answered = voxrelay_sim::caller::answer(&unrouted, &reqwest::Client::new())
@@ -154,6 +231,7 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
         "4111 1111",
         "4111111111111111",
         TYPED,
+        PAID_WITH,
         "5454",
         "555 0199",
         "my card",
