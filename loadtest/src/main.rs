@@ -236,6 +236,40 @@ struct Report {
     isolation: Option<voxrelay_sim::isolation::IsolationReport>,
 }
 
+/// The in-process world of the `reconnect` and `tools` runs: the proxy on loopback in front of
+/// the simulated `upstream`, its call limits raised for `calls` calls and `tweak` applied, with
+/// the business `dental` on +15005550006.
+///
+/// Errors: the world or the business could not be set up.
+async fn dental_world(
+    upstream: SimUpstreamConfig,
+    calls: u32,
+    tweak: impl FnOnce(&mut voxrelay::config::Config) + Send + 'static,
+) -> anyhow::Result<voxrelay_sim::world::World> {
+    let world = voxrelay_sim::world::World::start(voxrelay_sim::world::WorldOptions {
+        upstream,
+        database_url: None,
+        configure: Some(Box::new(move |c| {
+            c.limits.max_calls = calls as usize + 10;
+            c.limits.max_pending = calls as usize + 10;
+            tweak(c);
+        })),
+    })
+    .await
+    .context("starting the proxy and the simulated upstream")?;
+    world
+        .add_business(
+            "dental",
+            "Bright Smile Dental",
+            "Bright Smile Dental cleans teeth.",
+            "Say hello.",
+            "+15005550006",
+        )
+        .await
+        .context("adding the business")?;
+    Ok(world)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

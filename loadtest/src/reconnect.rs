@@ -25,7 +25,6 @@ use voxrelay::telemetry::timeline::TimelineEvent;
 use voxrelay_sim::caller;
 use voxrelay_sim::demo::jfk_speech;
 use voxrelay_sim::upstream::{Fault, SimUpstreamConfig};
-use voxrelay_sim::world::{World, WorldOptions};
 
 use crate::Spread;
 
@@ -104,27 +103,8 @@ pub async fn run(args: ReconnectArgs) -> anyhow::Result<()> {
         ..SimUpstreamConfig::default()
     };
     let calls = args.calls;
-    let mut world = World::start(WorldOptions {
-        upstream,
-        database_url: None,
-        configure: Some(Box::new(move |c| {
-            c.limits.max_calls = calls as usize + 10;
-            c.limits.max_pending = calls as usize + 10;
-            c.reconnect.max_per_call = 1000;
-        })),
-    })
-    .await
-    .context("starting the proxy and the simulated upstream")?;
-    world
-        .add_business(
-            "dental",
-            "Bright Smile Dental",
-            "Bright Smile Dental cleans teeth.",
-            "Say hello.",
-            "+15005550006",
-        )
-        .await
-        .context("adding the business")?;
+    let mut world =
+        crate::dental_world(upstream, calls, |c| c.reconnect.max_per_call = 1000).await?;
     if let Some(n) = args.businesses {
         voxrelay_sim::isolation::seed(
             &world.store,

@@ -32,7 +32,7 @@ use voxrelay_sim::caller;
 use voxrelay_sim::demo::jfk_speech;
 use voxrelay_sim::tool_endpoint::{Behaviour, SimToolEndpoint};
 use voxrelay_sim::upstream::{ScriptedToolCall, SimUpstreamConfig, default_clip};
-use voxrelay_sim::world::{SIM_TOOL_SECRET, SIM_TOOL_SECRET_ENV, World, WorldOptions};
+use voxrelay_sim::world::{SIM_TOOL_SECRET, SIM_TOOL_SECRET_ENV};
 
 use crate::Spread;
 
@@ -90,28 +90,9 @@ pub async fn run(args: ToolsArgs) -> anyhow::Result<()> {
             .collect(),
         ..SimUpstreamConfig::default()
     };
-    let calls = args.calls;
-    let mut world = World::start(WorldOptions {
-        upstream,
-        database_url: None,
-        configure: Some(Box::new(move |c| {
-            c.limits.max_calls = calls as usize + 10;
-            c.limits.max_pending = calls as usize + 10;
-            c.tools.hold_after_ms = 60_000;
-        })),
-    })
-    .await
-    .context("starting the proxy and the simulated upstream")?;
-    world
-        .add_business(
-            "dental",
-            "Bright Smile Dental",
-            "Bright Smile Dental cleans teeth.",
-            "Say hello.",
-            "+15005550006",
-        )
-        .await
-        .context("adding the business")?;
+    // No hold clip: it would only add audio to the calls, not time to the tool path.
+    let mut world =
+        crate::dental_world(upstream, args.calls, |c| c.tools.hold_after_ms = 60_000).await?;
     let endpoint = SimToolEndpoint::start(
         SIM_TOOL_SECRET,
         [(

@@ -147,20 +147,7 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         event_log: options.event_log.clone(),
         ..SimUpstreamConfig::default()
     };
-    let mut world = World::start(WorldOptions {
-        upstream,
-        ..WorldOptions::default()
-    })
-    .await?;
-    world
-        .add_business(
-            DEMO_BUSINESS_ID,
-            "Bright Smile Dental",
-            DEMO_PROMPT,
-            "Greet the caller warmly, say the practice's name, and ask how you can help.",
-            DEMO_NUMBER,
-        )
-        .await?;
+    let mut world = demo_world(upstream).await?;
     world
         .store
         .set_guard_policy(DEMO_BUSINESS_ID, &options.policy)
@@ -182,16 +169,8 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         })
         .count();
     world.stop().await;
-    let proxy = proxy.ok_or_else(|| {
-        anyhow::anyhow!(
-            "the call did not stream (webhook answered {}: {})",
-            caller.webhook_status,
-            caller.twiml
-        )
-    })?;
-    if let Some(path) = &options.heard_wav {
-        wav::write_mulaw_as_wav(path, &caller.heard)?;
-    }
+    let proxy = streamed(proxy, &caller)?;
+    write_heard(options, &caller)?;
     Ok(DemoOutcome {
         caller,
         proxy,
@@ -242,20 +221,7 @@ async fn run_booking(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         event_log: options.event_log.clone(),
         ..SimUpstreamConfig::default()
     };
-    let mut world = World::start(WorldOptions {
-        upstream,
-        ..WorldOptions::default()
-    })
-    .await?;
-    world
-        .add_business(
-            DEMO_BUSINESS_ID,
-            "Bright Smile Dental",
-            DEMO_PROMPT,
-            "Greet the caller warmly, say the practice's name, and ask how you can help.",
-            DEMO_NUMBER,
-        )
-        .await?;
+    let mut world = demo_world(upstream).await?;
     voxrelay::ops::tools::set(
         &world.store,
         DEMO_BUSINESS_ID,
@@ -293,25 +259,57 @@ async fn run_booking(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     let (caller, proxy) = world.call(caller).await?;
     let requests = endpoint.requests();
     world.stop().await;
-    let proxy = proxy.ok_or_else(|| {
-        anyhow::anyhow!(
-            "the call did not stream (webhook answered {}: {})",
-            caller.webhook_status,
-            caller.twiml
-        )
-    })?;
+    let proxy = streamed(proxy, &caller)?;
     if !requests.iter().all(|r| r.verified) {
         anyhow::bail!("a tool request's signature did not verify");
     }
-    if let Some(path) = &options.heard_wav {
-        wav::write_mulaw_as_wav(path, &caller.heard)?;
-    }
+    write_heard(options, &caller)?;
     Ok(DemoOutcome {
         caller,
         proxy,
         full_updates: 1,
         scenario: Scenario::Booking,
     })
+}
+
+/// The proxy's report of a call that streamed; an error saying what the webhook answered
+/// when it did not.
+fn streamed(proxy: Option<CallReport>, caller: &CallerReport) -> anyhow::Result<CallReport> {
+    proxy.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the call did not stream (webhook answered {}: {})",
+            caller.webhook_status,
+            caller.twiml
+        )
+    })
+}
+
+/// Writes what the caller heard to `--heard-wav`, when given.
+fn write_heard(options: &DemoOptions, caller: &CallerReport) -> anyhow::Result<()> {
+    if let Some(path) = &options.heard_wav {
+        wav::write_mulaw_as_wav(path, &caller.heard)?;
+    }
+    Ok(())
+}
+
+/// The demo's world: the proxy and the simulated `upstream`, with the demo business on the
+/// demo number.
+async fn demo_world(upstream: SimUpstreamConfig) -> anyhow::Result<World> {
+    let world = World::start(WorldOptions {
+        upstream,
+        ..WorldOptions::default()
+    })
+    .await?;
+    world
+        .add_business(
+            DEMO_BUSINESS_ID,
+            "Bright Smile Dental",
+            DEMO_PROMPT,
+            "Greet the caller warmly, say the practice's name, and ask how you can help.",
+            DEMO_NUMBER,
+        )
+        .await?;
+    Ok(world)
 }
 
 fn ms(d: Duration) -> f64 {

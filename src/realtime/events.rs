@@ -642,12 +642,8 @@ struct RawResponse {
 struct RawItem {
     #[serde(rename = "type", default)]
     kind: String,
-    #[serde(default)]
-    call_id: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
+    #[serde(flatten)]
+    call: FunctionCall,
 }
 
 #[derive(Deserialize)]
@@ -718,14 +714,10 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, ParseError> {
             };
             let function_calls = output
                 .into_iter()
-                .filter(|item| item.kind == "function_call")
-                .filter_map(|item| {
-                    Some(FunctionCall {
-                        call_id: item.call_id?,
-                        name: item.name.unwrap_or_default(),
-                        arguments: item.arguments.unwrap_or_default(),
-                        response_id: response_id.clone(),
-                    })
+                .filter(|item| item.kind == "function_call" && !item.call.call_id.is_empty())
+                .map(|item| FunctionCall {
+                    response_id: response_id.clone(),
+                    ..item.call
                 })
                 .collect();
             let failure = (status.as_deref() == Some("failed")).then(|| {

@@ -82,6 +82,17 @@ const SQLITE_TOOLS: &str = include_str!("../../migrations/sqlite/0007_tools.sql"
 /// PostgreSQL migration 7: business tools, built-in call control switches, tool calls.
 const POSTGRES_TOOLS: &str = include_str!("../../migrations/postgres/0007_tools.sql");
 
+/// A write of a business's row that failed: [`StoreError::NotFound`] naming the business when
+/// its foreign key found none, else the query's error.
+fn unless_business_missing(e: sqlx::Error, business_id: &str) -> StoreError {
+    match e.as_database_error().map(|d| d.kind()) {
+        Some(ErrorKind::ForeignKeyViolation) => {
+            StoreError::NotFound(format!("business {business_id:?}"))
+        }
+        _ => StoreError::Query(e),
+    }
+}
+
 /// The `businesses` columns, as every query selects them.
 const BUSINESS_COLUMNS: &str = "id, name, language, voice, ai_prompt, outbound_ai_prompt, \
      greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms, \

@@ -34,12 +34,7 @@ impl Store {
         .bind(i64::from(rule.enabled))
         .execute(&self.pool)
         .await
-        .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
-            Some(ErrorKind::ForeignKeyViolation) => {
-                StoreError::NotFound(format!("business {business_id:?}"))
-            }
-            _ => StoreError::Query(e),
-        })?;
+        .map_err(|e| unless_business_missing(e, business_id))?;
         Ok(())
     }
 

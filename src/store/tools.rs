@@ -45,12 +45,7 @@ impl Store {
         .bind(tool.updated_at_ms)
         .execute(&self.pool)
         .await
-        .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
-            Some(ErrorKind::ForeignKeyViolation) => {
-                StoreError::NotFound(format!("business {business_id:?}"))
-            }
-            _ => StoreError::Query(e),
-        })?;
+        .map_err(|e| unless_business_missing(e, business_id))?;
         Ok(tool)
     }
 
