@@ -559,6 +559,11 @@ pub struct Secrets {
     /// Where the tools' signing secrets (and MCP tokens) are read, by the variable each tool
     /// names: the environment, unless a test or the demo gives its own.
     pub tool_secrets: crate::tools::SecretSource,
+    /// `TWILIO_ACCOUNT_SID` (optional): the account the REST API is used for.
+    pub twilio_account_sid: Option<String>,
+    /// `TWILIO_API_KEY` and `TWILIO_API_SECRET` (optional, both or neither): an API key for the
+    /// REST API instead of the auth token.
+    pub twilio_api_key: Option<(String, String)>,
 }
 
 /// What an admin API token may do.
@@ -640,9 +645,12 @@ impl std::fmt::Debug for Secrets {
 }
 
 /// Environment variables that are secrets, never config keys.
-const SECRET_VARS: [&str; 4] = [
+const SECRET_VARS: [&str; 7] = [
     "OPENAI_API_KEY",
     "TWILIO_AUTH_TOKEN",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_API_KEY",
+    "TWILIO_API_SECRET",
     "VOXRELAY_SIGNING_KEY",
     ADMIN_TOKENS_VAR,
 ];
@@ -688,13 +696,71 @@ impl Secrets {
             Some(raw) => parse_admin_tokens(&raw)?,
             None => Vec::new(),
         };
+        let twilio_account_sid = nonempty("TWILIO_ACCOUNT_SID").map(|s| s.trim().to_string());
+        if let Some(sid) = &twilio_account_sid
+            && !crate::twilio::rest::is_sid(sid, "AC")
+        {
+            return Err(ConfigError::MissingSecret {
+                name: "TWILIO_ACCOUNT_SID",
+                why: "it is not an Account SID (AC and 32 hex digits)",
+            });
+        }
+        let twilio_api_key = match (nonempty("TWILIO_API_KEY"), nonempty("TWILIO_API_SECRET")) {
+            (None, None) => None,
+            (Some(key), Some(secret)) => {
+                let key = key.trim().to_string();
+                if !crate::twilio::rest::is_sid(&key, "SK") {
+                    return Err(ConfigError::MissingSecret {
+                        name: "TWILIO_API_KEY",
+                        why: "it is not an API key SID (SK and 32 hex digits)",
+                    });
+                }
+                if twilio_account_sid.is_none() {
+                    return Err(ConfigError::MissingSecret {
+                        name: "TWILIO_ACCOUNT_SID",
+                        why: "an API key (TWILIO_API_KEY) needs the account it belongs to",
+                    });
+                }
+                Some((key, secret))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::MissingSecret {
+                    name: "TWILIO_API_SECRET",
+                    why: "TWILIO_API_KEY is set and needs its secret",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::MissingSecret {
+                    name: "TWILIO_API_KEY",
+                    why: "TWILIO_API_SECRET is set and needs its key's SID",
+                });
+            }
+        };
         Ok(Secrets {
             openai_api_key,
             twilio_auth_token,
             signing_key: signing_key.into_bytes(),
             admin_tokens,
             tool_secrets: crate::tools::SecretSource::environment(),
+            twilio_account_sid,
+            twilio_api_key,
         })
+    }
+
+    /// The credentials of Twilio's REST API: the API key when one is set, else the auth token
+    /// ([`crate::twilio::rest::Credentials`]).
+    pub fn twilio_rest(&self) -> crate::twilio::rest::Credentials {
+        use crate::twilio::rest::{Auth, Credentials};
+        Credentials {
+            account_sid: self.twilio_account_sid.clone(),
+            auth: match &self.twilio_api_key {
+                Some((sid, secret)) => Auth::ApiKey {
+                    sid: sid.clone(),
+                    secret: secret.clone(),
+                },
+                None => Auth::AuthToken(self.twilio_auth_token.clone()),
+            },
+        }
     }
 }
 
@@ -1273,6 +1339,52 @@ mod tests {
         .expect_err("short key")
         .to_string();
         assert!(err.contains("VOXRELAY_SIGNING_KEY"), "{err}");
+    }
+
+    #[test]
+    fn twilio_rest_credentials_are_the_api_key_when_given_else_the_auth_token() {
+        let base = [
+            ("TWILIO_AUTH_TOKEN", "tok"),
+            ("VOXRELAY_SIGNING_KEY", "0123456789abcdef"),
+        ];
+        let account = "AC0123456789abcdef0123456789abcdef";
+        let key = "SK0123456789abcdef0123456789abcdef";
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = base.to_vec();
+            vars.extend_from_slice(extra);
+            Secrets::from_lookup(env(&vars), true)
+        };
+        let plain = with(&[]).expect("ok").twilio_rest();
+        assert_eq!(plain, crate::twilio::rest::Credentials::auth_token("tok"));
+        let keyed = with(&[
+            ("TWILIO_ACCOUNT_SID", account),
+            ("TWILIO_API_KEY", key),
+            ("TWILIO_API_SECRET", "sec"),
+        ])
+        .expect("ok")
+        .twilio_rest();
+        assert_eq!(keyed.basic(account), (key.to_string(), "sec".to_string()));
+        assert_eq!(keyed.account("ACother"), account);
+        for (extra, named) in [
+            (&[("TWILIO_ACCOUNT_SID", "AC123")][..], "TWILIO_ACCOUNT_SID"),
+            (&[("TWILIO_API_KEY", key)][..], "TWILIO_API_SECRET"),
+            (&[("TWILIO_API_SECRET", "sec")][..], "TWILIO_API_KEY"),
+            (
+                &[("TWILIO_API_KEY", key), ("TWILIO_API_SECRET", "sec")][..],
+                "TWILIO_ACCOUNT_SID",
+            ),
+            (
+                &[
+                    ("TWILIO_ACCOUNT_SID", account),
+                    ("TWILIO_API_KEY", "key"),
+                    ("TWILIO_API_SECRET", "sec"),
+                ][..],
+                "TWILIO_API_KEY",
+            ),
+        ] {
+            let err = with(extra).expect_err(named).to_string();
+            assert!(err.contains(named), "{named}: {err}");
+        }
     }
 
     #[test]

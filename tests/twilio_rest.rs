@@ -76,7 +76,12 @@ fn prism() -> Option<Prism> {
 
 fn client(prism: &Prism, token: &str) -> RestClient {
     voxrelay::install_crypto_provider();
-    RestClient::new(&prism.url, token.into(), Duration::from_secs(10)).expect("client")
+    RestClient::new(
+        &prism.url,
+        voxrelay::twilio::rest::Credentials::auth_token(token),
+        Duration::from_secs(10),
+    )
+    .expect("client")
 }
 
 #[tokio::test]

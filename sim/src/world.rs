@@ -104,6 +104,8 @@ impl World {
                 (SIM_ADMIN_TOKEN.into(), Role::Admin),
                 (SIM_VIEWER_TOKEN.into(), Role::Viewer),
             ],
+            twilio_account_sid: None,
+            twilio_api_key: None,
             tool_secrets: voxrelay::tools::SecretSource::fixed(
                 [(SIM_TOOL_SECRET_ENV.to_string(), SIM_TOOL_SECRET.to_string())].into(),
             ),

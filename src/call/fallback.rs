@@ -29,7 +29,7 @@ use crate::call::setup::CallSetup;
 use crate::config::Config;
 use crate::domain::{CallSid, EndReason, FallbackAction};
 use crate::telemetry::metrics::{FallbackLabels, Metrics};
-use crate::twilio::rest::{RestClient, RestError};
+use crate::twilio::rest::{Auth, Credentials, RestClient, RestError};
 use crate::twilio::twiml;
 
 /// Where one call falls back to.
@@ -178,16 +178,17 @@ pub struct Fallbacks {
 }
 
 impl Fallbacks {
-    /// From `[fallback]` and the Twilio auth token (`""`: none, and no call is redirected).
-    /// A client that cannot be built is logged, and the instance runs without fallbacks.
-    pub fn new(config: &Config, auth_token: &str) -> Fallbacks {
-        if auth_token.is_empty() {
+    /// From `[fallback]` and the Twilio REST credentials (an empty auth token: none, and no
+    /// call is redirected). A client that cannot be built is logged, and the instance runs
+    /// without fallbacks.
+    pub fn new(config: &Config, credentials: &Credentials) -> Fallbacks {
+        if matches!(&credentials.auth, Auth::AuthToken(token) if token.is_empty()) {
             return Fallbacks { rest: None };
         }
         crate::install_crypto_provider();
         let rest = RestClient::new(
             &config.fallback.twilio_api_url,
-            auth_token.to_string(),
+            credentials.clone(),
             Duration::from_millis(config.fallback.rest_timeout_ms),
         );
         match rest {

@@ -75,7 +75,7 @@ impl AppState {
         )
         .with_fallbacks(crate::call::fallback::Fallbacks::new(
             &config,
-            &secrets.twilio_auth_token,
+            &secrets.twilio_rest(),
         ))
         .with_tool_secrets(secrets.tool_secrets.clone());
         AppState {

@@ -64,19 +64,85 @@ struct TwilioError {
     message: Option<String>,
 }
 
-/// A Twilio REST client for one auth token. Cheap to clone (the HTTP client is shared).
+/// How the REST API is authenticated (HTTP Basic), from the environment only
+/// (<https://www.twilio.com/docs/usage/requests-to-twilio#authenticate-with-http>):
+/// - `TWILIO_ACCOUNT_SID` (optional) and `TWILIO_AUTH_TOKEN`: the Account SID and the auth
+///   token; without `TWILIO_ACCOUNT_SID`, the Account SID of the call's `start` is the user;
+/// - or `TWILIO_API_KEY` (`SK…`) and `TWILIO_API_SECRET`: an API key, which Twilio recommends
+///   for production (it can be revoked alone), with `TWILIO_ACCOUNT_SID` naming its account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `TWILIO_ACCOUNT_SID`, when set: the account REST requests act for.
+    pub account_sid: Option<String>,
+    /// The Basic-auth secret.
+    pub auth: Auth,
+}
+
+/// The Basic-auth part of [`Credentials`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// The account's auth token (user: the Account SID).
+    AuthToken(String),
+    /// An API key (user: its `SK…` SID, password: its secret).
+    ApiKey {
+        /// `SK…`.
+        sid: String,
+        /// The key's secret.
+        secret: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            Auth::AuthToken(_) => "auth token (***)",
+            Auth::ApiKey { .. } => "API key (***)",
+        };
+        f.debug_struct("Credentials")
+            .field("account_sid", &self.account_sid)
+            .field("auth", &auth)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The auth token alone (the Account SID comes from each call's `start`).
+    pub fn auth_token(token: impl Into<String>) -> Credentials {
+        Credentials {
+            account_sid: None,
+            auth: Auth::AuthToken(token.into()),
+        }
+    }
+
+    /// The account a request for a call of `call_account` acts for: `TWILIO_ACCOUNT_SID`
+    /// when set, else the call's.
+    pub fn account<'a>(&'a self, call_account: &'a str) -> &'a str {
+        self.account_sid.as_deref().unwrap_or(call_account)
+    }
+
+    /// The Basic-auth user and password for a request on `account`.
+    pub fn basic(&self, account: &str) -> (String, String) {
+        match &self.auth {
+            Auth::AuthToken(token) => (account.to_string(), token.clone()),
+            Auth::ApiKey { sid, secret } => (sid.clone(), secret.clone()),
+        }
+    }
+}
+
+/// A Twilio REST client for one set of credentials. Cheap to clone (the HTTP client is
+/// shared).
 #[derive(Clone)]
 pub struct RestClient {
     http: reqwest::Client,
     base_url: String,
-    auth_token: String,
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for RestClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RestClient")
             .field("base_url", &self.base_url)
-            .field("auth_token", &"***")
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -94,7 +160,7 @@ impl RestClient {
     /// Errors: [`RestError::Transport`] when the HTTP client cannot be built.
     pub fn new(
         base_url: &str,
-        auth_token: String,
+        credentials: Credentials,
         timeout: Duration,
     ) -> Result<RestClient, RestError> {
         let http = reqwest::Client::builder()
@@ -106,7 +172,7 @@ impl RestClient {
         Ok(RestClient {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
-            auth_token,
+            credentials,
         })
     }
 
@@ -145,9 +211,11 @@ impl RestClient {
         resource: &str,
         form: &[(&str, &str)],
     ) -> Result<CallResource, RestError> {
+        let account_sid = self.credentials.account(account_sid);
         if !is_sid(account_sid, "AC") {
             return Err(RestError::BadAccountSid);
         }
+        let (user, password) = self.credentials.basic(account_sid);
         let url = format!(
             "{}/2010-04-01/Accounts/{account_sid}/{resource}",
             self.base_url
@@ -155,7 +223,7 @@ impl RestClient {
         let answer = self
             .http
             .post(url)
-            .basic_auth(account_sid, Some(&self.auth_token))
+            .basic_auth(user, Some(password))
             .header(reqwest::header::ACCEPT, "application/json")
             .form(form)
             .send()
@@ -192,11 +260,44 @@ mod tests {
         assert!(!is_sid("AC0123456789abcdef0123456789abcd/x", "AC"));
     }
 
+    #[test]
+    fn basic_auth_is_the_account_and_token_or_the_api_key() {
+        let call = "AC0123456789abcdef0123456789abcdef";
+        let mine = "ACffffffffffffffffffffffffffffffff";
+        let token = Credentials::auth_token("tok");
+        assert_eq!(token.account(call), call);
+        assert_eq!(token.basic(call), (call.to_string(), "tok".to_string()));
+        let key = Credentials {
+            account_sid: Some(mine.into()),
+            auth: Auth::ApiKey {
+                sid: "SK0123456789abcdef0123456789abcdef".into(),
+                secret: "sec".into(),
+            },
+        };
+        assert_eq!(key.account(call), mine, "the configured account wins");
+        assert_eq!(
+            key.basic(mine),
+            (
+                "SK0123456789abcdef0123456789abcdef".to_string(),
+                "sec".to_string()
+            )
+        );
+        let printed = format!("{key:?}");
+        assert!(
+            !printed.contains("sec\"") && printed.contains("API key"),
+            "{printed}"
+        );
+    }
+
     #[tokio::test]
     async fn a_bad_account_sid_never_leaves_the_process() {
         crate::install_crypto_provider();
-        let client =
-            RestClient::new("http://127.0.0.1:9", "t".into(), Duration::from_secs(1)).unwrap();
+        let client = RestClient::new(
+            "http://127.0.0.1:9",
+            Credentials::auth_token("t"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         let sid = CallSid::parse("CA0123456789abcdef0123456789abcdef").unwrap();
         let err = client
             .redirect_call("AC../../x", &sid, "<Response/>")
