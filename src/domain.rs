@@ -211,6 +211,31 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// A call's status as Twilio's status callback reports it (`CallStatus`;
+    /// <https://www.twilio.com/docs/voice/api/call-resource#call-status-values>).
+    CallStatus, "call status" {
+        /// Waiting to be placed.
+        Queued = "queued",
+        /// Twilio is dialling.
+        Initiated = "initiated",
+        /// The callee's phone rings.
+        Ringing = "ringing",
+        /// Answered and in progress.
+        InProgress = "in-progress",
+        /// Ended after being answered.
+        Completed = "completed",
+        /// The callee was busy.
+        Busy = "busy",
+        /// Nobody answered.
+        NoAnswer = "no-answer",
+        /// Twilio could not place it.
+        Failed = "failed",
+        /// Cancelled before it was answered.
+        Canceled = "canceled",
+    }
+}
+
+vocabulary! {
     /// A remote MCP tool's server event (`shared/protocol/openai-realtime.md`, "Additions"): the
     /// Realtime API calls the MCP server itself and tells the client what happened; the `event`
     /// label of `voxrelay_mcp_events_total`. All are informational except the two `failed`.

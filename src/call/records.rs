@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::domain::Arm;
-use crate::store::{CallEnd, NewCall, NewCallEvent, NewToolCall, Store, StoreError};
+use crate::store::{
+    CallEnd, CallStatusReport, NewCall, NewCallEvent, NewToolCall, Store, StoreError,
+};
 
 /// First wait before a failed write is tried again.
 const FIRST_RETRY: Duration = Duration::from_millis(50);
@@ -52,6 +54,8 @@ pub enum Record {
     Event(NewCallEvent),
     /// A tool call ([`Store::insert_tool_call`]).
     ToolCall(NewToolCall),
+    /// A status callback's report ([`Store::insert_call_status`]).
+    Status(CallStatusReport),
 }
 
 /// What the writer's queue carries: a record, or a barrier that answers once everything
@@ -72,6 +76,7 @@ impl Record {
             Record::Finished { .. } => "finished",
             Record::Event(_) => "event",
             Record::ToolCall(_) => "tool_call",
+            Record::Status(_) => "status",
         }
     }
 
@@ -82,6 +87,7 @@ impl Record {
             Record::Prompt { call_sid, .. } | Record::Finished { call_sid, .. } => call_sid,
             Record::Event(e) => &e.call_sid,
             Record::ToolCall(t) => &t.call_sid,
+            Record::Status(s) => &s.call_sid,
         }
     }
 }
@@ -231,5 +237,6 @@ async fn apply(store: &Store, record: &Record) -> Result<(), StoreError> {
         Record::Finished { call_sid, end } => store.finish_call(call_sid, end).await,
         Record::Event(event) => store.insert_event(event).await.map(|_| ()),
         Record::ToolCall(call) => store.insert_tool_call(call).await.map(|_| ()),
+        Record::Status(status) => store.insert_call_status(status).await,
     }
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod media;
 pub mod server;
+pub mod status;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -143,6 +144,7 @@ impl IntoResponse for AppError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/twilio/voice", post(webhook::voice))
+        .route("/twilio/status", post(status::status))
         .route("/twilio/media", get(media::stream))
         // The segment names the instance that took the webhook; it is for the load balancer.
         .route("/twilio/media/{instance}", get(media::stream))

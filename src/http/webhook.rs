@@ -30,22 +30,27 @@ fn twiml_response(body: String) -> Response {
         .into_response()
 }
 
-fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+/// The value of form field `name`, if present.
+pub fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
 
-/// The voice webhook handler: checks the signature, reads the fields, and answers with what
-/// [`CallService::prepare`](crate::call::service::CallService::prepare) decided.
-pub async fn voice(
-    State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AppError> {
-    let params = signature::parse_form(&body);
+/// The form fields of a request from Twilio to `uri`, once its X-Twilio-Signature checks out
+/// over the public URL (`server.public_scheme`, `server.public_host`, the path and query) and
+/// the fields. `what` names the endpoint in the warning.
+///
+/// Errors: [`AppError::BadSignature`] (403) for a missing or wrong signature.
+pub fn signed_form(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<Vec<(String, String)>, AppError> {
+    let params = signature::parse_form(body);
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let url = format!(
         "{}://{}{}",
@@ -58,9 +63,21 @@ pub async fn voice(
     if provided.is_empty()
         || !signature::validate(&state.secrets.twilio_auth_token, &url, &params, provided)
     {
-        tracing::warn!(url = %url, "voice webhook rejected: bad or missing X-Twilio-Signature");
+        tracing::warn!(url = %url, "{what} rejected: bad or missing X-Twilio-Signature");
         return Err(AppError::BadSignature);
     }
+    Ok(params)
+}
+
+/// The voice webhook handler: checks the signature, reads the fields, and answers with what
+/// [`CallService::prepare`](crate::call::service::CallService::prepare) decided.
+pub async fn voice(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let params = signed_form(&state, &uri, &headers, &body, "voice webhook")?;
     let call = read_call(&params, uri.query())?;
     Ok(match state.calls.prepare(call).await {
         Prepared::Stream { url, token } => {

@@ -263,3 +263,55 @@ fn insert_call_row<'q>(
         .bind(call.started_at_ms)
         .bind((!call.instance_id.is_empty()).then_some(call.instance_id.as_str()))
 }
+
+impl Store {
+    /// Records what a status callback reported of call `status.call_sid`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty CallSid or a negative time or duration.
+    pub async fn insert_call_status(&self, status: &CallStatusReport) -> Result<(), StoreError> {
+        require_non_empty("call_sid", &status.call_sid)?;
+        require_non_negative("at_ms", status.at_ms)?;
+        if let Some(d) = status.duration_s {
+            require_non_negative("duration_s", d)?;
+        }
+        sqlx::query(
+            "INSERT INTO call_statuses (call_sid, at_ms, status, duration_s, answered_by) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&status.call_sid)
+        .bind(status.at_ms)
+        .bind(status.status.as_str())
+        .bind(status.duration_s)
+        .bind(&status.answered_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What the status callbacks reported of a call, oldest first; empty for an unknown call.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails or a status is not one Twilio sends.
+    pub async fn call_statuses(&self, call_sid: &str) -> Result<Vec<CallStatusReport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT call_sid, at_ms, status, duration_s, answered_by FROM call_statuses \
+             WHERE call_sid = $1 ORDER BY at_ms",
+        )
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                Ok::<_, sqlx::Error>(CallStatusReport {
+                    call_sid: row.try_get("call_sid")?,
+                    at_ms: row.try_get("at_ms")?,
+                    status: events::parsed(row, "status")?,
+                    duration_s: row.try_get("duration_s")?,
+                    answered_by: row.try_get("answered_by")?,
+                })
+            })
+            .collect::<Result<_, _>>()?)
+    }
+}

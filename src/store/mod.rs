@@ -45,8 +45,8 @@ pub use backend::Backend;
 pub use e164::normalize_e164;
 pub use model::{
     Business, BusinessRule, BusinessTool, BusinessUpdate, CallEnd, CallEvent, CallRecord,
-    CallSummary, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE, ExperimentCall,
-    NewBusiness, NewCall, NewCallEvent, NewToolCall, ToolCallRecord,
+    CallStatusReport, CallSummary, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE,
+    ExperimentCall, NewBusiness, NewCall, NewCallEvent, NewToolCall, ToolCallRecord,
 };
 pub use prompts::{
     Experiment, ExperimentStatus, NewPromptVersion, PromptStatus, PromptVersion,
@@ -81,6 +81,10 @@ const POSTGRES_FALLBACK: &str = include_str!("../../migrations/postgres/0006_fal
 const SQLITE_TOOLS: &str = include_str!("../../migrations/sqlite/0007_tools.sql");
 /// PostgreSQL migration 7: business tools, built-in call control switches, tool calls.
 const POSTGRES_TOOLS: &str = include_str!("../../migrations/postgres/0007_tools.sql");
+/// SQLite migration 8: Twilio's status callbacks.
+const SQLITE_CALL_STATUS: &str = include_str!("../../migrations/sqlite/0008_call_status.sql");
+/// PostgreSQL migration 8: Twilio's status callbacks.
+const POSTGRES_CALL_STATUS: &str = include_str!("../../migrations/postgres/0008_call_status.sql");
 
 /// A write of a business's row that failed: [`StoreError::NotFound`] naming the business when
 /// its foreign key found none, else the query's error.
@@ -291,26 +295,29 @@ impl Store {
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (init, guards, prompts, summaries, lifecycle, fallback, tools) = match self.backend {
-            Backend::Sqlite => (
-                SQLITE_INIT,
-                SQLITE_GUARDS,
-                SQLITE_PROMPTS,
-                SQLITE_SUMMARIES,
-                SQLITE_LIFECYCLE,
-                SQLITE_FALLBACK,
-                SQLITE_TOOLS,
-            ),
-            Backend::Postgres => (
-                POSTGRES_INIT,
-                POSTGRES_GUARDS,
-                POSTGRES_PROMPTS,
-                POSTGRES_SUMMARIES,
-                POSTGRES_LIFECYCLE,
-                POSTGRES_FALLBACK,
-                POSTGRES_TOOLS,
-            ),
-        };
+        let (init, guards, prompts, summaries, lifecycle, fallback, tools, statuses) =
+            match self.backend {
+                Backend::Sqlite => (
+                    SQLITE_INIT,
+                    SQLITE_GUARDS,
+                    SQLITE_PROMPTS,
+                    SQLITE_SUMMARIES,
+                    SQLITE_LIFECYCLE,
+                    SQLITE_FALLBACK,
+                    SQLITE_TOOLS,
+                    SQLITE_CALL_STATUS,
+                ),
+                Backend::Postgres => (
+                    POSTGRES_INIT,
+                    POSTGRES_GUARDS,
+                    POSTGRES_PROMPTS,
+                    POSTGRES_SUMMARIES,
+                    POSTGRES_LIFECYCLE,
+                    POSTGRES_FALLBACK,
+                    POSTGRES_TOOLS,
+                    POSTGRES_CALL_STATUS,
+                ),
+            };
         let migration = |version, description, sql: &'static str| {
             Migration::new(
                 version,
@@ -328,6 +335,7 @@ impl Store {
             migration(5, "lifecycle", lifecycle),
             migration(6, "fallback", fallback),
             migration(7, "tools", tools),
+            migration(8, "call_status", statuses),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

@@ -420,3 +420,18 @@ pub struct ToolCallRecord {
     /// The redacted arguments (JSON text).
     pub arguments: String,
 }
+
+/// What one of Twilio's status callbacks reported of a call (`call_statuses`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CallStatusReport {
+    /// Twilio CallSid.
+    pub call_sid: String,
+    /// When the callback arrived, epoch ms.
+    pub at_ms: i64,
+    /// `CallStatus`.
+    pub status: crate::domain::CallStatus,
+    /// `CallDuration`, seconds (on `completed`).
+    pub duration_s: Option<i64>,
+    /// `AnsweredBy` (answering machine detection: `human`, `machine_start`, …), when given.
+    pub answered_by: Option<String>,
+}

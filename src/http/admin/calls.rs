@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorBody};
 use crate::http::AppState;
-use crate::store::{CallEvent, CallRecord, ToolCallRecord};
+use crate::store::{CallEvent, CallRecord, CallStatusReport, ToolCallRecord};
 use crate::telemetry::alerts::AlertStatus;
 use crate::telemetry::window::{
     BusinessFigures, LiveCall, RecentCall, WINDOWS_MINUTES, WindowFigures,
@@ -39,6 +39,8 @@ pub struct CallDetail {
     pub events: Vec<CallEvent>,
     /// Tool calls (name, status, latency, hold audio heard, redacted arguments), oldest first.
     pub tool_calls: Vec<ToolCallRecord>,
+    /// What Twilio's status callbacks reported (status, duration, answered by), oldest first.
+    pub statuses: Vec<CallStatusReport>,
 }
 
 /// What the dashboard shows: this instance's live calls, and per business the latency
@@ -122,11 +124,13 @@ pub(super) async fn show_call(
         .unwrap_or_default();
     let events = state.store.call_events(&call_sid).await?;
     let tool_calls = state.store.tool_calls(&call_sid).await?;
+    let statuses = state.store.call_statuses(&call_sid).await?;
     Ok(Json(CallDetail {
         call,
         prompt_version_id,
         variant,
         events,
         tool_calls,
+        statuses,
     }))
 }

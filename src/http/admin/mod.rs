@@ -274,6 +274,8 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         SetTool,
         crate::store::BusinessTool,
         crate::store::ToolCallRecord,
+        crate::store::CallStatusReport,
+        crate::domain::CallStatus,
         crate::domain::ToolKind,
         crate::domain::ToolStatus,
         CreatePrompt,
