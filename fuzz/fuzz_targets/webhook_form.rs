@@ -1,7 +1,9 @@
 //! The voice webhook's request, as the handler reads it: the first line is the URL's query
 //! (an outbound call's signed parameters), the rest the form body. The form is parsed, its
-//! signature checked, the call read from it, and the outbound parameters verified. Nothing may
-//! panic; a signature computed over the fields must validate.
+//! signature checked, the call read from it (and a status report, as `/twilio/status` reads
+//! it), and the outbound parameters verified; the first line is also tried as a tool's
+//! `Voxrelay-Signature` header over the body. Nothing may panic; a signature computed over the
+//! fields must validate.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,6 +23,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(signature::validate(AUTH_TOKEN, URL, &params, &signed));
     let _ = signature::validate(AUTH_TOKEN, URL, &params, &String::from_utf8_lossy(body));
     let _ = read_call(&params, Some(&query));
+    let _ = voxrelay::http::status::read_status(&params, 0);
+    let _ = voxrelay::tools::signature::verify(KEY, &query, body, 0, 300);
+    let tool_signature = voxrelay::tools::signature::sign(KEY, 7, body);
+    assert!(voxrelay::tools::signature::verify(KEY, &tool_signature, body, 7, 0).is_ok());
     let pairs = signature::parse_form(query.as_bytes());
     let _ = token::verify_outbound(KEY, &pairs, 0);
 });
