@@ -1040,7 +1040,11 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8], "every migration applied");
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4, 5, 6, 7, 8],
+        "every migration applied"
+    );
     let rejected = sqlx::query(
         "INSERT INTO businesses (id, name, guard_policy, created_at_ms, updated_at_ms) \
          VALUES ('bad', 'Bad', 'block', 1, 1)",
