@@ -115,6 +115,7 @@ fn relay(c: &mut Criterion) {
         fallback: None,
         end_call_enabled: true,
         transfer_enabled: true,
+        transfer_targets: Vec::new(),
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     let cache: FingerprintCache<voxrelay::prompt::BuiltPrompts> = FingerprintCache::default();

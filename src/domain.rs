@@ -180,6 +180,40 @@ vocabulary! {
         /// The model ended the call with the built-in `end_call` tool, and its goodbye played
         /// ([`crate::tools::builtin`]).
         AgentHangup = "agent_hangup",
+        /// The model put the caller through to one of the business's transfer targets with the
+        /// built-in `transfer_call` tool: its handoff line played and Twilio took the call to
+        /// `<Dial>` ([`crate::call::transfer`]). When the person does not answer, the caller
+        /// comes back on a new stream, whose end is recorded in its place.
+        Transferred = "transferred",
+    }
+}
+
+vocabulary! {
+    /// How a transfer's `<Dial>` ended, from Twilio's `DialCallStatus` in the `<Dial action>`
+    /// callback (<https://www.twilio.com/docs/voice/twiml/dial#dialcallstatus>): `completed`
+    /// and `answered` are [`TransferOutcome::Answered`].
+    TransferOutcome, "transfer outcome" {
+        /// The person answered (`completed`, or `answered` while the bridge is up).
+        Answered = "answered",
+        /// The line was busy.
+        Busy = "busy",
+        /// Nobody answered within the dial timeout.
+        NoAnswer = "no-answer",
+        /// The number could not be dialled.
+        Failed = "failed",
+        /// The dial was cancelled (the caller hung up while it rang).
+        Canceled = "canceled",
+    }
+}
+
+impl TransferOutcome {
+    /// The outcome of Twilio's `DialCallStatus` value (`completed`, `answered`, `busy`,
+    /// `no-answer`, `failed`, `canceled`); `None` for anything else.
+    pub fn from_dial_status(status: &str) -> Option<TransferOutcome> {
+        match status {
+            "completed" | "answered" => Some(TransferOutcome::Answered),
+            other => other.parse().ok(),
+        }
     }
 }
 

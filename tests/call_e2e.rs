@@ -28,6 +28,7 @@ async fn world_with(upstream: SimUpstreamConfig, interrupt_response: bool) -> Wo
         configure: Some(Box::new(move |c| {
             c.vad.interrupt_response = interrupt_response
         })),
+        twilio_validator: None,
     })
     .await
     .expect("world starts");
@@ -495,6 +496,7 @@ async fn concurrent_calls_to_several_businesses_each_carry_only_their_own_busine
         upstream,
         database_url: None,
         configure: None,
+        twilio_validator: None,
     })
     .await
     .expect("world starts");

@@ -72,6 +72,7 @@ async fn world(
         upstream,
         database_url,
         configure: Some(configure),
+        twilio_validator: None,
     })
     .await
 }

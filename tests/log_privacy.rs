@@ -71,6 +71,7 @@ async fn a_full_call_logs_no_number_digit_or_transcript_in_clear() {
                     response,
                     name: "take_payment".into(),
                     arguments: format!(r#"{{"card":"{PAID_WITH}","phone":"+14155550123"}}"#),
+                    connection: None,
                 })
                 .collect(),
             ..SimUpstreamConfig::default()

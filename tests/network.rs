@@ -84,6 +84,7 @@ async fn call(link: Link, seed: u64, n: u32) -> Figures {
                 c.upstream.url = url;
             }
         })),
+        twilio_validator: None,
     })
     .await
     .expect("world starts");

@@ -61,6 +61,7 @@ fn setup() -> CallSetup {
         fallback: None,
         end_call_enabled: true,
         transfer_enabled: true,
+        transfer_targets: Vec::new(),
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     CallSetup::build(
@@ -97,6 +98,7 @@ fn pending(url: String, setup: CallSetup) -> PendingCall {
         created: Instant::now(),
         greeting_requested_at: Default::default(),
         slot: None,
+        resume: None,
     }
 }
 

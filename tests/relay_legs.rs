@@ -55,6 +55,7 @@ async fn world_with(upstream: SimUpstreamConfig, stall_limit_ms: u64) -> World {
             c.upstream.socket_send_buffer_bytes = SOCKET_BUFFER;
             c.reconnect.max_per_call = 0;
         })),
+        twilio_validator: None,
     })
     .await
     .expect("world starts");

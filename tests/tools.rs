@@ -48,6 +48,7 @@ fn scripted(response: usize, name: &str, arguments: Value) -> ScriptedToolCall {
         response,
         name: name.into(),
         arguments: arguments.to_string(),
+        connection: None,
     }
 }
 

@@ -6,72 +6,18 @@
 //! Prism is found at `VOXRELAY_PRISM` (the `prism` executable; `.ci/run` installs it with npm).
 //! Without it the tests are skipped, saying so, unless `VOXRELAY_REQUIRE_TOOLS=1`.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use voxrelay::domain::CallSid;
 use voxrelay::twilio::rest::{RestClient, RestError};
 use voxrelay::twilio::twiml;
+use voxrelay_sim::prism::Prism;
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const CALL: &str = "CA0123456789abcdef0123456789abcdef";
 
-struct Prism {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Prism {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Prism on a free port, once it answers; `None` (skipped) when it is not installed.
 fn prism() -> Option<Prism> {
-    let Some(bin) = std::env::var_os("VOXRELAY_PRISM").map(PathBuf::from) else {
-        assert!(
-            std::env::var("VOXRELAY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "VOXRELAY_PRISM is not set and VOXRELAY_REQUIRE_TOOLS=1"
-        );
-        eprintln!("SKIPPED: Twilio REST contract test (VOXRELAY_PRISM not set)");
-        return None;
-    };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let spec = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/twilio/openapi/twilio_api_v2010.yaml"
-    );
-    let child = Command::new(bin)
-        .args([
-            "mock",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "--errors",
-            spec,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prism");
-    let prism = Prism {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "prism did not start in 60 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Some(prism)
+    Prism::start("Twilio REST contract test")
 }
 
 fn client(prism: &Prism, token: &str) -> RestClient {

@@ -75,6 +75,13 @@ pub enum BusinessCommand {
         /// false.
         #[arg(long)]
         transfer: Option<bool>,
+        /// Someone transfer_call may put callers through to, as NAME=E164 (for example
+        /// "front desk=+14155550123"); repeat for several. Replaces the list.
+        #[arg(long = "transfer-target", value_parser = parse_transfer_target)]
+        transfer_target: Vec<voxrelay::store::TransferTarget>,
+        /// Remove every transfer target.
+        #[arg(long, conflicts_with = "transfer_target")]
+        no_transfer_targets: bool,
     },
     /// Delete a business with its numbers, rules, prompt versions and experiments (its call
     /// records stay).
@@ -228,6 +235,8 @@ pub async fn run(
             fallback,
             end_call,
             transfer,
+            transfer_target,
+            no_transfer_targets,
         } => {
             let update = BusinessUpdate {
                 name,
@@ -243,6 +252,11 @@ pub async fn run(
                 fallback,
                 end_call_enabled: end_call,
                 transfer_enabled: transfer,
+                transfer_targets: if no_transfer_targets {
+                    Some(Vec::new())
+                } else {
+                    Some(transfer_target).filter(|t| !t.is_empty())
+                },
                 ..BusinessUpdate::default()
             };
             let b = ops::businesses::update(store, checks, &id, &update).await?;
@@ -302,4 +316,15 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// A `--transfer-target` value: `NAME=NUMBER` (the store checks both).
+fn parse_transfer_target(value: &str) -> Result<voxrelay::store::TransferTarget, String> {
+    let (name, number) = value.rsplit_once('=').ok_or_else(|| {
+        format!("{value:?} is not NAME=NUMBER (e.g. \"front desk=+14155550123\")")
+    })?;
+    Ok(voxrelay::store::TransferTarget {
+        name: name.trim().to_string(),
+        number: number.trim().to_string(),
+    })
 }

@@ -89,6 +89,7 @@ async fn fault_upstream_process_frozen_by_sigstop_mid_call_fails_over_and_the_ca
             c.timeouts.upstream_ping_ms = 300;
             c.timeouts.upstream_quiet_ms = 1000;
         })),
+        twilio_validator: None,
     })
     .await
     .expect("world starts");

@@ -254,6 +254,7 @@ async fn dental_world(
             c.limits.max_pending = calls as usize + 10;
             tweak(c);
         })),
+        twilio_validator: None,
     })
     .await
     .context("starting the proxy and the simulated upstream")?;

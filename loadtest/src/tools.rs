@@ -86,6 +86,7 @@ pub async fn run(args: ToolsArgs) -> anyhow::Result<()> {
                 response,
                 name: tool.into(),
                 arguments: r#"{"day":"Tuesday","time":"10:00"}"#.into(),
+                connection: None,
             })
             .collect(),
         ..SimUpstreamConfig::default()

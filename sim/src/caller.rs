@@ -74,6 +74,48 @@ pub struct CallerConfig {
     /// open, and a redirect of the call ends it as Twilio would (`stop`, then close, recorded
     /// as [`CallerEvent::Redirected`]). `None`: no REST API to redirect it.
     pub live_calls: Option<LiveCalls>,
+    /// How the call's `<Dial action>` ends when it is redirected to one (a transfer): the
+    /// simulated Twilio rings the number, then POSTs the signed outcome to the action URL and
+    /// runs the TwiML it answers (a new media stream brings the caller back). `None`: a
+    /// redirect ends the simulated call.
+    pub dial: Option<DialAnswer>,
+}
+
+/// How the person a call is transferred to answers, and what the caller does if it comes
+/// back.
+#[derive(Debug, Clone)]
+pub struct DialAnswer {
+    /// Twilio's `DialCallStatus`: `completed` (answered), `busy`, `no-answer`, `failed`.
+    pub status: String,
+    /// How long it rings before that, ms.
+    pub ring_ms: u64,
+    /// `DialCallDuration`, seconds, for an answered dial.
+    pub duration_s: Option<u64>,
+    /// What the caller says on the stream that brings them back (8 kHz mu-law; may be empty).
+    pub return_speech: Vec<u8>,
+    /// Silence on that stream before the caller speaks, ms (the assistant speaks first).
+    pub return_lead_ms: u64,
+    /// How long the caller stays on that stream after speaking before `stop`, ms.
+    pub return_listen_ms: u64,
+}
+
+/// What happened to a call redirected to `<Dial action>`.
+#[derive(Debug, Clone, Default)]
+pub struct TransferLeg {
+    /// The TwiML the call was redirected to.
+    pub dial_twiml: String,
+    /// The `<Dial>`'s `action` URL.
+    pub action_url: String,
+    /// The `<Number>` dialled.
+    pub number: String,
+    /// The `callerId` shown to the person, if set.
+    pub caller_id: Option<String>,
+    /// The action callback's HTTP status.
+    pub action_status: u16,
+    /// What the action callback answered.
+    pub action_twiml: String,
+    /// The stream that brought the caller back, when the answer connected one.
+    pub returned: Option<Box<CallerReport>>,
 }
 
 impl CallerConfig {
@@ -108,6 +150,7 @@ impl CallerConfig {
             close_without_stop: false,
             go_quiet: false,
             live_calls: None,
+            dial: None,
         }
     }
 }
@@ -173,6 +216,9 @@ pub struct CallerReport {
     pub frames_sent: usize,
     /// Every message the proxy sent, as text, with its time (for tests).
     pub received: Vec<(Duration, String)>,
+    /// The transfer, when the call was redirected to `<Dial action>` and
+    /// [`CallerConfig::dial`] said how it ends.
+    pub transfer: Option<Box<TransferLeg>>,
 }
 
 impl CallerReport {
@@ -334,7 +380,112 @@ pub async fn run(config: CallerConfig) -> Result<CallerReport, CallerError> {
     };
     tokio::time::sleep(Duration::from_millis(config.stream_connect_delay_ms)).await;
     stream_into(&config, &url, token, &account_sid, &mut report).await?;
+    if let (Some(dial), Some(twiml)) = (&config.dial, redirected_to(&report)) {
+        report.transfer = follow_dial(&config, dial, &twiml).await?.map(Box::new);
+    }
     Ok(report)
+}
+
+/// The TwiML the call's stream was redirected to, if it was.
+fn redirected_to(report: &CallerReport) -> Option<String> {
+    report.events.iter().rev().find_map(|(_, e)| match e {
+        CallerEvent::Redirected { twiml } => Some(twiml.clone()),
+        _ => None,
+    })
+}
+
+/// Reads `<Dial action="…" … callerId="…"><Number>…</Number></Dial>`: the action URL, the
+/// number and the caller ID.
+pub fn parse_dial_twiml(twiml: &str) -> Option<(String, String, Option<String>)> {
+    let dial = regex::Regex::new(r#"<Dial([^>]*)>\s*<Number>([^<]*)</Number>"#)
+        .ok()?
+        .captures(twiml)?;
+    let attributes = dial.get(1)?.as_str();
+    let attribute = |name: &str| {
+        regex::Regex::new(&format!(r#"\s{name}="([^"]*)""#))
+            .ok()?
+            .captures(attributes)
+            .and_then(|c| c.get(1))
+            .map(|m| xml_unescape(m.as_str()))
+    };
+    Some((
+        attribute("action")?,
+        xml_unescape(dial.get(2)?.as_str()),
+        attribute("callerId"),
+    ))
+}
+
+/// Does what Twilio does with a `<Dial action>`: rings for [`DialAnswer::ring_ms`], POSTs the
+/// signed outcome to the action URL, and runs what it answers (a new media stream, with the
+/// caller saying [`DialAnswer::return_speech`]). `None` when the TwiML dials nothing.
+///
+/// Errors: [`CallerError`] when the callback or the new stream fails.
+async fn follow_dial(
+    config: &CallerConfig,
+    dial: &DialAnswer,
+    twiml: &str,
+) -> Result<Option<TransferLeg>, CallerError> {
+    let Some((action_url, number, caller_id)) = parse_dial_twiml(twiml) else {
+        return Ok(None);
+    };
+    tokio::time::sleep(Duration::from_millis(dial.ring_ms)).await;
+    let account_sid = account_sid();
+    let dial_sid = format!("CA{}", "d".repeat(32));
+    let duration = dial.duration_s.map(|d| d.to_string()).unwrap_or_default();
+    let mut params: Vec<(String, String)> = [
+        ("AccountSid", account_sid.as_str()),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", config.call_sid.as_str()),
+        ("CallStatus", "in-progress"),
+        ("Direction", config.direction.as_str()),
+        ("From", config.from.as_str()),
+        ("To", config.to.as_str()),
+        ("DialCallSid", dial_sid.as_str()),
+        ("DialCallStatus", dial.status.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if !duration.is_empty() {
+        params.push(("DialCallDuration".into(), duration));
+    }
+    let sig = signature::compute(&config.auth_token, &action_url, &params);
+    let failed = |source| CallerError::Webhook {
+        url: action_url.clone(),
+        source,
+    };
+    let response = reqwest::Client::new()
+        .post(&action_url)
+        .header("X-Twilio-Signature", sig)
+        .form(&params)
+        .send()
+        .await
+        .map_err(failed)?;
+    let action_status = response.status().as_u16();
+    let action_twiml = response.text().await.map_err(failed)?;
+    let mut leg = TransferLeg {
+        dial_twiml: twiml.to_string(),
+        action_url: action_url.clone(),
+        number,
+        caller_id,
+        action_status,
+        action_twiml: action_twiml.clone(),
+        returned: None,
+    };
+    if let Some((url, token)) = parse_stream_twiml(&action_twiml) {
+        let back = CallerConfig {
+            speech: dial.return_speech.clone(),
+            lead_silence_ms: dial.return_lead_ms,
+            tail_silence_ms: dial.return_listen_ms,
+            inject: Vec::new(),
+            dial: None,
+            ..config.clone()
+        };
+        let mut returned = CallerReport::default();
+        stream_into(&back, &url, token, &account_sid, &mut returned).await?;
+        leg.returned = Some(Box::new(returned));
+    }
+    Ok(Some(leg))
 }
 
 /// Only the media stream, to `url` with `token`, as [`run`] streams after its webhook: for a
@@ -645,6 +796,28 @@ async fn redirected(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dial_action_number_and_caller_id_are_read_from_twiml() {
+        let twiml = voxrelay::twilio::twiml::dial_with_action(
+            "+15005550006",
+            "http://127.0.0.1:1/twilio/dial-status/i?target=front+desk&token=a.b",
+            20,
+            Some("+14155550100"),
+        );
+        assert_eq!(
+            parse_dial_twiml(&twiml),
+            Some((
+                "http://127.0.0.1:1/twilio/dial-status/i?target=front+desk&token=a.b".to_string(),
+                "+15005550006".to_string(),
+                Some("+14155550100".to_string())
+            ))
+        );
+        assert_eq!(
+            parse_dial_twiml("<Response><Dial>+1</Dial></Response>"),
+            None
+        );
+    }
 
     #[test]
     fn the_stream_url_and_token_are_read_from_twiml() {

@@ -76,7 +76,18 @@ pub enum Scenario {
     /// local endpoint the demo starts (slow enough for the hold clip), reads back the booking,
     /// says goodbye and ends the call itself (`end_call`).
     Booking,
+    /// The caller asks for the front desk: the model says a handoff line and calls
+    /// `transfer_call`; the call is redirected to `<Dial>`, nobody answers, and the caller comes
+    /// back to the assistant with the conversation restored, leaves a message, and the model
+    /// ends the call.
+    Transfer,
 }
+
+/// The transfer demo's target and its number.
+pub const TRANSFER_TARGET: (&str, &str) = ("front desk", "+15005550199");
+
+/// How long the transfer demo's front desk rings before the dial ends as `no-answer`, ms.
+pub const TRANSFER_RING_MS: u64 = 2000;
 
 /// The booking demo's tool and what its endpoint answers (after [`BOOKING_TOOL_DELAY_MS`]).
 pub const BOOKING_TOOL: &str = "book_appointment";
@@ -127,12 +138,16 @@ pub struct DemoOutcome {
     pub full_updates: usize,
     /// What the call showed.
     pub scenario: Scenario,
+    /// After a transfer nobody answered: the stream that brought the caller back.
+    pub returned: Option<Box<DemoOutcome>>,
 }
 
 /// Runs the demo call. Errors when any part fails to start or the call does not stream.
 pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
-    if options.scenario == Scenario::Booking {
-        return run_booking(options).await;
+    match options.scenario {
+        Scenario::Booking => return run_booking(options).await,
+        Scenario::Transfer => return run_transfer(options).await,
+        Scenario::Call => {}
     }
     let speech = jfk_speech(None)?;
     let mut transcripts: Vec<String> = JFK_LINES.iter().map(|l| l.to_string()).collect();
@@ -176,6 +191,7 @@ pub async fn run(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         proxy,
         full_updates,
         scenario: Scenario::Call,
+        returned: None,
     })
 }
 
@@ -208,11 +224,13 @@ async fn run_booking(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
                 response: 1,
                 name: BOOKING_TOOL.into(),
                 arguments: r#"{"day":"Tuesday","time":"10:00","service":"cleaning"}"#.into(),
+                connection: None,
             },
             ScriptedToolCall {
                 response: 2,
                 name: "end_call".into(),
                 arguments: r#"{"reason":"appointment booked"}"#.into(),
+                connection: None,
             },
         ],
         transcription_delay_ms: options.transcription_ms,
@@ -269,6 +287,107 @@ async fn run_booking(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         proxy,
         full_updates: 1,
         scenario: Scenario::Booking,
+        returned: None,
+    })
+}
+
+/// The transfer scenario: the caller asks for the front desk (the first 3 s of jfk.wav); the
+/// model says it will put them through and calls `transfer_call`; after the line has played the
+/// call is redirected to `<Dial>`, which rings for [`TRANSFER_RING_MS`] with nobody answering;
+/// the caller comes back on a new stream, the model (given the conversation and the outcome)
+/// says so and offers to take a message, the caller leaves one (jfk.wav again), and the model
+/// says goodbye and ends the call.
+async fn run_transfer(options: &DemoOptions) -> anyhow::Result<DemoOutcome> {
+    use crate::caller::DialAnswer;
+    use crate::upstream::{ConnectionScript, ScriptedToolCall, default_clip};
+    let upstream = SimUpstreamConfig {
+        clip: default_clip()?.first_ms(2000, "Bright Smile Dental, how can I help?"),
+        transcripts: vec![
+            "Hi, I have a question about my bill. Can I talk to someone at the front desk?".into(),
+        ],
+        replies: vec![
+            "Thank you for calling Bright Smile Dental, how can I help you today?".into(),
+            "Of course, I'll put you through to the front desk now.".into(),
+        ],
+        later_scripts: vec![ConnectionScript {
+            transcripts: vec!["Yes please, ask them to call me back about my bill.".into()],
+            replies: vec![
+                "I'm sorry, nobody at the front desk answered. Can I take a message for them?"
+                    .into(),
+                "I'll pass that on, they'll call you back. Thank you for calling, goodbye!".into(),
+            ],
+        }],
+        tool_calls: vec![
+            ScriptedToolCall {
+                response: 1,
+                name: "transfer_call".into(),
+                arguments: r#"{"target":"front desk","reason":"billing question"}"#.into(),
+                connection: Some(0),
+            },
+            ScriptedToolCall {
+                response: 1,
+                name: "end_call".into(),
+                arguments: r#"{"reason":"message taken"}"#.into(),
+                connection: Some(1),
+            },
+        ],
+        transcription_delay_ms: options.transcription_ms,
+        first_audio_delay_ms: options.first_audio_ms,
+        connect_delay_ms: options.connect_delay_ms,
+        event_log: options.event_log.clone(),
+        ..SimUpstreamConfig::default()
+    };
+    let mut world = demo_world(upstream).await?;
+    world
+        .store
+        .update_business(
+            DEMO_BUSINESS_ID,
+            &voxrelay::store::BusinessUpdate {
+                transfer_targets: Some(vec![voxrelay::store::TransferTarget {
+                    name: TRANSFER_TARGET.0.into(),
+                    number: TRANSFER_TARGET.1.into(),
+                }]),
+                ..voxrelay::store::BusinessUpdate::default()
+            },
+        )
+        .await?;
+    let call_sid = "CA0123456789abcdef0123456789abcded";
+    let mut caller = world.caller(call_sid, DEMO_NUMBER, jfk_speech(Some(3.0))?);
+    caller.lead_silence_ms = 2600;
+    caller.tail_silence_ms = 15_000;
+    caller.stream_connect_delay_ms = options.stream_connect_delay_ms;
+    caller.dial = Some(DialAnswer {
+        status: "no-answer".into(),
+        ring_ms: TRANSFER_RING_MS,
+        duration_s: None,
+        return_speech: jfk_speech(Some(3.0))?,
+        return_lead_ms: 3000,
+        return_listen_ms: 15_000,
+    });
+    let (mut caller, proxy) = world.call(caller).await?;
+    let returned = world.report_for(call_sid, Duration::from_secs(10)).await;
+    world.stop().await;
+    let proxy = streamed(proxy, &caller)?;
+    let back = caller.transfer.as_mut().and_then(|t| t.returned.take());
+    let returned = match (back, returned) {
+        (Some(back), Some(report)) => Some(Box::new(DemoOutcome {
+            caller: *back,
+            proxy: report,
+            full_updates: 1,
+            scenario: Scenario::Transfer,
+            returned: None,
+        })),
+        _ => None,
+    };
+    if let Some(r) = &returned {
+        write_heard(options, &r.caller)?;
+    }
+    Ok(DemoOutcome {
+        caller,
+        proxy,
+        full_updates: 1,
+        scenario: Scenario::Transfer,
+        returned,
     })
 }
 
@@ -316,8 +435,23 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The timeline as text: proxy and caller events merged by time, then a summary.
+/// The timeline as text: proxy and caller events merged by time, then a summary; after a
+/// transfer that brought the caller back, the same for the new stream.
 pub fn render(outcome: &DemoOutcome) -> String {
+    let mut out = render_one(outcome);
+    if let Some(returned) = &outcome.returned {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "the caller is back from the transfer, on a new media stream (its clock starts at its own start):"
+        );
+        out.push_str(&render_one(returned));
+    }
+    out
+}
+
+/// [`render`] for one media stream.
+fn render_one(outcome: &DemoOutcome) -> String {
     let mut lines: Vec<(Duration, String)> = Vec::new();
     for (at, event) in outcome.proxy.timeline.entries() {
         let show = match event {
@@ -344,6 +478,9 @@ pub fn render(outcome: &DemoOutcome) -> String {
             ),
             CallerEvent::Stop => "stop sent (hang-up)".to_string(),
             CallerEvent::Quiet => "the caller's side goes quiet (a dead peer)".to_string(),
+            CallerEvent::Redirected { twiml } if twiml.contains("<Dial action=") => {
+                "the call is redirected to <Dial> the transfer target (stream stopped)".to_string()
+            }
             CallerEvent::Redirected { .. } => {
                 "the call is redirected to the business's fallback (stream stopped)".to_string()
             }
@@ -534,8 +671,10 @@ pub fn heard_against_twilio(
 
 /// Checks that the demo showed what it exists to show; returns what is missing.
 pub fn check(outcome: &DemoOutcome) -> Result<(), String> {
-    if outcome.scenario == Scenario::Booking {
-        return check_booking(outcome);
+    match outcome.scenario {
+        Scenario::Booking => return check_booking(outcome),
+        Scenario::Transfer => return check_transfer(outcome),
+        Scenario::Call => {}
     }
     let p = &outcome.proxy;
     let mut missing = Vec::new();
@@ -562,6 +701,56 @@ pub fn check(outcome: &DemoOutcome) -> Result<(), String> {
         missing.push(
             "a caller-heard moment is more than 20 ms from when the simulated Twilio began playing",
         );
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
+/// The transfer scenario's checks: the model asked for the transfer, Twilio took the
+/// redirect, and the caller came back to a session that restored the conversation, took a
+/// message and hung up.
+fn check_transfer(outcome: &DemoOutcome) -> Result<(), String> {
+    let p = &outcome.proxy;
+    let mut missing = Vec::new();
+    let has = |report: &CallReport, wanted: &dyn Fn(&TimelineEvent) -> bool| {
+        report.timeline.entries().iter().any(|(_, e)| wanted(e))
+    };
+    if !has(p, &|e| matches!(e, TimelineEvent::TransferRequested { .. })) {
+        missing.push("the model did not call transfer_call");
+    }
+    if !has(p, &|e| {
+        matches!(
+            e,
+            TimelineEvent::TransferDialed {
+                delivered: true,
+                ..
+            }
+        )
+    }) {
+        missing.push("the call was not redirected to <Dial>");
+    }
+    if p.end_reason != voxrelay::domain::EndReason::Transferred {
+        missing.push("the first stream did not end as transferred");
+    }
+    match &outcome.returned {
+        None => missing.push("the caller did not come back from the transfer"),
+        Some(back) => {
+            if !has(
+                &back.proxy,
+                &|e| matches!(e, TimelineEvent::TransferReturned { replayed, .. } if *replayed > 0),
+            ) {
+                missing.push("the conversation was not restored after the transfer");
+            }
+            if back.proxy.greeting_latency_ms.is_none() {
+                missing.push("the model did not speak to the returned caller");
+            }
+            if back.proxy.end_reason != voxrelay::domain::EndReason::AgentHangup {
+                missing.push("the call did not end with the agent's hang-up after the message");
+            }
+        }
     }
     if missing.is_empty() {
         Ok(())

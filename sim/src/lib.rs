@@ -9,6 +9,7 @@
 //! - [`isolation`]: the check that every upstream session carries only its own business;
 //! - [`caller`]: the simulated Twilio (webhook, Media Streams, marks);
 //! - [`twilio_rest`]: the simulated Twilio REST API (a live call's redirect);
+//! - [`prism`]: Stoplight Prism validating requests against Twilio's OpenAPI description;
 //! - [`tool_endpoint`]: a business's tool endpoint (signature checked, scripted answers);
 //! - [`playback`]: Twilio's playback buffer, for the caller and the load generator;
 //! - [`world`]: a proxy, an upstream and a database for a test or the demo;
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod impaired;
 pub mod isolation;
 pub mod playback;
+pub mod prism;
 pub mod tool_endpoint;
 pub mod twilio_rest;
 pub mod upstream;

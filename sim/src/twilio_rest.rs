@@ -9,8 +9,11 @@
 //!   in-progress. Cannot redirect."), as Twilio refuses it.
 //! - Anything else: 404.
 //!
-//! The request schema itself is checked against Twilio's OpenAPI description by the Prism
-//! contract tests (`tests/twilio_rest.rs`); this mock is about timing and the call's state.
+//! The request schema itself is checked against Twilio's OpenAPI description by Prism: the
+//! contract tests (`tests/twilio_rest.rs`) call it directly, and a mock started with
+//! [`SimTwilioRest::start_validated`] sends every request to Prism first and answers Prism's
+//! refusal (422, with the problems) instead of acting on a request outside Twilio's schema.
+//! This mock is about timing and the call's state.
 //! Sources: <https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource>,
 //! <https://www.twilio.com/docs/api/errors/21220>, <https://www.twilio.com/docs/api/errors/20003>.
 
@@ -41,6 +44,9 @@ pub struct Redirect {
     pub authorized: bool,
     /// Whether the call's media stream was open when the request came (Twilio took it).
     pub while_live: bool,
+    /// What Prism answered when the mock validates requests: its HTTP status (`None`: not
+    /// validated).
+    pub prism_status: Option<u16>,
     /// When it came.
     pub at: Instant,
 }
@@ -88,6 +94,8 @@ impl LiveCalls {
 #[derive(Clone)]
 struct Shared {
     auth_token: String,
+    /// Prism's base URL and a client for it, when requests are validated.
+    validator: Option<(reqwest::Client, String)>,
     live: LiveCalls,
     redirects: Arc<Mutex<Vec<Redirect>>>,
 }
@@ -104,9 +112,21 @@ impl SimTwilioRest {
     ///
     /// Errors: the port could not be bound.
     pub async fn start(auth_token: &str) -> std::io::Result<SimTwilioRest> {
+        SimTwilioRest::start_validated(auth_token, None).await
+    }
+
+    /// Starts the mock with every request validated first by the Prism mock at `prism`
+    /// (`http://127.0.0.1:PORT`, [`crate::prism::Prism`]); `None`: no validation.
+    ///
+    /// Errors: the port could not be bound.
+    pub async fn start_validated(
+        auth_token: &str,
+        prism: Option<String>,
+    ) -> std::io::Result<SimTwilioRest> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let shared = Shared {
+            validator: prism.map(|url| (reqwest::Client::new(), url)),
             auth_token: auth_token.to_string(),
             live: LiveCalls::default(),
             redirects: Arc::default(),
@@ -161,6 +181,44 @@ fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
         .into_response()
 }
 
+/// Sends the request to Prism when the mock validates: `Err` with Prism's answer when it
+/// refused it (outside Twilio's schema), else Prism's status (`None`: not validated).
+async fn validate(
+    shared: &Shared,
+    path: &str,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<Option<u16>, Response> {
+    let Some((client, prism)) = &shared.validator else {
+        return Ok(None);
+    };
+    let mut request = client
+        .post(format!("{prism}{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string());
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        request = request.header("authorization", auth);
+    }
+    match request.send().await {
+        Ok(answer) if answer.status().is_success() => Ok(Some(answer.status().as_u16())),
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            let text = answer.text().await.unwrap_or_default();
+            Err((
+                StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                [("content-type", "application/json")],
+                text,
+            )
+                .into_response())
+        }
+        Err(e) => Err(twilio_error(
+            StatusCode::BAD_GATEWAY,
+            0,
+            &format!("the Prism validator did not answer: {e}"),
+        )),
+    }
+}
+
 async fn update_call(
     State(shared): State<Shared>,
     Path((account_sid, call)): Path<(String, String)>,
@@ -170,6 +228,26 @@ async fn update_call(
     let at = Instant::now();
     let Some(call_sid) = call.strip_suffix(".json").map(str::to_string) else {
         return StatusCode::NOT_FOUND.into_response();
+    };
+    let path = format!("/2010-04-01/Accounts/{account_sid}/Calls/{call}");
+    let prism_status = match validate(&shared, &path, &headers, &body).await {
+        Ok(status) => status,
+        Err(refused) => {
+            shared
+                .redirects
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Redirect {
+                    account_sid,
+                    call_sid,
+                    twiml: String::new(),
+                    authorized: false,
+                    while_live: false,
+                    prism_status: Some(refused.status().as_u16()),
+                    at,
+                });
+            return refused;
+        }
     };
     let expected = format!(
         "Basic {}",
@@ -196,6 +274,7 @@ async fn update_call(
             twiml: twiml.clone(),
             authorized,
             while_live,
+            prism_status,
             at,
         });
     if !authorized {

@@ -44,6 +44,10 @@ pub struct WorldOptions {
     pub database_url: Option<String>,
     /// Changes to the built-in default configuration (applied after the world's own settings).
     pub configure: Option<Configure>,
+    /// Prism's base URL: the simulated Twilio REST API has every request validated against
+    /// Twilio's OpenAPI description first ([`SimTwilioRest::start_validated`]). `None`: not
+    /// validated.
+    pub twilio_validator: Option<String>,
 }
 
 /// The running world.
@@ -81,7 +85,8 @@ impl World {
         config.server.public_host = proxy_addr.to_string();
         config.server.public_scheme = "http".into();
         config.upstream.url = upstream.url();
-        let twilio = SimTwilioRest::start(SIM_TWILIO_AUTH_TOKEN).await?;
+        let twilio =
+            SimTwilioRest::start_validated(SIM_TWILIO_AUTH_TOKEN, options.twilio_validator).await?;
         config.fallback.twilio_api_url = twilio.url();
         config.database.url = match options.database_url {
             Some(url) => url,

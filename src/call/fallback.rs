@@ -200,6 +200,11 @@ impl Fallbacks {
         }
     }
 
+    /// The REST client, when there are credentials (a transfer redirects calls with it too).
+    pub fn rest(&self) -> Option<&RestClient> {
+        self.rest.as_ref()
+    }
+
     /// Fallbacks that are never delivered (no credentials).
     pub fn disabled() -> Fallbacks {
         Fallbacks { rest: None }

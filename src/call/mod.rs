@@ -11,6 +11,8 @@
 //! - [`reconnect`]: a lost upstream replaced mid-call (dialer, backoff, held caller audio);
 //! - [`fallback`]: where a call goes when no model can take it (the business's line, or an
 //!   apology);
+//! - [`transfer`]: `transfer_call` carried through Twilio (`<Dial action>`) and the caller's
+//!   return when nobody answers;
 //! - [`keypad`]: the caller's keypad (DTMF) entries, for the model and never the logs;
 //! - [`hold_audio`]: the "one moment, please" clip played during a long reconnect;
 //! - [`session`]: the task that relays audio and carries out the state machine's commands;
@@ -35,3 +37,4 @@ pub mod session;
 pub mod setup;
 pub mod state;
 pub mod tool_calls;
+pub mod transfer;

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::domain::Arm;
 use crate::store::{
     CallEnd, CallStatusReport, NewCall, NewCallEvent, NewToolCall, Store, StoreError,
+    TransferReport,
 };
 
 /// First wait before a failed write is tried again.
@@ -56,6 +57,8 @@ pub enum Record {
     ToolCall(NewToolCall),
     /// A status callback's report ([`Store::insert_call_status`]).
     Status(CallStatusReport),
+    /// A transfer's outcome ([`Store::insert_transfer`]).
+    Transfer(TransferReport),
 }
 
 /// What the writer's queue carries: a record, or a barrier that answers once everything
@@ -77,6 +80,7 @@ impl Record {
             Record::Event(_) => "event",
             Record::ToolCall(_) => "tool_call",
             Record::Status(_) => "status",
+            Record::Transfer(_) => "transfer",
         }
     }
 
@@ -88,6 +92,7 @@ impl Record {
             Record::Event(e) => &e.call_sid,
             Record::ToolCall(t) => &t.call_sid,
             Record::Status(s) => &s.call_sid,
+            Record::Transfer(t) => &t.call_sid,
         }
     }
 }
@@ -238,5 +243,6 @@ async fn apply(store: &Store, record: &Record) -> Result<(), StoreError> {
         Record::Event(event) => store.insert_event(event).await.map(|_| ()),
         Record::ToolCall(call) => store.insert_tool_call(call).await.map(|_| ()),
         Record::Status(status) => store.insert_call_status(status).await,
+        Record::Transfer(transfer) => store.insert_transfer(transfer).await,
     }
 }

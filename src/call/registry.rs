@@ -38,6 +38,9 @@ pub struct PendingCall {
     /// The call's place under the call limits, held until the call ends (`None`: not
     /// counted).
     pub slot: Option<Slot>,
+    /// The caller is back from a transfer nobody answered: the new stream resumes the
+    /// conversation (`None`: a new call).
+    pub resume: Option<crate::call::transfer::Resume>,
 }
 
 /// A pending call dropped because no stream claimed it in time.

@@ -27,6 +27,7 @@ use crate::call::records::{Record, Records};
 use crate::call::registry::{PendingCall, Registry};
 use crate::call::session::{self, SessionOptions, SessionStart};
 use crate::call::setup::{CallSetup, PromptSource, open_upstream};
+use crate::call::transfer::{ActionQuery, Resume, Transfers};
 use crate::config::Config;
 use crate::domain::{Arm, BusinessId, CallSid, Direction, EndReason, masked_number};
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
@@ -62,6 +63,20 @@ pub struct IncomingCall {
     pub twilio_direction: String,
     /// The webhook URL's query: an outbound call's signed business parameters.
     pub query: Option<String>,
+}
+
+/// A transfer's `<Dial action>` callback, as far as the call is concerned (its signature
+/// already checked).
+#[derive(Debug, Clone)]
+pub struct DialEnded {
+    /// The caller's call (`CallSid`).
+    pub call_sid: CallSid,
+    /// The action URL's target and call token.
+    pub query: ActionQuery,
+    /// How the dial ended (`DialCallStatus`).
+    pub outcome: crate::domain::TransferOutcome,
+    /// `DialCallDuration`, seconds, when given.
+    pub duration_s: Option<i64>,
 }
 
 /// What the webhook answers.
@@ -137,6 +152,8 @@ pub struct Admitted {
     greeting_requested: Option<Instant>,
     /// The call's place under the call limits, given back when the call ends.
     slot: Option<Slot>,
+    /// The caller is back from a transfer: the session resumes the conversation.
+    resume: Option<Resume>,
 }
 
 /// Why a media stream is closed at `start`.
@@ -257,6 +274,9 @@ pub struct CallService {
     admission: Admission,
     /// This instance's id (`lifecycle.instance_id`, or `HOSTNAME-PORT`).
     instance_id: String,
+    /// Puts calls through to people (`transfer_call`) and keeps their conversations for a
+    /// return.
+    transfers: Transfers,
 }
 
 impl CallService {
@@ -297,13 +317,15 @@ impl CallService {
             ),
             tools: crate::call::tool_calls::ToolCallsOptions::from_config(&config.tools),
         };
+        let instance_id = config.instance_id();
         CallService {
+            transfers: Transfers::new(&config, &instance_id, &signing_key),
             registry: Registry::new(Duration::from_millis(config.timeouts.pending_call_ms)),
             alerts: Alerts::new(config.alerts.clone()),
             records: Records::start(store.clone()),
             lifecycle: Lifecycle::new(),
             admission: Admission::new(config.limits.clone()),
-            instance_id: config.instance_id(),
+            instance_id,
             config,
             signing_key,
             store,
@@ -328,8 +350,14 @@ impl CallService {
     }
 
     /// The service with `fallbacks` redirecting the calls no model can take.
+    /// Transfers redirect calls with the same REST client.
     pub fn with_fallbacks(self, fallbacks: Fallbacks) -> CallService {
-        CallService { fallbacks, ..self }
+        let transfers = self.transfers.clone().with_rest(fallbacks.rest().cloned());
+        CallService {
+            fallbacks,
+            transfers,
+            ..self
+        }
     }
 
     /// Drops pending calls nobody claimed (each recorded as ended `no_stream`) and re-judges
@@ -643,20 +671,116 @@ impl CallService {
                 created: Instant::now(),
                 greeting_requested_at,
                 slot: Some(slot),
+                resume: None,
             },
         );
+        Ok(Prepared::Stream {
+            url: self.stream_url(),
+            token: stream_token,
+        })
+    }
+
+    /// `wss://PUBLIC_HOST/twilio/media/INSTANCE_ID` (`ws://` for a local `http` setup): the
+    /// media stream URL of this instance's TwiML.
+    fn stream_url(&self) -> String {
         let scheme = if self.config.server.public_scheme == "https" {
             "wss"
         } else {
             "ws"
         };
-        Ok(Prepared::Stream {
-            url: format!(
-                "{scheme}://{}/twilio/media/{}",
-                self.config.server.public_host, self.instance_id
-            ),
-            token: stream_token,
-        })
+        format!(
+            "{scheme}://{}/twilio/media/{}",
+            self.config.server.public_host, self.instance_id
+        )
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Transfers
+
+    /// A transfer's `<Dial action>` callback (its signature already checked): records how the
+    /// dial ended and answers Twilio's next TwiML. When the person answered: `<Hangup/>`.
+    /// Otherwise the caller comes back to the assistant: the call is rebuilt from the action
+    /// URL's signed token, parked in the registry with its conversation (when this instance
+    /// holds it) and an upstream dialled with the FULL instructions, and the answer is a new
+    /// `<Connect><Stream>` ([`crate::call::transfer`]). A token that does not check out, or a
+    /// call that cannot be rebuilt, gets the apology and a hang-up.
+    pub async fn transfer_ended(&self, ended: DialEnded) -> String {
+        let DialEnded {
+            call_sid,
+            query,
+            outcome,
+            duration_s,
+        } = ended;
+        self.records
+            .write(Record::Transfer(crate::store::TransferReport {
+                call_sid: call_sid.to_string(),
+                at_ms: store::now_ms(),
+                target: query.target.clone(),
+                outcome,
+                duration_s,
+            }));
+        self.metrics.count_transfer(outcome);
+        tracing::info!(%call_sid, target = %query.target, %outcome,
+            duration_s = duration_s.unwrap_or(-1), "transfer ended");
+        if outcome == crate::domain::TransferOutcome::Answered {
+            // The caller talked to the person; the parked conversation is not needed.
+            let _ = self.transfers.take(call_sid.as_str());
+            return crate::twilio::twiml::hangup();
+        }
+        let claims = match token::verify(&self.signing_key, &query.token, store::now_ms()) {
+            Ok(claims) if claims.call_sid == call_sid => claims,
+            Ok(_) | Err(_) => {
+                tracing::warn!(%call_sid, "transfer callback whose token is not this call's (or expired): the caller cannot be brought back");
+                return crate::twilio::twiml::say_and_hangup(SETUP_FAILED_SORRY);
+            }
+        };
+        let Ok(setup) = self.rebuild(&claims, call_sid.as_str()).await else {
+            return crate::twilio::twiml::say_and_hangup(SETUP_FAILED_SORRY);
+        };
+        let conversation = self.transfers.take(call_sid.as_str()).unwrap_or_default();
+        let slot = self.admission.adopt(claims.business_id.as_str());
+        let mut session = setup.session.clone();
+        session.instructions = setup.prompts.full.clone();
+        let prewarm = tokio::spawn(prewarm(
+            self.upstream.clone(),
+            session,
+            self.metrics.clone(),
+            false,
+            call_sid.clone(),
+            Arc::new(OnceLock::new()),
+        ));
+        let stream_token = token::sign(
+            &self.signing_key,
+            &CallToken {
+                expires_at_ms: store::now_ms() + self.config.timeouts.stream_token_ms as i64,
+                ..claims.clone()
+            },
+        );
+        let (from, to) = match claims.direction {
+            Direction::Inbound => (claims.caller.clone(), String::new()),
+            Direction::Outbound => (String::new(), claims.caller.clone()),
+        };
+        self.registry.insert(
+            call_sid,
+            PendingCall {
+                setup,
+                from,
+                to,
+                prewarm,
+                created: Instant::now(),
+                greeting_requested_at: Arc::new(OnceLock::new()),
+                slot: Some(slot),
+                resume: Some(Resume {
+                    conversation,
+                    target: query.target,
+                    outcome,
+                }),
+            },
+        );
+        crate::twilio::twiml::connect_stream(
+            &self.stream_url(),
+            &[("token", stream_token.as_str())],
+        )
     }
 
     /// The call's business; `None` when nobody owns it (or the outbound parameters are not
@@ -718,7 +842,7 @@ impl CallService {
             }
         };
         let stream_sid = start.stream_sid.as_str();
-        let (setup, upstream, since_webhook, greeting_requested, slot) = match self
+        let (setup, upstream, since_webhook, greeting_requested, slot, resume) = match self
             .registry
             .claim(&start.call_sid)
         {
@@ -733,8 +857,16 @@ impl CallService {
                     &pending.to,
                     Some(stream_sid),
                 );
-                let (claimed, prewarmed) =
-                    tokio::join!(self.store.claim_stream(&claim), pending.prewarm);
+                // A caller back from a transfer is the same call: its stream was claimed.
+                let resuming = pending.resume.is_some();
+                let claiming = async {
+                    if resuming {
+                        Ok(true)
+                    } else {
+                        self.store.claim_stream(&claim).await
+                    }
+                };
+                let (claimed, prewarmed) = tokio::join!(claiming, pending.prewarm);
                 match claimed {
                     Ok(true) => {}
                     Ok(false) => {
@@ -780,6 +912,7 @@ impl CallService {
                     Some(since),
                     greeting_requested,
                     slot,
+                    pending.resume,
                 )
             }
             None => {
@@ -824,7 +957,7 @@ impl CallService {
                     }
                 };
                 let upstream = self.dial(&setup.session).await;
-                (setup, upstream, None, None, Some(slot))
+                (setup, upstream, None, None, Some(slot), None)
             }
         };
         let upstream = match upstream {
@@ -857,6 +990,7 @@ impl CallService {
             since_webhook,
             greeting_requested,
             slot,
+            resume,
         })
     }
 
@@ -921,6 +1055,7 @@ impl CallService {
             since_webhook,
             greeting_requested,
             slot,
+            resume,
         } = admitted;
         // A call rebuilt here has its prompt recorded here; the webhook's instance recorded
         // the others'.
@@ -958,6 +1093,8 @@ impl CallService {
                 max_duration: Some(max_duration),
                 dialer: Some(self.dialer()),
                 fallbacks: Some(self.fallbacks.clone()),
+                transfers: Some(self.transfers.clone()),
+                resume,
             },
             &self.session,
         )

@@ -41,16 +41,17 @@ use crate::call::records::{Record, Records};
 use crate::call::setup::CallSetup;
 use crate::call::state::{CallSettings, CallState, Command, GOODBYE_INSTRUCTIONS};
 use crate::call::tool_calls::{Finished, Started, ToolCalls, ToolCallsOptions};
+use crate::call::transfer::{Resume, Transfers};
 use crate::domain::{CallSid, EndReason, ReconnectOutcome, RelayLeg, StreamSid};
 use crate::realtime::events::{self as rt, ClientEvent, FunctionCall, ServerEvent};
 use crate::realtime::failover::Dialed;
 use crate::realtime::upstream::{UpstreamError, UpstreamSocket};
-use crate::store::{NewCallEvent, NewToolCall};
+use crate::store::{NewCallEvent, NewToolCall, TransferTarget};
 use crate::telemetry::metrics::{McpLabels, Metrics, RateLimitLabels, ReconnectLabels, ToolLabels};
 use crate::telemetry::repeats::Repeats;
 use crate::telemetry::timeline::{CallReport, TimelineEvent};
 use crate::tools::Builtin;
-use crate::tools::builtin::END_CALL_OUTPUT;
+use crate::tools::builtin::{END_CALL_OUTPUT, TRANSFER_OUTPUT};
 use crate::twilio::media::{self as tw, Inbound, Start};
 
 /// The leg that writes to Twilio.
@@ -130,6 +131,12 @@ pub struct SessionStart {
     /// ([`fallback::falls_back`]), before the Twilio socket is closed; `None`: the call just
     /// ends.
     pub fallbacks: Option<Fallbacks>,
+    /// Puts the call through to a person when the model calls `transfer_call`; `None`: every
+    /// transfer fails (the model is told, and the call goes on).
+    pub transfers: Option<Transfers>,
+    /// The caller is back from a transfer nobody answered: the conversation is replayed and
+    /// the model told the outcome before it speaks; `None`: a new call, greeted.
+    pub resume: Option<Resume>,
 }
 
 struct Session {
@@ -178,6 +185,9 @@ struct Session {
     keypad: Keypad,
     /// The model's tool calls.
     tool_calls: ToolCalls,
+    /// Where the model asked to put the caller through (`transfer_call`), until the handoff
+    /// line has played.
+    transfer: Option<TransferTarget>,
 }
 
 impl Liveness {
@@ -427,8 +437,12 @@ pub async fn run(
         link: LinkDelay::default(),
         keypad: Keypad::new(options.keypad.0, options.keypad.1),
         tool_calls,
+        transfer: None,
     };
     session.ping_twilio(Instant::now());
+    if let Some(resume) = begin.resume {
+        session.resume(resume, Instant::now());
+    }
     if let Some(requested) = begin_greeting_requested {
         session.state.greeting_requested_earlier(Instant::now());
         session.response_requested_at = Some(requested);
@@ -449,6 +463,7 @@ pub async fn run(
         .map(|d| tokio::time::Instant::from_std(begin.started_at + d));
     let account_sid = begin.start.account_sid;
     let fallbacks = begin.fallbacks;
+    let transfers = begin.transfers;
     // A redial in progress, and when the next one may start.
     let mut dialing: Option<DialFuture> = None;
     let mut redial_at: Option<tokio::time::Instant> = None;
@@ -604,6 +619,9 @@ pub async fn run(
                     Flow::Continue
                 }
                 Wake::Closed => match session.state.close_due() {
+                    Some((due, EndReason::Transferred)) if due <= Instant::now() => {
+                        session.put_through(&account_sid, transfers.as_ref()).await
+                    }
                     Some((due, reason)) if due <= Instant::now() => Flow::End(reason),
                     _ => Flow::Continue,
                 },
@@ -1374,12 +1392,28 @@ impl Session {
             self.state.record(failover, now);
         }
         let (sink, stream) = dialed.socket.split();
-        let mut leg = Leg::new(
+        let leg = Leg::new(
             sink,
             |t| UpMessage::Text(t.into()),
             self.leg_limits,
             self.metrics.relay_leg(RelayLeg::TwilioToUpstream),
         );
+        self.upstream_out = Some(leg);
+        let replayed = self.replay_conversation();
+        self.heard = Heard {
+            upstream: now,
+            pinged: None,
+            ..self.heard
+        };
+        (stream, replayed)
+    }
+
+    /// Writes the conversation so far into the upstream leg as text items (the newest that
+    /// fit `reconnect.restore_tokens`), ahead of anything else; returns how many.
+    fn replay_conversation(&mut self) -> usize {
+        let Some(leg) = &mut self.upstream_out else {
+            return 0;
+        };
         let replay = self.conversation.replay(self.reconnect.restore_tokens);
         for turn in &replay {
             leg.control(match turn.speaker {
@@ -1387,13 +1421,76 @@ impl Session {
                 Speaker::Model => ClientEvent::AssistantText(&turn.text).to_json(),
             });
         }
-        self.upstream_out = Some(leg);
-        self.heard = Heard {
-            upstream: now,
-            pinged: None,
-            ..self.heard
+        replay.len()
+    }
+
+    /// The caller is back from a transfer nobody answered: the conversation before it is
+    /// replayed into the new session, then a system item with the outcome
+    /// ([`crate::call::transfer::return_note`]); the greeting that follows is the model's
+    /// answer to it.
+    fn resume(&mut self, resume: Resume, now: Instant) {
+        let note = resume.note();
+        self.state.started_full(now);
+        self.conversation = resume.conversation;
+        let replayed = self.replay_conversation();
+        if let Some(leg) = &mut self.upstream_out {
+            leg.control(ClientEvent::SystemMessage(&note).to_json());
+        }
+        tracing::info!(call_sid = %self.call_sid, target = %resume.target, outcome = %resume.outcome,
+            replayed, "caller back from a transfer: conversation restored");
+        self.state.record(
+            TimelineEvent::TransferReturned {
+                target: resume.target,
+                outcome: resume.outcome,
+                replayed,
+            },
+            now,
+        );
+    }
+
+    /// The handoff line has played: the live call is redirected to `<Dial>` the target, while
+    /// its stream is open. Taken: the conversation is parked for a return and the call ends
+    /// as [`EndReason::Transferred`]. Not taken (no credentials, Twilio refused): the model is
+    /// told and the call goes on.
+    async fn put_through(&mut self, account_sid: &str, transfers: Option<&Transfers>) -> Flow {
+        let now = Instant::now();
+        let Some(target) = self.transfer.take() else {
+            return Flow::End(EndReason::Transferred);
         };
-        (stream, replay.len())
+        let result = match transfers {
+            Some(transfers) => {
+                transfers
+                    .put_through(account_sid, &self.call_sid, &self.setup, &target)
+                    .await
+            }
+            None => Err(crate::call::transfer::TransferError::NoCredentials),
+        };
+        let delivered = result.is_ok();
+        self.state.record(
+            TimelineEvent::TransferDialed {
+                target: target.name.clone(),
+                delivered,
+            },
+            Instant::now(),
+        );
+        match (result, transfers) {
+            (Ok(()), Some(transfers)) => {
+                tracing::info!(call_sid = %self.call_sid, target = %target.name,
+                    redirect_ms = now.elapsed().as_secs_f64() * 1000.0,
+                    "call put through to a person (<Dial>)");
+                self.conversation.session_ended(None);
+                transfers.park(&self.call_sid, std::mem::take(&mut self.conversation));
+                Flow::End(EndReason::Transferred)
+            }
+            (result, _) => {
+                let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::error!(call_sid = %self.call_sid, target = %target.name, %error,
+                    "the transfer could not be made: the call goes on with the model");
+                self.state.transfer_failed(&mut self.commands);
+                self.dispatch();
+                Flow::Continue
+            }
+        }
     }
 
     /// Starts opening the session that will replace the current one before it expires.
@@ -1495,6 +1592,61 @@ impl Session {
                 self.record_tool_call(
                     &tool,
                     crate::domain::ToolStatus::Handled,
+                    &call.arguments,
+                    crate::store::now_ms(),
+                    0.0,
+                    0,
+                );
+            }
+            Started::Builtin(Builtin::TransferCall, call) => {
+                self.state
+                    .record(TimelineEvent::ToolCalled { tool: tool.clone() }, now);
+                let wanted = serde_json::from_str::<serde_json::Value>(&call.arguments)
+                    .ok()
+                    .and_then(|v| v.get("target").and_then(|t| t.as_str()).map(str::to_string))
+                    .unwrap_or_default();
+                let target = self.setup.tools.transfer_target(&wanted).cloned();
+                let (output, status) = match &target {
+                    Some(_) => (
+                        TRANSFER_OUTPUT.to_string(),
+                        crate::domain::ToolStatus::Handled,
+                    ),
+                    None => (
+                        crate::tools::ToolFailure::new(
+                            &tool,
+                            crate::domain::ToolStatus::InvalidArguments,
+                            "/target: is not one of the allowed values",
+                        )
+                        .output(),
+                        crate::domain::ToolStatus::InvalidArguments,
+                    ),
+                };
+                if let Some(leg) = &mut self.upstream_out {
+                    leg.control(
+                        ClientEvent::FunctionOutput {
+                            call_id: &call.call_id,
+                            output: &output,
+                        }
+                        .to_json(),
+                    );
+                }
+                match target {
+                    Some(target) => {
+                        tracing::info!(call_sid = %self.call_sid, target = %target.name,
+                            "the model transfers the call (transfer_call): put through once the handoff line has played");
+                        if self.state.transfer(&target.name, now) {
+                            self.transfer = Some(target);
+                        }
+                    }
+                    None => {
+                        tracing::warn!(call_sid = %self.call_sid, "transfer_call without a known target: the model is told");
+                        self.state.on_tool_outputs(&mut self.commands);
+                        self.dispatch();
+                    }
+                }
+                self.record_tool_call(
+                    &tool,
+                    status,
                     &call.arguments,
                     crate::store::now_ms(),
                     0.0,

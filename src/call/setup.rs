@@ -291,6 +291,7 @@ mod tests {
             fallback: None,
             end_call_enabled: true,
             transfer_enabled: true,
+            transfer_targets: Vec::new(),
         };
         let texts = [
             "We open at eight.\nParking is free.\n\n",

@@ -83,9 +83,11 @@ struct Closing {
     goodbye_id: Option<String>,
     /// The goodbye response is done (all its audio sent).
     goodbye_done: bool,
-    /// The model ended the call itself (`end_call`): the end waits for Twilio to acknowledge
-    /// the goodbye's last mark, and the caller speaking calls it off.
+    /// The model ended the call itself (`end_call`, `transfer_call`): the end waits for
+    /// Twilio to acknowledge the goodbye's (or handoff line's) last mark.
     by_model: bool,
+    /// The caller speaking calls it off (`end_call`; a transfer goes ahead).
+    cancellable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -255,6 +257,7 @@ impl CallState {
             goodbye_id: None,
             goodbye_done: false,
             by_model: false,
+            cancellable: false,
         });
         self.timeline.push(now, TimelineEvent::Closing { reason });
         self.request_response(ResponseKind::Goodbye, out);
@@ -268,6 +271,44 @@ impl CallState {
     /// starts speaking first calls it off ([`CallState::on_speech_started`]). Returns false
     /// when the call was already closing.
     pub fn hang_up(&mut self, now: Instant) -> bool {
+        if !self.model_closes(EndReason::AgentHangup, true, now) {
+            return false;
+        }
+        self.timeline.push(now, TimelineEvent::HangupRequested);
+        true
+    }
+
+    /// The model called `transfer_call` to `target` at `now`: the response in progress is its
+    /// handoff line. The call ends as [`EndReason::Transferred`] (for the session to redirect
+    /// it to `<Dial>`) once that response is done and Twilio has acknowledged its last mark,
+    /// or at [`CallSettings::goodbye_limit`]; the caller speaking does not call it off.
+    /// Returns false when the call was already closing.
+    pub fn transfer(&mut self, target: &str, now: Instant) -> bool {
+        if !self.model_closes(EndReason::Transferred, false, now) {
+            return false;
+        }
+        self.timeline.push(
+            now,
+            TimelineEvent::TransferRequested {
+                target: target.to_string(),
+            },
+        );
+        true
+    }
+
+    /// The transfer could not be made (Twilio did not take the redirect): the call is no
+    /// longer closing, and the model is told and asked to answer.
+    pub fn transfer_failed(&mut self, out: &mut Vec<Command>) {
+        self.closing = None;
+        out.push(Command::SystemMessage(
+            crate::tools::builtin::TRANSFER_FAILED,
+        ));
+        self.request_response(ResponseKind::Plain, out);
+    }
+
+    /// The model closes the call as `reason` ([`CallState::hang_up`], [`CallState::transfer`]):
+    /// false when it was already closing.
+    fn model_closes(&mut self, reason: EndReason, cancellable: bool, now: Instant) -> bool {
         if self.closing.is_some() {
             return false;
         }
@@ -278,14 +319,14 @@ impl CallState {
         };
         self.queued = None;
         self.closing = Some(Closing {
-            reason: EndReason::AgentHangup,
+            reason,
             since: now,
             goodbye_sent: true,
             goodbye_id,
             goodbye_done,
             by_model: true,
+            cancellable,
         });
-        self.timeline.push(now, TimelineEvent::HangupRequested);
         true
     }
 
@@ -353,6 +394,12 @@ impl CallState {
         if let Some(kind) = self.after_restore.take() {
             self.request_response(kind, out);
         }
+    }
+
+    /// The session was opened with the FULL instructions (a caller back from a transfer): no
+    /// upgrade is due.
+    pub fn started_full(&mut self, now: Instant) {
+        self.mark_upgraded(now);
     }
 
     /// The session has the FULL instructions from `now` on (recorded once). Returns whether
@@ -541,7 +588,7 @@ impl CallState {
     pub fn on_speech_started(&mut self, now: Instant, out: &mut Vec<Command>) -> bool {
         self.timeline.push(now, TimelineEvent::CallerSpeechStarted);
         self.caller_speaking = true;
-        if self.closing.as_ref().is_some_and(|c| c.by_model) {
+        if self.closing.as_ref().is_some_and(|c| c.cancellable) {
             // The caller has more to say: the model's hang-up is off, and it is told why.
             self.closing = None;
             self.timeline.push(now, TimelineEvent::HangupCancelled);
@@ -951,6 +998,36 @@ mod tests {
         let (s, _) = greeting_playing(true, 1000);
         let latency = s.greeting_latency_ms().unwrap_or(f64::NAN);
         assert!((9.0..=11.0).contains(&latency), "{latency}");
+    }
+
+    #[test]
+    fn a_transfer_waits_for_the_handoff_line_and_the_caller_speaking_does_not_stop_it() {
+        // The handoff line (3 s) is the greeting; transfer_call comes while it is sent.
+        let (mut s, t0) = greeting_playing(true, 3000);
+        assert!(s.transfer("front desk", t0 + ms(20)));
+        assert!(!s.hang_up(t0 + ms(21)), "already closing");
+        let mut out = Vec::new();
+        s.on_response_done(Some("resp_1"), Some("completed"), None, None, t0, &mut out);
+        // Marks are outstanding: not due before the goodbye limit.
+        let (due, reason) = s.close_due().expect("closing");
+        assert_eq!(reason, EndReason::Transferred);
+        assert_eq!(due, t0 + ms(20) + Duration::from_secs(10));
+        // The caller speaking clears the rest but does not call the transfer off.
+        out.clear();
+        s.on_speech_started(t0 + ms(1000), &mut out);
+        assert!(!out.iter().any(|c| matches!(c, Command::SystemMessage(_))));
+        let (due, reason) = s.close_due().expect("still closing");
+        assert_eq!(reason, EndReason::Transferred);
+        assert!(due <= t0 + ms(1000), "nothing left to play once cleared");
+        // Twilio refused the redirect: the model is told and asked to answer.
+        out.clear();
+        s.transfer_failed(&mut out);
+        assert!(s.close_due().is_none());
+        assert_eq!(
+            out[0],
+            Command::SystemMessage(crate::tools::builtin::TRANSFER_FAILED)
+        );
+        assert!(out.contains(&Command::ResponseCreate), "{out:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! state goes through [`AppState`]; there are no globals.
 
 pub mod admin;
+pub mod dial_status;
 pub mod media;
 pub mod server;
 pub mod status;
@@ -145,6 +146,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/twilio/voice", post(webhook::voice))
         .route("/twilio/status", post(status::status))
+        .route(
+            "/twilio/dial-status/{instance}",
+            post(dial_status::dial_status),
+        )
         .route("/twilio/media", get(media::stream))
         // The segment names the instance that took the webhook; it is for the load balancer.
         .route("/twilio/media/{instance}", get(media::stream))

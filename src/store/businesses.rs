@@ -45,7 +45,7 @@ impl Store {
              outbound_ai_prompt = $6, greeting_instructions = $7, guard_policy = $8, hours = $9, \
              required_sections = $10, updated_at_ms = $11, max_concurrent_calls = $12, \
              max_call_duration_s = $13, fallback = $14, end_call_enabled = $15, \
-             transfer_enabled = $16 WHERE id = $1 \
+             transfer_enabled = $16, transfer_targets = $17 WHERE id = $1 \
              RETURNING {BUSINESS_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -65,6 +65,7 @@ impl Store {
             .bind(&business.fallback)
             .bind(i64::from(business.end_call_enabled))
             .bind(i64::from(business.transfer_enabled))
+            .bind(targets_json(&business.transfer_targets)?)
             .fetch_optional(&self.pool)
             .await?;
         match row {
@@ -134,7 +135,8 @@ impl Store {
         let business = new.to_business()?;
         let sql = format!(
             "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&business.id)
@@ -154,6 +156,7 @@ impl Store {
             .bind(&business.fallback)
             .bind(i64::from(business.end_call_enabled))
             .bind(i64::from(business.transfer_enabled))
+            .bind(targets_json(&business.transfer_targets)?)
             .execute(&self.pool)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -349,6 +352,11 @@ pub(super) fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
         fallback: row.try_get("fallback")?,
         end_call_enabled: row.try_get::<i64, _>("end_call_enabled")? != 0,
         transfer_enabled: row.try_get::<i64, _>("transfer_enabled")? != 0,
+        transfer_targets: {
+            let text: String = row.try_get("transfer_targets")?;
+            // Written by this store as JSON; a hand edit that is not is read as no targets.
+            serde_json::from_str(&text).unwrap_or_default()
+        },
     })
 }
 
@@ -387,6 +395,9 @@ impl BusinessUpdate {
         }
         if let Some(on) = self.transfer_enabled {
             business.transfer_enabled = on;
+        }
+        if let Some(targets) = &self.transfer_targets {
+            business.transfer_targets = validate_transfer_targets(targets)?;
         }
         for (field, value, current) in [
             (
@@ -460,8 +471,67 @@ impl NewBusiness {
             fallback: None,
             end_call_enabled: true,
             transfer_enabled: true,
+            transfer_targets: Vec::new(),
         })
     }
+}
+
+/// The most transfer targets a business has.
+pub const MAX_TRANSFER_TARGETS: usize = 20;
+
+/// The longest transfer target name, characters.
+pub const MAX_TRANSFER_NAME: usize = 40;
+
+/// A business's transfer targets as stored: names trimmed, checked and unique
+/// (case-insensitive), numbers normalised to E.164, at most [`MAX_TRANSFER_TARGETS`].
+///
+/// # Errors
+/// [`StoreError::Invalid`] naming the target and what is wrong with it.
+pub fn validate_transfer_targets(
+    targets: &[TransferTarget],
+) -> Result<Vec<TransferTarget>, StoreError> {
+    if targets.len() > MAX_TRANSFER_TARGETS {
+        return Err(StoreError::Invalid(format!(
+            "transfer_targets has {} targets; at most {MAX_TRANSFER_TARGETS}",
+            targets.len()
+        )));
+    }
+    let mut out: Vec<TransferTarget> = Vec::with_capacity(targets.len());
+    for target in targets {
+        let name = target.name.trim();
+        let well_formed = !name.is_empty()
+            && name.chars().count() <= MAX_TRANSFER_NAME
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '\''));
+        if !well_formed {
+            return Err(StoreError::Invalid(format!(
+                "transfer target name {name:?} must be 1 to {MAX_TRANSFER_NAME} letters, digits, \
+                 spaces, '-', '_' or '\''"
+            )));
+        }
+        if out.iter().any(|t| t.name.eq_ignore_ascii_case(name)) {
+            return Err(StoreError::Invalid(format!(
+                "transfer target name {name:?} is given twice"
+            )));
+        }
+        let number = normalize_e164(&target.number).map_err(|_| {
+            StoreError::Invalid(format!(
+                "transfer target {name:?}: number is not an E.164 number (e.g. \"+14155550100\")"
+            ))
+        })?;
+        out.push(TransferTarget {
+            name: name.to_string(),
+            number,
+        });
+    }
+    Ok(out)
+}
+
+/// The JSON text stored in `businesses.transfer_targets`.
+fn targets_json(targets: &[TransferTarget]) -> Result<String, StoreError> {
+    serde_json::to_string(targets)
+        .map_err(|e| StoreError::Invalid(format!("transfer_targets cannot be stored: {e}")))
 }
 
 /// A business's `fallback` as stored: `""` clears it (`None`, the instance's default),

@@ -315,3 +315,57 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 }
+
+impl Store {
+    /// Records what a transfer's `<Dial action>` callback reported of call
+    /// `transfer.call_sid`.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty CallSid or target, or a negative time or duration.
+    pub async fn insert_transfer(&self, transfer: &TransferReport) -> Result<(), StoreError> {
+        require_non_empty("call_sid", &transfer.call_sid)?;
+        require_non_empty("target", &transfer.target)?;
+        require_non_negative("at_ms", transfer.at_ms)?;
+        if let Some(d) = transfer.duration_s {
+            require_non_negative("duration_s", d)?;
+        }
+        sqlx::query(
+            "INSERT INTO call_transfers (call_sid, at_ms, target, outcome, duration_s) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&transfer.call_sid)
+        .bind(transfer.at_ms)
+        .bind(&transfer.target)
+        .bind(transfer.outcome.as_str())
+        .bind(transfer.duration_s)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The transfers of a call and how each ended, oldest first; empty for an unknown call.
+    ///
+    /// # Errors
+    /// [`StoreError::Query`] if the database fails or an outcome is not one this store writes.
+    pub async fn call_transfers(&self, call_sid: &str) -> Result<Vec<TransferReport>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT call_sid, at_ms, target, outcome, duration_s FROM call_transfers \
+             WHERE call_sid = $1 ORDER BY at_ms",
+        )
+        .bind(call_sid)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                Ok::<_, sqlx::Error>(TransferReport {
+                    call_sid: row.try_get("call_sid")?,
+                    at_ms: row.try_get("at_ms")?,
+                    target: row.try_get("target")?,
+                    outcome: events::parsed(row, "outcome")?,
+                    duration_s: row.try_get("duration_s")?,
+                })
+            })
+            .collect::<Result<_, _>>()?)
+    }
+}

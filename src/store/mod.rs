@@ -47,6 +47,7 @@ pub use model::{
     Business, BusinessRule, BusinessTool, BusinessUpdate, CallEnd, CallEvent, CallRecord,
     CallStatusReport, CallSummary, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE,
     ExperimentCall, NewBusiness, NewCall, NewCallEvent, NewToolCall, ToolCallRecord,
+    TransferReport, TransferTarget,
 };
 pub use prompts::{
     Experiment, ExperimentStatus, NewPromptVersion, PromptStatus, PromptVersion,
@@ -85,6 +86,10 @@ const POSTGRES_TOOLS: &str = include_str!("../../migrations/postgres/0007_tools.
 const SQLITE_CALL_STATUS: &str = include_str!("../../migrations/sqlite/0008_call_status.sql");
 /// PostgreSQL migration 8: Twilio's status callbacks.
 const POSTGRES_CALL_STATUS: &str = include_str!("../../migrations/postgres/0008_call_status.sql");
+/// SQLite migration 9: transfer targets and transfer outcomes.
+const SQLITE_TRANSFERS: &str = include_str!("../../migrations/sqlite/0009_transfers.sql");
+/// PostgreSQL migration 9: transfer targets and transfer outcomes.
+const POSTGRES_TRANSFERS: &str = include_str!("../../migrations/postgres/0009_transfers.sql");
 
 /// A write of a business's row that failed: [`StoreError::NotFound`] naming the business when
 /// its foreign key found none, else the query's error.
@@ -100,7 +105,8 @@ fn unless_business_missing(e: sqlx::Error, business_id: &str) -> StoreError {
 /// The `businesses` columns, as every query selects them.
 const BUSINESS_COLUMNS: &str = "id, name, language, voice, ai_prompt, outbound_ai_prompt, \
      greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms, \
-     max_concurrent_calls, max_call_duration_s, fallback, end_call_enabled, transfer_enabled";
+     max_concurrent_calls, max_call_duration_s, fallback, end_call_enabled, transfer_enabled, \
+     transfer_targets";
 
 /// The `calls` columns, as every query selects them.
 pub(crate) const CALL_COLUMNS: &str = "call_sid, stream_sid, business_id, direction, \
@@ -295,7 +301,7 @@ impl Store {
     /// [`StoreError::Migrate`] if a migration fails, or if one applied earlier no longer matches
     /// the embedded text.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let (init, guards, prompts, summaries, lifecycle, fallback, tools, statuses) =
+        let (init, guards, prompts, summaries, lifecycle, fallback, tools, statuses, transfers) =
             match self.backend {
                 Backend::Sqlite => (
                     SQLITE_INIT,
@@ -306,6 +312,7 @@ impl Store {
                     SQLITE_FALLBACK,
                     SQLITE_TOOLS,
                     SQLITE_CALL_STATUS,
+                    SQLITE_TRANSFERS,
                 ),
                 Backend::Postgres => (
                     POSTGRES_INIT,
@@ -316,6 +323,7 @@ impl Store {
                     POSTGRES_FALLBACK,
                     POSTGRES_TOOLS,
                     POSTGRES_CALL_STATUS,
+                    POSTGRES_TRANSFERS,
                 ),
             };
         let migration = |version, description, sql: &'static str| {
@@ -336,6 +344,7 @@ impl Store {
             migration(6, "fallback", fallback),
             migration(7, "tools", tools),
             migration(8, "call_status", statuses),
+            migration(9, "transfers", transfers),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

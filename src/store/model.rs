@@ -55,8 +55,39 @@ pub struct Business {
     pub fallback: Option<String>,
     /// The model may end the call with the built-in `end_call` tool (on by default).
     pub end_call_enabled: bool,
-    /// The model may transfer the call with the built-in `transfer_call` tool (on by default).
+    /// The model may transfer the call with the built-in `transfer_call` tool (on by default;
+    /// offered only when [`Business::transfer_targets`] has someone to transfer to).
     pub transfer_enabled: bool,
+    /// The people the model may put a caller through to (`transfer_call`), by name; stored as
+    /// a JSON array in `businesses.transfer_targets`. Empty: no transfers.
+    pub transfer_targets: Vec<TransferTarget>,
+}
+
+/// Someone a business's calls may be transferred to: a name the model chooses by ("front
+/// desk", "emergency line") and the E.164 number Twilio dials.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferTarget {
+    /// 1 to 40 characters: letters, digits, spaces, `-`, `_`, `'`; unique per business
+    /// (case-insensitive). The model is given the names as an enum.
+    pub name: String,
+    /// The number dialled, normalised to E.164 when stored.
+    pub number: String,
+}
+
+/// What a transfer's `<Dial action>` callback reported (`call_transfers`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TransferReport {
+    /// Twilio CallSid of the caller's call.
+    pub call_sid: String,
+    /// When the callback arrived, epoch ms.
+    pub at_ms: i64,
+    /// The transfer target's name.
+    pub target: String,
+    /// How the dial ended.
+    pub outcome: crate::domain::TransferOutcome,
+    /// `DialCallDuration`, seconds (when the person answered).
+    pub duration_s: Option<i64>,
 }
 
 /// A business to create with [`Store::add_business`](super::Store::add_business).
@@ -142,6 +173,8 @@ pub struct BusinessUpdate {
     pub end_call_enabled: Option<bool>,
     /// Whether the model may transfer calls with the built-in `transfer_call` tool.
     pub transfer_enabled: Option<bool>,
+    /// The people calls may be transferred to (replaces the list; `[]` removes them all).
+    pub transfer_targets: Option<Vec<TransferTarget>>,
 }
 
 impl BusinessUpdate {

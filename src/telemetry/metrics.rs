@@ -137,6 +137,14 @@ pub struct FallbackLabels {
     pub delivered: &'static str,
 }
 
+/// How a transfer's dial ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabels {
+    /// [`crate::domain::TransferOutcome::as_str`]: `answered`, `busy`, `no-answer`, `failed`
+    /// or `canceled`.
+    pub outcome: &'static str,
+}
+
 /// A tool and how its call ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
@@ -245,6 +253,8 @@ pub struct Metrics {
     pub call_fallbacks: Family<FallbackLabels, Counter>,
     /// The model's tool call to its output sent, by tool and status.
     pub tool_calls: HistogramFamily<ToolLabels>,
+    /// Transfers (`transfer_call`) whose dial ended, by outcome.
+    pub call_transfers: Family<TransferLabels, Counter>,
     /// MCP server events the upstream reported, by event.
     pub mcp_events: Family<McpLabels, Counter>,
 }
@@ -262,6 +272,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a transfer whose dial ended as `outcome` (`voxrelay_call_transfers_total`).
+    pub fn count_transfer(&self, outcome: crate::domain::TransferOutcome) {
+        self.call_transfers
+            .get_or_create(&TransferLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
     /// Every metric, registered under the `voxrelay` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("voxrelay");
@@ -292,6 +311,7 @@ impl Metrics {
             http_connections_shed: Family::default(),
             upstream_rate_limit_remaining: Family::default(),
             call_fallbacks: Family::default(),
+            call_transfers: Family::default(),
             tool_calls: Family::new_with_constructor(voice_histogram),
             mcp_events: Family::default(),
             upstream_reconnects: Family::default(),
@@ -442,6 +462,11 @@ impl Metrics {
             "call_fallbacks",
             "Calls no model could take, sent to their business's fallback (dial or apology), by whether Twilio took the redirect",
             m.call_fallbacks.clone(),
+        );
+        r.register(
+            "call_transfers",
+            "Transfers to a person (transfer_call) whose dial ended, by outcome (answered, busy, no-answer, failed, canceled)",
+            m.call_transfers.clone(),
         );
         r.register(
             "tool_call_seconds",

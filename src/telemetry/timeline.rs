@@ -133,6 +133,30 @@ pub enum TimelineEvent {
     HangupRequested,
     /// The caller spoke before the goodbye had played: the hang-up is off.
     HangupCancelled,
+    /// The model called `transfer_call`: the call is put through once the handoff line has
+    /// played.
+    TransferRequested {
+        /// The transfer target's name.
+        target: String,
+    },
+    /// The live call was redirected to `<Dial>` the target (`delivered`), or Twilio did not
+    /// take the redirect and the call went on with the model.
+    TransferDialed {
+        /// The transfer target's name.
+        target: String,
+        /// Whether Twilio took the redirect.
+        delivered: bool,
+    },
+    /// The caller is back from a transfer nobody answered, on a new media stream: the
+    /// conversation so far was replayed to the model with the outcome.
+    TransferReturned {
+        /// The transfer target's name.
+        target: String,
+        /// How the dial ended.
+        outcome: crate::domain::TransferOutcome,
+        /// Conversation items replayed (0: the conversation was not held here).
+        replayed: usize,
+    },
     /// What the caller said (input transcription).
     CallerTranscript {
         /// The text.
@@ -370,6 +394,29 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::HangupCancelled => {
                 write!(f, "caller spoke during the goodbye: hang-up cancelled")
             }
+            TimelineEvent::TransferRequested { target } => write!(
+                f,
+                "model transfers the call to {target:?} once the handoff line has played"
+            ),
+            TimelineEvent::TransferDialed {
+                target,
+                delivered: true,
+            } => write!(f, "call redirected to <Dial> {target:?}"),
+            TimelineEvent::TransferDialed {
+                target,
+                delivered: false,
+            } => write!(
+                f,
+                "transfer to {target:?} not taken by Twilio: the call goes on"
+            ),
+            TimelineEvent::TransferReturned {
+                target,
+                outcome,
+                replayed,
+            } => write!(
+                f,
+                "back from the transfer to {target:?} ({outcome}): {replayed} conversation items restored"
+            ),
             TimelineEvent::CallerTranscript { text } => write!(f, "caller said: {text:?}"),
             TimelineEvent::ModelTranscript { text } => write!(f, "model said: {text:?}"),
             TimelineEvent::UpstreamError { code, benign } => write!(

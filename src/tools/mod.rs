@@ -24,7 +24,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::domain::{ToolKind, ToolStatus};
-use crate::store::BusinessTool;
+use crate::store::{BusinessTool, TransferTarget};
 
 pub use builtin::Builtin;
 
@@ -150,6 +150,8 @@ pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
 pub struct ToolSet {
     functions: Vec<FunctionTool>,
     builtins: Vec<Builtin>,
+    /// Who `transfer_call` may put the caller through to.
+    transfer_targets: Vec<TransferTarget>,
     definitions: Arc<Vec<Value>>,
 }
 
@@ -158,14 +160,18 @@ impl ToolSet {
     /// function whose schema no longer compiles is left out and returned with the reason (the
     /// store's checks make that a hand edit): the call runs without it.
     /// An MCP tool's bearer token is read from `secrets`.
+    /// `transfer_targets` are who `transfer_call` may put the caller through to (its schema's
+    /// `enum`).
     pub fn compile(
         tools: &[BusinessTool],
         builtins: &[Builtin],
+        transfer_targets: &[TransferTarget],
         secrets: &SecretSource,
     ) -> (ToolSet, Vec<(String, String)>) {
         let mut skipped = Vec::new();
         let mut functions = Vec::new();
-        let mut definitions: Vec<Value> = builtins.iter().map(|b| b.definition()).collect();
+        let names: Vec<&str> = transfer_targets.iter().map(|t| t.name.as_str()).collect();
+        let mut definitions: Vec<Value> = builtins.iter().map(|b| b.definition(&names)).collect();
         for tool in tools {
             match tool.kind {
                 ToolKind::Function => match compile_schema(&tool.parameters) {
@@ -190,6 +196,7 @@ impl ToolSet {
             ToolSet {
                 functions,
                 builtins: builtins.to_vec(),
+                transfer_targets: transfer_targets.to_vec(),
                 definitions: Arc::new(definitions),
             },
             skipped,
@@ -212,6 +219,15 @@ impl ToolSet {
         }
     }
 
+    /// The transfer target named `name` (as the model gave it; case and surrounding spaces
+    /// ignored), if the call has one.
+    pub fn transfer_target(&self, name: &str) -> Option<&TransferTarget> {
+        let name = name.trim();
+        self.transfer_targets
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+    }
+
     /// Whether the call has no tools at all.
     pub fn is_empty(&self) -> bool {
         self.definitions.is_empty()
@@ -219,7 +235,8 @@ impl ToolSet {
 }
 
 /// The set for `business`'s calls: its stored `tools` and the built-ins it has switched on
-/// (`end_call_enabled`). Returns what [`ToolSet::compile`] returns.
+/// (`end_call_enabled`; `transfer_enabled` when it has transfer targets). Returns what
+/// [`ToolSet::compile`] returns.
 pub fn for_business(
     business: &crate::store::Business,
     tools: &[BusinessTool],
@@ -229,7 +246,10 @@ pub fn for_business(
     if business.end_call_enabled {
         builtins.push(Builtin::EndCall);
     }
-    ToolSet::compile(tools, &builtins, secrets)
+    if business.transfer_enabled && !business.transfer_targets.is_empty() {
+        builtins.push(Builtin::TransferCall);
+    }
+    ToolSet::compile(tools, &builtins, &business.transfer_targets, secrets)
 }
 
 /// What `session.tools` costs in every response's input, o200k_base tokens: its JSON text
@@ -363,6 +383,7 @@ mod tests {
         let (set, skipped) = ToolSet::compile(
             &[function("book"), mcp, broken],
             &[Builtin::EndCall],
+            &[],
             &secrets,
         );
         assert_eq!(skipped.len(), 1, "{skipped:?}");
@@ -395,7 +416,7 @@ mod tests {
 
     #[test]
     fn arguments_are_checked_without_repeating_their_values() {
-        let (set, _) = ToolSet::compile(&[function("book")], &[], &SecretSource::default());
+        let (set, _) = ToolSet::compile(&[function("book")], &[], &[], &SecretSource::default());
         let Lookup::Function(book) = set.lookup("book") else {
             panic!("book is a function");
         };
@@ -407,6 +428,38 @@ mod tests {
         assert!(err.contains("/day") && !err.contains("4155550199"), "{err}");
         assert!(book.check("{}").unwrap_err().contains("day is required"));
         assert!(book.check("not json").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn transfer_call_offers_the_business_targets_by_name() {
+        let targets = [
+            TransferTarget {
+                name: "front desk".into(),
+                number: "+15005550006".into(),
+            },
+            TransferTarget {
+                name: "emergency line".into(),
+                number: "+15005550007".into(),
+            },
+        ];
+        let (set, _) = ToolSet::compile(
+            &[],
+            &[Builtin::TransferCall],
+            &targets,
+            &SecretSource::default(),
+        );
+        let defs = set.definitions();
+        assert_eq!(defs[0]["name"], "transfer_call");
+        assert_eq!(
+            defs[0]["parameters"]["properties"]["target"]["enum"],
+            json!(["front desk", "emergency line"])
+        );
+        assert_eq!(
+            set.transfer_target(" Front Desk")
+                .map(|t| t.number.as_str()),
+            Some("+15005550006")
+        );
+        assert!(set.transfer_target("the manager").is_none());
     }
 
     #[test]

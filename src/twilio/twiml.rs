@@ -114,6 +114,45 @@ pub fn say_in_and_dial(text: &str, language: &str, number: &str) -> String {
     out
 }
 
+/// TwiML that puts the call through to `number` (E.164) and reports how the dial ended to
+/// `action`: `<?xml …?><Response><Dial action="ACTION" method="POST" timeout="SECONDS"
+/// callerId="CALLER"><Number>NUMBER</Number></Dial></Response>` (`callerId` left out when
+/// `caller_id` is `None`: Twilio then shows the call's own caller ID). Twilio POSTs
+/// `DialCallStatus` (`completed`, `answered`, `busy`, `no-answer`, `failed`, `canceled`),
+/// `DialCallSid` and `DialCallDuration` to `action` when the dial ends, and runs the TwiML it
+/// answers. Escaping as in [`say_and_hangup`]. Source:
+/// <https://www.twilio.com/docs/voice/twiml/dial> (`action`, `method`, `timeout`,
+/// `callerId`, `<Number>`).
+pub fn dial_with_action(
+    number: &str,
+    action: &str,
+    timeout_s: u32,
+    caller_id: Option<&str>,
+) -> String {
+    let mut out = String::with_capacity(200 + action.len());
+    out.push_str(XML_DECLARATION);
+    out.push_str("<Response><Dial action=\"");
+    push_escaped(&mut out, action, true);
+    out.push_str("\" method=\"POST\" timeout=\"");
+    out.push_str(&timeout_s.to_string());
+    out.push('"');
+    if let Some(caller_id) = caller_id {
+        out.push_str(" callerId=\"");
+        push_escaped(&mut out, caller_id, true);
+        out.push('"');
+    }
+    out.push_str("><Number>");
+    push_escaped(&mut out, number, false);
+    out.push_str("</Number></Dial></Response>");
+    out
+}
+
+/// TwiML that ends the call: `<?xml …?><Response><Hangup/></Response>`. Source:
+/// <https://www.twilio.com/docs/voice/twiml/hangup>.
+pub fn hangup() -> String {
+    format!("{XML_DECLARATION}<Response><Hangup/></Response>")
+}
+
 fn push_say(out: &mut String, text: &str, language: &str) {
     out.push_str("<Say language=\"");
     push_escaped(out, language, true);
@@ -188,6 +227,27 @@ mod tests {
     fn attribute_whitespace_and_controls() {
         let xml = connect_stream("wss://e.com/m", &[("k", "a\tb\nc\rd\u{0}e\u{1b}f")]);
         assert!(xml.contains("value=\"a&#9;b&#10;c&#13;def\""), "{xml}");
+    }
+
+    #[test]
+    fn dial_with_action_exact_output_and_escaping() {
+        assert_eq!(
+            dial_with_action(
+                "+15005550006",
+                "https://h.example/twilio/dial-status/i1?target=front+desk&token=a.b",
+                20,
+                Some("+14155550100"),
+            ),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Dial \
+             action=\"https://h.example/twilio/dial-status/i1?target=front+desk&amp;token=a.b\" \
+             method=\"POST\" timeout=\"20\" callerId=\"+14155550100\"><Number>+15005550006</Number>\
+             </Dial></Response>"
+        );
+        assert!(!dial_with_action("+15005550006", "https://h/a", 20, None).contains("callerId"));
+        assert_eq!(
+            hangup(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Hangup/></Response>"
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl SimUpstreamArgs {
             check_isolation: false,
             tool_calls: Vec::new(),
             recv_buffer_bytes: None,
+            later_scripts: Vec::new(),
         };
         Ok((self.listen, config))
     }

@@ -81,6 +81,21 @@ pub struct SimUpstreamConfig {
     /// in `response.done`'s output, as the live service does. A cancelled response calls
     /// nothing. Default empty.
     pub tool_calls: Vec<ScriptedToolCall>,
+    /// Scripts for later connections of the same call (a caller back from a transfer, on a new
+    /// session): `later_scripts[N]` replaces `transcripts` and `replies` on connection N + 1
+    /// (0-based, in the order accepted). Connections past the list use `transcripts` and
+    /// `replies`. Default empty.
+    pub later_scripts: Vec<ConnectionScript>,
+}
+
+/// What one connection's caller says and model replies ([`SimUpstreamConfig::transcripts`],
+/// [`SimUpstreamConfig::replies`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionScript {
+    /// Scripted caller transcripts, by committed turn.
+    pub transcripts: Vec<String>,
+    /// Scripted model output transcripts, by response.
+    pub replies: Vec<String>,
 }
 
 /// A function call the simulated model makes at the end of one response.
@@ -92,6 +107,9 @@ pub struct ScriptedToolCall {
     pub name: String,
     /// The arguments, JSON text.
     pub arguments: String,
+    /// Which connection (0-based, in the order they were accepted) makes the call; `None`:
+    /// every connection.
+    pub connection: Option<usize>,
 }
 
 /// Something that goes wrong with a connection, this many ms after its handshake.
@@ -170,6 +188,7 @@ impl Default for SimUpstreamConfig {
             refused_responses: 0,
             check_isolation: false,
             tool_calls: Vec::new(),
+            later_scripts: Vec::new(),
         }
     }
 }

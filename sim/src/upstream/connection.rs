@@ -186,6 +186,20 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// This connection's scripted transcripts and replies: its entry of
+    /// [`SimUpstreamConfig::later_scripts`], else the first connection's.
+    fn script(&self) -> (&[String], &[String]) {
+        let config = self.config();
+        match self
+            .index
+            .checked_sub(1)
+            .and_then(|n| config.later_scripts.get(n))
+        {
+            Some(script) => (&script.transcripts, &script.replies),
+            None => (&config.transcripts, &config.replies),
+        }
+    }
+
     pub(super) fn new(
         ws: WebSocketStream<TcpStream>,
         shared: Arc<Shared>,
@@ -743,7 +757,7 @@ impl Connection {
             .await?;
         let turn = self.committed_turns;
         self.committed_turns += 1;
-        if let Some(transcript) = self.config().transcripts.get(turn).cloned() {
+        if let Some(transcript) = self.script().0.get(turn).cloned() {
             if let Some(part) = self
                 .items
                 .get_mut(&item_id)
@@ -1097,7 +1111,7 @@ impl Connection {
             .and_then(|p| p.get("conversation"))
             .and_then(Value::as_str)
             != Some("none");
-        let transcript = match self.config().replies.get(self.responses_started) {
+        let transcript = match self.script().1.get(self.responses_started) {
             Some(reply) => reply
                 .replace("{caller}", &self.last_caller_transcript)
                 .replace("{instructions}", &instructions),
@@ -1107,7 +1121,9 @@ impl Connection {
             .config()
             .tool_calls
             .iter()
-            .find(|c| c.response == self.responses_started)
+            .find(|c| {
+                c.response == self.responses_started && c.connection.is_none_or(|n| n == self.index)
+            })
             .cloned();
         self.responses_started += 1;
         let now = Instant::now();

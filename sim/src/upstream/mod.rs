@@ -110,7 +110,8 @@ pub use args::SimUpstreamArgs;
 pub use clip::{Clip, ClipError, default_clip};
 use config::*;
 pub use config::{
-    Dialect, ECHO_GREETING_MS, Fault, ScriptedToolCall, SessionLog, SimUpstreamConfig, Truncation,
+    ConnectionScript, Dialect, ECHO_GREETING_MS, Fault, ScriptedToolCall, SessionLog,
+    SimUpstreamConfig, Truncation,
 };
 use connection::*;
 use session::*;

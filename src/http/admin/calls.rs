@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ErrorBody};
 use crate::http::AppState;
-use crate::store::{CallEvent, CallRecord, CallStatusReport, ToolCallRecord};
+use crate::store::{CallEvent, CallRecord, CallStatusReport, ToolCallRecord, TransferReport};
 use crate::telemetry::alerts::AlertStatus;
 use crate::telemetry::window::{
     BusinessFigures, LiveCall, RecentCall, WINDOWS_MINUTES, WindowFigures,
@@ -41,6 +41,8 @@ pub struct CallDetail {
     pub tool_calls: Vec<ToolCallRecord>,
     /// What Twilio's status callbacks reported (status, duration, answered by), oldest first.
     pub statuses: Vec<CallStatusReport>,
+    /// Transfers to a person (`transfer_call`) and how each dial ended, oldest first.
+    pub transfers: Vec<TransferReport>,
 }
 
 /// What the dashboard shows: this instance's live calls, and per business the latency
@@ -125,6 +127,7 @@ pub(super) async fn show_call(
     let events = state.store.call_events(&call_sid).await?;
     let tool_calls = state.store.tool_calls(&call_sid).await?;
     let statuses = state.store.call_statuses(&call_sid).await?;
+    let transfers = state.store.call_transfers(&call_sid).await?;
     Ok(Json(CallDetail {
         call,
         prompt_version_id,
@@ -132,5 +135,6 @@ pub(super) async fn show_call(
         events,
         tool_calls,
         statuses,
+        transfers,
     }))
 }
