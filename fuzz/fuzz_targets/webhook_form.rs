@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = signature::validate(AUTH_TOKEN, URL, &params, &String::from_utf8_lossy(body));
     let _ = read_call(&params, Some(&query));
     let _ = voxrelay::http::status::read_status(&params, 0);
+    let _ = voxrelay::http::dial_status::read_dial(&params, &query);
     let _ = voxrelay::tools::signature::verify(KEY, &query, body, 0, 300);
     let tool_signature = voxrelay::tools::signature::sign(KEY, 7, body);
     assert!(voxrelay::tools::signature::verify(KEY, &tool_signature, body, 7, 0).is_ok());
