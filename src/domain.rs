@@ -185,6 +185,11 @@ vocabulary! {
         /// `<Dial>` ([`crate::call::transfer`]). When the person does not answer, the caller
         /// comes back on a new stream, whose end is recorded in its place.
         Transferred = "transferred",
+        /// An outbound call reached an answering machine (Twilio's AMD): the model left the
+        /// business's voicemail message, and the call ended once it had played.
+        Voicemail = "voicemail",
+        /// An outbound call reached a fax machine (Twilio's AMD): hung up at the webhook.
+        Fax = "fax",
     }
 }
 

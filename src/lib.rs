@@ -34,6 +34,7 @@ pub mod domain;
 pub mod guard;
 pub mod http;
 pub mod ops;
+pub mod outbound;
 pub mod prompt;
 pub mod realtime;
 pub mod store;

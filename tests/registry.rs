@@ -62,6 +62,10 @@ fn setup() -> CallSetup {
         end_call_enabled: true,
         transfer_enabled: true,
         transfer_targets: Vec::new(),
+        time_zone: "UTC".into(),
+        calling_hours: "08:00-21:00".into(),
+        outbound_per_minute: 10,
+        voicemail_message: String::new(),
     };
     let sanitizer = Arc::new(Sanitizer::builtin().expect("rules"));
     CallSetup::build(

@@ -82,6 +82,18 @@ pub enum BusinessCommand {
         /// Remove every transfer target.
         #[arg(long, conflicts_with = "transfer_target")]
         no_transfer_targets: bool,
+        /// The business's time zone, IANA (America/New_York); its calling hours are in it.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// When it may place calls: "08:00-21:00", or "Mon-Fri 09:00-18:00, Sat 10:00-13:00".
+        #[arg(long)]
+        calling_hours: Option<String>,
+        /// Outbound calls it may place a minute (1 to 600).
+        #[arg(long)]
+        outbound_per_minute: Option<i64>,
+        /// What the model says on an answering machine (may use call.NAME); "" for the default.
+        #[arg(long)]
+        voicemail_message: Option<String>,
     },
     /// Delete a business with its numbers, rules, prompt versions and experiments (its call
     /// records stay).
@@ -237,6 +249,10 @@ pub async fn run(
             transfer,
             transfer_target,
             no_transfer_targets,
+            time_zone,
+            calling_hours,
+            outbound_per_minute,
+            voicemail_message,
         } => {
             let update = BusinessUpdate {
                 name,
@@ -257,6 +273,10 @@ pub async fn run(
                 } else {
                     Some(transfer_target).filter(|t| !t.is_empty())
                 },
+                time_zone,
+                calling_hours,
+                outbound_per_minute,
+                voicemail_message,
                 ..BusinessUpdate::default()
             };
             let b = ops::businesses::update(store, checks, &id, &update).await?;

@@ -13,6 +13,7 @@ use voxrelay::config::{self, Config};
 use voxrelay_sim::upstream::SimUpstreamArgs;
 
 mod business;
+mod call;
 mod experiment;
 mod guard;
 mod prompt;
@@ -80,6 +81,11 @@ enum Command {
     Tool {
         #[command(subcommand)]
         command: tool::ToolCommand,
+    },
+    /// Outbound calls: place one through Twilio's REST API.
+    Call {
+        #[command(subcommand)]
+        command: call::CallCommand,
     },
     /// Guards.
     Guard {
@@ -175,6 +181,9 @@ async fn with_config(config: Config, command: Command) -> anyhow::Result<()> {
             business::number(&bootstrap::store(&config).await?, command).await
         }
         Command::Tool { command } => tool::run(&bootstrap::store(&config).await?, command).await,
+        Command::Call { command } => {
+            call::run(&config, &bootstrap::store(&config).await?, command).await
+        }
         Command::Experiment { command } => {
             experiment::run(&bootstrap::store(&config).await?, command).await
         }

@@ -79,6 +79,8 @@ pub struct CallerConfig {
     /// runs the TwiML it answers (a new media stream brings the caller back). `None`: a
     /// redirect ends the simulated call.
     pub dial: Option<DialAnswer>,
+    /// `AnsweredBy` in the webhook (answering machine detection of a call the proxy placed).
+    pub answered_by: Option<String>,
 }
 
 /// How the person a call is transferred to answers, and what the caller does if it comes
@@ -151,6 +153,7 @@ impl CallerConfig {
             go_quiet: false,
             live_calls: None,
             dial: None,
+            answered_by: None,
         }
     }
 }
@@ -329,6 +332,12 @@ pub async fn answer(
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain(
+        config
+            .answered_by
+            .iter()
+            .map(|a| ("AnsweredBy".to_string(), a.clone())),
+    )
     .collect();
     let sig = signature::compute(&config.auth_token, &config.signed_url, &params);
     let response = client

@@ -30,6 +30,22 @@ pub fn jfk_speech(seconds: Option<f32>) -> Result<Vec<u8>, wav::AudioError> {
     wav::to_mulaw_8k(&samples[..take], rate)
 }
 
+/// An answering machine's greeting and its beep (espeak-ng and sox; see
+/// `tests/fixtures/audio/SOURCE.md`).
+pub const VOICEMAIL_GREETING_WAV: &[u8] =
+    include_bytes!("../../tests/fixtures/audio/voicemail_greeting.wav");
+
+/// A person answering the phone ("Hello? This is Jane."; espeak-ng).
+pub const PERSON_HELLO_WAV: &[u8] = include_bytes!("../../tests/fixtures/audio/person_hello.wav");
+
+/// `wav` (a WAV file's bytes) as 8 kHz mu-law.
+///
+/// Errors: the WAV cannot be read.
+pub fn mulaw_of(wav_bytes: &[u8]) -> Result<Vec<u8>, wav::AudioError> {
+    let (samples, rate) = wav::read_mono_from_bytes(wav_bytes)?;
+    wav::to_mulaw_8k(&samples, rate)
+}
+
 /// The demo business's prompt (inbound).
 pub const DEMO_PROMPT: &str = include_str!("../../prompts/examples/bright_smile_dental.md");
 

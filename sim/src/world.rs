@@ -109,7 +109,8 @@ impl World {
                 (SIM_ADMIN_TOKEN.into(), Role::Admin),
                 (SIM_VIEWER_TOKEN.into(), Role::Viewer),
             ],
-            twilio_account_sid: None,
+            // Outbound calls are placed for this account (the simulated Twilio's).
+            twilio_account_sid: Some(crate::caller::account_sid()),
             twilio_api_key: None,
             tool_secrets: voxrelay::tools::SecretSource::fixed(
                 [(SIM_TOOL_SECRET_ENV.to_string(), SIM_TOOL_SECRET.to_string())].into(),

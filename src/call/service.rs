@@ -31,6 +31,7 @@ use crate::call::transfer::{ActionQuery, Resume, Transfers};
 use crate::config::Config;
 use crate::domain::{Arm, BusinessId, CallSid, Direction, EndReason, masked_number};
 use crate::guard::sanitizer::{RuleOverride, Sanitizer};
+use crate::outbound::Answerer;
 use crate::prompt::resolve::{self, ResolveError};
 use crate::prompt::template::{self, TemplateVars};
 use crate::prompt::{BuiltPrompts, PromptLibrary};
@@ -46,6 +47,9 @@ use crate::telemetry::window::{CallStats, LiveCall};
 use crate::tools::ToolSet;
 use crate::twilio::media::Start;
 use crate::twilio::token::{self, CallToken};
+
+/// The variables an outbound call was placed with, by name (`call.NAME` in templates).
+pub type CallVars = std::collections::BTreeMap<String, String>;
 
 /// Businesses whose compiled sanitizer is kept before the cache starts again.
 const SANITIZER_CACHE_MAX: usize = 1024;
@@ -63,6 +67,8 @@ pub struct IncomingCall {
     pub twilio_direction: String,
     /// The webhook URL's query: an outbound call's signed business parameters.
     pub query: Option<String>,
+    /// Twilio's `AnsweredBy` (answering machine detection on a call we placed), when given.
+    pub answered_by: Option<String>,
 }
 
 /// A transfer's `<Dial action>` callback, as far as the call is concerned (its signature
@@ -95,6 +101,8 @@ pub enum Prepared {
     /// Take no call; say `Refusal::apology` and hang up (or, for [`Refusal::Busy`], give a
     /// busy signal).
     Refused(Refusal),
+    /// Hang up at once, saying nothing (a fax machine answered a call we placed).
+    Hangup,
     /// The instance is draining: answer 503, so Twilio tries the number's fallback URL.
     Draining,
     /// No upstream can be had (every breaker is open): answer with the business's fallback
@@ -526,7 +534,7 @@ impl CallService {
         direction: Direction,
     ) -> Result<Prepared, (CallSid, StoreError)> {
         let fail = |e| (call.call_sid.clone(), e);
-        let Some(business) = self
+        let Some((business, call_vars)) = self
             .business_of(direction, &call.to, call.query.as_deref())
             .await
             .map_err(fail)?
@@ -569,7 +577,34 @@ impl CallService {
                 return Ok(Prepared::Refused(Refusal::Busy));
             }
         };
-        let setup = match self.call_setup(&business, direction, caller).await {
+        let answerer = match direction {
+            Direction::Outbound => Answerer::from_answered_by(call.answered_by.as_deref()),
+            Direction::Inbound => Answerer::Person,
+        };
+        if direction == Direction::Outbound {
+            self.record_answered_by(&call.call_sid, call.answered_by.as_deref())
+                .await;
+        }
+        if answerer == Answerer::Fax {
+            tracing::info!(call_sid = %call.call_sid, business_id = %business.id,
+                "a fax machine answered the outbound call: hanging up");
+            drop(slot);
+            self.records.write(Record::Opened(record));
+            self.record_unserved(
+                call.call_sid.as_str(),
+                &business.id,
+                direction,
+                EndReason::Fax,
+            );
+            return Ok(Prepared::Hangup);
+        }
+        let setup = match self
+            .call_setup(&business, direction, caller, &call_vars)
+            .await
+            .map(|setup| match answerer {
+                Answerer::Machine => self.voicemail_setup(setup, &business, &call_vars),
+                Answerer::Person | Answerer::Fax => setup,
+            }) {
             Ok(setup) => setup,
             Err(e) => match e.into_store() {
                 Ok(database) => return Err(fail(database)),
@@ -657,7 +692,8 @@ impl CallService {
             self.upstream.clone(),
             setup.session.clone(),
             self.metrics.clone(),
-            self.config.upstream.early_greeting,
+            // A voicemail's one response has instructions of its own: the session asks for it.
+            self.config.upstream.early_greeting && setup.voicemail.is_none(),
             call.call_sid.clone(),
             greeting_requested_at.clone(),
         ));
@@ -680,6 +716,19 @@ impl CallService {
         })
     }
 
+    /// What places outbound calls ([`crate::ops::calls`]): this instance's Twilio REST client,
+    /// public URL and signing key.
+    pub fn placer(&self) -> crate::ops::calls::Placer {
+        crate::ops::calls::Placer::new(
+            self.fallbacks.rest().cloned(),
+            format!(
+                "{}://{}",
+                self.config.server.public_scheme, self.config.server.public_host
+            ),
+            &self.signing_key,
+        )
+    }
+
     /// `wss://PUBLIC_HOST/twilio/media/INSTANCE_ID` (`ws://` for a local `http` setup): the
     /// media stream URL of this instance's TwiML.
     fn stream_url(&self) -> String {
@@ -692,6 +741,50 @@ impl CallService {
             "{scheme}://{}/twilio/media/{}",
             self.config.server.public_host, self.instance_id
         )
+    }
+
+    /// `setup` for an answering machine: the business's voicemail message rendered with the
+    /// call's variables (a message that does not render falls back to the default one, logged).
+    fn voicemail_setup(
+        &self,
+        setup: CallSetup,
+        business: &Business,
+        call_vars: &CallVars,
+    ) -> CallSetup {
+        let message = if business.voicemail_message.trim().is_empty() {
+            String::new()
+        } else {
+            let vars = TemplateVars {
+                business_name: business.name.clone(),
+                business_hours: Some(business.hours.clone()).filter(|h| !h.trim().is_empty()),
+                language: business.language.clone(),
+                caller: setup.caller.clone(),
+                direction: Direction::Outbound,
+                call_vars: call_vars.clone(),
+            };
+            template::render(&business.voicemail_message, &vars).unwrap_or_else(|e| {
+                tracing::error!(business_id = %business.id, error = %e,
+                    "the voicemail message does not render; the default message is left");
+                String::new()
+            })
+        };
+        let instructions = crate::outbound::voicemail_instructions(&business.name, &message);
+        setup.for_voicemail(instructions)
+    }
+
+    /// Records Twilio's `AnsweredBy` on the call we placed, for an instance that rebuilds it;
+    /// a failure is logged (this instance has the call pending anyway).
+    async fn record_answered_by(&self, call_sid: &CallSid, answered_by: Option<&str>) {
+        let Some(answered_by) = answered_by else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .set_answered_by(call_sid.as_str(), answered_by)
+            .await
+        {
+            tracing::warn!(%call_sid, error = %e, "cannot record who answered the placed call");
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -791,21 +884,27 @@ impl CallService {
         direction: Direction,
         to: &str,
         query: Option<&str>,
-    ) -> Result<Option<Business>, StoreError> {
+    ) -> Result<Option<(Business, CallVars)>, StoreError> {
         match direction {
             Direction::Inbound => {
                 let Ok(number) = store::normalize_e164(to) else {
                     return Ok(None);
                 };
-                self.store.business_for_number(&number).await
+                Ok(self
+                    .store
+                    .business_for_number(&number)
+                    .await?
+                    .map(|b| (b, CallVars::new())))
             }
             Direction::Outbound => {
                 let pairs: Vec<(String, String)> =
                     form_urlencoded::parse(query.unwrap_or("").as_bytes())
                         .into_owned()
                         .collect();
-                match token::verify_outbound(&self.signing_key, &pairs, store::now_ms()) {
-                    Ok(business_id) => self.store.business(&business_id).await,
+                match token::verify_outbound_with(&self.signing_key, &pairs, store::now_ms()) {
+                    Ok((business_id, vars)) => {
+                        Ok(self.store.business(&business_id).await?.map(|b| (b, vars)))
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "outbound webhook without valid signed business parameters");
                         Ok(None)
@@ -1023,13 +1122,38 @@ impl CallService {
             claims.experiment.clone(),
         )
         .await;
+        // A call we placed: its variables and who answered are with the placement.
+        let placed = match claims.direction {
+            Direction::Outbound => self.store.outbound_call(call_sid).await.unwrap_or_else(|e| {
+                tracing::warn!(call_sid, error = %e, "cannot read the placed call; rebuilt without its variables");
+                None
+            }),
+            Direction::Inbound => None,
+        };
+        let call_vars = placed
+            .as_ref()
+            .map(|p| p.variables.clone())
+            .unwrap_or_default();
         let setup = match resolved {
             Ok(resolved) => {
-                self.setup_with(&business, claims.direction, &claims.caller, resolved)
-                    .await
+                self.setup_with(
+                    &business,
+                    claims.direction,
+                    &claims.caller,
+                    &call_vars,
+                    resolved,
+                )
+                .await
             }
             Err(e) => Err(e.into()),
         };
+        let setup = setup.map(|setup| {
+            match Answerer::from_answered_by(placed.as_ref().and_then(|p| p.answered_by.as_deref()))
+            {
+                Answerer::Machine => self.voicemail_setup(setup, &business, &call_vars),
+                Answerer::Person | Answerer::Fax => setup,
+            }
+        });
         let setup = setup.map_err(|e| {
             tracing::error!(call_sid, business_id, error = %e, "cannot set the call up");
             NotAdmitted::CannotRebuild
@@ -1161,14 +1285,18 @@ impl CallService {
     /// Errors: the database failed, the business has no prompt for the direction, a business
     /// rule does not compile, or the business's prompt is unusable — each as a message naming
     /// the business.
+    /// `call_vars` are the variables an outbound call was placed with (`call.NAME` in the
+    /// prompt version's template).
     pub async fn call_setup(
         &self,
         business: &Business,
         direction: Direction,
         caller: &str,
+        call_vars: &CallVars,
     ) -> Result<CallSetup, SetupError> {
         let resolved = resolve::for_new_call(&self.store, business, direction, caller).await?;
-        self.setup_with(business, direction, caller, resolved).await
+        self.setup_with(business, direction, caller, call_vars, resolved)
+            .await
     }
 
     /// The setup for a resolved business layer: prompts from the cache (or built and cached),
@@ -1178,11 +1306,12 @@ impl CallService {
         business: &Business,
         direction: Direction,
         caller: &str,
+        call_vars: &CallVars,
         resolved: resolve::Resolved,
     ) -> Result<CallSetup, SetupError> {
         let sanitizer = self.sanitizer_for(business).await?;
         let tools = self.tools_for(business).await?;
-        let prompts = self.prompts_for(business, direction, caller, &resolved)?;
+        let prompts = self.prompts_for(business, direction, caller, call_vars, &resolved)?;
         Ok(CallSetup::with_prompts(
             &self.config,
             business,
@@ -1274,12 +1403,13 @@ impl CallService {
         business: &Business,
         direction: Direction,
         caller: &str,
+        call_vars: &CallVars,
         resolved: &resolve::Resolved,
     ) -> Result<Arc<BuiltPrompts>, SetupError> {
         let version = resolved.version.as_ref();
         let build = || -> Result<BuiltPrompts, SetupError> {
             let text = match version {
-                Some(v) => render_version(business, direction, caller, v)?,
+                Some(v) => render_version(business, direction, caller, call_vars, v)?,
                 None => resolved.text(business, direction).to_string(),
             };
             Ok(CallSetup::build_prompts(
@@ -1408,6 +1538,7 @@ fn render_version(
     business: &Business,
     direction: Direction,
     caller: &str,
+    call_vars: &CallVars,
     version: &PromptVersion,
 ) -> Result<String, SetupError> {
     let vars = TemplateVars {
@@ -1416,6 +1547,7 @@ fn render_version(
         language: business.language.clone(),
         caller: caller.to_string(),
         direction,
+        call_vars: call_vars.clone(),
     };
     template::render(&version.body, &vars).map_err(|e| SetupError::Template {
         business_id: business.id.clone(),

@@ -443,7 +443,12 @@ pub async fn run(
     if let Some(resume) = begin.resume {
         session.resume(resume, Instant::now());
     }
-    if let Some(requested) = begin_greeting_requested {
+    if session.setup.voicemail.is_some() {
+        tracing::info!(call_sid = %session.call_sid, "an answering machine took the call: leaving the voicemail");
+        session
+            .state
+            .leave_voicemail(Instant::now(), &mut session.commands);
+    } else if let Some(requested) = begin_greeting_requested {
         session.state.greeting_requested_earlier(Instant::now());
         session.response_requested_at = Some(requested);
     } else {
@@ -1236,7 +1241,13 @@ impl Session {
                 }
                 Command::GoodbyeResponse => {
                     self.response_requested_at = Some(Instant::now());
-                    Some(ClientEvent::ResponseWithInstructions(GOODBYE_INSTRUCTIONS).to_json())
+                    // An answering machine's goodbye is the voicemail.
+                    let instructions = self
+                        .setup
+                        .voicemail
+                        .as_deref()
+                        .unwrap_or(GOODBYE_INSTRUCTIONS);
+                    Some(ClientEvent::ResponseWithInstructions(instructions).to_json())
                 }
                 Command::UpgradeInstructions => {
                     tracing::info!(

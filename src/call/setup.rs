@@ -53,6 +53,9 @@ pub struct CallSetup {
     /// The call's tools (also in [`SessionConfig::tools`]); none until
     /// [`CallSetup::with_tools`].
     pub tools: Arc<ToolSet>,
+    /// An answering machine took this outbound call: the instructions of its one response,
+    /// the voicemail ([`crate::outbound::voicemail_instructions`]); `None`: a conversation.
+    pub voicemail: Option<String>,
 }
 
 /// Which prompt a call runs: the version and the experiment arm that chose it, if any.
@@ -189,7 +192,17 @@ impl CallSetup {
                 .filter(|s| *s > 0),
             fallback: FallbackTarget::choose(business.fallback.as_deref(), &config.fallback.number),
             tools: Arc::default(),
+            voicemail: None,
         }
+    }
+
+    /// The setup for an answering machine: its one response says the voicemail
+    /// (`instructions`), and the session has no turn detection, so nothing the machine plays
+    /// or records interrupts it.
+    pub fn for_voicemail(mut self, instructions: String) -> CallSetup {
+        self.session.turn_detection = None;
+        self.voicemail = Some(instructions);
+        self
     }
 
     /// The setup with `tools`: they go into every `session.update` that configures a session
@@ -292,6 +305,10 @@ mod tests {
             end_call_enabled: true,
             transfer_enabled: true,
             transfer_targets: Vec::new(),
+            time_zone: "UTC".into(),
+            calling_hours: "08:00-21:00".into(),
+            outbound_per_minute: 10,
+            voicemail_message: String::new(),
         };
         let texts = [
             "We open at eight.\nParking is free.\n\n",

@@ -88,7 +88,12 @@ struct Closing {
     by_model: bool,
     /// The caller speaking calls it off (`end_call`; a transfer goes ahead).
     cancellable: bool,
+    /// How long it may take before the call ends anyway.
+    limit: std::time::Duration,
 }
+
+/// How long a voicemail may take to be said and played before the call ends anyway.
+pub const VOICEMAIL_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 enum ResponseState {
@@ -258,6 +263,7 @@ impl CallState {
             goodbye_done: false,
             by_model: false,
             cancellable: false,
+            limit: self.settings.goodbye_limit,
         });
         self.timeline.push(now, TimelineEvent::Closing { reason });
         self.request_response(ResponseKind::Goodbye, out);
@@ -326,8 +332,31 @@ impl CallState {
             goodbye_done,
             by_model: true,
             cancellable,
+            limit: self.settings.goodbye_limit,
         });
         true
+    }
+
+    /// An answering machine took the call (outbound, Twilio's AMD): the first response is the
+    /// voicemail (the session sends it with the voicemail instructions, as the goodbye), and
+    /// the call ends as [`EndReason::Voicemail`] once Twilio has acknowledged its last mark, or
+    /// at [`VOICEMAIL_LIMIT`]. Nothing else is asked for, and nothing calls it off.
+    pub fn leave_voicemail(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.closing = Some(Closing {
+            reason: EndReason::Voicemail,
+            since: now,
+            goodbye_sent: false,
+            goodbye_id: None,
+            goodbye_done: false,
+            by_model: true,
+            cancellable: false,
+            limit: VOICEMAIL_LIMIT,
+        });
+        self.timeline.push(now, TimelineEvent::VoicemailRequested);
+        self.request_response(ResponseKind::Goodbye, out);
     }
 
     /// Whether the call is closing.
@@ -339,7 +368,7 @@ impl CallState {
     /// and played by the playback clock, or at the goodbye limit. `None` while not closing.
     pub fn close_due(&self) -> Option<(Instant, EndReason)> {
         let closing = self.closing.as_ref()?;
-        let limit = closing.since + self.settings.goodbye_limit;
+        let limit = closing.since + closing.limit;
         let due = if closing.by_model {
             // Twilio's own word that the goodbye played: its last mark came back.
             if closing.goodbye_done && !self.playback.marks_outstanding() {

@@ -85,6 +85,7 @@ pub async fn voice(
         }
         Prepared::Refused(Refusal::Busy) => twiml_response(twiml::reject_busy()),
         Prepared::Refused(refusal) => twiml_response(twiml::say_and_hangup(refusal.apology())),
+        Prepared::Hangup => twiml_response(twiml::hangup()),
         // Twilio requests the number's fallback URL when the webhook answers 5xx.
         Prepared::Fallback { target, language } => twiml_response(
             crate::call::fallback::twiml_for(&target, language.as_deref()),
@@ -117,6 +118,9 @@ pub fn read_call(
         to: party(params, "To")?,
         twilio_direction: field(params, "Direction").unwrap_or("inbound").to_string(),
         query: query.map(str::to_string),
+        answered_by: field(params, "AnsweredBy")
+            .filter(|a| !a.is_empty() && a.len() <= 32 && a.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string),
     })
 }
 

@@ -10,8 +10,10 @@
 //!   results per arm);
 //! - [`rules`]: a business's own guard rules (list, set, disable), checked by the sanitizer.
 //! - [`tools`]: a business's tools (list, set, remove), checked before they are stored.
+//! - [`calls`]: placing an outbound call, within the business's calling hours and rate.
 
 pub mod businesses;
+pub mod calls;
 pub mod experiments;
 pub mod prompts;
 pub mod rules;
@@ -53,6 +55,19 @@ pub enum OpsError {
     /// Something on our side failed (a computation that could not run).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A business rule refuses the request (an outbound call outside the calling hours); the
+    /// message names the rule.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A rate is spent (the business's outbound calls a minute).
+    #[error("{0}")]
+    RateLimited(String),
+    /// Something the request needs is not configured (Twilio REST credentials).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Twilio refused or failed the request.
+    #[error("Twilio: {0}")]
+    Twilio(String),
 }
 
 impl From<ResolveError> for OpsError {

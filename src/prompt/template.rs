@@ -10,7 +10,11 @@
 //! | `business.language` | main language (ISO 639-1, e.g. `en`)                       |
 //! | `call.caller`       | the caller's number (E.164)                                |
 //! | `call.direction`    | `inbound` or `outbound`                                    |
+//! | `call.NAME`         | a variable given when an outbound call is placed (`voxrelay call place --var NAME=VALUE`), or none |
 //!
+//! `NAME` is lower case: a letter, then letters, digits or `_`, at most 32 ([`is_call_variable`]).
+//! A `call.NAME` the call was not given prints as nothing and is false in a test, so one body
+//! serves calls with and without it.
 //! The built-in global functions of minijinja (`range`, `dict`, `namespace`, …) may be used too.
 //! Variables are written dotted: a whole object (`{{ business }}`) or an index
 //! (`business["name"]`) is reported as the unknown variable `business`.
@@ -96,6 +100,19 @@ pub struct TemplateVars {
     pub caller: String,
     /// `call.direction`.
     pub direction: Direction,
+    /// `call.NAME`: the variables an outbound call was placed with (empty for other calls).
+    pub call_vars: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether `name` can be a per-call variable (`call.NAME`): lower-case ASCII, a letter first,
+/// then letters, digits or `_`, at most 32 characters, and not `caller` or `direction`.
+pub fn is_call_variable(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name != "caller"
+        && name != "direction"
 }
 
 #[derive(Serialize)]
@@ -115,10 +132,23 @@ struct BusinessContext<'a> {
 struct CallContext<'a> {
     caller: &'a str,
     direction: Direction,
+    #[serde(flatten)]
+    vars: std::collections::BTreeMap<&'a str, Option<&'a str>>,
 }
 
 impl TemplateVars {
-    fn context(&self) -> Context<'_> {
+    /// The context for a body that uses `used` (dotted names): the call's variables, and
+    /// none for a `call.NAME` it was not given.
+    fn context<'a>(&'a self, used: &'a [String]) -> Context<'a> {
+        let mut vars: std::collections::BTreeMap<&str, Option<&str>> = used
+            .iter()
+            .filter_map(|name| name.strip_prefix("call."))
+            .filter(|name| is_call_variable(name))
+            .map(|name| (name, None))
+            .collect();
+        for (name, value) in &self.call_vars {
+            vars.insert(name, Some(value));
+        }
         Context {
             business: BusinessContext {
                 name: &self.business_name,
@@ -128,6 +158,7 @@ impl TemplateVars {
             call: CallContext {
                 caller: &self.caller,
                 direction: self.direction,
+                vars,
             },
         }
     }
@@ -142,6 +173,7 @@ pub fn sample_vars(business_name: &str, language: &str) -> TemplateVars {
         language: language.to_string(),
         caller: SAMPLE_CALLER.to_string(),
         direction: Direction::Inbound,
+        call_vars: std::collections::BTreeMap::new(),
     }
 }
 
@@ -217,7 +249,9 @@ pub fn unknown_variables(body: &str) -> Result<Vec<String>, TemplateError> {
     Ok(variables(body)?
         .into_iter()
         .filter(|name| {
-            !ALLOWED_VARIABLES.contains(&name.as_str()) && !globals.contains(name.as_str())
+            !ALLOWED_VARIABLES.contains(&name.as_str())
+                && !globals.contains(name.as_str())
+                && !name.strip_prefix("call.").is_some_and(is_call_variable)
         })
         .collect())
 }
@@ -242,10 +276,11 @@ pub fn check_variables(body: &str) -> Result<(), TemplateError> {
 /// Errors: [`TemplateError`] naming the problem, with the line when known.
 pub fn render(body: &str, vars: &TemplateVars) -> Result<String, TemplateError> {
     check_variables(body)?;
+    let used = variables(body)?;
     let env = environment();
     let template = env.template_from_str(body).map_err(|e| syntax_error(&e))?;
     template
-        .render(Value::from(Serde(vars.context())))
+        .render(Value::from(Serde(vars.context(&used))))
         .map_err(|err| match err.kind() {
             ErrorKind::SyntaxError => syntax_error(&err),
             _ => TemplateError::Render {
@@ -271,6 +306,23 @@ mod tests {
             render(body, &vars()).expect("renders"),
             format!("Bright Smile Dental|{SAMPLE_HOURS}|en|{SAMPLE_CALLER}|inbound")
         );
+    }
+
+    #[test]
+    fn call_variables_render_and_missing_ones_print_as_nothing() {
+        let mut v = vars();
+        v.call_vars
+            .insert("appointment_time".into(), "Tuesday at 10:00".into());
+        let body = "Your visit: {{ call.appointment_time }}.\
+                    [{{ call.patient }}]{% if call.patient %}named{% else %}unnamed{% endif %}";
+        assert_eq!(check_variables(body), Ok(()));
+        assert_eq!(
+            render(body, &v).expect("renders"),
+            "Your visit: Tuesday at 10:00.[]unnamed"
+        );
+        assert!(check_variables("{{ call.Patient }}").is_err());
+        assert!(is_call_variable("appointment_time"));
+        assert!(!is_call_variable("caller") && !is_call_variable("9lives"));
     }
 
     #[test]

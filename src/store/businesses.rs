@@ -45,7 +45,9 @@ impl Store {
              outbound_ai_prompt = $6, greeting_instructions = $7, guard_policy = $8, hours = $9, \
              required_sections = $10, updated_at_ms = $11, max_concurrent_calls = $12, \
              max_call_duration_s = $13, fallback = $14, end_call_enabled = $15, \
-             transfer_enabled = $16, transfer_targets = $17 WHERE id = $1 \
+             transfer_enabled = $16, transfer_targets = $17, time_zone = $18, \
+             calling_hours = $19, outbound_per_minute = $20, voicemail_message = $21 \
+             WHERE id = $1 \
              RETURNING {BUSINESS_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -66,6 +68,10 @@ impl Store {
             .bind(i64::from(business.end_call_enabled))
             .bind(i64::from(business.transfer_enabled))
             .bind(targets_json(&business.transfer_targets)?)
+            .bind(&business.time_zone)
+            .bind(&business.calling_hours)
+            .bind(business.outbound_per_minute)
+            .bind(&business.voicemail_message)
             .fetch_optional(&self.pool)
             .await?;
         match row {
@@ -136,7 +142,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO businesses ({BUSINESS_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18)"
+             $18, $19, $20, $21, $22)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&business.id)
@@ -157,6 +163,10 @@ impl Store {
             .bind(i64::from(business.end_call_enabled))
             .bind(i64::from(business.transfer_enabled))
             .bind(targets_json(&business.transfer_targets)?)
+            .bind(&business.time_zone)
+            .bind(&business.calling_hours)
+            .bind(business.outbound_per_minute)
+            .bind(&business.voicemail_message)
             .execute(&self.pool)
             .await
             .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
@@ -357,6 +367,10 @@ pub(super) fn business_from_row(row: &AnyRow) -> Result<Business, sqlx::Error> {
             // Written by this store as JSON; a hand edit that is not is read as no targets.
             serde_json::from_str(&text).unwrap_or_default()
         },
+        time_zone: row.try_get("time_zone")?,
+        calling_hours: row.try_get("calling_hours")?,
+        outbound_per_minute: row.try_get("outbound_per_minute")?,
+        voicemail_message: row.try_get("voicemail_message")?,
     })
 }
 
@@ -398,6 +412,29 @@ impl BusinessUpdate {
         }
         if let Some(targets) = &self.transfer_targets {
             business.transfer_targets = validate_transfer_targets(targets)?;
+        }
+        if let Some(zone) = &self.time_zone {
+            business.time_zone =
+                crate::outbound::validate_time_zone(zone).map_err(StoreError::Invalid)?;
+        }
+        if let Some(hours) = &self.calling_hours {
+            business.calling_hours = crate::outbound::CallingHours::parse(hours)
+                .map_err(StoreError::Invalid)?
+                .to_string();
+        }
+        if let Some(rate) = self.outbound_per_minute {
+            if !(1..=crate::outbound::MAX_PER_MINUTE).contains(&rate) {
+                return Err(StoreError::Invalid(format!(
+                    "outbound_per_minute must be 1 to {} (got {rate})",
+                    crate::outbound::MAX_PER_MINUTE
+                )));
+            }
+            business.outbound_per_minute = rate;
+        }
+        if let Some(message) = &self.voicemail_message {
+            crate::prompt::template::check_variables(message)
+                .map_err(|e| StoreError::Invalid(format!("voicemail_message: {e}")))?;
+            business.voicemail_message = message.trim().to_string();
         }
         for (field, value, current) in [
             (
@@ -472,6 +509,10 @@ impl NewBusiness {
             end_call_enabled: true,
             transfer_enabled: true,
             transfer_targets: Vec::new(),
+            time_zone: crate::outbound::DEFAULT_TIME_ZONE.into(),
+            calling_hours: crate::outbound::DEFAULT_CALLING_HOURS.into(),
+            outbound_per_minute: crate::outbound::DEFAULT_PER_MINUTE,
+            voicemail_message: String::new(),
         })
     }
 }

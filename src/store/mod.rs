@@ -25,6 +25,7 @@ mod calls;
 mod e164;
 mod events;
 mod model;
+mod outbound;
 mod prompts;
 mod rules;
 mod tools;
@@ -46,9 +47,10 @@ pub use e164::normalize_e164;
 pub use model::{
     Business, BusinessRule, BusinessTool, BusinessUpdate, CallEnd, CallEvent, CallRecord,
     CallStatusReport, CallSummary, DEFAULT_GUARD_POLICY, DEFAULT_LANGUAGE, DEFAULT_VOICE,
-    ExperimentCall, NewBusiness, NewCall, NewCallEvent, NewToolCall, ToolCallRecord,
+    ExperimentCall, NewBusiness, NewCall, NewCallEvent, NewToolCall, OutboundCall, ToolCallRecord,
     TransferReport, TransferTarget,
 };
+pub use outbound::{NewOutboundCall, Reservation};
 pub use prompts::{
     Experiment, ExperimentStatus, NewPromptVersion, PromptStatus, PromptVersion,
     UnknownExperimentStatus, UnknownPromptStatus,
@@ -86,6 +88,10 @@ const POSTGRES_TOOLS: &str = include_str!("../../migrations/postgres/0007_tools.
 const SQLITE_CALL_STATUS: &str = include_str!("../../migrations/sqlite/0008_call_status.sql");
 /// PostgreSQL migration 8: Twilio's status callbacks.
 const POSTGRES_CALL_STATUS: &str = include_str!("../../migrations/postgres/0008_call_status.sql");
+/// SQLite migration 10: outbound calls, calling hours, rate and voicemail per business.
+const SQLITE_OUTBOUND: &str = include_str!("../../migrations/sqlite/0010_outbound.sql");
+/// PostgreSQL migration 10: outbound calls, calling hours, rate and voicemail per business.
+const POSTGRES_OUTBOUND: &str = include_str!("../../migrations/postgres/0010_outbound.sql");
 /// SQLite migration 9: transfer targets and transfer outcomes.
 const SQLITE_TRANSFERS: &str = include_str!("../../migrations/sqlite/0009_transfers.sql");
 /// PostgreSQL migration 9: transfer targets and transfer outcomes.
@@ -106,7 +112,7 @@ fn unless_business_missing(e: sqlx::Error, business_id: &str) -> StoreError {
 const BUSINESS_COLUMNS: &str = "id, name, language, voice, ai_prompt, outbound_ai_prompt, \
      greeting_instructions, guard_policy, hours, required_sections, created_at_ms, updated_at_ms, \
      max_concurrent_calls, max_call_duration_s, fallback, end_call_enabled, transfer_enabled, \
-     transfer_targets";
+     transfer_targets, time_zone, calling_hours, outbound_per_minute, voicemail_message";
 
 /// The `calls` columns, as every query selects them.
 pub(crate) const CALL_COLUMNS: &str = "call_sid, stream_sid, business_id, direction, \
@@ -335,6 +341,10 @@ impl Store {
                 false,
             )
         };
+        let outbound = match self.backend {
+            Backend::Sqlite => SQLITE_OUTBOUND,
+            Backend::Postgres => POSTGRES_OUTBOUND,
+        };
         let migrator = Migrator::with_migrations(vec![
             migration(1, "init", init),
             migration(2, "guards", guards),
@@ -345,6 +355,7 @@ impl Store {
             migration(7, "tools", tools),
             migration(8, "call_status", statuses),
             migration(9, "transfers", transfers),
+            migration(10, "outbound", outbound),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

@@ -61,6 +61,18 @@ pub struct Business {
     /// The people the model may put a caller through to (`transfer_call`), by name; stored as
     /// a JSON array in `businesses.transfer_targets`. Empty: no transfers.
     pub transfer_targets: Vec<TransferTarget>,
+    /// The business's time zone, an IANA name (`America/New_York`); its calling hours are in
+    /// it. Default `UTC`.
+    pub time_zone: String,
+    /// When it may place calls, in its time zone: `08:00-21:00` (every day, the default) or
+    /// day ranges such as `Mon-Fri 09:00-18:00, Sat 10:00-13:00`
+    /// ([`crate::outbound::CallingHours`]).
+    pub calling_hours: String,
+    /// Outbound calls it may place a minute (1 to 600; default 10).
+    pub outbound_per_minute: i64,
+    /// What the model says on an answering machine, a template that may use `call.NAME`
+    /// variables; empty: a message built from the business's name and the call's reason.
+    pub voicemail_message: String,
 }
 
 /// Someone a business's calls may be transferred to: a name the model chooses by ("front
@@ -175,6 +187,14 @@ pub struct BusinessUpdate {
     pub transfer_enabled: Option<bool>,
     /// The people calls may be transferred to (replaces the list; `[]` removes them all).
     pub transfer_targets: Option<Vec<TransferTarget>>,
+    /// The business's time zone, an IANA name (`America/New_York`).
+    pub time_zone: Option<String>,
+    /// When it may place calls: `08:00-21:00`, or `Mon-Fri 09:00-18:00, Sat 10:00-13:00`.
+    pub calling_hours: Option<String>,
+    /// Outbound calls it may place a minute, 1 to 600.
+    pub outbound_per_minute: Option<i64>,
+    /// What the model says on an answering machine (a template; `""`: the default message).
+    pub voicemail_message: Option<String>,
 }
 
 impl BusinessUpdate {
@@ -466,5 +486,24 @@ pub struct CallStatusReport {
     /// `CallDuration`, seconds (on `completed`).
     pub duration_s: Option<i64>,
     /// `AnsweredBy` (answering machine detection: `human`, `machine_start`, …), when given.
+    pub answered_by: Option<String>,
+}
+
+/// A call the business placed (`outbound_calls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundCall {
+    /// Twilio CallSid (`pending:…` while Twilio is being asked).
+    pub call_sid: String,
+    /// The business that placed it.
+    pub business_id: String,
+    /// When it was placed, epoch ms.
+    pub placed_at_ms: i64,
+    /// The number called, E.164.
+    pub to_number: String,
+    /// The call's variables (`call.NAME`).
+    pub variables: std::collections::BTreeMap<String, String>,
+    /// Placed outside the calling hours by an admin's choice.
+    pub forced: bool,
+    /// Twilio's `AnsweredBy` from the webhook (answering machine detection), once known.
     pub answered_by: Option<String>,
 }

@@ -133,6 +133,9 @@ pub enum TimelineEvent {
     HangupRequested,
     /// The caller spoke before the goodbye had played: the hang-up is off.
     HangupCancelled,
+    /// An answering machine took the outbound call: the model is asked for the voicemail,
+    /// and the call ends once it has played.
+    VoicemailRequested,
     /// The model called `transfer_call`: the call is put through once the handoff line has
     /// played.
     TransferRequested {
@@ -394,6 +397,10 @@ impl fmt::Display for TimelineEvent {
             TimelineEvent::HangupCancelled => {
                 write!(f, "caller spoke during the goodbye: hang-up cancelled")
             }
+            TimelineEvent::VoicemailRequested => write!(
+                f,
+                "answering machine (AMD): voicemail requested, hang-up once it has played"
+            ),
             TimelineEvent::TransferRequested { target } => write!(
                 f,
                 "model transfers the call to {target:?} once the handoff line has played"

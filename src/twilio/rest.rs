@@ -176,6 +176,11 @@ impl RestClient {
         })
     }
 
+    /// `TWILIO_ACCOUNT_SID`, when configured: the account calls are placed for.
+    pub fn account_sid(&self) -> Option<String> {
+        self.credentials.account_sid.clone()
+    }
+
     /// Redirects the live call `call_sid` to the TwiML document `twiml`: Twilio stops what the
     /// call is doing (a `<Connect><Stream>` ends, its stream gets `stop`) and runs `twiml`.
     ///

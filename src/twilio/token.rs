@@ -43,6 +43,7 @@ const SIGNATURE_LEN: usize = 32;
 const PARAM_BUSINESS: &str = "business";
 const PARAM_EXPIRES: &str = "exp";
 const PARAM_SIGNATURE: &str = "sig";
+const PARAM_VARIABLES: &str = "vars";
 
 /// What a call token vouches for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,12 +201,18 @@ pub fn verify(key: &[u8], token: &str, now_ms: i64) -> Result<CallToken, TokenEr
 
 /// HMAC over the outbound parameters: domain label, then each field length-prefixed (u64 big
 /// endian) so no value can shift bytes into another.
-fn outbound_mac(key: &[u8], business_id: &str, expires_at_ms: i64) -> HmacSha256 {
+/// The call's variables, when there are any, follow the same way (their compact JSON text).
+fn outbound_mac(key: &[u8], business_id: &str, expires_at_ms: i64, vars: &str) -> HmacSha256 {
     let mut mac = mac(key, OUTBOUND_DOMAIN);
     let len = u64::try_from(business_id.len()).unwrap_or(u64::MAX);
     mac.update(&len.to_be_bytes());
     mac.update(business_id.as_bytes());
     mac.update(&expires_at_ms.to_be_bytes());
+    if !vars.is_empty() {
+        let len = u64::try_from(vars.len()).unwrap_or(u64::MAX);
+        mac.update(&len.to_be_bytes());
+        mac.update(vars.as_bytes());
+    }
     mac
 }
 
@@ -220,16 +227,42 @@ fn outbound_mac(key: &[u8], business_id: &str, expires_at_ms: i64) -> HmacSha256
 /// `business=ID&exp=MS&sig=SIG` (no leading `?` or `&`) to append to the webhook URL. Check the
 /// parsed query with [`verify_outbound`].
 pub fn sign_outbound(key: &[u8], business_id: &str, expires_at_ms: i64) -> String {
+    sign_outbound_with(
+        key,
+        business_id,
+        &std::collections::BTreeMap::new(),
+        expires_at_ms,
+    )
+}
+
+/// [`sign_outbound`] for a call placed with variables `vars` (`call.NAME` in the prompt): they
+/// travel as `vars=JSON` (a compact JSON object of strings), covered by the signature. Check
+/// with [`verify_outbound_with`].
+pub fn sign_outbound_with(
+    key: &[u8],
+    business_id: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+    expires_at_ms: i64,
+) -> String {
+    let vars = if vars.is_empty() {
+        String::new()
+    } else {
+        // A map of strings always serialises.
+        serde_json::to_string(vars).unwrap_or_default()
+    };
     let signature = URL_SAFE_NO_PAD.encode(
-        outbound_mac(key, business_id, expires_at_ms)
+        outbound_mac(key, business_id, expires_at_ms, &vars)
             .finalize()
             .into_bytes(),
     );
-    form_urlencoded::Serializer::new(String::new())
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
         .append_pair(PARAM_BUSINESS, business_id)
-        .append_pair(PARAM_EXPIRES, &expires_at_ms.to_string())
-        .append_pair(PARAM_SIGNATURE, &signature)
-        .finish()
+        .append_pair(PARAM_EXPIRES, &expires_at_ms.to_string());
+    if !vars.is_empty() {
+        query.append_pair(PARAM_VARIABLES, &vars);
+    }
+    query.append_pair(PARAM_SIGNATURE, &signature).finish()
 }
 
 /// Verifies the parameters made by [`sign_outbound`] and returns the business id.
@@ -248,18 +281,42 @@ pub fn verify_outbound(
     query_pairs: &[(String, String)],
     now_ms: i64,
 ) -> Result<String, TokenError> {
+    verify_outbound_with(key, query_pairs, now_ms).map(|(business_id, _)| business_id)
+}
+
+/// [`verify_outbound`] for parameters made by [`sign_outbound_with`]: the business id and the
+/// call's variables (empty when there were none).
+///
+/// # Errors
+/// As [`verify_outbound`]; [`TokenError::Malformed`] also when `vars` appears more than once
+/// or is not a JSON object of strings.
+pub fn verify_outbound_with(
+    key: &[u8],
+    query_pairs: &[(String, String)],
+    now_ms: i64,
+) -> Result<(String, std::collections::BTreeMap<String, String>), TokenError> {
     let business_id = single(query_pairs, PARAM_BUSINESS)?;
     let expires_at_ms: i64 = single(query_pairs, PARAM_EXPIRES)?
         .parse()
         .map_err(|_| TokenError::Malformed)?;
     let signature = decode_signature(single(query_pairs, PARAM_SIGNATURE)?)?;
-    outbound_mac(key, business_id, expires_at_ms)
+    let vars = match single(query_pairs, PARAM_VARIABLES) {
+        Ok(vars) => vars,
+        Err(_) if !query_pairs.iter().any(|(k, _)| k == PARAM_VARIABLES) => "",
+        Err(e) => return Err(e),
+    };
+    outbound_mac(key, business_id, expires_at_ms, vars)
         .verify_slice(&signature)
         .map_err(|_| TokenError::BadSignature)?;
     if now_ms >= expires_at_ms {
         return Err(TokenError::Expired);
     }
-    Ok(business_id.to_string())
+    let vars = if vars.is_empty() {
+        std::collections::BTreeMap::new()
+    } else {
+        serde_json::from_str(vars).map_err(|_| TokenError::Malformed)?
+    };
+    Ok((business_id.to_string(), vars))
 }
 
 /// Decodes a base64url HMAC-SHA256 signature; anything but 32 bytes is malformed.
@@ -505,6 +562,40 @@ mod tests {
         assert_eq!(
             verify_outbound(KEY, &parse_query("business=b&exp=soon&sig=AAAA"), NOW),
             Err(TokenError::Malformed)
+        );
+    }
+
+    #[test]
+    fn outbound_variables_are_signed_with_the_business() {
+        let vars: std::collections::BTreeMap<String, String> =
+            [("appointment_time".to_string(), "Tuesday 10:00".to_string())].into();
+        let query = sign_outbound_with(KEY, "biz-42", &vars, NOW + 60_000);
+        let pairs = parse_query(&query);
+        assert_eq!(
+            verify_outbound_with(KEY, &pairs, NOW),
+            Ok(("biz-42".to_string(), vars))
+        );
+        // Changed or dropped variables do not verify.
+        let changed: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == "vars" {
+                    v.replace("10:00", "11:00")
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        assert_eq!(
+            verify_outbound_with(KEY, &changed, NOW),
+            Err(TokenError::BadSignature)
+        );
+        let dropped: Vec<(String, String)> =
+            pairs.iter().filter(|(k, _)| k != "vars").cloned().collect();
+        assert_eq!(
+            verify_outbound_with(KEY, &dropped, NOW),
+            Err(TokenError::BadSignature)
         );
     }
 

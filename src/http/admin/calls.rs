@@ -1,10 +1,14 @@
-//! `/api/v1/calls` and `/api/v1/stats`: call records and the instance's live figures.
+//! `/api/v1/calls` and `/api/v1/stats`: call records, placing outbound calls, and the
+//! instance's live figures.
+
+pub use crate::ops::calls::{PlaceCall, PlacedCall};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, Body, ErrorBody};
 use crate::http::AppState;
 use crate::store::{CallEvent, CallRecord, CallStatusReport, ToolCallRecord, TransferReport};
 use crate::telemetry::alerts::AlertStatus;
@@ -137,4 +141,29 @@ pub(super) async fn show_call(
         statuses,
         transfers,
     }))
+}
+
+/// Places an outbound call through Twilio's REST API from the business's number, with
+/// answering machine detection: a person gets the business's outbound prompt (with the call's
+/// `variables` as `call.NAME`), an answering machine the voicemail. Refused, naming the rule,
+/// for a number that is not E.164 (422), outside the business's calling hours unless `force`
+/// (422), over its calls a minute (429), without Twilio credentials (503), or when Twilio
+/// refuses it (502).
+#[utoipa::path(post, path = "/api/v1/calls", tag = "calls", request_body = PlaceCall,
+    responses((status = 201, description = "Placed", body = PlacedCall),
+        (status = 404, description = "No such business", body = ErrorBody),
+        (status = 422, description = "Not E.164, a bad variable, or outside the calling hours", body = ErrorBody),
+        (status = 429, description = "The business's calls a minute are spent", body = ErrorBody),
+        (status = 502, description = "Twilio refused the call", body = ErrorBody),
+        (status = 503, description = "No Twilio REST credentials", body = ErrorBody)))]
+pub(super) async fn place_call(
+    State(state): State<AppState>,
+    Body(request): Body<PlaceCall>,
+) -> Result<(StatusCode, Json<PlacedCall>), ApiError> {
+    let placed = state
+        .calls
+        .placer()
+        .place(&state.store, request, jiff::Timestamp::now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(placed)))
 }

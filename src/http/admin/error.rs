@@ -42,6 +42,18 @@ pub enum ApiError {
     /// Something on our side failed (logged; the client sees no detail).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A business rule refuses the request (422, naming the rule).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// A rate is spent (429).
+    #[error("{0}")]
+    RateLimited(String),
+    /// Something the request needs is not configured (503).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Twilio refused or failed the request (502).
+    #[error("Twilio: {0}")]
+    Twilio(String),
 }
 
 impl From<ops::OpsError> for ApiError {
@@ -54,6 +66,10 @@ impl From<ops::OpsError> for ApiError {
             ops::OpsError::Invalid(e) => ApiError::Invalid(e),
             ops::OpsError::Store(e) => ApiError::Store(e),
             ops::OpsError::Internal(e) => ApiError::Internal(e),
+            ops::OpsError::Refused(e) => ApiError::Refused(e),
+            ops::OpsError::RateLimited(e) => ApiError::RateLimited(e),
+            ops::OpsError::Unavailable(e) => ApiError::Unavailable(e),
+            ops::OpsError::Twilio(e) => ApiError::Twilio(e),
         }
     }
 }
@@ -82,7 +98,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::InvalidPrompt { .. }
             | ApiError::Invalid(_)
+            | ApiError::Refused(_)
             | ApiError::Store(StoreError::Invalid(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Twilio(_) => StatusCode::BAD_GATEWAY,
             ApiError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "database error in an admin API request");

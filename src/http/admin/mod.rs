@@ -175,6 +175,7 @@ fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::GET, "/api/v1/stats", get(stats)),
         (Method::GET, "/api/v1/calls", get(list_calls)),
+        (Method::POST, "/api/v1/calls", post(place_call)),
         (Method::GET, "/api/v1/calls/{call_sid}", get(show_call)),
     ]
 }
@@ -261,6 +262,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         stop_experiment,
         stats,
         list_calls,
+        place_call,
         show_call,
     ),
     components(schemas(
@@ -275,6 +277,11 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
         crate::store::BusinessTool,
         crate::store::ToolCallRecord,
         crate::store::CallStatusReport,
+        crate::store::TransferReport,
+        crate::store::TransferTarget,
+        crate::domain::TransferOutcome,
+        PlaceCall,
+        PlacedCall,
         crate::domain::CallStatus,
         crate::domain::ToolKind,
         crate::domain::ToolStatus,
