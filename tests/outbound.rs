@@ -295,7 +295,8 @@ async fn a_placed_call_an_answering_machine_takes_gets_the_voicemail_then_the_ha
 
 #[tokio::test]
 async fn a_placed_call_a_person_answers_runs_the_outbound_prompt_with_its_variables() {
-    let mut world = world(None, "person").await;
+    let prism = Prism::start("the placed call's REST request checked against Twilio's schema");
+    let mut world = world(prism.as_ref(), "person").await;
     world.twilio.answer_as(
         PATIENT,
         Callee::Person {
@@ -312,6 +313,9 @@ async fn a_placed_call_a_person_answers_runs_the_outbound_prompt_with_its_variab
         .await
         .expect("the simulated call ends");
     assert_eq!(call.answered_by.as_deref(), Some("human"));
+    if prism.is_some() {
+        assert!(call.prism_status.is_some_and(|s| (200..300).contains(&s)));
+    }
     let report = world
         .report_for(&call_sid, Duration::from_secs(10))
         .await

@@ -1031,6 +1031,16 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
         legacy.end_call_enabled && legacy.transfer_enabled,
         "call control on by default"
     );
+    assert!(legacy.transfer_targets.is_empty(), "nobody to transfer to");
+    assert_eq!(
+        (
+            legacy.time_zone.as_str(),
+            legacy.calling_hours.as_str(),
+            legacy.outbound_per_minute
+        ),
+        ("UTC", "08:00-21:00", 10),
+        "the outbound defaults"
+    );
     store.set_guard_policy("legacy", "flag").await.unwrap();
     store.close().await;
 
@@ -1042,7 +1052,7 @@ async fn a_version_1_database_is_upgraded(url: &str, version_1_sql: &'static str
             .unwrap();
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6, 7, 8],
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
         "every migration applied"
     );
     let rejected = sqlx::query(
