@@ -504,12 +504,7 @@ async fn create_call(
     let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
         .into_owned()
         .collect();
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| form_field(&form, name);
     let (to, from, url) = (field("To"), field("From"), field("Url"));
     if to.is_empty() || from.is_empty() || url.is_empty() {
         return twilio_error(
@@ -556,12 +551,7 @@ async fn run_placed(
     call_sid: String,
     form: Vec<(String, String)>,
 ) {
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| form_field(&form, name);
     let (to, from, url) = (field("To"), field("From"), field("Url"));
     let status_url = field("StatusCallback");
     let amd = !field("MachineDetection").is_empty();
@@ -668,6 +658,14 @@ async fn run_placed(
         p.report = report.clone();
         p.done = true;
     });
+}
+
+/// The first value of form field `name` (`""` when absent).
+fn form_field(form: &[(String, String)], name: &str) -> String {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 /// A fresh CallSid: `CA` and 32 hex digits, from the clock and a counter.

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use crate::call::service::DialEnded;
 use crate::call::transfer::ActionQuery;
 use crate::domain::{CallSid, TransferOutcome};
-use crate::http::webhook::{field, signed_form};
+use crate::http::webhook::{field, seconds, signed_form};
 use crate::http::{AppError, AppState};
 use crate::twilio::twiml;
 
@@ -54,12 +54,7 @@ pub fn read_dial(params: &[(String, String)], query: &str) -> Result<DialEnded, 
                 .into(),
         )
     })?;
-    let duration_s = match field(params, "DialCallDuration").filter(|d| !d.is_empty()) {
-        Some(d) => Some(d.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
-            AppError::BadRequest("DialCallDuration is not a whole number of seconds".into())
-        })?),
-        None => None,
-    };
+    let duration_s = seconds(params, "DialCallDuration")?;
     let query = ActionQuery::parse(query).map_err(AppError::BadRequest)?;
     Ok(DialEnded {
         call_sid,

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 
 use crate::call::records::Record;
 use crate::domain::{CallSid, CallStatus};
-use crate::http::webhook::{field, signed_form};
+use crate::http::webhook::{field, seconds, signed_form};
 use crate::http::{AppError, AppState};
 use crate::store::CallStatusReport;
 
@@ -44,12 +44,7 @@ pub fn read_status(params: &[(String, String)], at_ms: i64) -> Result<CallStatus
         .unwrap_or("")
         .parse::<CallStatus>()
         .map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let duration_s = match field(params, "CallDuration").filter(|d| !d.is_empty()) {
-        Some(d) => Some(d.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
-            AppError::BadRequest("CallDuration is not a whole number of seconds".into())
-        })?),
-        None => None,
-    };
+    let duration_s = seconds(params, "CallDuration")?;
     let answered_by = field(params, "AnsweredBy")
         .filter(|a| !a.is_empty() && a.len() <= 32 && a.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string);

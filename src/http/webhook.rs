@@ -124,6 +124,24 @@ pub fn read_call(
     })
 }
 
+/// Form field `name` as a whole number of seconds (`CallDuration`, `DialCallDuration`); `None`
+/// when absent or empty.
+///
+/// Errors: [`AppError::BadRequest`] naming the field when it is not a non-negative integer.
+pub fn seconds(params: &[(String, String)], name: &str) -> Result<Option<i64>, AppError> {
+    match field(params, name).filter(|d| !d.is_empty()) {
+        Some(d) => d
+            .parse::<i64>()
+            .ok()
+            .filter(|d| *d >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                AppError::BadRequest(format!("{name} is not a whole number of seconds"))
+            }),
+        None => Ok(None),
+    }
+}
+
 /// The longest `From` or `To` accepted, bytes. E.164 numbers are at most 16 (`+` and 15
 /// digits); SIP and client addresses are longer, and 256 leaves them room.
 pub const MAX_PARTY_LEN: usize = 256;
