@@ -70,11 +70,29 @@ impl Prism {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
+        // Ready once it answers HTTP: Node binds the port before its routes are loaded.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers_http(port) {
             assert!(Instant::now() < deadline, "prism did not start in 60 s");
             std::thread::sleep(Duration::from_millis(200));
         }
         Some(prism)
     }
+}
+
+/// Whether something on `port` answers an HTTP request with an HTTP status line.
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    matches!(stream.read(&mut head), Ok(n) if n >= 5 && head.starts_with(b"HTTP/"))
 }

@@ -280,14 +280,27 @@ async fn validate(
     let Some((client, prism)) = &shared.validator else {
         return Ok(None);
     };
-    let mut request = client
-        .post(format!("{prism}{path}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.to_string());
-    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        request = request.header("authorization", auth);
+    let send = || {
+        let mut request = client
+            .post(format!("{prism}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string());
+        if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            request = request.header("authorization", auth);
+        }
+        request.send()
+    };
+    // A busy machine can make Prism (Node) drop a connection: a transport error is tried again,
+    // an answer never is.
+    let mut answer = send().await;
+    for _ in 0..3 {
+        if answer.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        answer = send().await;
     }
-    match request.send().await {
+    match answer {
         Ok(answer) if answer.status().is_success() => Ok(Some(answer.status().as_u16())),
         Ok(answer) => {
             let status = answer.status().as_u16();
