@@ -837,6 +837,16 @@ impl Config {
         !self.upstream.transcription_model.trim().is_empty()
     }
 
+    /// The public URL of `path` (`/twilio/voice?…`, or `""` for the base), as Twilio reaches
+    /// this instance: `{server.public_scheme}://{server.public_host}{path}`. Webhook
+    /// signatures are checked over it, and the URLs given to Twilio are built with it.
+    pub fn public_url(&self, path: &str) -> String {
+        format!(
+            "{}://{}{path}",
+            self.server.public_scheme, self.server.public_host
+        )
+    }
+
     /// This instance's id: `lifecycle.instance_id`, or `HOSTNAME-PORT` when it is empty (the
     /// host name from `/proc/sys/kernel/hostname` or `$HOSTNAME`, `voxrelay` if neither is
     /// there; characters outside `[A-Za-z0-9_.-]` become `-`).

@@ -54,14 +54,7 @@ pub async fn run(config: &Config, store: &Store, command: CallCommand) -> anyhow
             let rest = voxrelay::call::fallback::Fallbacks::new(config, &secrets.twilio_rest())
                 .rest()
                 .cloned();
-            let placer = Placer::new(
-                rest,
-                format!(
-                    "{}://{}",
-                    config.server.public_scheme, config.server.public_host
-                ),
-                &secrets.signing_key,
-            );
+            let placer = Placer::new(rest, config, &secrets.signing_key);
             let placed = placer
                 .place(
                     store,

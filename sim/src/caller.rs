@@ -292,6 +292,25 @@ pub fn parse_stream_twiml(twiml: &str) -> Option<(String, Option<String>)> {
     Some((xml_unescape(&url), token))
 }
 
+/// A request as Twilio sends one: `params` as a form POSTed to `url`, signed
+/// (X-Twilio-Signature) with `auth_token` over `signed_url` (the public URL the proxy knows
+/// itself by; the same as `url` unless a test reaches the proxy another way).
+pub fn signed_post(
+    client: &reqwest::Client,
+    auth_token: &str,
+    signed_url: &str,
+    url: &str,
+    params: &[(String, String)],
+) -> reqwest::RequestBuilder {
+    client
+        .post(url)
+        .header(
+            "X-Twilio-Signature",
+            signature::compute(auth_token, signed_url, params),
+        )
+        .form(params)
+}
+
 /// What the voice webhook answered.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -339,17 +358,19 @@ pub async fn answer(
             .map(|a| ("AnsweredBy".to_string(), a.clone())),
     )
     .collect();
-    let sig = signature::compute(&config.auth_token, &config.signed_url, &params);
-    let response = client
-        .post(&config.webhook_url)
-        .header("X-Twilio-Signature", sig)
-        .form(&params)
-        .send()
-        .await
-        .map_err(|source| CallerError::Webhook {
-            url: config.webhook_url.clone(),
-            source,
-        })?;
+    let response = signed_post(
+        client,
+        &config.auth_token,
+        &config.signed_url,
+        &config.webhook_url,
+        &params,
+    )
+    .send()
+    .await
+    .map_err(|source| CallerError::Webhook {
+        url: config.webhook_url.clone(),
+        source,
+    })?;
     let status = response.status().as_u16();
     let twiml = response
         .text()
@@ -458,18 +479,20 @@ async fn follow_dial(
     if !duration.is_empty() {
         params.push(("DialCallDuration".into(), duration));
     }
-    let sig = signature::compute(&config.auth_token, &action_url, &params);
     let failed = |source| CallerError::Webhook {
         url: action_url.clone(),
         source,
     };
-    let response = reqwest::Client::new()
-        .post(&action_url)
-        .header("X-Twilio-Signature", sig)
-        .form(&params)
-        .send()
-        .await
-        .map_err(failed)?;
+    let response = signed_post(
+        &reqwest::Client::new(),
+        &config.auth_token,
+        &action_url,
+        &action_url,
+        &params,
+    )
+    .send()
+    .await
+    .map_err(failed)?;
     let action_status = response.status().as_u16();
     let action_twiml = response.text().await.map_err(failed)?;
     let mut leg = TransferLeg {

@@ -269,6 +269,19 @@ fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
         .into_response()
 }
 
+/// Whether the request carries HTTP Basic auth with `account_sid` and the world's auth token.
+fn authorized(shared: &Shared, account_sid: &str, headers: &HeaderMap) -> bool {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{account_sid}:{}", shared.auth_token))
+    );
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected)
+}
+
 /// Sends the request to Prism when the mock validates: `Err` with Prism's answer when it
 /// refused it (outside Twilio's schema), else Prism's status (`None`: not validated).
 async fn validate(
@@ -350,15 +363,7 @@ async fn update_call(
             return refused;
         }
     };
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{account_sid}:{}", shared.auth_token))
-    );
-    let authorized = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
+    let authorized = authorized(&shared, &account_sid, &headers);
     let twiml = form_urlencoded::parse(body.as_bytes())
         .find(|(k, _)| k == "Twiml")
         .map(|(_, v)| v.into_owned())
@@ -478,11 +483,7 @@ fn speech_segments(audio: &[u8], silence_ms: u32) -> Vec<(u64, u64)> {
 /// POSTs a signed Twilio request (`params` as a form) to `url`; the proxy's HTTP status (0 when
 /// it could not be sent).
 async fn post_signed(auth_token: &str, url: &str, params: &[(String, String)]) -> u16 {
-    let signature = voxrelay::twilio::signature::compute(auth_token, url, params);
-    match reqwest::Client::new()
-        .post(url)
-        .header("X-Twilio-Signature", signature)
-        .form(params)
+    match crate::caller::signed_post(&reqwest::Client::new(), auth_token, url, url, params)
         .send()
         .await
     {
@@ -502,16 +503,7 @@ async fn create_call(
         Ok(status) => status,
         Err(refused) => return refused,
     };
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{account_sid}:{}", shared.auth_token))
-    );
-    if headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v != expected)
-    {
+    if !authorized(&shared, &account_sid, &headers) {
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
     let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())

@@ -601,10 +601,8 @@ impl CallService {
         let setup = match self
             .call_setup(&business, direction, caller, &call_vars)
             .await
-            .map(|setup| match answerer {
-                Answerer::Machine => self.voicemail_setup(setup, &business, &call_vars),
-                Answerer::Person | Answerer::Fax => setup,
-            }) {
+            .map(|setup| self.answered_setup(setup, answerer, &business, &call_vars))
+        {
             Ok(setup) => setup,
             Err(e) => match e.into_store() {
                 Ok(database) => return Err(fail(database)),
@@ -721,10 +719,7 @@ impl CallService {
     pub fn placer(&self) -> crate::ops::calls::Placer {
         crate::ops::calls::Placer::new(
             self.fallbacks.rest().cloned(),
-            format!(
-                "{}://{}",
-                self.config.server.public_scheme, self.config.server.public_host
-            ),
+            &self.config,
             &self.signing_key,
         )
     }
@@ -743,14 +738,19 @@ impl CallService {
         )
     }
 
-    /// `setup` for an answering machine: the business's voicemail message rendered with the
-    /// call's variables (a message that does not render falls back to the default one, logged).
-    fn voicemail_setup(
+    /// `setup` for what answered: unchanged for a person, the voicemail's for an answering
+    /// machine: the business's voicemail message rendered with the call's variables (a message
+    /// that does not render falls back to the default one, logged).
+    fn answered_setup(
         &self,
         setup: CallSetup,
+        answerer: Answerer,
         business: &Business,
         call_vars: &CallVars,
     ) -> CallSetup {
+        if answerer != Answerer::Machine {
+            return setup;
+        }
         let message = if business.voicemail_message.trim().is_empty() {
             String::new()
         } else {
@@ -849,10 +849,7 @@ impl CallService {
                 ..claims.clone()
             },
         );
-        let (from, to) = match claims.direction {
-            Direction::Inbound => (claims.caller.clone(), String::new()),
-            Direction::Outbound => (String::new(), claims.caller.clone()),
-        };
+        let (from, to) = parties(&claims);
         self.registry.insert(
             call_sid,
             PendingCall {
@@ -1016,10 +1013,7 @@ impl CallService {
             }
             None => {
                 // The token carries the customer's number only; the other side stays unknown.
-                let (from, to) = match claims.direction {
-                    Direction::Inbound => (claims.caller.clone(), String::new()),
-                    Direction::Outbound => (String::new(), claims.caller.clone()),
-                };
+                let (from, to) = parties(&claims);
                 // Claim before any upstream cost: a replayed token stops here.
                 let claim = self.new_call(
                     start.call_sid.as_str(),
@@ -1147,13 +1141,9 @@ impl CallService {
             }
             Err(e) => Err(e.into()),
         };
-        let setup = setup.map(|setup| {
-            match Answerer::from_answered_by(placed.as_ref().and_then(|p| p.answered_by.as_deref()))
-            {
-                Answerer::Machine => self.voicemail_setup(setup, &business, &call_vars),
-                Answerer::Person | Answerer::Fax => setup,
-            }
-        });
+        let answerer =
+            Answerer::from_answered_by(placed.as_ref().and_then(|p| p.answered_by.as_deref()));
+        let setup = setup.map(|setup| self.answered_setup(setup, answerer, &business, &call_vars));
         let setup = setup.map_err(|e| {
             tracing::error!(call_sid, business_id, error = %e, "cannot set the call up");
             NotAdmitted::CannotRebuild
@@ -1554,6 +1544,15 @@ fn render_version(
         version_id: version.id.clone(),
         message: e.to_string(),
     })
+}
+
+/// The call's `From` and `To` as far as its token knows them: the customer's number on its
+/// side (`From` inbound, `To` outbound), the other side unknown.
+fn parties(claims: &CallToken) -> (String, String) {
+    match claims.direction {
+        Direction::Inbound => (claims.caller.clone(), String::new()),
+        Direction::Outbound => (String::new(), claims.caller.clone()),
+    }
 }
 
 /// Echo counts summed over finished calls.

@@ -1469,23 +1469,21 @@ impl Session {
             return Flow::End(EndReason::Transferred);
         };
         let result = match transfers {
-            Some(transfers) => {
-                transfers
-                    .put_through(account_sid, &self.call_sid, &self.setup, &target)
-                    .await
-            }
+            Some(transfers) => transfers
+                .put_through(account_sid, &self.call_sid, &self.setup, &target)
+                .await
+                .map(|()| transfers),
             None => Err(crate::call::transfer::TransferError::NoCredentials),
         };
-        let delivered = result.is_ok();
         self.state.record(
             TimelineEvent::TransferDialed {
                 target: target.name.clone(),
-                delivered,
+                delivered: result.is_ok(),
             },
             Instant::now(),
         );
-        match (result, transfers) {
-            (Ok(()), Some(transfers)) => {
+        match result {
+            Ok(transfers) => {
                 tracing::info!(call_sid = %self.call_sid, target = %target.name,
                     redirect_ms = now.elapsed().as_secs_f64() * 1000.0,
                     "call put through to a person (<Dial>)");
@@ -1493,8 +1491,7 @@ impl Session {
                 transfers.park(&self.call_sid, std::mem::take(&mut self.conversation));
                 Flow::End(EndReason::Transferred)
             }
-            (result, _) => {
-                let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            Err(error) => {
                 tracing::error!(call_sid = %self.call_sid, target = %target.name, %error,
                     "the transfer could not be made: the call goes on with the model");
                 self.state.transfer_failed(&mut self.commands);
@@ -1590,79 +1587,13 @@ impl Session {
                 tracing::info!(call_sid = %self.call_sid, "the model ends the call (end_call): hang-up once the goodbye has played");
                 self.state
                     .record(TimelineEvent::ToolCalled { tool: tool.clone() }, now);
-                if let Some(leg) = &mut self.upstream_out {
-                    leg.control(
-                        ClientEvent::FunctionOutput {
-                            call_id: &call.call_id,
-                            output: END_CALL_OUTPUT,
-                        }
-                        .to_json(),
-                    );
-                }
+                self.answer_builtin(&call, END_CALL_OUTPUT, crate::domain::ToolStatus::Handled);
                 self.state.hang_up(now);
-                self.record_tool_call(
-                    &tool,
-                    crate::domain::ToolStatus::Handled,
-                    &call.arguments,
-                    crate::store::now_ms(),
-                    0.0,
-                    0,
-                );
             }
             Started::Builtin(Builtin::TransferCall, call) => {
                 self.state
                     .record(TimelineEvent::ToolCalled { tool: tool.clone() }, now);
-                let wanted = serde_json::from_str::<serde_json::Value>(&call.arguments)
-                    .ok()
-                    .and_then(|v| v.get("target").and_then(|t| t.as_str()).map(str::to_string))
-                    .unwrap_or_default();
-                let target = self.setup.tools.transfer_target(&wanted).cloned();
-                let (output, status) = match &target {
-                    Some(_) => (
-                        TRANSFER_OUTPUT.to_string(),
-                        crate::domain::ToolStatus::Handled,
-                    ),
-                    None => (
-                        crate::tools::ToolFailure::new(
-                            &tool,
-                            crate::domain::ToolStatus::InvalidArguments,
-                            "/target: is not one of the allowed values",
-                        )
-                        .output(),
-                        crate::domain::ToolStatus::InvalidArguments,
-                    ),
-                };
-                if let Some(leg) = &mut self.upstream_out {
-                    leg.control(
-                        ClientEvent::FunctionOutput {
-                            call_id: &call.call_id,
-                            output: &output,
-                        }
-                        .to_json(),
-                    );
-                }
-                match target {
-                    Some(target) => {
-                        tracing::info!(call_sid = %self.call_sid, target = %target.name,
-                            "the model transfers the call (transfer_call): put through once the handoff line has played");
-                        if self.state.transfer(&target.name, now) {
-                            self.transfer = Some(target);
-                        }
-                    }
-                    None => {
-                        tracing::warn!(call_sid = %self.call_sid, "transfer_call without a known target: the model is told");
-                        self.state.on_tool_outputs(&mut self.commands);
-                        self.dispatch();
-                    }
-                }
-                self.record_tool_call(
-                    &tool,
-                    status,
-                    &call.arguments,
-                    crate::store::now_ms(),
-                    0.0,
-                    0,
-                );
+                self.transfer_call(&call, now);
             }
             Started::Answered(finished) => {
                 self.state.record(TimelineEvent::ToolCalled { tool }, now);
@@ -1675,18 +1606,69 @@ impl Session {
         }
     }
 
+    /// The model called `transfer_call` (`call`, at `now`): a target the business has is
+    /// answered at once and put through once the handoff line has played; any other target is
+    /// answered with an error output, and the model asked to go on.
+    fn transfer_call(&mut self, call: &FunctionCall, now: Instant) {
+        let wanted = serde_json::from_str::<serde_json::Value>(&call.arguments)
+            .ok()
+            .and_then(|v| v.get("target").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        match self.setup.tools.transfer_target(&wanted).cloned() {
+            Some(target) => {
+                self.answer_builtin(call, TRANSFER_OUTPUT, crate::domain::ToolStatus::Handled);
+                tracing::info!(call_sid = %self.call_sid, target = %target.name,
+                    "the model transfers the call (transfer_call): put through once the handoff line has played");
+                if self.state.transfer(&target.name, now) {
+                    self.transfer = Some(target);
+                }
+            }
+            None => {
+                let failure = crate::tools::ToolFailure::new(
+                    &call.name,
+                    crate::domain::ToolStatus::InvalidArguments,
+                    "/target: is not one of the allowed values",
+                );
+                self.answer_builtin(call, &failure.output(), failure.status);
+                tracing::warn!(call_sid = %self.call_sid, "transfer_call without a known target: the model is told");
+                self.state.on_tool_outputs(&mut self.commands);
+                self.dispatch();
+            }
+        }
+    }
+
+    /// A built-in's answer: `output` to the model for `call`, recorded with `status`.
+    fn answer_builtin(
+        &mut self,
+        call: &FunctionCall,
+        output: &str,
+        status: crate::domain::ToolStatus,
+    ) {
+        self.send_function_output(&call.call_id, output);
+        self.record_tool_call(
+            &call.name,
+            status,
+            &call.arguments,
+            crate::store::now_ms(),
+            0.0,
+            0,
+        );
+    }
+
+    /// `function_call_output` of `call_id` to the model; false when no upstream session is
+    /// open (a reconnect in progress).
+    fn send_function_output(&mut self, call_id: &str, output: &str) -> bool {
+        let Some(leg) = &mut self.upstream_out else {
+            return false;
+        };
+        leg.control(ClientEvent::FunctionOutput { call_id, output }.to_json());
+        true
+    }
+
     /// A tool call ended: its output goes to the model, then (when no other call of the run is
     /// out) a `response.create`; it is recorded, timed and counted.
     fn tool_done(&mut self, finished: Finished) {
-        if let Some(leg) = &mut self.upstream_out {
-            leg.control(
-                ClientEvent::FunctionOutput {
-                    call_id: &finished.call_id,
-                    output: &finished.output,
-                }
-                .to_json(),
-            );
-        } else {
+        if !self.send_function_output(&finished.call_id, &finished.output) {
             tracing::warn!(call_sid = %self.call_sid, tool = %finished.tool,
                 "tool result during a reconnect: the new session cannot take it; the model is asked again");
         }

@@ -86,10 +86,24 @@ struct Closing {
     /// The model ended the call itself (`end_call`, `transfer_call`): the end waits for
     /// Twilio to acknowledge the goodbye's (or handoff line's) last mark.
     by_model: bool,
-    /// The caller speaking calls it off (`end_call`; a transfer goes ahead).
-    cancellable: bool,
-    /// How long it may take before the call ends anyway.
-    limit: std::time::Duration,
+}
+
+impl Closing {
+    /// Whether the caller speaking calls it off: the model's hang-up (`end_call`) only; a
+    /// transfer, a voicemail or an ending on purpose goes ahead.
+    fn cancellable(&self) -> bool {
+        self.reason == EndReason::AgentHangup
+    }
+
+    /// How long it may take before the call ends anyway: [`VOICEMAIL_LIMIT`] for a voicemail,
+    /// else `goodbye_limit`.
+    fn limit(&self, goodbye_limit: Duration) -> Duration {
+        if self.reason == EndReason::Voicemail {
+            VOICEMAIL_LIMIT
+        } else {
+            goodbye_limit
+        }
+    }
 }
 
 /// How long a voicemail may take to be said and played before the call ends anyway.
@@ -262,8 +276,6 @@ impl CallState {
             goodbye_id: None,
             goodbye_done: false,
             by_model: false,
-            cancellable: false,
-            limit: self.settings.goodbye_limit,
         });
         self.timeline.push(now, TimelineEvent::Closing { reason });
         self.request_response(ResponseKind::Goodbye, out);
@@ -277,7 +289,7 @@ impl CallState {
     /// starts speaking first calls it off ([`CallState::on_speech_started`]). Returns false
     /// when the call was already closing.
     pub fn hang_up(&mut self, now: Instant) -> bool {
-        if !self.model_closes(EndReason::AgentHangup, true, now) {
+        if !self.model_closes(EndReason::AgentHangup, now) {
             return false;
         }
         self.timeline.push(now, TimelineEvent::HangupRequested);
@@ -290,7 +302,7 @@ impl CallState {
     /// or at [`CallSettings::goodbye_limit`]; the caller speaking does not call it off.
     /// Returns false when the call was already closing.
     pub fn transfer(&mut self, target: &str, now: Instant) -> bool {
-        if !self.model_closes(EndReason::Transferred, false, now) {
+        if !self.model_closes(EndReason::Transferred, now) {
             return false;
         }
         self.timeline.push(
@@ -314,7 +326,7 @@ impl CallState {
 
     /// The model closes the call as `reason` ([`CallState::hang_up`], [`CallState::transfer`]):
     /// false when it was already closing.
-    fn model_closes(&mut self, reason: EndReason, cancellable: bool, now: Instant) -> bool {
+    fn model_closes(&mut self, reason: EndReason, now: Instant) -> bool {
         if self.closing.is_some() {
             return false;
         }
@@ -331,8 +343,6 @@ impl CallState {
             goodbye_id,
             goodbye_done,
             by_model: true,
-            cancellable,
-            limit: self.settings.goodbye_limit,
         });
         true
     }
@@ -352,8 +362,6 @@ impl CallState {
             goodbye_id: None,
             goodbye_done: false,
             by_model: true,
-            cancellable: false,
-            limit: VOICEMAIL_LIMIT,
         });
         self.timeline.push(now, TimelineEvent::VoicemailRequested);
         self.request_response(ResponseKind::Goodbye, out);
@@ -368,7 +376,7 @@ impl CallState {
     /// and played by the playback clock, or at the goodbye limit. `None` while not closing.
     pub fn close_due(&self) -> Option<(Instant, EndReason)> {
         let closing = self.closing.as_ref()?;
-        let limit = closing.since + closing.limit;
+        let limit = closing.since + closing.limit(self.settings.goodbye_limit);
         let due = if closing.by_model {
             // Twilio's own word that the goodbye played: its last mark came back.
             if closing.goodbye_done && !self.playback.marks_outstanding() {
@@ -617,7 +625,7 @@ impl CallState {
     pub fn on_speech_started(&mut self, now: Instant, out: &mut Vec<Command>) -> bool {
         self.timeline.push(now, TimelineEvent::CallerSpeechStarted);
         self.caller_speaking = true;
-        if self.closing.as_ref().is_some_and(|c| c.cancellable) {
+        if self.closing.as_ref().is_some_and(Closing::cancellable) {
             // The caller has more to say: the model's hang-up is off, and it is told why.
             self.closing = None;
             self.timeline.push(now, TimelineEvent::HangupCancelled);

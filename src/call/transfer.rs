@@ -164,10 +164,7 @@ impl Transfers {
     pub fn new(config: &Config, instance_id: &str, signing_key: &[u8]) -> Transfers {
         Transfers {
             rest: None,
-            action_base: format!(
-                "{}://{}/twilio/dial-status/{instance_id}",
-                config.server.public_scheme, config.server.public_host
-            ),
+            action_base: config.public_url(&format!("/twilio/dial-status/{instance_id}")),
             signing_key: Arc::new(signing_key.to_vec()),
             parked: Arc::default(),
         }

@@ -52,10 +52,7 @@ pub fn signed_form(
 ) -> Result<Vec<(String, String)>, AppError> {
     let params = signature::parse_form(body);
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let url = format!(
-        "{}://{}{}",
-        state.config.server.public_scheme, state.config.server.public_host, path_and_query
-    );
+    let url = state.config.public_url(path_and_query);
     let provided = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::domain::masked_number;
 use crate::ops::OpsError;
 use crate::outbound::{self, CallingHours};
@@ -84,12 +85,12 @@ pub struct Placer {
 }
 
 impl Placer {
-    /// A placer whose calls' URLs point at `public_base` (`https://voice.example.com`), signed
-    /// with `signing_key`, placed with `rest`.
-    pub fn new(rest: Option<RestClient>, public_base: String, signing_key: &[u8]) -> Placer {
+    /// A placer whose calls' URLs point at this instance's public URL
+    /// ([`Config::public_url`]), signed with `signing_key`, placed with `rest`.
+    pub fn new(rest: Option<RestClient>, config: &Config, signing_key: &[u8]) -> Placer {
         Placer {
             rest,
-            public_base,
+            public_base: config.public_url(""),
             signing_key: signing_key.to_vec(),
         }
     }
