@@ -1,12 +1,15 @@
 //! What every entry point builds from the configuration before it does anything: the store
 //! (connected and migrated), the prompt library (from `prompt.dir`, or the built-in layers) and
-//! the sanitizer (from `guard.rules_file`, or the built-in rules). The server, the CLI's
+//! the sanitizer (from `guard.rules_file` and `guard.model_file`, or the built-in rules and
+//! classifier). The server, the CLI's
 //! commands, the simulated world and the load generator's proxy all start here, so they cannot
 //! start differently.
 
+use std::sync::Arc;
+
 use crate::config::Config;
-use crate::guard::sanitizer::GuardError;
-use crate::guard::sanitizer::Sanitizer;
+use crate::guard::classifier::Classifier;
+use crate::guard::sanitizer::{GuardError, Sanitizer};
 use crate::prompt::{PromptError, PromptLibrary};
 use crate::store::{Store, StoreError};
 
@@ -30,15 +33,24 @@ pub fn prompts(config: &Config) -> Result<PromptLibrary, PromptError> {
     }
 }
 
-/// The sanitizer with the configured rules: `guard.rules_file`, or the built-in copy of
-/// `config/guard_rules.toml` when it is empty.
+/// The sanitizer with the configured rules (`guard.rules_file`, or the built-in copy of
+/// `config/guard_rules.toml` when it is empty) and, unless `guard.classifier` is false, the
+/// classifier (`guard.model_file`, or the built-in copy of `config/guard_model.bin`).
 ///
-/// Errors: [`GuardError`] naming the file and the rule that cannot be used.
+/// Errors: [`GuardError`] naming the file (and the rule) that cannot be used.
 pub fn sanitizer(config: &Config) -> Result<Sanitizer, GuardError> {
-    match config.guard_rules_file() {
-        Some(path) => Sanitizer::from_file(&path),
-        None => Sanitizer::builtin(),
+    let rules = match config.guard_rules_file() {
+        Some(path) => Sanitizer::from_file(&path)?,
+        None => Sanitizer::builtin_rules()?,
+    };
+    if !config.guard.classifier {
+        return Ok(rules);
     }
+    let classifier = match config.guard_model_file() {
+        Some(path) => Classifier::from_file(&path)?,
+        None => Classifier::builtin()?,
+    };
+    Ok(rules.with_classifier(Arc::new(classifier)))
 }
 
 /// The start-up check of the `gate` policy: with caller transcription off

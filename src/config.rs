@@ -246,6 +246,17 @@ pub struct PromptConfig {
 pub struct GuardConfig {
     /// Sanitizer rules file; empty: the built-in copy of `config/guard_rules.toml`.
     pub rules_file: String,
+    /// Whether the sanitizer's learned second stage runs behind the rules. Default `true`.
+    #[serde(default = "enabled")]
+    pub classifier: bool,
+    /// The classifier's model file (from `voxrelay guard train`); empty (the default): the
+    /// built-in copy of `config/guard_model.bin`.
+    #[serde(default)]
+    pub model_file: String,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// `[alerts]`: when the instance raises an alert (a structured `alert` log event and the
@@ -1074,6 +1085,11 @@ impl Config {
     /// The sanitizer rules file, if one is configured.
     pub fn guard_rules_file(&self) -> Option<PathBuf> {
         (!self.guard.rules_file.trim().is_empty()).then(|| PathBuf::from(&self.guard.rules_file))
+    }
+
+    /// The classifier's model file, if one is configured.
+    pub fn guard_model_file(&self) -> Option<PathBuf> {
+        (!self.guard.model_file.trim().is_empty()).then(|| PathBuf::from(&self.guard.model_file))
     }
 
     /// The prompt directory, if one is configured.

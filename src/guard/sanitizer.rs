@@ -40,7 +40,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::io::{self, BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -48,8 +47,11 @@ use std::sync::Arc;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::classifier::{Classifier, Evidence, ModelError};
+pub use super::context::TurnWindow;
 pub use super::normalize::normalize;
 use super::normalize::normalize_detailed;
+pub use crate::domain::{Stage, Verdict};
 
 /// The default rule set, built into the binary.
 const BUILTIN_RULES: &str = include_str!("../../config/guard_rules.toml");
@@ -75,43 +77,22 @@ const DFA_SIZE_LIMIT: usize = 32 << 20;
 /// Macro expansion depth: macros may use macros, but not forever.
 const MACRO_DEPTH: usize = 8;
 
-/// What the proxy does with a transcript.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// Below the flag threshold: an ordinary turn.
-    Allow,
-    /// At or above the flag threshold: logged and counted only.
-    Flag,
-    /// At or above the block threshold: the business's policy (`monitor` or `gate`) acts on it.
-    Block,
-}
-
-impl Verdict {
-    /// The lower-case name used in JSON, logs and events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Flag => "flag",
-            Verdict::Block => "block",
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The sanitizer's judgement of one transcript.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
-    /// Risk from 0 (nothing fired) to 1: `1 − Π(1 − wᵢ)` over the rules that fired, rounded to
-    /// four decimals (the verdict is taken from the rounded value).
+    /// Risk from 0 to 1: the rules' score `r` and the classifier's risk `c` combined as
+    /// independent evidence, `1 − (1 − r)(1 − c)`, rounded to four decimals (the verdict is
+    /// taken from the rounded value).
     pub score: f32,
     /// From the score and the rule file's thresholds.
     pub verdict: Verdict,
+    /// Which stage decided the verdict.
+    pub stage: Stage,
+    /// The rules' score alone: `1 − Π(1 − wᵢ)` over the rules that fired, rounded to four
+    /// decimals.
+    pub rules_score: f32,
+    /// The classifier's risk alone (0 without a classifier), rounded to four decimals.
+    pub model_score: f32,
     /// Ids of the rules that fired, in rule-file order.
     pub rules: Vec<String>,
 }
@@ -229,6 +210,9 @@ pub enum GuardError {
         /// The block threshold given.
         block: f32,
     },
+    /// The classifier's model file is not usable.
+    #[error(transparent)]
+    Model(#[from] ModelError),
     /// The rules compile one by one but not together (the set is too large).
     #[error("guard rules {file}: the rule set does not compile as a whole: {source}")]
     Set {
@@ -281,12 +265,43 @@ pub struct Sanitizer {
     macros: Arc<BTreeMap<String, String>>,
     /// Where the rules came from, for errors raised later by overrides.
     source: Arc<str>,
+    /// The learned second stage, if there is one.
+    classifier: Option<Arc<Classifier>>,
 }
 
 impl Sanitizer {
-    /// The default rule set (`config/guard_rules.toml`, built into the binary).
+    /// The default rule set (`config/guard_rules.toml`) and the default classifier
+    /// (`config/guard_model.bin`), both built into the binary.
+    ///
+    /// # Errors
+    /// [`GuardError`] if either does not load (a build mistake; the tests load both).
     pub fn builtin() -> Result<Sanitizer, GuardError> {
+        Ok(Sanitizer::builtin_rules()?.with_classifier(Arc::new(Classifier::builtin()?)))
+    }
+
+    /// The default rule set alone, without the classifier.
+    ///
+    /// # Errors
+    /// [`GuardError`] if it does not load (a build mistake).
+    pub fn builtin_rules() -> Result<Sanitizer, GuardError> {
         Sanitizer::from_toml(BUILTIN_RULES, BUILTIN_FILE)
+    }
+
+    /// The same rules with `classifier` as the second stage.
+    pub fn with_classifier(mut self, classifier: Arc<Classifier>) -> Sanitizer {
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// The same rules without a second stage.
+    pub fn without_classifier(mut self) -> Sanitizer {
+        self.classifier = None;
+        self
+    }
+
+    /// The second stage, if there is one.
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.classifier.as_deref()
     }
 
     /// Loads a rule set from TOML text; `file` names it in errors.
@@ -411,37 +426,107 @@ impl Sanitizer {
                 Err(e) => return Err(e),
             }
         }
-        let sanitizer = Sanitizer::assemble(
+        let mut sanitizer = Sanitizer::assemble(
             rules,
             self.thresholds,
             Arc::clone(&self.macros),
             Arc::clone(&self.source),
         )?;
+        sanitizer.classifier = self.classifier.clone();
         Ok((sanitizer, skipped))
     }
 
-    /// Scores one transcript: normalise, one [`RegexSet`] pass, combine the weights.
+    /// Scores one transcript on its own: normalise, one [`RegexSet`] pass, the classifier over
+    /// the same normalised text, and the two combined (see [`Assessment::score`]).
     pub fn assess(&self, text: &str) -> Assessment {
+        let turn = self.prepare(text);
+        self.judge(&turn.haystack, &[turn.evidence])
+    }
+
+    /// Scores one caller turn alone and together with the caller's recent turns in `window`,
+    /// and returns whichever verdict is higher (the window's with [`Stage::Context`]). The turn
+    /// then joins the window, unless it was blocked: a blocked attempt has been dealt with and
+    /// must not colour the turns after it.
+    pub fn assess_turn(&self, text: &str, window: &mut TurnWindow) -> Assessment {
+        let turn = self.prepare(text);
+        let mut best = self.judge(&turn.haystack, &[turn.evidence]);
+        if let Some((joined, runs)) = window.with(&turn.haystack, turn.evidence) {
+            let together = self.judge(&joined, &runs);
+            if together.verdict > best.verdict {
+                best = Assessment {
+                    stage: Stage::Context,
+                    ..together
+                };
+            }
+        }
+        if best.verdict == Verdict::Block {
+            window.clear();
+        } else {
+            window.push(turn.haystack, turn.evidence);
+        }
+        best
+    }
+
+    /// Normalises a transcript and computes its classifier evidence.
+    fn prepare(&self, text: &str) -> Prepared {
         let normalized = normalize_detailed(text);
+        let evidence = self
+            .classifier
+            .as_ref()
+            .map(|c| c.evidence(&normalized.text, normalized.obfuscated))
+            .unwrap_or_default();
         let mut haystack = normalized.text;
         if normalized.obfuscated {
             haystack.push(' ');
             haystack.push(OBFUSCATION_MARK);
         }
+        Prepared { haystack, evidence }
+    }
+
+    /// The assessment of a prepared text: the rules on `haystack`, the classifier on each of
+    /// `evidence` (the highest risk counts).
+    fn judge(&self, haystack: &str, evidence: &[Evidence]) -> Assessment {
         let mut keep = 1.0f32;
         let mut fired = Vec::new();
-        for i in self.set.matches(&haystack).iter() {
+        for i in self.set.matches(haystack).iter() {
             if let Some(rule) = self.rules.get(i) {
                 keep *= 1.0 - rule.weight;
                 fired.push(rule.id.clone());
             }
         }
-        let score = ((1.0 - keep).clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
+        let rules_score = (1.0 - keep).clamp(0.0, 1.0);
+        let model_score = match &self.classifier {
+            Some(c) => evidence
+                .iter()
+                .map(|e| c.risk(c.margin(*e), self.thresholds.flag, self.thresholds.block))
+                .fold(0.0f32, f32::max),
+            None => 0.0,
+        };
+        let score = round4(1.0 - (1.0 - rules_score) * (1.0 - model_score));
+        let (rules_score, model_score) = (round4(rules_score), round4(model_score));
+        let verdict = self.verdict(score);
+        let by_rules = self.verdict(rules_score) == verdict;
+        let by_model = self.verdict(model_score) == verdict;
+        let stage = match (verdict, by_rules, by_model) {
+            (Verdict::Allow, _, _) => Stage::None,
+            (_, true, true) => Stage::Both,
+            (_, true, false) => Stage::Rules,
+            (_, false, true) => Stage::Classifier,
+            (_, false, false) => Stage::Combined,
+        };
         Assessment {
             score,
-            verdict: self.verdict(score),
+            verdict,
+            stage,
+            rules_score,
+            model_score,
             rules: fired,
         }
+    }
+
+    /// The verdict a score would get under this sanitizer's thresholds.
+    pub fn verdict_of(&self, score: f32) -> Verdict {
+        self.verdict(score)
     }
 
     /// The rules, in the order they are reported.
@@ -484,8 +569,22 @@ impl Sanitizer {
             thresholds,
             macros,
             source,
+            classifier: None,
         })
     }
+}
+
+/// A transcript ready to be judged.
+struct Prepared {
+    /// The normalised text, with the obfuscation mark when obfuscation was undone.
+    haystack: String,
+    /// Its classifier evidence (none without a classifier).
+    evidence: Evidence,
+}
+
+/// Rounds a score to four decimals.
+fn round4(x: f32) -> f32 {
+    (x.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0
 }
 
 fn check_thresholds(t: Thresholds, file: &str) -> Result<(), GuardError> {
@@ -598,20 +697,37 @@ struct ScanLine<'a> {
     text: &'a str,
     score: f32,
     verdict: Verdict,
+    stage: Stage,
+    rules_score: f32,
+    model_score: f32,
     rules: &'a [String],
 }
 
+/// How [`scan_lines`] reads its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanMode {
+    /// Each line on its own ([`Sanitizer::assess`]).
+    Lines,
+    /// The lines are one caller's successive turns ([`Sanitizer::assess_turn`]): each is also
+    /// scored with the two before it. A blank line starts another call.
+    Turns,
+}
+
 /// Scores one utterance per input line and writes one JSON object per line,
-/// `{"text", "score", "verdict", "rules"}`, as `voxrelay guard scan` prints them. Every input line
-/// gets an output line (empty ones and `#` comments too, so the output lines up with the input);
-/// invalid UTF-8 is replaced, not fatal. Returns the number of lines scanned.
+/// `{"text", "score", "verdict", "stage", "rules_score", "model_score", "rules"}`, as
+/// `voxrelay guard scan` prints them. `stage` says which stage decided the verdict
+/// ([`Stage`]). Every input line gets an output line (empty ones and `#` comments too, so the
+/// output lines up with the input); invalid UTF-8 is replaced, not fatal. Returns the number
+/// of lines scanned.
 pub fn scan_lines(
     mut input: impl BufRead,
     mut output: impl Write,
     sanitizer: &Sanitizer,
+    mode: ScanMode,
 ) -> io::Result<usize> {
     let mut line = Vec::new();
     let mut scanned = 0;
+    let mut window = TurnWindow::new();
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
@@ -621,13 +737,23 @@ pub fn scan_lines(
             line.pop();
         }
         let text = String::from_utf8_lossy(&line);
-        let assessment = sanitizer.assess(&text);
+        let assessment = match mode {
+            ScanMode::Turns if text.trim().is_empty() => {
+                window.clear();
+                sanitizer.assess(&text)
+            }
+            ScanMode::Turns => sanitizer.assess_turn(&text, &mut window),
+            ScanMode::Lines => sanitizer.assess(&text),
+        };
         serde_json::to_writer(
             &mut output,
             &ScanLine {
                 text: &text,
                 score: assessment.score,
                 verdict: assessment.verdict,
+                stage: assessment.stage,
+                rules_score: assessment.rules_score,
+                model_score: assessment.model_score,
                 rules: &assessment.rules,
             },
         )?;
@@ -650,7 +776,7 @@ mod tests {
     }
 
     fn builtin() -> Sanitizer {
-        match Sanitizer::builtin() {
+        match Sanitizer::builtin_rules() {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         }
@@ -695,9 +821,11 @@ mod tests {
     }
 
     #[test]
-    fn every_builtin_category_is_one_of_the_five_families() {
+    fn every_builtin_category_is_an_attack_family_of_the_data() {
+        // The short-attack families of `data/guard/` (guard::dataset::Family).
         const FAMILIES: &[&str] = &[
             "instruction_override",
+            "goal_hijack",
             "role_hijack",
             "prompt_extraction",
             "delimiter_smuggling",
