@@ -447,6 +447,41 @@ vocabulary! {
 }
 
 vocabulary! {
+    /// What the proxy does with a caller transcript (`call_events.verdict`), from the
+    /// sanitizer's score and thresholds. Ordered: `Allow < Flag < Block`.
+    #[derive(PartialOrd, Ord)]
+    Verdict, "verdict" {
+        /// Below the flag threshold: an ordinary turn.
+        Allow = "allow",
+        /// At or above the flag threshold: logged and counted only.
+        Flag = "flag",
+        /// At or above the block threshold: the business's policy (`monitor` or `gate`) acts
+        /// on it.
+        Block = "block",
+    }
+}
+
+vocabulary! {
+    /// Which stage of the sanitizer decided a verdict (`call_events.stage`, the `stage` of
+    /// `voxrelay guard scan`).
+    Stage, "guard stage" {
+        /// Nothing reached the flag threshold (the verdict is allow).
+        None = "none",
+        /// The rules' score alone reaches the verdict; the classifier's does not.
+        Rules = "rules",
+        /// The classifier's risk alone reaches the verdict; the rules' score does not.
+        Classifier = "classifier",
+        /// Each alone reaches the verdict.
+        Both = "both",
+        /// Neither alone reaches it; together (`1 − (1 − r)(1 − c)`) they do.
+        Combined = "combined",
+        /// The caller's recent turns scored together reach a higher verdict than this turn
+        /// alone (a multi-turn attempt).
+        Context = "context",
+    }
+}
+
+vocabulary! {
     /// What a guard detected (`call_events.kind`).
     GuardKind, "guard kind" {
         /// A caller transcript that tries to change the agent's instructions or role.
@@ -475,6 +510,11 @@ vocabulary! {
         Intervened = "intervened",
         /// The model's answer was stopped and corrected.
         Stopped = "stopped",
+        /// The transcript was scored and allowed (a compact row: verdict, score, stage, no text).
+        Allowed = "allowed",
+        /// Gate policy: the transcript was scored and allowed, and the held turn's response
+        /// released (a compact row, like `allowed`).
+        Released = "released",
     }
 }
 

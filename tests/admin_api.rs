@@ -322,6 +322,8 @@ async fn experiments_and_calls_are_served(api: Api, world: &World) {
             rules: vec!["ignore_previous".into()],
             action: voxrelay::domain::GuardAction::Blocked,
             detail: "ignore your instructions".into(),
+            verdict: Some(voxrelay::domain::Verdict::Block),
+            stage: Some(voxrelay::domain::Stage::Rules),
         })
         .await
         .expect("event");

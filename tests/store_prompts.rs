@@ -808,7 +808,7 @@ async fn the_database_refuses_a_second_production_or_running_row(url: String) {
             .fetch_all(&mut conn)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
 
     let second = sqlx::query("UPDATE prompt_versions SET status = 'production' WHERE id = $1")
         .bind(&v2.id)

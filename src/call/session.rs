@@ -1163,24 +1163,38 @@ impl Session {
     /// Records a guard decision and carries out its reaction.
     fn guard(&mut self, outcome: GuardOutcome, user_item: Option<&str>, now: Instant) {
         if let Some(record) = outcome.record {
-            tracing::info!(
-                call_sid = %self.call_sid,
-                business_id = %self.setup.business_id,
-                kind = %record.kind,
-                action = %record.action,
-                score = record.score.unwrap_or(0.0),
-                rules = %record.rules.join(","),
-                "guard decision"
-            );
-            self.state.record(
-                TimelineEvent::Guard {
-                    kind: record.kind,
-                    action: record.action,
-                    score: record.score,
-                    rules: record.rules.clone(),
-                },
-                now,
-            );
+            let stage = record.stage.map_or("", |s| s.as_str());
+            if record.is_routine() {
+                // Every caller turn has one; the row is the record, the log stays quiet.
+                tracing::debug!(
+                    call_sid = %self.call_sid,
+                    action = %record.action,
+                    score = record.score.unwrap_or(0.0),
+                    stage,
+                    "guard decision"
+                );
+            } else {
+                tracing::info!(
+                    call_sid = %self.call_sid,
+                    business_id = %self.setup.business_id,
+                    kind = %record.kind,
+                    action = %record.action,
+                    score = record.score.unwrap_or(0.0),
+                    stage,
+                    rules = %record.rules.join(","),
+                    "guard decision"
+                );
+                self.state.record(
+                    TimelineEvent::Guard {
+                        kind: record.kind,
+                        action: record.action,
+                        score: record.score,
+                        stage: record.stage,
+                        rules: record.rules.clone(),
+                    },
+                    now,
+                );
+            }
             if let Some(records) = &self.records {
                 records.write(Record::Event(NewCallEvent {
                     call_sid: self.call_sid.to_string(),
@@ -1191,6 +1205,8 @@ impl Session {
                     rules: record.rules,
                     action: record.action,
                     detail: record.detail,
+                    verdict: record.verdict,
+                    stage: record.stage,
                 }));
             }
         }

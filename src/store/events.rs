@@ -1,6 +1,7 @@
 //! Guard decisions made in calls (`call_events`), stored redacted.
 
 use super::*;
+use crate::domain::{Stage, Verdict};
 
 impl Store {
     /// Records a guard decision and returns its generated id (`"evt_"` + 32 hex digits).
@@ -34,8 +35,8 @@ impl Store {
         let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(
             "INSERT INTO call_events \
-             (id, call_sid, business_id, at_ms, kind, score, rules, action, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             (id, call_sid, business_id, at_ms, kind, score, rules, action, detail, verdict, stage) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&id)
         .bind(&event.call_sid)
@@ -46,6 +47,8 @@ impl Store {
         .bind(event.rules.join(RULE_SEPARATOR))
         .bind(event.action.as_str())
         .bind(redact(&event.detail).as_ref())
+        .bind(event.verdict.map(Verdict::as_str))
+        .bind(event.stage.map(Stage::as_str))
         .execute(&self.pool)
         .await?;
         Ok(id)
@@ -58,8 +61,8 @@ impl Store {
     /// [`StoreError::Query`] if the database fails.
     pub async fn call_events(&self, call_sid: &str) -> Result<Vec<CallEvent>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, call_sid, business_id, at_ms, kind, score, rules, action, detail \
-             FROM call_events WHERE call_sid = $1 ORDER BY at_ms, id",
+            "SELECT id, call_sid, business_id, at_ms, kind, score, rules, action, detail, verdict, \
+             stage FROM call_events WHERE call_sid = $1 ORDER BY at_ms, id",
         )
         .bind(call_sid)
         .fetch_all(&self.pool)
@@ -85,7 +88,24 @@ pub(super) fn event_from_row(row: &AnyRow) -> Result<CallEvent, sqlx::Error> {
         },
         action: parsed(row, "action")?,
         detail: row.try_get("detail")?,
+        verdict: parsed_optional(row, "verdict")?,
+        stage: parsed_optional(row, "stage")?,
     })
+}
+
+/// Nullable column `column` read as a vocabulary value.
+fn parsed_optional<T>(row: &AnyRow, column: &str) -> Result<Option<T>, sqlx::Error>
+where
+    T: std::str::FromStr<Err = crate::domain::UnknownValue>,
+{
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        t.parse().map_err(|e| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: Box::new(e),
+        })
+    })
+    .transpose()
 }
 
 /// Column `column` read as a vocabulary value; an unknown form is a decode error naming it.

@@ -92,6 +92,12 @@ const POSTGRES_CALL_STATUS: &str = include_str!("../../migrations/postgres/0008_
 const SQLITE_OUTBOUND: &str = include_str!("../../migrations/sqlite/0010_outbound.sql");
 /// PostgreSQL migration 10: outbound calls, calling hours, rate and voicemail per business.
 const POSTGRES_OUTBOUND: &str = include_str!("../../migrations/postgres/0010_outbound.sql");
+/// SQLite migration 11: the verdict and stage of each guard decision.
+const SQLITE_GUARD_DECISIONS: &str =
+    include_str!("../../migrations/sqlite/0011_guard_decisions.sql");
+/// PostgreSQL migration 11: the verdict and stage of each guard decision.
+const POSTGRES_GUARD_DECISIONS: &str =
+    include_str!("../../migrations/postgres/0011_guard_decisions.sql");
 /// SQLite migration 9: transfer targets and transfer outcomes.
 const SQLITE_TRANSFERS: &str = include_str!("../../migrations/sqlite/0009_transfers.sql");
 /// PostgreSQL migration 9: transfer targets and transfer outcomes.
@@ -297,8 +303,9 @@ impl Store {
     /// 2 `guards`: guard policy, call events, business guard rules; 3 `prompts`: prompt versions,
     /// experiments, the prompt version and variant of each call; 4 `summaries`: business hours
     /// and required sections, each call's experiment and summary; 5 `lifecycle`: the instance
-    /// holding each call, business call limits; 6 `fallback`: each business's fallback) that are not
-    /// applied yet.
+    /// holding each call, business call limits; 6 `fallback`: each business's fallback; 7 `tools`;
+    /// 8 `call_status`; 9 `transfers`; 10 `outbound`; 11 `guard_decisions`: the verdict and stage
+    /// of each guard decision) that are not applied yet.
     /// Idempotent: running it on an up-to-date database changes nothing. Progress is recorded in
     /// sqlx's `_sqlx_migrations` table; on PostgreSQL an advisory lock keeps concurrent runs
     /// apart.
@@ -341,9 +348,9 @@ impl Store {
                 false,
             )
         };
-        let outbound = match self.backend {
-            Backend::Sqlite => SQLITE_OUTBOUND,
-            Backend::Postgres => POSTGRES_OUTBOUND,
+        let (outbound, guard_decisions) = match self.backend {
+            Backend::Sqlite => (SQLITE_OUTBOUND, SQLITE_GUARD_DECISIONS),
+            Backend::Postgres => (POSTGRES_OUTBOUND, POSTGRES_GUARD_DECISIONS),
         };
         let migrator = Migrator::with_migrations(vec![
             migration(1, "init", init),
@@ -356,6 +363,7 @@ impl Store {
             migration(8, "call_status", statuses),
             migration(9, "transfers", transfers),
             migration(10, "outbound", outbound),
+            migration(11, "guard_decisions", guard_decisions),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())

@@ -2,7 +2,7 @@
 //!
 //! Times are milliseconds since the Unix epoch (UTC) as `i64`, the way they are stored.
 
-use crate::domain::{Direction, GuardAction, GuardKind};
+use crate::domain::{Direction, GuardAction, GuardKind, Stage, Verdict};
 
 /// Language given to a business created without one (BCP 47 tag).
 pub const DEFAULT_LANGUAGE: &str = "en";
@@ -341,8 +341,13 @@ pub struct NewCallEvent {
     /// What the proxy did (stored as [`GuardAction::as_str`]).
     pub action: GuardAction,
     /// The transcript or a description. Redacted (card numbers, SSNs, e-mail addresses and phone
-    /// numbers replaced) before it is written.
+    /// numbers replaced) before it is written. Empty for an allowed turn or a gate release
+    /// (those rows carry the verdict, score and stage only).
     pub detail: String,
+    /// The sanitizer's verdict, for an injection decision; `None` for the other kinds.
+    pub verdict: Option<Verdict>,
+    /// The sanitizer stage that decided the verdict, for an injection decision.
+    pub stage: Option<Stage>,
 }
 
 /// A stored guard decision, as read by [`Store::call_events`](super::Store::call_events).
@@ -364,8 +369,13 @@ pub struct CallEvent {
     pub rules: Vec<String>,
     /// What the proxy did.
     pub action: GuardAction,
-    /// The redacted transcript or description.
+    /// The redacted transcript or description; empty for an allowed turn or a gate release.
     pub detail: String,
+    /// The sanitizer's verdict, for an injection decision (`None` for other kinds and for rows
+    /// written before schema version 11).
+    pub verdict: Option<Verdict>,
+    /// The sanitizer stage that decided it, likewise.
+    pub stage: Option<Stage>,
 }
 
 /// A sanitizer rule a business adds, or overrides by id, on top of the configured rule set.

@@ -178,6 +178,8 @@ pub enum TimelineEvent {
         action: crate::domain::GuardAction,
         /// Score, 0–1.
         score: Option<f64>,
+        /// The sanitizer stage that decided it (injection decisions only).
+        stage: Option<crate::domain::Stage>,
         /// Rules that fired.
         rules: Vec<String>,
     },
@@ -439,11 +441,15 @@ impl fmt::Display for TimelineEvent {
                 kind,
                 action,
                 score,
+                stage,
                 rules,
             } => {
                 write!(f, "GUARD {kind}: {action}")?;
                 if let Some(score) = score {
                     write!(f, " (score {score:.2})")?;
+                }
+                if let Some(stage) = stage {
+                    write!(f, " by {stage}")?;
                 }
                 if !rules.is_empty() {
                     write!(f, " rules {}", rules.join(","))?;
