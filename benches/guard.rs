@@ -1,9 +1,12 @@
-//! Transcript sanitizer cost per utterance: normalisation plus one `RegexSet` pass. Issue 3 asks
-//! for ≤ 20 µs p99 per utterance. Run: `cargo bench --bench guard`.
+//! What the guard costs per caller transcript: normalisation, one `RegexSet` pass, the classifier
+//! (one pass of hashed n-grams), the turn window (one more rule pass over the recent turns) and
+//! the self-echo check. The budget is ≤ 20 µs p99 for an utterance of up to 200 characters, and
+//! linear growth beyond. Run: `cargo bench --bench guard`.
 //!
-//! Besides criterion's timings (median per benchmark), this prints a p50/p99/max measured directly:
-//! every corpus utterance is assessed once to warm up, then 10,000 calls cycle through the corpus
-//! (benign and attack lines, in file order), each timed on its own with `Instant`.
+//! Besides criterion's timings (median per benchmark), this prints p50/p99/max measured directly,
+//! side by side in one run for each stage: every utterance of up to 200 characters in the corpus
+//! and the frozen test set (`data/guard/test/`, single lines) is scored once to warm up, then
+//! 20,000 calls cycle through them in file order, each timed on its own with `Instant`.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -11,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-use voxrelay::guard::sanitizer::{RuleOverride, Sanitizer};
+use voxrelay::call::guards::CallGuards;
+use voxrelay::domain::GuardPolicy;
+use voxrelay::guard::dataset::Dataset;
+use voxrelay::guard::sanitizer::{RuleOverride, Sanitizer, TurnWindow};
 
 const BENIGN: &str = include_str!("../tests/fixtures/guard/benign.txt");
 const ATTACKS: &str = include_str!("../tests/fixtures/guard/attacks.txt");
@@ -34,13 +40,39 @@ fn long_utterance() -> String {
     text.chars().take(400).collect()
 }
 
-fn corpus() -> Vec<&'static str> {
-    BENIGN
+/// Utterances of up to 200 characters: the fixture corpus and the frozen test set's lines.
+fn corpus() -> Vec<String> {
+    let mut out: Vec<String> = BENIGN
         .lines()
         .chain(ATTACKS.lines())
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
+        .map(str::to_string)
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/guard/test");
+    match Dataset::read_dir(&dir) {
+        Ok(test) => out.extend(test.samples.into_iter().map(|s| s.text)),
+        Err(e) => panic!("{e}"),
+    }
+    out.retain(|t| t.chars().count() <= 200);
+    out
+}
+
+/// A text of `n` characters cut from the long role-play jailbreaks of the test set.
+fn long_text(n: usize) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/guard/test");
+    let test = match Dataset::read_dir(&dir) {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    };
+    let all: String = test
+        .samples
+        .iter()
+        .filter(|s| s.text.len() > 1000)
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    all.chars().take(n).collect()
 }
 
 /// The built-in rules plus one copy of each that can never fire (it needs a word the normaliser
@@ -63,17 +95,16 @@ fn doubled(s: &Sanitizer) -> Sanitizer {
     }
 }
 
-/// p50, p99 and max of single `assess` calls over the corpus, in nanoseconds.
-fn percentiles(s: &Sanitizer, calls: usize) -> (u128, u128, u128) {
-    let corpus = corpus();
-    for text in &corpus {
-        black_box(s.assess(text));
+/// p50, p99 and max in nanoseconds of `calls` single calls of `f` cycling through `corpus`.
+fn percentiles(corpus: &[String], calls: usize, mut f: impl FnMut(&str)) -> (u128, u128, u128) {
+    for text in corpus {
+        f(text);
     }
     let mut ns: Vec<u128> = Vec::with_capacity(calls);
     for i in 0..calls {
-        let text = corpus[i % corpus.len()];
+        let text = &corpus[i % corpus.len()];
         let t0 = Instant::now();
-        black_box(s.assess(black_box(text)));
+        f(black_box(text));
         ns.push(t0.elapsed().as_nanos());
     }
     ns.sort_unstable();
@@ -81,42 +112,103 @@ fn percentiles(s: &Sanitizer, calls: usize) -> (u128, u128, u128) {
     (at(50), at(99), ns[ns.len() - 1])
 }
 
+/// Four recent model answers for the self-echo check to compare against.
+const MODEL_LINES: [&str; 4] = [
+    "Thanks for calling Bright Smile Dental, how can I help you today?",
+    "We have an opening on Tuesday at nine in the morning, would that work for you?",
+    "Great, I have you down for a cleaning on Tuesday at nine. Anything else?",
+    "Our office is open from eight to six on weekdays and nine to one on Saturdays.",
+];
+
+/// FULL-sized instructions for the call guards' leak guard (not timed here).
+const INSTRUCTIONS: &str = "You are the phone agent of Bright Smile Dental. Be brief and kind.";
+
 fn guard(c: &mut Criterion) {
     let s = match Sanitizer::builtin() {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     };
+    let rules = s.clone().without_classifier();
     let twice = doubled(&s);
+    let corpus = corpus();
 
     let mut err = std::io::stderr().lock();
-    for (name, sanitizer) in [("built-in rules", &s), ("rule set doubled", &twice)] {
-        let (p50, p99, max) = percentiles(sanitizer, 10_000);
+    let _ = writeln!(
+        err,
+        "{} utterances of up to 200 characters, 20,000 single calls each, timed with Instant:",
+        corpus.len()
+    );
+    let mut report = |name: &str, (p50, p99, max): (u128, u128, u128)| {
         let _ = writeln!(
             err,
-            "sanitizer per utterance, {} rules ({name}), 10,000 corpus utterances timed with Instant: \
-             p50 {:.2} µs, p99 {:.2} µs, max {:.2} µs",
-            sanitizer.rules().len(),
+            "  {name:<58} p50 {:>6.2} µs  p99 {:>6.2} µs  max {:>7.2} µs",
             p50 as f64 / 1000.0,
             p99 as f64 / 1000.0,
             max as f64 / 1000.0,
         );
+    };
+    report(
+        "rules alone (assess)",
+        percentiles(&corpus, 20_000, |t| {
+            black_box(rules.assess(t));
+        }),
+    );
+    report(
+        "rules + classifier (assess)",
+        percentiles(&corpus, 20_000, |t| {
+            black_box(s.assess(t));
+        }),
+    );
+    let mut window = TurnWindow::new();
+    report(
+        "rules + classifier + turn window (assess_turn)",
+        percentiles(&corpus, 20_000, |t| {
+            black_box(s.assess_turn(t, &mut window));
+        }),
+    );
+    let mut guards = CallGuards::new(
+        GuardPolicy::Monitor,
+        std::sync::Arc::new(s.clone()),
+        "canary-1234",
+        INSTRUCTIONS,
+    );
+    // The self-echo check compares each caller line with what the model said in the last 8 s.
+    for line in MODEL_LINES {
+        black_box(guards.model_transcript(line, Instant::now()));
     }
+    report(
+        "whole caller guard (self-echo, rules, classifier, window)",
+        percentiles(&corpus, 20_000, |t| {
+            black_box(guards.caller_transcript(t, Instant::now()));
+        }),
+    );
+    report(
+        "rules + classifier, rule set doubled",
+        percentiles(&corpus, 20_000, |t| {
+            black_box(twice.assess(t));
+        }),
+    );
     drop(err);
 
-    let long = long_utterance();
     c.bench_function("sanitizer assess: benign utterance (85 chars)", |b| {
         b.iter(|| s.assess(black_box(BENIGN_UTTERANCE)))
     });
     c.bench_function("sanitizer assess: attack (75 chars)", |b| {
         b.iter(|| s.assess(black_box(ATTACK)))
     });
-    c.bench_function("sanitizer assess: 400-character utterance", |b| {
-        b.iter(|| s.assess(black_box(&long)))
+    c.bench_function("rules alone assess: benign utterance (85 chars)", |b| {
+        b.iter(|| rules.assess(black_box(BENIGN_UTTERANCE)))
     });
-    c.bench_function(
-        "sanitizer assess: benign utterance, rule set doubled",
-        |b| b.iter(|| twice.assess(black_box(BENIGN_UTTERANCE))),
-    );
+    for n in [1_000, 2_000, 4_000] {
+        let text = long_text(n);
+        c.bench_function(&format!("sanitizer assess: {n} characters"), |b| {
+            b.iter(|| s.assess(black_box(&text)))
+        });
+        c.bench_function(&format!("rules alone assess: {n} characters"), |b| {
+            b.iter(|| rules.assess(black_box(&text)))
+        });
+    }
+    let long = long_utterance();
     c.bench_function("normalize only: 400-character utterance", |b| {
         b.iter(|| voxrelay::guard::normalize::normalize(black_box(&long)))
     });
