@@ -56,6 +56,14 @@ fn one_turn(world: &World, n: u32) -> CallerConfig {
     c
 }
 
+/// Eleven seconds of speech: about four caller turns, one per scripted transcript.
+fn four_turns(world: &World, n: u32) -> CallerConfig {
+    let mut c = world.caller(&sid(n), "+15005550006", jfk(11.0));
+    c.lead_silence_ms = 600;
+    c.tail_silence_ms = 1200;
+    c
+}
+
 /// The upstream events of the call's only session, parsed.
 fn upstream_events(world: &World) -> Vec<Value> {
     let sessions = world.upstream.sessions();
@@ -217,9 +225,7 @@ async fn three_parroted_answers_trigger_an_intervention() {
         ..SimUpstreamConfig::default()
     };
     let mut world = world(upstream, "monitor").await;
-    let mut caller = world.caller(&sid(5), "+15005550006", jfk(11.0));
-    caller.lead_silence_ms = 600;
-    caller.tail_silence_ms = 1200;
+    let caller = four_turns(&world, 5);
     let report = run(&mut world, caller).await;
     let events = upstream_events(&world);
     assert!(
@@ -424,9 +430,7 @@ async fn a_split_attempt_is_blocked_on_the_turn_that_completes_it_in_monitor_and
             ..SimUpstreamConfig::default()
         };
         let mut world = world(upstream, policy).await;
-        let mut caller = world.caller(&sid(n), "+15005550006", jfk(11.0));
-        caller.lead_silence_ms = 600;
-        caller.tail_silence_ms = 1200;
+        let caller = four_turns(&world, n);
         let report = run(&mut world, caller).await;
         assert_eq!(report.guards.blocked, 1, "{policy}: one block");
         let events = upstream_events(&world);
@@ -496,9 +500,7 @@ async fn attacks_in_each_language_are_blocked_and_ordinary_lines_allowed_in_moni
                 ..SimUpstreamConfig::default()
             };
             let mut world = world(upstream, policy).await;
-            let mut caller = world.caller(&sid(n), "+15005550006", jfk(11.0));
-            caller.lead_silence_ms = 600;
-            caller.tail_silence_ms = 1200;
+            let caller = four_turns(&world, n);
             let report = run(&mut world, caller).await;
             let langs: Vec<&str> = pair.iter().map(|(l, _, _)| *l).collect();
             assert_eq!(report.guards.scored, 4, "{policy} {langs:?}");
