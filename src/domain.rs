@@ -518,6 +518,14 @@ vocabulary! {
     }
 }
 
+impl GuardAction {
+    /// Whether this is the compact row of an ordinary turn (allowed, or released by the gate):
+    /// verdict, score and stage, no text.
+    pub fn is_routine(self) -> bool {
+        matches!(self, GuardAction::Allowed | GuardAction::Released)
+    }
+}
+
 vocabulary! {
     /// One direction of the relay (the `leg` label of the frame metrics).
     RelayLeg, "relay leg" {

@@ -95,7 +95,7 @@ impl GuardRecord {
 
     /// Whether this is the compact row of an ordinary turn (allowed or released).
     pub fn is_routine(&self) -> bool {
-        matches!(self.action, GuardAction::Allowed | GuardAction::Released)
+        self.action.is_routine()
     }
 }
 
@@ -196,7 +196,7 @@ impl CallGuards {
             score: Some(f64::from(assessment.score)),
             rules: assessment.rules.clone(),
             action,
-            detail: if matches!(action, GuardAction::Allowed | GuardAction::Released) {
+            detail: if action.is_routine() {
                 String::new()
             } else {
                 text.to_string()

@@ -504,9 +504,9 @@ impl Sanitizer {
         };
         let score = round4(1.0 - (1.0 - rules_score) * (1.0 - model_score));
         let (rules_score, model_score) = (round4(rules_score), round4(model_score));
-        let verdict = self.verdict(score);
-        let by_rules = self.verdict(rules_score) == verdict;
-        let by_model = self.verdict(model_score) == verdict;
+        let verdict = self.verdict_of(score);
+        let by_rules = self.verdict_of(rules_score) == verdict;
+        let by_model = self.verdict_of(model_score) == verdict;
         let stage = match (verdict, by_rules, by_model) {
             (Verdict::Allow, _, _) => Stage::None,
             (_, true, true) => Stage::Both,
@@ -524,11 +524,6 @@ impl Sanitizer {
         }
     }
 
-    /// The verdict a score would get under this sanitizer's thresholds.
-    pub fn verdict_of(&self, score: f32) -> Verdict {
-        self.verdict(score)
-    }
-
     /// The rules, in the order they are reported.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
@@ -539,7 +534,8 @@ impl Sanitizer {
         self.thresholds
     }
 
-    fn verdict(&self, score: f32) -> Verdict {
+    /// The verdict a score gets under this sanitizer's thresholds.
+    pub fn verdict_of(&self, score: f32) -> Verdict {
         if score >= self.thresholds.block {
             Verdict::Block
         } else if score >= self.thresholds.flag {
