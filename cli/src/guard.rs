@@ -62,6 +62,16 @@ pub enum GuardCommand {
         /// How much more they weigh.
         #[arg(long, default_value_t = TrainOptions::default().hard_negative_weight)]
         hard_negative_weight: f64,
+        /// Share of benign dev margins (single lines and runs of turns) allowed above the flag
+        /// anchor before its gap.
+        #[arg(long, default_value_t = TrainOptions::default().flag_fp_budget)]
+        flag_fp_budget: f64,
+        /// Margin added above that budget for the flag anchor.
+        #[arg(long, default_value_t = TrainOptions::default().flag_gap)]
+        flag_gap: f32,
+        /// Margin added above the highest benign dev margin for the block anchor.
+        #[arg(long, default_value_t = TrainOptions::default().block_gap)]
+        block_gap: f32,
     },
     /// Score a part of the data (a directory of JSON Lines files) with the configured sanitizer
     /// and print recall and false positives per stage, family, language and for multi-turn
@@ -92,6 +102,9 @@ pub async fn run(config: &Config, command: GuardCommand) -> anyhow::Result<()> {
             hard_negative_rounds,
             hard_negative_share,
             hard_negative_weight,
+            flag_fp_budget,
+            flag_gap,
+            block_gap,
         } => {
             let options = TrainOptions {
                 seed,
@@ -103,7 +116,9 @@ pub async fn run(config: &Config, command: GuardCommand) -> anyhow::Result<()> {
                 hard_negative_rounds,
                 hard_negative_share,
                 hard_negative_weight,
-                ..TrainOptions::default()
+                flag_fp_budget,
+                flag_gap,
+                block_gap,
             };
             let (model, summary) = train_dir(&data, &options)?;
             let sum = write_model(&model, &out)?;

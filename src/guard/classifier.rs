@@ -86,6 +86,13 @@ const GRAM_MAX: usize = 5;
 /// Below the flag anchor, the risk reaches 0 this many anchor distances lower.
 pub const LOWER_SPAN: f32 = 0.25;
 
+/// Below the flag anchor by this many anchor distances, the classifier vetoes the rule file's
+/// rules: a line it finds this ordinary is not flagged by a rule's wording alone. Chosen on the
+/// development set (BENCHMARKS.md, "Guards: sanitizer"): the veto then costs under 0.3% of the
+/// development attacks and takes out four in five of the rules' false positives on lines written
+/// to contain their trigger phrases innocently.
+pub const VETO_SPAN: f32 = 1.25;
+
 /// The highest risk the classifier gives on its own: it never claims certainty.
 const RISK_CEILING: f32 = 0.99;
 
@@ -419,6 +426,12 @@ impl Classifier {
             return self.bias;
         }
         self.bias + self.scale * (evidence.sum as f32) / (evidence.count as f32).sqrt()
+    }
+
+    /// The margin below which the classifier vetoes the rule file's rules: [`VETO_SPAN`]
+    /// anchor distances below the flag anchor.
+    pub fn veto_margin(&self) -> f32 {
+        self.flag_margin - VETO_SPAN * (self.block_margin - self.flag_margin)
     }
 
     /// The risk (0 to [`RISK_CEILING`]) of a margin, for the sanitizer's thresholds `flag` and

@@ -4,9 +4,10 @@
 //! with and without the turn window.
 //!
 //! A line counts as *detected* when its verdict is flag or block, and a benign line as a
-//! *false positive* when it is flagged or blocked. "Rules alone" and "classifier alone" take the
-//! verdict of [`Assessment::rules_score`] and [`Assessment::model_score`] under the same
-//! thresholds; "combined" is what a call does ([`Assessment::verdict`]).
+//! *false positive* when it is flagged or blocked. "Rules alone" is the verdict of the rules
+//! without the classifier (so without its veto, [`super::sanitizer::RuleOrigin`]), "classifier
+//! alone" that of [`Assessment::model_score`], both under the same thresholds; "combined" is
+//! what a call does ([`Assessment::verdict`]).
 //!
 //! A sequence is scored turn by turn as a call does ([`Sanitizer::assess_turn`]); an attack
 //! sequence is detected when any of its turns is, a benign one is a false positive when any of
@@ -42,9 +43,11 @@ impl StageMode {
         }
     }
 
-    fn verdict(self, sanitizer: &Sanitizer, a: &Assessment) -> Verdict {
+    /// The verdict of this stage, from the assessment with the classifier (`a`) and the one
+    /// of the rules alone (`rules`).
+    fn verdict(self, sanitizer: &Sanitizer, a: &Assessment, rules: &Assessment) -> Verdict {
         match self {
-            StageMode::Rules => sanitizer.verdict_of(a.rules_score),
+            StageMode::Rules => sanitizer.verdict_of(rules.rules_score),
             StageMode::Classifier => sanitizer.verdict_of(a.model_score),
             StageMode::Combined => a.verdict,
         }
@@ -279,15 +282,17 @@ impl Report {
 /// Scores every line and sequence of `data` with `sanitizer`.
 pub fn evaluate(sanitizer: &Sanitizer, data: &Dataset) -> Report {
     let mut report = Report::default();
+    let rules_only = sanitizer.clone().without_classifier();
     for s in &data.samples {
         let a = sanitizer.assess(&s.text);
+        let rules = rules_only.assess(&s.text);
         let group = Group::of(s.label, s.family);
         for mode in StageMode::ALL {
             report
                 .lines
                 .entry((mode, group, s.family, s.lang))
                 .or_default()
-                .add(mode.verdict(sanitizer, &a));
+                .add(mode.verdict(sanitizer, &a, &rules));
         }
         if (a.verdict != Verdict::Allow) != (s.label == Label::Attack) {
             report

@@ -77,10 +77,10 @@ impl Default for TrainOptions {
     fn default() -> TrainOptions {
         TrainOptions {
             seed: 13,
-            epochs: 24,
+            epochs: 12,
             l2: 1e-6,
             learning_rate: 0.3,
-            attack_balance: 0.3,
+            attack_balance: 1.0,
             ensemble: 4,
             hard_negative_rounds: 1,
             hard_negative_share: 0.02,
