@@ -130,7 +130,8 @@ pub struct Report {
     /// Multi-turn sequences, combined stage, per label and language: (with the window, without).
     pub sequences: BTreeMap<(Label, Lang), (Tally, Tally)>,
     /// Lines (and sequence turns) that went the wrong way under the combined stage, for reading:
-    /// (label, family, language, text, score).
+    /// (label, family, language, text, score; for a sequence its turns joined with " ⏎ " and the
+    /// highest score a turn got with the window).
     pub mistakes: Vec<(Label, Family, Lang, String, f32)>,
 }
 
@@ -303,9 +304,11 @@ pub fn evaluate(sanitizer: &Sanitizer, data: &Dataset) -> Report {
     for s in &data.sequences {
         let mut window = TurnWindow::new();
         let (mut with, mut without) = (Verdict::Allow, Verdict::Allow);
+        let mut highest = 0.0f32;
         for turn in &s.turns {
             let together = sanitizer.assess_turn(turn, &mut window);
             let alone = sanitizer.assess(turn);
+            highest = highest.max(together.score);
             with = with.max(together.verdict);
             without = without.max(alone.verdict);
         }
@@ -315,7 +318,7 @@ pub fn evaluate(sanitizer: &Sanitizer, data: &Dataset) -> Report {
         if (with != Verdict::Allow) != (s.label == Label::Attack) {
             report
                 .mistakes
-                .push((s.label, s.family, s.lang, s.turns.join(" ⏎ "), f32::NAN));
+                .push((s.label, s.family, s.lang, s.turns.join(" ⏎ "), highest));
         }
     }
     report

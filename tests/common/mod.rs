@@ -12,6 +12,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use voxrelay::store::{Backend, Store};
 
 pub mod api;
+pub mod split;
 
 /// Environment variable with the URL of a PostgreSQL database the tests may create schemas in.
 pub const POSTGRES_URL_VAR: &str = "VOXRELAY_TEST_POSTGRES_URL";
