@@ -92,11 +92,6 @@ impl GuardRecord {
             stage: None,
         }
     }
-
-    /// Whether this is the compact row of an ordinary turn (allowed or released).
-    pub fn is_routine(&self) -> bool {
-        self.action.is_routine()
-    }
 }
 
 /// A reaction and, when the decision is worth recording, its record.

@@ -1164,7 +1164,7 @@ impl Session {
     fn guard(&mut self, outcome: GuardOutcome, user_item: Option<&str>, now: Instant) {
         if let Some(record) = outcome.record {
             let stage = record.stage.map_or("", |s| s.as_str());
-            if record.is_routine() {
+            if record.action.is_routine() {
                 // Every caller turn has one; the row is the record, the log stays quiet.
                 tracing::debug!(
                     call_sid = %self.call_sid,

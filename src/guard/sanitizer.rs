@@ -512,14 +512,11 @@ impl Sanitizer {
     fn judge(&self, haystack: &str, evidence: &[Evidence]) -> Assessment {
         // The classifier's highest margin over the evidence (the turn alone, and the runs of
         // recent turns); with none, the rule file's rules count alone.
-        let margin = self.classifier.as_ref().map(|c| {
-            let m = evidence
-                .iter()
-                .map(|e| c.margin(*e))
-                .fold(f32::NEG_INFINITY, f32::max);
-            (c, m)
+        let margin = self.classifier.as_ref().and_then(|c| {
+            let m = evidence.iter().map(|e| c.margin(*e)).reduce(f32::max)?;
+            Some((c, m))
         });
-        let vetoed = margin.is_some_and(|(c, m)| m.is_finite() && m < c.veto_margin());
+        let vetoed = margin.is_some_and(|(c, m)| m < c.veto_margin());
         let mut keep = 1.0f32;
         let mut fired = Vec::new();
         for i in self.set.matches(haystack).iter() {
@@ -531,10 +528,9 @@ impl Sanitizer {
             }
         }
         let rules_score = (1.0 - keep).clamp(0.0, 1.0);
-        let model_score = match margin {
-            Some((c, m)) if m.is_finite() => c.risk(m, self.thresholds.flag, self.thresholds.block),
-            _ => 0.0,
-        };
+        let model_score = margin.map_or(0.0, |(c, m)| {
+            c.risk(m, self.thresholds.flag, self.thresholds.block)
+        });
         let score = round4(1.0 - (1.0 - rules_score) * (1.0 - model_score));
         let (rules_score, model_score) = (round4(rules_score), round4(model_score));
         let verdict = self.verdict_of(score);
