@@ -1,12 +1,18 @@
-//! What the guard costs per caller transcript: normalisation, one `RegexSet` pass, the classifier
-//! (one pass of hashed n-grams), the turn window (one more rule pass over the recent turns) and
-//! the self-echo check. The budget is ≤ 20 µs p99 for an utterance of up to 200 characters, and
-//! linear growth beyond. Run: `cargo bench --bench guard`.
+//! What the guard costs per caller transcript: normalisation, the rules (a literal prefilter and
+//! the candidate rules' regexes), the classifier (one pass of hashed n-grams), the turn window
+//! (one more rule pass over the recent turns) and the self-echo check. The budget is ≤ 20 µs p99
+//! for an utterance of up to 200 characters, and linear growth beyond. Run:
+//! `cargo bench --bench guard`.
 //!
 //! Besides criterion's timings (median per benchmark), this prints p50/p99/max measured directly,
-//! side by side in one run for each stage: every utterance of up to 200 characters in the corpus
-//! and the frozen test set (`data/guard/test/`, single lines) is scored once to warm up, then
-//! 20,000 calls cycle through them in file order, each timed on its own with `Instant`.
+//! side by side in one run, each call timed on its own with `Instant`:
+//! - **cycled**: every utterance of up to 200 characters in the corpus and the frozen test set
+//!   (`data/guard/test/`, single lines) is scored once to warm up, then 20,000 calls cycle
+//!   through them in file order;
+//! - **fresh text**: every single line of up to 200 characters in `data/guard/` (train, dev,
+//!   test), shuffled with a fixed seed and cut into three disjoint slices of 10,000, one per
+//!   row, so no call sees a line seen before, as on a live call. The first row is the rules as
+//!   one `RegexSet` of the same patterns (the earlier design), for comparison.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -56,6 +62,42 @@ fn corpus() -> Vec<String> {
     }
     out.retain(|t| t.chars().count() <= 200);
     out
+}
+
+/// Every single line of up to 200 characters in `data/guard/`, shuffled with a fixed seed.
+fn fresh_lines() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/guard");
+    let mut out = Vec::new();
+    for part in ["train", "dev", "test"] {
+        match Dataset::read_dir(&root.join(part)) {
+            Ok(d) => out.extend(d.samples.into_iter().map(|s| s.text)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    out.retain(|t| t.chars().count() <= 200);
+    // Fisher–Yates with a 64-bit LCG (Knuth's MMIX constants): the order is fixed by the data.
+    let mut x: u64 = 13;
+    for i in (1..out.len()).rev() {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = ((x >> 33) as usize) % (i + 1);
+        out.swap(i, j);
+    }
+    out
+}
+
+/// p50, p99 and max in nanoseconds of one call of `f` on each of `lines` (no warm-up).
+fn percentiles_once(lines: &[String], mut f: impl FnMut(&str)) -> (u128, u128, u128) {
+    let mut ns: Vec<u128> = Vec::with_capacity(lines.len());
+    for text in lines {
+        let t0 = Instant::now();
+        f(black_box(text));
+        ns.push(t0.elapsed().as_nanos());
+    }
+    ns.sort_unstable();
+    let at = |q: usize| ns[(ns.len() * q / 100).min(ns.len() - 1)];
+    (at(50), at(99), ns[ns.len() - 1])
 }
 
 /// A text of `n` characters cut from the long role-play jailbreaks of the test set.
@@ -186,6 +228,46 @@ fn guard(c: &mut Criterion) {
         "rules + classifier, rule set doubled",
         percentiles(&corpus, 20_000, |t| {
             black_box(twice.assess(t));
+        }),
+    );
+
+    // Fresh text: three disjoint slices of the shuffled data, one per row.
+    let fresh = fresh_lines();
+    let slice =
+        |k: usize| &fresh[(k * 10_000).min(fresh.len())..((k + 1) * 10_000).min(fresh.len())];
+    let patterns: Vec<&str> = s.rules().iter().map(|r| r.pattern.as_str()).collect();
+    let set = match regex::RegexSetBuilder::new(&patterns)
+        .size_limit(64 << 20)
+        .dfa_size_limit(32 << 20)
+        .build()
+    {
+        Ok(set) => set,
+        Err(e) => panic!("{e}"),
+    };
+    // Warmed on the cycled corpus first, as the sanitizer's own regexes were above.
+    for t in &corpus {
+        black_box(set.matches(&voxrelay::guard::normalize::normalize(t)));
+    }
+    report(
+        "fresh: rules as one RegexSet (normalise + set), earlier",
+        percentiles_once(slice(0), |t| {
+            black_box(set.matches(&voxrelay::guard::normalize::normalize(t)));
+        }),
+    );
+    report(
+        "fresh: rules alone (assess)",
+        percentiles_once(slice(1), |t| {
+            black_box(rules.assess(t));
+        }),
+    );
+    // The self-echo check compares with the model's lines of the last 8 s: say them again.
+    for line in MODEL_LINES {
+        black_box(guards.model_transcript(line, Instant::now()));
+    }
+    report(
+        "fresh: whole caller guard",
+        percentiles_once(slice(2), |t| {
+            black_box(guards.caller_transcript(t, Instant::now()));
         }),
     );
     drop(err);

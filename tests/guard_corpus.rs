@@ -505,3 +505,57 @@ fn the_demo_callers_real_speech_split_into_turns_is_not_flagged() {
         assert_eq!(a.verdict, Verdict::Allow, "{line:?}: {a:?}");
     }
 }
+
+/// The prefiltered matcher the sanitizer uses finds exactly the rules that one `RegexSet` of the
+/// same patterns finds, on every line and every multi-turn sequence (turns joined as the window
+/// joins them) of `data/guard/` and on the rules' corpus.
+#[test]
+fn the_rule_matcher_finds_what_a_regex_set_of_the_same_rules_finds() {
+    use voxrelay::guard::dataset::Dataset;
+    use voxrelay::guard::rule_match::RuleMatcher;
+
+    let s = sanitizer();
+    let patterns: Vec<&str> = s.rules().iter().map(|r| r.pattern.as_str()).collect();
+    let set = match regex::RegexSetBuilder::new(&patterns)
+        .size_limit(64 << 20)
+        .build()
+    {
+        Ok(set) => set,
+        Err(e) => panic!("{e}"),
+    };
+    let matcher = match RuleMatcher::new(patterns.iter().copied(), 64 << 20) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let mut texts: Vec<String> = utterances(BENIGN)
+        .chain(utterances(ATTACKS))
+        .map(normalize)
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/guard");
+    for part in ["train", "dev", "test"] {
+        let data = match Dataset::read_dir(&root.join(part)) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        texts.extend(data.samples.iter().map(|x| normalize(&x.text)));
+        texts.extend(data.sequences.iter().map(|x| {
+            x.turns
+                .iter()
+                .map(|t| normalize(t))
+                .collect::<Vec<_>>()
+                .join(" . ")
+        }));
+    }
+    let mut fired = 0usize;
+    for t in &texts {
+        let want: Vec<usize> = set.matches(t).iter().collect();
+        assert_eq!(matcher.matches(t), want, "{t:?}");
+        fired += usize::from(!want.is_empty());
+    }
+    // The comparison means something only if rules fire on a fair share of the lines.
+    assert!(fired > texts.len() / 20, "{fired} of {}", texts.len());
+    eprintln!(
+        "{} texts, a rule fired on {fired}: the matcher and the set agree on all",
+        texts.len()
+    );
+}

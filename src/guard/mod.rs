@@ -1,8 +1,8 @@
 //! Inline guards: they act inside the live call, without adding latency to normal turns.
 //!
 //! - [`sanitizer`]: scores caller transcripts (and injected text such as DTMF) for prompt-injection
-//!   attempts: allow, flag or block; its rules and its learned second stage ([`classifier`]),
-//!   each turn alone and with the caller's recent turns ([`context`]);
+//!   attempts: allow, flag or block; its rules (found by [`rule_match`]) and its learned second
+//!   stage ([`classifier`]), each turn alone and with the caller's recent turns ([`context`]);
 //! - [`dataset`], [`train`], [`evaluate`]: the classifier's labelled data (`data/guard/`), its
 //!   trainer and the figures on a part of the data;
 //! - [`echo`]: catches a model that parrots the caller, and a caller line that is the model hearing
@@ -19,5 +19,6 @@ pub mod evaluate;
 pub mod leak;
 pub mod normalize;
 pub mod redact;
+pub mod rule_match;
 pub mod sanitizer;
 pub mod train;

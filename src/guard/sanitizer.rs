@@ -11,8 +11,10 @@
 //!    look-alike letters mapped, spelled letters joined, spoken symbols written as symbols; see
 //!    [`super::normalize`]). If undoing obfuscation was needed, the private-use character U+E000 is
 //!    appended, so a rule (`encoding.obfuscated_text` in the default set) can weigh that in.
-//! 2. One [`regex::RegexSet`] pass over the normalised text finds every rule that matches, so the
-//!    cost grows with the text, not with the number of rules.
+//! 2. The rules that match the normalised text are found by [`RuleMatcher`]: one pass of a
+//!    literal prefilter over the text names the rules that could match, and only those run
+//!    their regex, so the cost grows with the text and the candidates, not with the number of
+//!    rules (see [`super::rule_match`] for why this is not one `RegexSet`).
 //! 3. The weights of the rules that fired combine as independent evidence:
 //!    `score = 1 − Π(1 − wᵢ)`. One strong rule (weight ≥ the block threshold) blocks on its own;
 //!    weaker ones flag alone and block together.
@@ -44,7 +46,9 @@ use std::io::{self, BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
+
+use super::rule_match::{MatcherError, RuleMatcher};
 use serde::{Deserialize, Serialize};
 
 use super::classifier::{Classifier, Evidence, ModelError};
@@ -66,13 +70,9 @@ const OVERRIDES_SOURCE: &str = "business rule overrides";
 /// from input, so a caller cannot forge it.
 const OBFUSCATION_MARK: char = '\u{E000}';
 
-/// Compiled-program size limit for one rule and for the whole set (bytes). The default rule set
-/// needs a few MB; the limit only stops a pathological override.
+/// Compiled-program size limit for one rule (bytes); the limit only stops a pathological
+/// override.
 const REGEX_SIZE_LIMIT: usize = 64 << 20;
-
-/// Lazy-DFA cache size for the set (bytes). Large enough that the default rule set's states stay
-/// cached after warm-up instead of being rebuilt per utterance.
-const DFA_SIZE_LIMIT: usize = 32 << 20;
 
 /// Macro expansion depth: macros may use macros, but not forever.
 const MACRO_DEPTH: usize = 8;
@@ -235,14 +235,14 @@ pub enum GuardError {
     /// The classifier's model file is not usable.
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// The rules compile one by one but not together (the set is too large).
+    /// The rules compile one by one but not together (their prefix literals do not build).
     #[error("guard rules {file}: the rule set does not compile as a whole: {source}")]
     Set {
         /// The file.
         file: String,
-        /// The regex error.
+        /// The error.
         #[source]
-        source: Box<regex::Error>,
+        source: Box<MatcherError>,
     },
 }
 
@@ -274,13 +274,13 @@ struct RuleEntry {
 /// Scores caller transcripts for prompt-injection attempts.
 ///
 /// Built once (at startup, or when a business's overrides change) and shared: cloning is cheap
-/// (the compiled set and the rules sit behind `Arc`s), and [`assess`](Self::assess) takes `&self`,
+/// (the compiled rules and the rules sit behind `Arc`s), and [`assess`](Self::assess) takes `&self`,
 /// so one instance serves every call.
 #[derive(Debug, Clone)]
 pub struct Sanitizer {
-    /// All rule patterns compiled together: one pass over the text finds every match.
-    set: RegexSet,
-    /// Index `i` is the rule of the set's pattern `i`.
+    /// All rule patterns, compiled for finding every match.
+    matcher: Arc<RuleMatcher>,
+    /// Index `i` is the rule of the matcher's pattern `i`.
     rules: Arc<[Rule]>,
     thresholds: Thresholds,
     /// Kept so business overrides can use the same `{{macros}}` as the file.
@@ -372,7 +372,7 @@ impl Sanitizer {
 
     /// This rule set with a business's overrides applied, in order: a disabled override removes
     /// the rule with its id, an enabled one replaces the rule with its id (keeping its place) or
-    /// adds a new rule at the end. Rebuilds the [`RegexSet`]; `self` is unchanged.
+    /// adds a new rule at the end. Recompiles the rules; `self` is unchanged.
     ///
     /// Errors: the first override that does not pass [`check_override`](Self::check_override)
     /// or repeats an id.
@@ -460,7 +460,7 @@ impl Sanitizer {
         Ok((sanitizer, skipped))
     }
 
-    /// Scores one transcript on its own: normalise, one [`RegexSet`] pass, the classifier over
+    /// Scores one transcript on its own: normalise, the rules ([`RuleMatcher`]), the classifier over
     /// the same normalised text, and the two combined (see [`Assessment::score`]).
     pub fn assess(&self, text: &str) -> Assessment {
         let turn = self.prepare(text);
@@ -519,7 +519,7 @@ impl Sanitizer {
         let vetoed = margin.is_some_and(|(c, m)| m < c.veto_margin());
         let mut keep = 1.0f32;
         let mut fired = Vec::new();
-        for i in self.set.matches(haystack).iter() {
+        for i in self.matcher.matches(haystack) {
             if let Some(rule) = self.rules.get(i) {
                 if !(vetoed && rule.origin == RuleOrigin::File) {
                     keep *= 1.0 - rule.weight;
@@ -580,16 +580,13 @@ impl Sanitizer {
         macros: Arc<BTreeMap<String, String>>,
         source: Arc<str>,
     ) -> Result<Sanitizer, GuardError> {
-        let set = RegexSetBuilder::new(rules.iter().map(|r| r.pattern.as_str()))
-            .size_limit(REGEX_SIZE_LIMIT)
-            .dfa_size_limit(DFA_SIZE_LIMIT)
-            .build()
+        let matcher = RuleMatcher::new(rules.iter().map(|r| r.pattern.as_str()), REGEX_SIZE_LIMIT)
             .map_err(|e| GuardError::Set {
                 file: source.to_string(),
                 source: Box::new(e),
             })?;
         Ok(Sanitizer {
-            set,
+            matcher: Arc::new(matcher),
             rules: rules.into(),
             thresholds,
             macros,
