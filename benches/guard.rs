@@ -87,10 +87,14 @@ fn fresh_lines() -> Vec<String> {
     out
 }
 
-/// p50, p99 and max in nanoseconds of one call of `f` on each of `lines` (no warm-up).
-fn percentiles_once(lines: &[String], mut f: impl FnMut(&str)) -> (u128, u128, u128) {
-    let mut ns: Vec<u128> = Vec::with_capacity(lines.len());
-    for text in lines {
+/// p50, p99 and max in nanoseconds of one call of `f` on each of `texts`, in order (no
+/// warm-up).
+fn timed<'a>(
+    texts: impl ExactSizeIterator<Item = &'a String>,
+    mut f: impl FnMut(&str),
+) -> (u128, u128, u128) {
+    let mut ns: Vec<u128> = Vec::with_capacity(texts.len());
+    for text in texts {
         let t0 = Instant::now();
         f(black_box(text));
         ns.push(t0.elapsed().as_nanos());
@@ -118,7 +122,7 @@ fn long_text(n: usize) -> String {
 }
 
 /// The built-in rules plus one copy of each that can never fire (it needs a word the normaliser
-/// never writes), so the set has twice the patterns.
+/// never writes), so there are twice the patterns.
 fn doubled(s: &Sanitizer) -> Sanitizer {
     let copies: Vec<RuleOverride> = s
         .rules()
@@ -137,21 +141,14 @@ fn doubled(s: &Sanitizer) -> Sanitizer {
     }
 }
 
-/// p50, p99 and max in nanoseconds of `calls` single calls of `f` cycling through `corpus`.
+/// p50, p99 and max in nanoseconds of `calls` single calls of `f` cycling through `corpus`,
+/// after one warm-up call on each line.
 fn percentiles(corpus: &[String], calls: usize, mut f: impl FnMut(&str)) -> (u128, u128, u128) {
     for text in corpus {
         f(text);
     }
-    let mut ns: Vec<u128> = Vec::with_capacity(calls);
-    for i in 0..calls {
-        let text = &corpus[i % corpus.len()];
-        let t0 = Instant::now();
-        f(black_box(text));
-        ns.push(t0.elapsed().as_nanos());
-    }
-    ns.sort_unstable();
-    let at = |q: usize| ns[(ns.len() * q / 100).min(ns.len() - 1)];
-    (at(50), at(99), ns[ns.len() - 1])
+    let cycled: Vec<&String> = corpus.iter().cycle().take(calls).collect();
+    timed(cycled.into_iter(), f)
 }
 
 /// Four recent model answers for the self-echo check to compare against.
@@ -250,13 +247,13 @@ fn guard(c: &mut Criterion) {
     }
     report(
         "fresh: rules as one RegexSet (normalise + set), earlier",
-        percentiles_once(slice(0), |t| {
+        timed(slice(0).iter(), |t| {
             black_box(set.matches(&voxrelay::guard::normalize::normalize(t)));
         }),
     );
     report(
         "fresh: rules alone (assess)",
-        percentiles_once(slice(1), |t| {
+        timed(slice(1).iter(), |t| {
             black_box(rules.assess(t));
         }),
     );
@@ -266,7 +263,7 @@ fn guard(c: &mut Criterion) {
     }
     report(
         "fresh: whole caller guard",
-        percentiles_once(slice(2), |t| {
+        timed(slice(2).iter(), |t| {
             black_box(guards.caller_transcript(t, Instant::now()));
         }),
     );

@@ -101,16 +101,6 @@ impl RuleMatcher {
         })
     }
 
-    /// Number of rules.
-    pub fn len(&self) -> usize {
-        self.regexes.len()
-    }
-
-    /// Whether there are no rules.
-    pub fn is_empty(&self) -> bool {
-        self.regexes.is_empty()
-    }
-
     /// The indices of the rules whose pattern matches `haystack`, in increasing order.
     pub fn matches(&self, haystack: &str) -> Vec<usize> {
         let mut candidate = vec![false; self.regexes.len()];
