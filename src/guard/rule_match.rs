@@ -13,14 +13,19 @@
 //! **How.** For each rule, [`regex_syntax`]'s literal extractor gives the finite set of
 //! literals every match of the rule's pattern begins with (for `{{b}}(?:ignore|forget) your`,
 //! `ignore your` and `forget your`, or shorter prefixes of them when there are many). One
-//! Aho–Corasick automaton over all of them ([`aho_corasick`], overlapping matches) names the
-//! rules that *could* match; each of those then runs its own compiled regex. A rule whose
-//! matches need not begin with a literal (its pattern starts with a class or a repetition that
-//! may be empty) runs every time. The result is the same set of rules a `RegexSet` of the same
+//! Aho–Corasick automaton over all of them ([`aho_corasick`], overlapping matches) finds every
+//! place where a rule's match *could* begin. Since a match begins with one of its rule's
+//! literals, it begins at one of those places: the rule's regex runs there only, as an
+//! anchored search ([`regex_automata::meta`], which still sees the text before the start for
+//! `\b` and `^`), and stops as soon as the pattern can no longer match, a few words on, instead of
+//! scanning the rest of the text. A rule whose matches need not begin with a literal (its
+//! pattern starts with a class or a repetition that may be empty) runs unanchored over the
+//! whole text every time. The result is the same set of rules a `RegexSet` of the same
 //! patterns reports, which `tests/guard_corpus.rs` checks on every line of `data/guard/`.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 /// The rules' patterns, compiled for [`RuleMatcher::matches`].
@@ -46,7 +51,7 @@ pub enum MatcherError {
         index: usize,
         /// The regex error.
         #[source]
-        source: Box<regex::Error>,
+        source: Box<regex_automata::meta::BuildError>,
     },
     /// The prefix literals could not be compiled together.
     #[error("the rules' prefix literals: {0}")]
@@ -68,9 +73,9 @@ impl RuleMatcher {
         let mut owner = Vec::new();
         let mut always = Vec::new();
         for (index, pattern) in patterns.into_iter().enumerate() {
-            let regex = RegexBuilder::new(pattern)
-                .size_limit(size_limit)
-                .build()
+            let regex = Regex::builder()
+                .configure(Regex::config().nfa_size_limit(Some(size_limit)))
+                .build(pattern)
                 .map_err(|source| MatcherError::Pattern {
                     index,
                     source: Box::new(source),
@@ -103,20 +108,30 @@ impl RuleMatcher {
 
     /// The indices of the rules whose pattern matches `haystack`, in increasing order.
     pub fn matches(&self, haystack: &str) -> Vec<usize> {
-        let mut candidate = vec![false; self.regexes.len()];
+        let mut found = vec![false; self.regexes.len()];
         for &i in &self.always {
-            candidate[i] = true;
-        }
-        for m in self.literals.find_overlapping_iter(haystack) {
-            if let Some(&rule) = self.owner.get(m.pattern().as_usize()) {
-                candidate[rule] = true;
+            if let Some(regex) = self.regexes.get(i) {
+                found[i] = regex.is_match(haystack);
             }
         }
-        candidate
+        for m in self.literals.find_overlapping_iter(haystack) {
+            let Some(&rule) = self.owner.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            if found[rule] {
+                continue;
+            }
+            let from = Input::new(haystack)
+                .range(m.start()..)
+                .anchored(Anchored::Yes);
+            if self.regexes.get(rule).is_some_and(|r| r.is_match(from)) {
+                found[rule] = true;
+            }
+        }
+        found
             .iter()
-            .zip(&self.regexes)
             .enumerate()
-            .filter(|(_, (c, regex))| **c && regex.is_match(haystack))
+            .filter(|(_, f)| **f)
             .map(|(i, _)| i)
             .collect()
     }
