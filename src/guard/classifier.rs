@@ -88,10 +88,10 @@ pub const LOWER_SPAN: f32 = 0.25;
 
 /// Below the flag anchor by this many anchor distances, the classifier vetoes the rule file's
 /// rules: a line it finds this ordinary is not flagged by a rule's wording alone. Chosen on the
-/// development set (BENCHMARKS.md, "Guards: sanitizer"): the veto then costs under 0.3% of the
-/// development attacks and takes out four in five of the rules' false positives on lines written
-/// to contain their trigger phrases innocently.
-pub const VETO_SPAN: f32 = 1.25;
+/// development set with each release's weights (BENCHMARKS.md, "Guards: sanitizer"): for
+/// release 6, 0.5 kept the whole guard's development false positives at 4 of 4,126 (0.75: 7,
+/// 1.25: 11) for 0.9 points of recall.
+pub const VETO_SPAN: f32 = 0.5;
 
 /// The highest risk the classifier gives on its own: it never claims certainty.
 const RISK_CEILING: f32 = 0.99;

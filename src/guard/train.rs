@@ -79,7 +79,7 @@ impl Default for TrainOptions {
             seed: 13,
             epochs: 12,
             l2: 1e-6,
-            learning_rate: 0.3,
+            learning_rate: 0.15,
             attack_balance: 1.0,
             ensemble: 4,
             hard_negative_rounds: 1,
