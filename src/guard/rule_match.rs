@@ -108,24 +108,18 @@ impl RuleMatcher {
 
     /// The indices of the rules whose pattern matches `haystack`, in increasing order.
     pub fn matches(&self, haystack: &str) -> Vec<usize> {
+        // `always`, `owner` and the literals' pattern ids index `regexes` by construction.
         let mut found = vec![false; self.regexes.len()];
         for &i in &self.always {
-            if let Some(regex) = self.regexes.get(i) {
-                found[i] = regex.is_match(haystack);
-            }
+            found[i] = self.regexes[i].is_match(haystack);
         }
         for m in self.literals.find_overlapping_iter(haystack) {
-            let Some(&rule) = self.owner.get(m.pattern().as_usize()) else {
-                continue;
-            };
-            if found[rule] {
-                continue;
-            }
-            let from = Input::new(haystack)
-                .range(m.start()..)
-                .anchored(Anchored::Yes);
-            if self.regexes.get(rule).is_some_and(|r| r.is_match(from)) {
-                found[rule] = true;
+            let rule = self.owner[m.pattern().as_usize()];
+            if !found[rule] {
+                let from = Input::new(haystack)
+                    .range(m.start()..)
+                    .anchored(Anchored::Yes);
+                found[rule] = self.regexes[rule].is_match(from);
             }
         }
         found
@@ -138,7 +132,9 @@ impl RuleMatcher {
 }
 
 /// The literals every match of `pattern` begins with, or `None` when there is no finite set of
-/// non-empty ones (the rule must then always run).
+/// non-empty ones (the rule must then always run). No literal is kept whose own prefix is also
+/// one (of `ignore ` and `ignore your `, only `ignore `): where the longer one occurs the shorter
+/// does too, at the same place, so the rule would only be tried there twice.
 fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
     let mut extractor = Extractor::new();
@@ -148,7 +144,16 @@ fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     if literals.is_empty() || literals.iter().any(|l| l.as_bytes().is_empty()) {
         return None;
     }
-    Some(literals.iter().map(|l| l.as_bytes().to_vec()).collect())
+    let mut sorted: Vec<&[u8]> = literals.iter().map(|l| l.as_bytes()).collect();
+    sorted.sort_unstable();
+    // Sorted, a literal follows its prefixes, with only literals sharing that prefix between.
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(sorted.len());
+    for literal in sorted {
+        if !kept.last().is_some_and(|p| literal.starts_with(p)) {
+            kept.push(literal.to_vec());
+        }
+    }
+    Some(kept)
 }
 
 #[cfg(test)]
