@@ -109,7 +109,7 @@ fn the_test_set_is_frozen_and_shares_no_line_with_training_or_development() {
     );
 }
 
-/// The figures recorded in BENCHMARKS.md for the frozen test set (release 6 of the classifier,
+/// The figures recorded in BENCHMARKS.md for the frozen test set (release 7 of the classifier,
 /// combined stage), and how far each may fall before this test fails: 1.5 percentage points of
 /// recall (9 of the 600 short attacks, 2 of the 150 long ones), 6 points on the 70 multi-turn
 /// attacks (4 of them), and the false-positive rate may rise by 0.05 points (1.5 of the 2,970
@@ -122,14 +122,14 @@ struct Recorded {
 }
 
 const RECORDED: Recorded = Recorded {
-    // 530 / 600
-    short_recall: 0.8833,
+    // 547 / 600
+    short_recall: 0.9117,
     // 150 / 150
     long_recall: 1.0,
     // 5 / 2,970
     benign_fp: 0.0017,
-    // 68 / 70 attack sequences, with the turn window
-    multiturn_recall: 0.9714,
+    // 67 / 70 attack sequences, with the turn window
+    multiturn_recall: 0.9571,
 };
 const RECALL_MARGIN: f64 = 0.015;
 const FP_MARGIN: f64 = 0.0005;

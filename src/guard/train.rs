@@ -77,7 +77,7 @@ impl Default for TrainOptions {
     fn default() -> TrainOptions {
         TrainOptions {
             seed: 13,
-            epochs: 12,
+            epochs: 20,
             l2: 1e-6,
             learning_rate: 0.15,
             attack_balance: 1.0,
@@ -86,7 +86,7 @@ impl Default for TrainOptions {
             hard_negative_share: 0.02,
             hard_negative_weight: 4.0,
             flag_fp_budget: 0.001,
-            flag_gap: 0.25,
+            flag_gap: 0.4,
             block_gap: 0.75,
         }
     }
