@@ -22,6 +22,14 @@
 //! pattern starts with a class or a repetition that may be empty) runs unanchored over the
 //! whole text every time. The result is the same set of rules a `RegexSet` of the same
 //! patterns reports, which `tests/guard_corpus.rs` checks on every line of `data/guard/`.
+//!
+//! **Suffix literals.** Most rules also have a finite set of literals every match *ends* with
+//! (`rules`, `instructions` for the first example). They are in the same automaton, so the one
+//! pass also says where each rule's suffix literals begin. A match that begins at `p` ends with
+//! one of them, which then begins at `p` or later; so a candidate place after the last suffix
+//! literal of its rule cannot begin a match and its regex does not run. On the data's lines of
+//! up to 200 characters this skips about a third of the regex runs (BENCHMARKS.md, "Cost per
+//! caller transcript"), and each run skipped is a run whose states may not be in the cache.
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex;
@@ -33,12 +41,23 @@ use regex_syntax::hir::literal::{ExtractKind, Extractor};
 pub struct RuleMatcher {
     /// One regex per rule, in rule order.
     regexes: Vec<Regex>,
-    /// The prefix literals of every rule that has them.
+    /// The prefix literals of every rule that has them, and the suffix literals.
     literals: AhoCorasick,
-    /// `owner[k]` is the rule of literal `k`.
-    owner: Vec<usize>,
+    /// `owner[k]` is the rule of literal `k`, and which end of its matches the literal is.
+    owner: Vec<(usize, End)>,
     /// Rules without a finite set of non-empty prefix literals: they always run.
     always: Vec<usize>,
+    /// `suffixed[i]`: rule `i` has a finite set of non-empty suffix literals.
+    suffixed: Vec<bool>,
+}
+
+/// Which end of its rule's matches a literal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Every match begins with one of the rule's prefix literals.
+    Prefix,
+    /// Every match ends with one of the rule's suffix literals.
+    Suffix,
 }
 
 /// A pattern that does not compile, or a literal automaton that cannot be built.
@@ -72,6 +91,7 @@ impl RuleMatcher {
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut owner = Vec::new();
         let mut always = Vec::new();
+        let mut suffixed = Vec::new();
         for (index, pattern) in patterns.into_iter().enumerate() {
             let regex = Regex::builder()
                 .configure(Regex::config().nfa_size_limit(Some(size_limit)))
@@ -81,19 +101,27 @@ impl RuleMatcher {
                     source: Box::new(source),
                 })?;
             regexes.push(regex);
-            match prefix_literals(pattern) {
+            match end_literals(pattern, End::Prefix) {
                 Some(prefixes) => {
                     for literal in prefixes {
                         literals.push(literal);
-                        owner.push(index);
+                        owner.push((index, End::Prefix));
                     }
                 }
                 None => always.push(index),
             }
+            let suffixes = end_literals(pattern, End::Suffix);
+            suffixed.push(suffixes.is_some());
+            for literal in suffixes.into_iter().flatten() {
+                literals.push(literal);
+                owner.push((index, End::Suffix));
+            }
         }
-        // The contiguous NFA: about 0.6 MB for the default rules' ~6,000 literals, where the
-        // DFA variant takes 18 MB for a third less time (one sanitizer per business with its
-        // own rules, so memory counts).
+        // The contiguous NFA: about 1 MB for the default rules' ~11,000 literals (0.6 MB for
+        // the prefixes alone), where the DFA variant of the prefixes alone takes 18 MB for a
+        // third less time (one sanitizer per business with its own rules, so memory counts).
+        // Longer literals (a higher extractor limit) would cut the candidates further for a
+        // larger automaton: 2.8 MB at a limit of 1,000, for a few percent more at p99.
         let literals = AhoCorasick::builder()
             .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::ContiguousNFA))
@@ -103,22 +131,22 @@ impl RuleMatcher {
             literals,
             owner,
             always,
+            suffixed,
         })
     }
 
     /// The indices of the rules whose pattern matches `haystack`, in increasing order.
     pub fn matches(&self, haystack: &str) -> Vec<usize> {
-        // `always`, `owner` and the literals' pattern ids index `regexes` by construction.
-        let mut found = vec![false; self.regexes.len()];
+        // `always`, `owner`, `suffixed` and the literals' pattern ids index `regexes` by
+        // construction.
+        let rules = self.regexes.len();
+        let mut found = vec![false; rules];
         for &i in &self.always {
             found[i] = self.regexes[i].is_match(haystack);
         }
-        for m in self.literals.find_overlapping_iter(haystack) {
-            let rule = self.owner[m.pattern().as_usize()];
+        for (rule, start) in self.candidates(haystack) {
             if !found[rule] {
-                let from = Input::new(haystack)
-                    .range(m.start()..)
-                    .anchored(Anchored::Yes);
+                let from = Input::new(haystack).range(start..).anchored(Anchored::Yes);
                 found[rule] = self.regexes[rule].is_match(from);
             }
         }
@@ -129,31 +157,64 @@ impl RuleMatcher {
             .map(|(i, _)| i)
             .collect()
     }
+
+    /// The places `(rule, start)` where a match of a rule could begin, in the order the
+    /// automaton reports them (by the end of the literal): where one of its prefix literals begins, unless the rule has suffix literals and none
+    /// begins there or later. One pass of the literal automaton.
+    fn candidates(&self, haystack: &str) -> Vec<(usize, usize)> {
+        let mut candidates: Vec<(usize, usize)> = Vec::new();
+        let mut last_suffix: Vec<Option<usize>> = vec![None; self.regexes.len()];
+        for m in self.literals.find_overlapping_iter(haystack) {
+            match self.owner[m.pattern().as_usize()] {
+                (rule, End::Prefix) => candidates.push((rule, m.start())),
+                (rule, End::Suffix) => {
+                    last_suffix[rule] =
+                        Some(last_suffix[rule].map_or(m.start(), |s| s.max(m.start())));
+                }
+            }
+        }
+        candidates.retain(|&(rule, start)| {
+            !self.suffixed[rule] || last_suffix[rule].is_some_and(|s| s >= start)
+        });
+        candidates
+    }
 }
 
-/// The literals every match of `pattern` begins with, or `None` when there is no finite set of
-/// non-empty ones (the rule must then always run). No literal is kept whose own prefix is also
-/// one (of `ignore ` and `ignore your `, only `ignore `): where the longer one occurs the shorter
-/// does too, at the same place, so the rule would only be tried there twice.
-fn prefix_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+/// The literals every match of `pattern` begins with (`End::Prefix`) or ends with
+/// (`End::Suffix`), or `None` when there is no finite set of non-empty ones (for prefixes, the
+/// rule must then always run; for suffixes, its candidates are not checked). No literal is kept
+/// that has another one at the same end (of `ignore ` and `ignore your `, only `ignore `; of
+/// `rules` and `your rules`, only `rules`): where the longer one occurs the shorter does too,
+/// at the same start for a prefix and a later one for a suffix, so it would tell nothing more.
+fn end_literals(pattern: &str, end: End) -> Option<Vec<Vec<u8>>> {
     let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
     let mut extractor = Extractor::new();
-    extractor.kind(ExtractKind::Prefix);
+    extractor.kind(match end {
+        End::Prefix => ExtractKind::Prefix,
+        End::Suffix => ExtractKind::Suffix,
+    });
     let seq = extractor.extract(&hir);
     let literals = seq.literals()?;
     if literals.is_empty() || literals.iter().any(|l| l.as_bytes().is_empty()) {
         return None;
     }
-    let mut sorted: Vec<&[u8]> = literals.iter().map(|l| l.as_bytes()).collect();
+    // Suffixes are compared reversed, so that both ends are a matter of prefixes.
+    let oriented = |l: &[u8]| -> Vec<u8> {
+        match end {
+            End::Prefix => l.to_vec(),
+            End::Suffix => l.iter().rev().copied().collect(),
+        }
+    };
+    let mut sorted: Vec<Vec<u8>> = literals.iter().map(|l| oriented(l.as_bytes())).collect();
     sorted.sort_unstable();
     // Sorted, a literal follows its prefixes, with only literals sharing that prefix between.
     let mut kept: Vec<Vec<u8>> = Vec::with_capacity(sorted.len());
     for literal in sorted {
         if !kept.last().is_some_and(|p| literal.starts_with(p)) {
-            kept.push(literal.to_vec());
+            kept.push(literal);
         }
     }
-    Some(kept)
+    Some(kept.iter().map(|l| oriented(l)).collect())
 }
 
 #[cfg(test)]
@@ -193,6 +254,9 @@ mod tests {
             "override",
             "my system is down",
             "ignore",
+            "rules . ignore your",
+            "ignore your rules and ignore your",
+            "ignore your ignore your instructions",
         ]);
     }
 
@@ -201,8 +265,36 @@ mod tests {
         let matcher = RuleMatcher::new(PATTERNS, 1 << 20).unwrap();
         // The base64 class and a leading word have no finite prefix set.
         assert_eq!(matcher.always, vec![2, 4]);
-        assert!(prefix_literals(PATTERNS[0]).is_some_and(|l| l.len() >= 2));
-        assert!(prefix_literals("(").is_none());
+        assert!(end_literals(PATTERNS[0], End::Prefix).is_some_and(|l| l.len() >= 2));
+        assert!(end_literals("(", End::Prefix).is_none());
+    }
+
+    #[test]
+    fn a_place_after_the_last_suffix_literal_is_no_candidate() {
+        // Prefix literal `ignore`, suffix literal ` rules`.
+        let matcher = RuleMatcher::new([r"(?-u:\b)ignore(?: [^ .]+){0,3} rules"], 1 << 20).unwrap();
+        let starts = |text: &str| -> Vec<usize> {
+            let mut found: Vec<usize> = matcher.candidates(text).iter().map(|c| c.1).collect();
+            found.sort_unstable();
+            found
+        };
+        assert_eq!(starts("the rules . ignore it"), Vec::<usize>::new());
+        assert_eq!(starts("ignore the rules"), [0]);
+        assert_eq!(starts("ignore it and ignore the rules"), [0, 14]);
+        assert_eq!(starts("ignore the rules and ignore it"), [0]);
+        assert_eq!(matcher.matches("ignore the rules and ignore it"), [0]);
+        assert!(matcher.matches("the rules . ignore it").is_empty());
+    }
+
+    #[test]
+    fn suffix_literals_keep_the_shortest_at_the_end() {
+        // ` your rules` ends with ` rules`: only the shorter one is kept.
+        let pattern = r"[a-z]+ (?:your rules|rules|the instructions)";
+        let mut got = end_literals(pattern, End::Suffix).unwrap();
+        got.sort();
+        assert_eq!(got, [b" rules".to_vec(), b" the instructions".to_vec()]);
+        // A class of unbounded repetition at the end leaves no finite set.
+        assert!(end_literals(r"ignore [a-z]+", End::Suffix).is_none());
     }
 
     #[test]
