@@ -161,6 +161,14 @@ const MODEL_LINES: [&str; 4] = [
     "Our office is open from eight to six on weekdays and nine to one on Saturdays.",
 ];
 
+/// Says [`MODEL_LINES`] to the call guards now: the self-echo check compares each caller line
+/// with what the model said in the last 8 s.
+fn say_model_lines(guards: &mut CallGuards) {
+    for line in MODEL_LINES {
+        black_box(guards.model_transcript(line, Instant::now()));
+    }
+}
+
 /// FULL-sized instructions for the call guards' leak guard (not timed here).
 const INSTRUCTIONS: &str = "You are the phone agent of Bright Smile Dental. Be brief and kind.";
 
@@ -213,10 +221,7 @@ fn guard(c: &mut Criterion) {
         "canary-1234",
         INSTRUCTIONS,
     );
-    // The self-echo check compares each caller line with what the model said in the last 8 s.
-    for line in MODEL_LINES {
-        black_box(guards.model_transcript(line, Instant::now()));
-    }
+    say_model_lines(&mut guards);
     report(
         "whole caller guard (self-echo, rules, classifier, window)",
         percentiles(&corpus, 20_000, |t| {
@@ -258,10 +263,8 @@ fn guard(c: &mut Criterion) {
             black_box(rules.assess(t));
         }),
     );
-    // The self-echo check compares with the model's lines of the last 8 s: say them again.
-    for line in MODEL_LINES {
-        black_box(guards.model_transcript(line, Instant::now()));
-    }
+    // The model's lines are kept 8 s: say them again.
+    say_model_lines(&mut guards);
     report(
         "fresh: whole caller guard",
         timed(slice(2).iter(), |t| {
@@ -274,9 +277,7 @@ fn guard(c: &mut Criterion) {
             black_box(rules.assess(t));
         }),
     );
-    for line in MODEL_LINES {
-        black_box(guards.model_transcript(line, Instant::now()));
-    }
+    say_model_lines(&mut guards);
     report(
         "fresh, after 12,000 fresh lines: whole caller guard",
         timed(slice(4).iter(), |t| {
@@ -296,9 +297,7 @@ fn guard(c: &mut Criterion) {
         ("whole caller guard: attack (75 chars)", ATTACK),
     ] {
         // A benchmark runs about 4 s, within the 8 s the model's lines are kept.
-        for line in MODEL_LINES {
-            black_box(guards.model_transcript(line, Instant::now()));
-        }
+        say_model_lines(&mut guards);
         c.bench_function(name, |b| {
             b.iter(|| guards.caller_transcript(black_box(text), Instant::now()))
         });

@@ -139,8 +139,7 @@ impl RuleMatcher {
     pub fn matches(&self, haystack: &str) -> Vec<usize> {
         // `always`, `owner`, `suffixed` and the literals' pattern ids index `regexes` by
         // construction.
-        let rules = self.regexes.len();
-        let mut found = vec![false; rules];
+        let mut found = vec![false; self.regexes.len()];
         for &i in &self.always {
             found[i] = self.regexes[i].is_match(haystack);
         }
@@ -159,18 +158,17 @@ impl RuleMatcher {
     }
 
     /// The places `(rule, start)` where a match of a rule could begin, in the order the
-    /// automaton reports them (by the end of the literal): where one of its prefix literals begins, unless the rule has suffix literals and none
-    /// begins there or later. One pass of the literal automaton.
+    /// automaton reports them (by the end of the literal): where one of its prefix literals
+    /// begins, unless the rule has suffix literals and none begins there or later. One pass of
+    /// the literal automaton.
     fn candidates(&self, haystack: &str) -> Vec<(usize, usize)> {
         let mut candidates: Vec<(usize, usize)> = Vec::new();
         let mut last_suffix: Vec<Option<usize>> = vec![None; self.regexes.len()];
         for m in self.literals.find_overlapping_iter(haystack) {
             match self.owner[m.pattern().as_usize()] {
                 (rule, End::Prefix) => candidates.push((rule, m.start())),
-                (rule, End::Suffix) => {
-                    last_suffix[rule] =
-                        Some(last_suffix[rule].map_or(m.start(), |s| s.max(m.start())));
-                }
+                // `None` is below every `Some`.
+                (rule, End::Suffix) => last_suffix[rule] = last_suffix[rule].max(Some(m.start())),
             }
         }
         candidates.retain(|&(rule, start)| {
@@ -199,13 +197,13 @@ fn end_literals(pattern: &str, end: End) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     // Suffixes are compared reversed, so that both ends are a matter of prefixes.
-    let oriented = |l: &[u8]| -> Vec<u8> {
-        match end {
-            End::Prefix => l.to_vec(),
-            End::Suffix => l.iter().rev().copied().collect(),
+    let orient = |literals: &mut Vec<Vec<u8>>| {
+        if end == End::Suffix {
+            literals.iter_mut().for_each(|l| l.reverse());
         }
     };
-    let mut sorted: Vec<Vec<u8>> = literals.iter().map(|l| oriented(l.as_bytes())).collect();
+    let mut sorted: Vec<Vec<u8>> = literals.iter().map(|l| l.as_bytes().to_vec()).collect();
+    orient(&mut sorted);
     sorted.sort_unstable();
     // Sorted, a literal follows its prefixes, with only literals sharing that prefix between.
     let mut kept: Vec<Vec<u8>> = Vec::with_capacity(sorted.len());
@@ -214,7 +212,8 @@ fn end_literals(pattern: &str, end: End) -> Option<Vec<Vec<u8>>> {
             kept.push(literal);
         }
     }
-    Some(kept.iter().map(|l| oriented(l)).collect())
+    orient(&mut kept);
+    Some(kept)
 }
 
 #[cfg(test)]
